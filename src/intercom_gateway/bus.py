@@ -1,0 +1,581 @@
+"""The one narrow interface to MQTT: publish, subscribe, iterate messages, acknowledge.
+
+This is the only module that imports the MQTT client library. ``MqttBus`` drives
+paho-mqtt from the asyncio event loop itself (the socket is watched with
+``add_reader``/``add_writer``, as aiomqtt does), so no thread and no lock is
+involved. We wrap paho rather than aiomqtt because the gateway must acknowledge an
+inbound QoS 1 message only after it has finished with it (aiomqtt acknowledges on
+receipt, its issue #345), and because awaiting one future per publish costs the
+gateway half its throughput; here a publish takes a plain callback.
+
+``MemoryBroker``/``MemoryBus`` are an in-memory stand-in with real wildcard matching
+for pure component tests. Nothing proves a feature on it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from intercom_gateway import topics
+from intercom_gateway.errors import (
+    BusError,
+    ConnectFailed,
+    ConnectionLost,
+    PublishFailed,
+    SubscribeRefused,
+)
+
+UserProperties = Sequence[tuple[str, str]]
+DoneCallback = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    mid: int = 0
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+    def properties(self, name: str) -> list[str]:
+        return [value for key, value in self.user_properties if key == name]
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: TlsOptions | None = None
+
+
+class Bus(Protocol):
+    """What the gateway, simulators and tests need from MQTT."""
+
+    async def subscribe(self, *filters: str, qos: int = 1) -> None: ...
+
+    def messages(self) -> AsyncIterator[Message]: ...
+
+    def ack(self, message: Message) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+        on_done: DoneCallback | None = None,
+    ) -> None: ...
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+    ) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class _Window:
+    """Caps unacknowledged publishes (paho's message ids are 16-bit, pitfall 3)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.in_flight = 0
+        self._space = asyncio.Event()
+        self._space.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self.size:
+            self._space.clear()
+            await self._space.wait()
+        self.in_flight += 1
+        self._empty.clear()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight < self.size:
+            self._space.set()
+        if self.in_flight == 0:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+class _Base:
+    """Publish plumbing shared by both buses."""
+
+    _window: _Window
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+    ) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        await self.send(  # type: ignore[attr-defined]
+            topic, payload, qos=qos, retain=retain, user_properties=user_properties, on_done=finish
+        )
+        await done
+
+    async def drain(self) -> None:
+        """Wait until every publish sent so far is acknowledged."""
+        await self._window.wait_empty()
+
+
+class MqttBus(_Base):
+    """An MQTT v5 client on the running event loop. Use as ``async with``."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        manual_ack: bool = False,
+        receive_maximum: int = 1000,
+        publish_window: int = 1000,
+        keepalive: int = 30,
+        will: Will | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self._clean_start = clean_start
+        self._session_expiry = session_expiry
+        self._manual_ack = manual_ack
+        self._receive_maximum = receive_maximum
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self._window = _Window(publish_window)
+        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
+        self._subscribing: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._connected: asyncio.Future[ReasonCode] | None = None
+        self._lost: BaseException | None = None
+        self._closing = False
+        self._misc_task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self._client = self._make_client(will)
+
+    def _make_client(self, will: Will | None) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=self._manual_ack,
+        )
+        # paho's own queue must never be what limits us: the window does.
+        client.max_inflight_messages_set(min(self._window.size, 65_535))
+        client.max_queued_messages_set(0)
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls is not None:
+            tls = self.address.tls
+            client.tls_set(
+                ca_certs=tls.ca_file,
+                certfile=tls.cert_file,
+                keyfile=tls.key_file,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> MqttBus:
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._connected = loop.create_future()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry
+        props.ReceiveMaximum = self._receive_maximum
+        try:
+            # The blocking TCP connect runs in a thread; everything after it on the loop.
+            await loop.run_in_executor(
+                None,
+                lambda: self._client.connect(
+                    self.address.host,
+                    self.address.port,
+                    keepalive=self._keepalive,
+                    clean_start=self._clean_start,
+                    properties=props,
+                ),
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise ConnectFailed(
+                f"cannot reach broker {self.address.host}:{self.address.port}: {error}"
+            ) from error
+        self._attach(loop)
+        try:
+            reason = await asyncio.wait_for(self._connected, self._connect_timeout)
+        except TimeoutError as error:
+            self._detach()
+            raise ConnectFailed("no CONNACK from broker in time") from error
+        except ConnectFailed:
+            self._detach()
+            raise
+        del reason
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):
+            raise ConnectFailed("paho returned no socket")
+        self._sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.add_reader(sock, self._read)
+
+        def register_write(*_: object) -> None:
+            loop.add_writer(sock, self._write)
+
+        def unregister_write(*_: object) -> None:
+            loop.remove_writer(sock)
+
+        self._client.on_socket_register_write = register_write
+        self._client.on_socket_unregister_write = unregister_write
+        if self._client.want_write():
+            loop.add_writer(sock, self._write)
+        self._misc_task = loop.create_task(self._misc(), name=f"mqtt-misc-{self.client_id}")
+
+    def _detach(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(self._sock)
+                loop.remove_writer(self._sock)
+            self._sock = None
+        if self._misc_task is not None:
+            self._misc_task.cancel()
+            self._misc_task = None
+
+    def _read(self) -> None:
+        rc = self._client.loop_read(max_packets=100)
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._connection_lost(ConnectionLost(f"read failed: {paho.error_string(rc)}"))
+
+    def _write(self) -> None:
+        rc = self._client.loop_write()
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._connection_lost(ConnectionLost(f"write failed: {paho.error_string(rc)}"))
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(1)  # paho's keepalive clock, not synchronisation
+            if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._connection_lost(ConnectionLost("keepalive failed"))
+                return
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._lost is None and self._sock is not None:
+            self._client.disconnect()
+            # Flush the DISCONNECT before the socket goes away.
+            with contextlib.suppress(Exception):
+                self._client.loop_write()
+        self._detach()
+        self._fail_pending(ConnectionLost("bus closed"))
+
+    def _connection_lost(self, error: BaseException) -> None:
+        if self._lost is not None:
+            return
+        self._lost = error
+        self._detach()
+        self._fail_pending(error)
+        self._inbox.put_nowait(error)
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(ConnectFailed(str(error)))
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        for _topic, callback in pending.values():
+            self._window.release()
+            if callback is not None:
+                callback(error)
+        for future in self._subscribing.values():
+            if not future.done():
+                future.set_exception(error)
+        self._subscribing.clear()
+
+    # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
+
+    def _on_connect(
+        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        future = self._connected
+        if future is None or future.done():
+            return
+        if reason.is_failure:
+            future.set_exception(
+                ConnectFailed(f"broker refused connection: {reason}", reason_code=reason.value)
+            )
+        else:
+            future.set_result(reason)
+
+    def _on_disconnect(
+        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if not self._closing:
+            self._connection_lost(ConnectionLost(f"broker disconnected: {reason}"))
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        user = tuple(getattr(props, "UserProperty", ()) or ())
+        self._inbox.put_nowait(
+            Message(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                dup=bool(msg.dup),
+                mid=msg.mid,
+                user_properties=user,
+            )
+        )
+
+    def _on_publish(
+        self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if mid not in self._pending:
+            return
+        topic, callback = self._pending.pop(mid)
+        self._window.release()
+        if callback is None:
+            return
+        if reason.is_failure:
+            callback(
+                PublishFailed(
+                    f"broker refused publish: {reason}", topic=topic, reason_code=reason.value
+                )
+            )
+        else:
+            callback(None)
+
+    def _on_subscribe(
+        self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        future = self._subscribing.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reasons)
+
+    # --- the Bus interface -----------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise ConnectionLost(str(self._lost)) from self._lost
+        if self._closing:
+            raise ConnectionLost("bus closed")
+
+    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+        """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
+        self._check()
+        rc, mid = self._client.subscribe([(f, qos) for f in filters])
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise BusError(f"subscribe failed: {paho.error_string(rc)}")
+        future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()
+        self._subscribing[mid] = future
+        reasons = await future
+        for topic_filter, reason in zip(filters, reasons, strict=True):
+            if reason.is_failure:
+                raise SubscribeRefused(topic_filter, reason.value)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
+        if self._manual_ack and message.qos > 0 and self._lost is None:
+            self._client.ack(message.mid, message.qos)
+
+    async def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        """Queue a publish; ``on_done`` runs when the broker acknowledged it (or it failed).
+
+        Waits only while the publish window is full.
+        """
+        await self._window.acquire()
+        try:
+            self._check()
+        except BusError:
+            self._window.release()
+            raise
+        properties = None
+        if user_properties:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = list(user_properties)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._window.release()
+            raise PublishFailed(paho.error_string(info.rc), topic=topic, reason_code=int(info.rc))
+        if qos == 0:
+            # QoS 0 has no acknowledgement; written is all we will ever know.
+            self._window.release()
+            if on_done is not None:
+                on_done(None)
+            return
+        self._pending[info.mid] = (topic, on_done)
+
+
+# --- in-memory stand-in ------------------------------------------------------------
+
+
+@dataclass
+class MemoryBroker:
+    """A broker in one process: wildcard routing, retained messages, no persistence."""
+
+    buses: list[MemoryBus] = field(default_factory=list)
+    retained: dict[str, Message] = field(default_factory=dict)
+
+    def client(self, client_id: str = "memory") -> MemoryBus:
+        bus = MemoryBus(self, client_id)
+        self.buses.append(bus)
+        return bus
+
+    def route(self, message: Message) -> None:
+        if message.retain:
+            self.retained[message.topic] = message
+        for bus in self.buses:
+            bus.deliver(message)
+
+
+class MemoryBus(_Base):
+    def __init__(self, broker: MemoryBroker, client_id: str) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.filters: list[str] = []
+        self.acked: list[Message] = []
+        self._inbox: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self._window = _Window(1_000)
+        self._next_mid = 0
+
+    async def __aenter__(self) -> MemoryBus:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.broker.buses.remove(self)
+
+    def deliver(self, message: Message) -> None:
+        if any(topics.matches(f, message.topic) for f in self.filters):
+            self._next_mid += 1
+            self._inbox.append(
+                Message(
+                    message.topic,
+                    message.payload,
+                    message.qos,
+                    message.retain,
+                    False,
+                    self._next_mid,
+                    message.user_properties,
+                )
+            )
+            self._ready.set()
+
+    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+        self.filters.extend(filters)
+        for message in list(self.broker.retained.values()):
+            if any(topics.matches(f, message.topic) for f in filters):
+                self.deliver(message)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            while not self._inbox:
+                self._ready.clear()
+                await self._ready.wait()
+            yield self._inbox.popleft()
+
+    def ack(self, message: Message) -> None:
+        self.acked.append(message)
+
+    async def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        self.broker.route(Message(topic, payload, qos, retain, False, 0, tuple(user_properties)))
+        if on_done is not None:
+            on_done(None)

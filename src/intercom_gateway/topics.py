@@ -1,0 +1,113 @@
+"""The topic grammar: every topic the system uses is built or matched here, nowhere else.
+
+| topic | who publishes | what |
+| --- | --- | --- |
+| ``intercom/v1/{building}/{device}/events/{event_type}`` | panels | raw events |
+| ``intercom/v1/{building}/{device}/settings`` | dwelling panels | resident settings |
+| ``intercom/v1/{building}/{device}/settings/ack`` | gateway | settings acknowledgements |
+| ``cloud/v1/{building}/{dwelling}/{event_type}`` | gateway | the operator's server |
+| ``group/v1/{building}/{dwelling}/{event_type}`` | gateway | joint use (§4) |
+| ``partners/{partner}/v1/{building}/{dwelling}/{event_type}`` | gateway | partner services |
+| ``analytics/v1/{event_type}`` | gateway | de-identified copies (§5(5)) |
+| ``statistics/v1/{building}`` | gateway | aggregates (§5(2)②) |
+| ``gateway/v1/rejected/{reason}`` | gateway | rejected input |
+| ``gateway/v1/status`` | gateway | online/offline, retained, last will |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PANEL_EVENTS_FILTER = "intercom/v1/+/+/events/+"
+PANEL_SETTINGS_FILTER = "intercom/v1/+/+/settings"
+STATUS = "gateway/v1/status"
+REJECTED_FILTER = "gateway/v1/rejected/#"
+
+_LEVEL = r"[^/+#$][^/+#]*"
+_PANEL = re.compile(
+    rf"^intercom/v1/(?P<building>{_LEVEL})/(?P<device>{_LEVEL})/"
+    rf"(?:events/(?P<event_type>{_LEVEL})|(?P<settings>settings))$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PanelTopic:
+    building: str
+    device: str
+    event_type: str | None  # None for the settings topic
+
+    @property
+    def is_settings(self) -> bool:
+        return self.event_type is None
+
+
+def parse_panel_topic(topic: str) -> PanelTopic | None:
+    """Match an inbound panel topic; None if it is not one."""
+    match = _PANEL.match(topic)
+    if match is None:
+        return None
+    return PanelTopic(match["building"], match["device"], match["event_type"])
+
+
+def shared(filter_: str, group: str | None) -> str:
+    """An MQTT 5 shared subscription of ``filter_`` for a group of gateways."""
+    return f"$share/{group}/{filter_}" if group else filter_
+
+
+def panel_events(building: str, device: str, event_type: str) -> str:
+    return f"intercom/v1/{building}/{device}/events/{event_type}"
+
+
+def panel_settings(building: str, device: str) -> str:
+    return f"intercom/v1/{building}/{device}/settings"
+
+
+def settings_ack(building: str, device: str) -> str:
+    return f"intercom/v1/{building}/{device}/settings/ack"
+
+
+def cloud(building: str, dwelling: str, event_type: str) -> str:
+    return f"cloud/v1/{building}/{dwelling}/{event_type}"
+
+
+def group(building: str, dwelling: str, event_type: str) -> str:
+    return f"group/v1/{building}/{dwelling}/{event_type}"
+
+
+def partner(partner_id: str, building: str, dwelling: str, event_type: str) -> str:
+    return f"partners/{partner_id}/v1/{building}/{dwelling}/{event_type}"
+
+
+def partner_filter(partner_id: str) -> str:
+    return f"partners/{partner_id}/#"
+
+
+def analytics(event_type: str) -> str:
+    return f"analytics/v1/{event_type}"
+
+
+def statistics(building: str) -> str:
+    return f"statistics/v1/{building}"
+
+
+def rejected(reason: str) -> str:
+    return f"gateway/v1/rejected/{reason}"
+
+
+def matches(filter_: str, topic: str) -> bool:
+    """MQTT wildcard matching (``+`` one level, ``#`` the rest), for the in-memory bus."""
+    if filter_.startswith("$share/"):
+        filter_ = filter_.split("/", 2)[2]
+    f_levels = filter_.split("/")
+    t_levels = topic.split("/")
+    if topic.startswith("$") and f_levels[0] in {"+", "#"}:
+        return False
+    for index, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if index >= len(t_levels):
+            return False
+        if level not in {"+", t_levels[index]}:
+            return False
+    return len(f_levels) == len(t_levels)
