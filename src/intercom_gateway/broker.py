@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,12 @@ def _hand_over(paths: Iterable[Path]) -> None:
 
 
 class Mosquitto:
-    """One Mosquitto process with the project's configuration. ``async with`` starts it."""
+    """One Mosquitto process with the project's configuration.
+
+    ``with`` or ``async with`` starts it. The process methods are synchronous (a start
+    takes a few tens of milliseconds) so session-wide test fixtures can use them; async
+    code that must not stall calls them through ``asyncio.to_thread``.
+    """
 
     def __init__(
         self,
@@ -258,20 +264,27 @@ class Mosquitto:
         self.host = host
         self.port = port or free_port(host)
         self.config_template = config
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
 
     def address(self, user: str) -> BrokerAddress:
         return self.credentials.address(user, host=self.host, port=self.port)
 
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     async def __aenter__(self) -> Mosquitto:
-        await self.start()
+        await asyncio.to_thread(self.start)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await asyncio.to_thread(self.stop)
 
-    async def start(self) -> None:
+    def start(self) -> None:
         data_dir = self.workdir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
@@ -286,49 +299,51 @@ class Mosquitto:
             encoding="utf-8",
         )
         _hand_over([self.workdir, self.credentials.directory])
-        log = self.log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            find_binary("mosquitto"), "-c", str(conf), stdout=log, stderr=log
-        )
-        log.close()
-        await self._wait_ready()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [find_binary("mosquitto"), "-c", str(conf)], stdout=log, stderr=log
+            )
+        self._wait_ready()
 
-    async def _wait_ready(self, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    def _wait_ready(self, limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
         assert self.process is not None
         while True:
-            if self.process.returncode is not None:
+            if self.process.poll() is not None:
                 raise BrokerError(f"mosquitto exited at start-up: {self.log_tail()}")
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection(self.host, self.port)
-                writer.close()
-                await writer.wait_closed()
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return
-            if loop.time() > deadline:
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
                 raise BrokerError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")
-            await asyncio.sleep(0.02)  # polling a port that has no event to await
+            time.sleep(0.02)  # polling a port: there is no event to await
 
     def log_tail(self, lines: int = 15) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
 
-    async def stop(self, *, kill: bool = False) -> None:
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, *, kill: bool = False) -> None:
         """SIGTERM (Mosquitto saves its persistence file) or SIGKILL (it does not)."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
+        if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            await process.wait()
+            process.wait()
 
-    async def restart(self, *, kill: bool = False) -> None:
-        await self.stop(kill=kill)
-        await self.start()
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto rereads its password and ACL files."""

@@ -1,0 +1,50 @@
+"""One settings object, built once at the CLI and passed down (``INTERCOM_`` prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA = Path(__file__).parent / "data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTERCOM_", extra="forbid")
+
+    # --- broker --------------------------------------------------------------------
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    broker_user: str = "gateway"
+    broker_password: SecretStr | None = Field(
+        default=None, description="default: read from <secrets_dir>/credentials.json"
+    )
+    broker_ca_file: Path | None = Field(default=None, description="CA for a TLS listener")
+    secrets_dir: Path = Path(".secrets/broker")
+    share_group: str | None = Field(
+        default=None, description="MQTT 5 shared-subscription group for several gateways"
+    )
+    keepalive: int = 30
+    session_expiry: int = Field(default=86_400, description="seconds the broker keeps our session")
+    receive_maximum: int = Field(default=1_000, description="unacknowledged inbound at once")
+    publish_window: int = Field(default=5_000, description="unacknowledged outbound at once")
+    reconnect_min: float = 0.2
+    reconnect_max: float = 10.0
+
+    # --- gateway -------------------------------------------------------------------
+    gateway_id: str = "gw-1"
+    db_path: Path = Path("var/gateway.sqlite")
+    registry_path: Path = DATA / "registry.sample.yaml"
+    policy_path: Path = DATA / "policy-2026-04-01.yaml"
+    partners_path: Path = DATA / "partners.sample.yaml"
+    max_payload_bytes: int = 16_384
+    max_json_depth: int = 16
+    max_event_age: float = Field(default=86_400.0, description="seconds; older events are stale")
+    max_clock_skew: float = Field(default=300.0, description="seconds an event may be ahead")
+    flush_interval: float = Field(default=0.05, description="seconds between store batch writes")
+    completed_memory: int = Field(default=1_000_000, description="event ids kept for de-dup")
+    statistics_window: float = 3_600.0
+    statistics_min_group: int = 5
+    log_level: str = "INFO"
+    log_events: bool = Field(default=True, description="one log line per processed event")
