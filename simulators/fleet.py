@@ -1,0 +1,152 @@
+"""Run a simulated fleet of panels against a bus, paced in accelerated simulated time.
+
+The panels' behaviour lives in ``simulators.panels`` (pure, ``iter_events``); this is the
+thin I/O shell around it: it waits until each event is due, publishes it at QoS 1 on
+its panel topic, tells ``on_event`` (the demo shows events live) and sums up the run.
+The simulators talk to the gateway only over MQTT, as real panels would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from intercom_gateway import topics
+from intercom_gateway.bus import Bus
+from intercom_gateway.models import Event, utc_now
+from intercom_gateway.registry import Registry
+from simulators.panels import iter_events
+from simulators.rates import DEFAULT_RATES, Rates
+from simulators.settings import send_settings, settings_change
+
+__all__ = [
+    "FleetSummary",
+    "Rates",
+    "iter_events",
+    "run_fleet",
+    "send_settings",
+    "settings_change",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """What a run published."""
+
+    by_type: dict[str, int]
+    by_building: dict[str, int]
+    first_occurred_at: datetime | None
+    last_occurred_at: datetime | None
+    published: int
+    wall_seconds: float
+
+    def render(self) -> str:
+        if self.first_occurred_at is None or self.last_occurred_at is None:
+            return f"Published no events in {self.wall_seconds:.1f} s."
+        span_hours = (self.last_occurred_at - self.first_occurred_at).total_seconds() / 3600
+        return "\n".join(
+            [
+                f"Published {self.published} events from {len(self.by_building)} building(s)"
+                f" in {self.wall_seconds:.1f} s of wall time.",
+                f"Simulated {self.first_occurred_at:%Y-%m-%d %H:%M} to"
+                f" {self.last_occurred_at:%Y-%m-%d %H:%M} UTC ({span_hours:.1f} h).",
+                "By type: " + _counts(self.by_type),
+                "By building: " + _counts(self.by_building),
+            ]
+        )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+
+
+@dataclass
+class _Tally:
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_building: Counter[str] = field(default_factory=Counter)
+    first: datetime | None = None
+    last: datetime | None = None
+    sent: int = 0
+    acknowledged: int = 0
+    error: BaseException | None = None
+
+    def add(self, event: Event) -> None:
+        self.sent += 1
+        self.by_type[event.type] += 1
+        self.by_building[event.building_id] += 1
+        self.first = self.first or event.occurred_at
+        self.last = event.occurred_at
+
+    def done(self, error: BaseException | None) -> None:
+        """The bus's ``on_done``: count the PUBACK, keep the first failure."""
+        if error is None:
+            self.acknowledged += 1
+        elif self.error is None:
+            self.error = error
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def summary(self, wall_seconds: float) -> FleetSummary:
+        return FleetSummary(
+            by_type=dict(self.by_type),
+            by_building=dict(self.by_building),
+            first_occurred_at=self.first,
+            last_occurred_at=self.last,
+            published=self.acknowledged,
+            wall_seconds=wall_seconds,
+        )
+
+
+async def run_fleet(
+    bus: Bus,
+    registry: Registry,
+    *,
+    seed: int = 0,
+    acceleration: float = 1.0,
+    duration: float | None = None,
+    max_events: int | None = None,
+    rates: Rates = DEFAULT_RATES,
+    unlock_services: tuple[str, ...] = ("parcel-unlock",),
+    start: datetime | None = None,
+    on_event: Callable[[str, Event], None] | None = None,
+) -> FleetSummary:
+    """Publish the fleet's events until ``duration`` real seconds or ``max_events`` pass.
+
+    ``acceleration`` is simulated seconds per real second. ``start`` (default: now) is
+    the simulated clock's origin; with acceleration above 1 the timestamps run ahead of
+    the wall clock, so pass a ``start`` in the past if a gateway checks for future ones.
+    Raises the first publish failure (e.g. an ACL refusal) once it is known.
+    """
+    if acceleration <= 0:
+        raise ValueError("acceleration must be positive")
+    origin = start or utc_now()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    deadline = None if duration is None else began + duration
+    tally = _Tally()
+    events = iter_events(
+        registry, seed=seed, rates=rates, start=origin, unlock_services=unlock_services
+    )
+    for event in events if max_events != 0 else ():
+        due = began + (event.occurred_at - origin).total_seconds() / acceleration
+        if deadline is not None and due > deadline:
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            break
+        # Pacing the simulation; a zero sleep still lets the bus's socket writers run.
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        topic = topics.panel_events(event.building_id, event.device.id, event.type)
+        await bus.send(topic, event.model_dump_json().encode(), qos=1, on_done=tally.done)
+        tally.raise_if_failed()
+        tally.add(event)
+        if on_event is not None:
+            on_event(topic, event)
+        if max_events is not None and tally.sent >= max_events:
+            break
+    await bus.drain()
+    tally.raise_if_failed()
+    return tally.summary(loop.time() - began)
