@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from functools import cache, cached_property
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -169,17 +169,18 @@ class Policy(_Frozen):
             raise ValueError("; ".join(problems))
         return self
 
-    @cached_property
-    def rule_index(self) -> Mapping[tuple[DestinationKind, str], Rule]:
-        """(destination kind, category) → the one rule that covers it."""
-        return {(r.destination, c): r for r in self.rules for c in r.categories}
+    # No cached indexes on the model: ``model_copy(update=...)`` would carry a stale one.
+    # The hot path (decision.py) compiles its own index once per policy object.
+    def rule_for(self, kind: DestinationKind, category: str) -> Rule | None:
+        """The one rule that covers (destination kind, category), or None: default deny."""
+        for rule in self.rules:
+            if rule.destination is kind and category in rule.categories:
+                return rule
+        return None
 
-    @cached_property
+    @property
     def opt_out_purposes(self) -> frozenset[str]:
         return frozenset(k for k, p in self.purposes.items() if p.opt_out)
-
-    def rule_for(self, kind: DestinationKind, category: str) -> Rule | None:
-        return self.rule_index.get((kind, category))
 
     def known_version(self, version: str) -> bool:
         return version == self.version or version in self.supersedes
@@ -310,12 +311,8 @@ class PartnerRegistry(_Frozen):
             raise ValueError(f"duplicate partner ids: {duplicates}")
         return self
 
-    @cached_property
-    def by_id(self) -> Mapping[str, PartnerService]:
-        return {s.id: s for s in self.services}
-
     def get(self, partner_id: str) -> PartnerService | None:
-        return self.by_id.get(partner_id)
+        return next((s for s in self.services if s.id == partner_id), None)
 
     def check_against(self, policy: Policy) -> list[str]:
         """Declared purposes the policy does not know; empty when the registry fits."""
