@@ -12,6 +12,7 @@
 | ``statistics/v1/{building}`` | gateway | aggregates (§5(2)②) |
 | ``gateway/v1/rejected/{reason}`` | gateway | rejected input |
 | ``gateway/v1/status`` | gateway | online/offline, retained, last will |
+| ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 PANEL_EVENTS_FILTER = "intercom/v1/+/+/events/+"
 PANEL_SETTINGS_FILTER = "intercom/v1/+/+/settings"
 STATUS = "gateway/v1/status"
+METRICS = "gateway/v1/metrics"
 REJECTED_FILTER = "gateway/v1/rejected/#"
 
 _LEVEL = r"[^/+#$][^/+#]*"

@@ -3,13 +3,12 @@ the project's own mosquitto.conf with generated credentials."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from intercom_gateway.broker import Mosquitto, generate_credentials
-from intercom_gateway.bus import Message, MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.registry import Registry
 from tests.conftest import SAMPLE_SERVICES
 
@@ -34,21 +33,3 @@ def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:
     """A bus logged in as one of the generated accounts."""
     client_id = str(options.pop("client_id", f"{user}-{id(options)}"))
     return MqttBus(broker.address(user), client_id=client_id, **options)  # type: ignore[arg-type]
-
-
-async def collect(bus: MqttBus, count: int, *, timeout: float = 10.0) -> list[Message]:
-    """Await exactly ``count`` messages (fails on timeout with what did arrive)."""
-    seen: list[Message] = []
-
-    async def take() -> None:
-        async for message in bus.messages():
-            seen.append(message)
-            if len(seen) == count:
-                return
-
-    try:
-        await asyncio.wait_for(take(), timeout)
-    except TimeoutError:
-        topics = [m.topic for m in seen]
-        raise AssertionError(f"expected {count} messages, got {len(seen)}: {topics}") from None
-    return seen

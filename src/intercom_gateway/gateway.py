@@ -1,0 +1,634 @@
+"""The gateway: validate, decide, forward, record; acknowledge only when it is safe.
+
+One loop takes the panel messages in arrival order, so the events of a dwelling are
+decided in order and a consent change applies from the very next message (spec item
+9). Publishing is pipelined: the loop does not wait for PUBACKs, but an inbound
+message is acknowledged to the broker only when every publish it caused has been
+acknowledged and its records are committed to the store. A crash before that makes
+the broker deliver it again (persistent session), and the completed-event record
+makes the second pass a no-op for the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+
+from intercom_gateway import topics
+from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
+from intercom_gateway.consent import ConsentState, apply_change
+from intercom_gateway.decision import Decision, Outcome, decide, user_properties
+from intercom_gateway.errors import BusError, PublishFailed
+from intercom_gateway.ingress import DeviceIndex, InputRejected, Limits, check_event, check_settings
+from intercom_gateway.models import (
+    GatewayStatus,
+    Rejection,
+    RejectReason,
+    SettingsChange,
+    utc_now,
+)
+from intercom_gateway.policy import (
+    DestinationKind,
+    PartnerRegistry,
+    Policy,
+    Provision,
+    load_partners,
+    load_policy,
+)
+from intercom_gateway.registry import Registry, load_registry
+from intercom_gateway.settings import Settings
+from intercom_gateway.statistics import StatisticsAggregator
+from intercom_gateway.store import DecisionRow, LedgerRow, RejectionRow, Store
+
+log = structlog.get_logger("intercom_gateway.gateway")
+
+REJECTED_PAYLOAD_LIMIT = 4_096  # bytes of a rejected payload echoed and kept
+# §8 and APPI: provisions to third parties are recorded; joint use (§4) is recorded too,
+# marked as not a third-party provision.
+_LEDGER = frozenset({Provision.THIRD_PARTY, Provision.JOINT_USE})
+
+
+class CompletedIds:
+    """The ids of events already handled, bounded, oldest forgotten first."""
+
+    def __init__(self, limit: int, ids: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._ids: dict[str, None] = dict.fromkeys(ids)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.limit:
+            del self._ids[next(iter(self._ids))]
+
+
+@dataclass
+class Metrics:
+    received: int = 0
+    events: int = 0
+    duplicates: int = 0
+    forwarded: Counter[str] = field(default_factory=Counter)
+    withheld: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    settings: Counter[str] = field(default_factory=Counter)
+    publish_refused: int = 0
+    acked: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "forwarded": dict(self.forwarded),
+            "withheld": dict(self.withheld),
+            "rejected": dict(self.rejected),
+            "settings": dict(self.settings),
+            "publish_refused": self.publish_refused,
+            "acked": self.acked,
+        }
+
+
+@dataclass(eq=False)
+class _Tracker:
+    """What an inbound message still waits for before it may be acknowledged."""
+
+    message: Message
+    publishes: int = 1  # the extra 1 is released when handling has issued everything
+    needs_store: bool = False
+    stored: bool = False
+    failed: bool = False
+    event_id: str | None = None
+    provisions: list[LedgerRow] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.publishes == 0 and (self.stored or not self.needs_store)
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        policy: Policy,
+        partners: PartnerRegistry,
+        registry: Registry,
+        consents: dict[tuple[str, str], ConsentState],
+        completed: CompletedIds,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.policy = policy
+        self.partners = partners
+        self.registry = registry
+        self.devices = DeviceIndex.from_registry(registry)
+        self.consents = consents
+        self.completed = completed
+        self.clock = clock
+        self.limits = Limits(
+            max_bytes=settings.max_payload_bytes,
+            max_depth=settings.max_json_depth,
+            max_age=timedelta(seconds=settings.max_event_age),
+            max_skew=timedelta(seconds=settings.max_clock_skew),
+        )
+        self.metrics = Metrics()
+        self.statistics = StatisticsAggregator(
+            window=timedelta(seconds=settings.statistics_window),
+            min_group_size=settings.statistics_min_group,
+        )
+        self._trackers: deque[_Tracker] = deque()
+        self._unflushed: list[_Tracker] = []
+        self._in_flight: set[str] = set()
+        self._bus: Bus | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    async def load(
+        cls, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utc_now
+    ) -> Gateway:
+        """Read the registry, policy and partner files; restore consent and completed ids."""
+        policy = load_policy(settings.policy_path)
+        partners = load_partners(settings.partners_path, policy=policy)
+        registry = load_registry(settings.registry_path)
+        await store.sync_registry(registry)
+        consents = await store.consents()
+        await _seed_consents(store, registry, consents, now=clock())
+        completed = CompletedIds(
+            settings.completed_memory, await store.recent_completed(settings.completed_memory)
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            policy=policy,
+            partners=partners,
+            registry=registry,
+            consents=consents,
+            completed=completed,
+            clock=clock,
+        )
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def serve(self, bus: Bus, *, stop: asyncio.Event | None = None) -> None:
+        """Handle messages until ``stop`` is set (then finish in-flight work) or the bus fails."""
+        stop = stop or asyncio.Event()
+        self._bus = bus
+        group = self.settings.share_group
+        await bus.subscribe(
+            topics.shared(topics.PANEL_EVENTS_FILTER, group),
+            topics.shared(topics.PANEL_SETTINGS_FILTER, group),
+        )
+        await self._publish_status(bus, "online")
+        log.info("gateway online", gateway_id=self.settings.gateway_id)
+        async with asyncio.TaskGroup() as tasks:
+            background = [
+                tasks.create_task(self._flush_loop(), name="store-flush"),
+                tasks.create_task(self._report_loop(bus), name="metrics-and-statistics"),
+            ]
+            consume = tasks.create_task(self._consume(bus), name="consume")
+            stopping = tasks.create_task(stop.wait(), name="stop-signal")
+            await asyncio.wait({consume, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if consume.done():
+                stopping.cancel()
+                consume.result()  # the bus failed: let the error out
+            else:
+                consume.cancel()
+                await self.finish_in_flight()
+                await self._publish_status(bus, "offline")
+            for task in background:
+                task.cancel()
+
+    async def _consume(self, bus: Bus) -> None:
+        async for message in bus.messages():
+            await self.handle(bus, message)
+
+    async def finish_in_flight(self) -> None:
+        """Wait until every message taken so far is acknowledged (graceful shutdown)."""
+        if self._bus is not None:
+            await self._bus.drain()
+        await self._flush()
+        await self._idle.wait()
+
+    async def handle(self, bus: Bus, message: Message) -> None:
+        tracker = _Tracker(message)
+        self._trackers.append(tracker)
+        self._idle.clear()
+        self.metrics.received += 1
+        now = self.clock()
+        topic = topics.parse_panel_topic(message.topic)
+        try:
+            if topic is None:
+                raise InputRejected(RejectReason.BAD_TOPIC, "not a panel topic")
+            if topic.is_settings:
+                await self._handle_settings(bus, tracker, topic, now)
+            else:
+                await self._handle_event(bus, tracker, topic, now)
+        except InputRejected as rejection:
+            await self._reject(bus, tracker, rejection, now)
+        self._release(tracker)
+
+    async def _handle_event(
+        self, bus: Bus, tracker: _Tracker, topic: topics.PanelTopic, now: datetime
+    ) -> None:
+        event = check_event(
+            topic, tracker.message.payload, devices=self.devices, limits=self.limits, now=now
+        )
+        event_id = str(event.event_id)
+        if event_id in self.completed or event_id in self._in_flight:
+            if tracker.message.dup:
+                # The broker redelivers what we had not acknowledged before a crash.
+                self.metrics.duplicates += 1
+                return
+            raise InputRejected(RejectReason.REPLAYED, f"event {event_id} was already received")
+        self.metrics.events += 1
+        self._in_flight.add(event_id)
+        tracker.event_id = event_id
+        tracker.needs_store = True
+        consent = self.consent(event.building_id, event.dwelling_id)
+        decision = decide(
+            event,
+            consent,
+            policy=self.policy,
+            partners=self.partners,
+            gateway_id=self.settings.gateway_id,
+            decision_id=uuid.uuid4(),
+            now=now,
+        )
+        if consent.registered:
+            self.store.record_decision(_decision_row(decision))
+        # else §7(1)①: an initialised dwelling's events are neither forwarded nor stored.
+        for outcome in decision.outcomes:
+            if not outcome.forwarded:
+                self.metrics.withheld[outcome.reason.value if outcome.reason else "?"] += 1
+                continue
+            self.metrics.forwarded[outcome.kind.value] += 1
+            if outcome.kind is DestinationKind.STATISTICS:
+                self.statistics.add(event.building_id, event.type, event.occurred_at)
+            if outcome.payload is None or outcome.topic is None:
+                continue
+            envelope = outcome.forwarded_message(decision, now)
+            provision = _provision(decision, outcome, now) if outcome.provision in _LEDGER else None
+            await self._send(
+                bus,
+                tracker,
+                outcome.topic,
+                envelope.model_dump_json().encode(),
+                [*user_properties(envelope), ("event_id", event_id)],
+                provision,
+            )
+        if self.settings.log_events:
+            log.info(
+                "event",
+                event_id=event_id,
+                type=event.type,
+                dwelling=f"{event.building_id}/{event.dwelling_id}",
+                forwarded=[o.destination for o in decision.forwarded],
+            )
+
+    async def _handle_settings(
+        self, bus: Bus, tracker: _Tracker, topic: topics.PanelTopic, now: datetime
+    ) -> None:
+        change = check_settings(
+            topic, tracker.message.payload, devices=self.devices, limits=self.limits
+        )
+        if await self.store.consent_change_seen(str(change.change_id)):
+            self.metrics.settings["duplicate"] += 1
+            return
+        applied = await self.apply_settings(change, source=f"panel:{topic.device}", now=now)
+        await self._send(
+            bus, tracker, topics.settings_ack(topic.building, topic.device), applied, ()
+        )
+
+    async def apply_settings(self, change: SettingsChange, *, source: str, now: datetime) -> bytes:
+        """Apply and durably record one resident setting; returns the ack to publish.
+
+        The in-memory state changes before the next message is taken, so no later
+        event is decided under the old consent (spec item 9).
+        """
+        key = (change.building_id, change.dwelling_id)
+        result = apply_change(
+            self.consent(*key), change, policy=self.policy, partners=self.partners, now=now
+        )
+        await self.store.save_consent(
+            result.state,
+            change=change.model_dump_json(),
+            change_id=str(change.change_id),
+            source=source,
+            applied=result.applied,
+            detail=result.detail,
+            at=now,
+        )
+        if result.applied:
+            self.consents[key] = result.state
+        self.metrics.settings["applied" if result.applied else "refused"] += 1
+        log.info(
+            "settings",
+            dwelling=f"{key[0]}/{key[1]}",
+            kind=change.change.kind,
+            applied=result.applied,
+            detail=result.detail,
+        )
+        return result.ack(change, now=now).model_dump_json().encode()
+
+    def consent(self, building_id: str, dwelling_id: str) -> ConsentState:
+        state = self.consents.get((building_id, dwelling_id))
+        return state if state is not None else ConsentState.initial(building_id, dwelling_id)
+
+    async def _reject(
+        self, bus: Bus, tracker: _Tracker, rejection: InputRejected, now: datetime
+    ) -> None:
+        message = tracker.message
+        reason = rejection.reason
+        self.metrics.rejected[reason.value] += 1
+        text = message.payload[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+        self.store.record_rejection(
+            RejectionRow(now, reason.value, rejection.detail, message.topic, text)
+        )
+        tracker.needs_store = True
+        log.warning("rejected", reason=reason.value, topic=message.topic, detail=rejection.detail)
+        envelope = Rejection(
+            reason=reason,
+            detail=rejection.detail,
+            topic=message.topic,
+            payload=text,
+            payload_truncated=len(message.payload) > REJECTED_PAYLOAD_LIMIT,
+            received_at=now,
+            gateway_id=self.settings.gateway_id,
+        )
+        await self._send(
+            bus,
+            tracker,
+            topics.rejected(reason.value),
+            envelope.model_dump_json().encode(),
+            [("reason", reason.value)],
+        )
+
+    # --- acknowledgement bookkeeping ---------------------------------------------------
+
+    async def _send(
+        self,
+        bus: Bus,
+        tracker: _Tracker,
+        topic: str,
+        payload: bytes,
+        properties: list[tuple[str, str]] | tuple[()],
+        provision: LedgerRow | None = None,
+    ) -> None:
+        tracker.publishes += 1
+
+        def done(error: BaseException | None) -> None:
+            if error is None:
+                if provision is not None:
+                    tracker.provisions.append(provision)
+            elif isinstance(error, PublishFailed):
+                # Refused by the broker (an ACL or size limit): retrying cannot help.
+                self.metrics.publish_refused += 1
+                log.error("publish refused", topic=topic, error=str(error))
+            else:
+                tracker.failed = True
+            self._release(tracker)
+
+        await bus.send(topic, payload, qos=1, user_properties=properties, on_done=done)
+
+    def _release(self, tracker: _Tracker) -> None:
+        tracker.publishes -= 1
+        if tracker.publishes == 0 and tracker.needs_store and not tracker.failed:
+            # Every destination has it: now its ledger rows and completion are recorded,
+            # and the next flush lets the broker forget it.
+            self.store.record_provisions(tracker.provisions)
+            if tracker.event_id is not None:
+                self.store.record_completed(tracker.event_id, self.clock().timestamp())
+            self._unflushed.append(tracker)
+        self._ack_ready()
+
+    def _ack_ready(self) -> None:
+        # Acknowledge in arrival order, as MQTT expects of a subscriber.
+        bus = self._bus
+        while self._trackers and self._trackers[0].done and not self._trackers[0].failed:
+            tracker = self._trackers.popleft()
+            if bus is not None:
+                bus.ack(tracker.message)
+            self.metrics.acked += 1
+            if tracker.event_id is not None:
+                self.completed.add(tracker.event_id)
+                self._in_flight.discard(tracker.event_id)
+        if not self._trackers:
+            self._idle.set()
+
+    async def _flush(self) -> None:
+        batch, self._unflushed = self._unflushed, []
+        await self.store.flush()
+        for tracker in batch:
+            tracker.stored = True
+        self._ack_ready()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flush_interval)  # the batching period
+            await self._flush()
+
+    # --- reporting -----------------------------------------------------------------------
+
+    async def _report_loop(self, bus: Bus) -> None:
+        while True:
+            await asyncio.sleep(5.0)  # reporting period
+            await self.publish_reports(bus)
+
+    async def publish_reports(self, bus: Bus) -> None:
+        """Retained metrics and any closed statistics windows."""
+        await bus.send(
+            topics.METRICS,
+            _json({"gateway_id": self.settings.gateway_id, **self.metrics.snapshot()}),
+            retain=True,
+        )
+        now = self.clock()
+        for aggregate in self.statistics.flush(now):
+            envelope = aggregate.message(
+                policy=self.policy,
+                gateway_id=self.settings.gateway_id,
+                decision_id=uuid.uuid4(),
+                now=now,
+            )
+            await bus.send(
+                aggregate.topic,
+                envelope.model_dump_json().encode(),
+                user_properties=user_properties(envelope),
+            )
+
+    def reset_in_flight(self) -> None:
+        """After a lost connection: what was not acknowledged will be delivered again."""
+        self._trackers.clear()
+        self._in_flight.clear()
+        self._bus = None
+        self._idle.set()
+
+    async def _publish_status(self, bus: Bus, state: Literal["online", "offline"]) -> None:
+        await bus.publish(
+            topics.STATUS, status_payload(self.settings.gateway_id, state), retain=True
+        )
+
+
+def status_payload(gateway_id: str, state: Literal["online", "offline"]) -> bytes:
+    return (
+        GatewayStatus(gateway_id=gateway_id, state=state, since=utc_now())
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _decision_row(decision: Decision) -> DecisionRow:
+    return DecisionRow(
+        event_id=str(decision.event_id),
+        decision_id=str(decision.decision_id),
+        building_id=decision.building_id,
+        dwelling_id=decision.dwelling_id,
+        event_type=decision.event_type.value,
+        decided_at=decision.decided_at,
+        policy_version=decision.policy_version,
+        consent_revision=decision.consent_revision,
+        outcomes=[
+            {
+                "destination": o.destination,
+                "forwarded": o.forwarded,
+                "purposes": list(o.purposes),
+                "fields": list(o.fields),
+                "rule_id": o.rule_id,
+                "clause": o.clause,
+                "reason": o.reason.value if o.reason else None,
+                "detail": o.detail,
+            }
+            for o in decision.outcomes
+        ],
+    )
+
+
+def _provision(decision: Decision, outcome: Outcome, now: datetime) -> LedgerRow:
+    return LedgerRow(
+        at=now,
+        recipient=outcome.destination,
+        recipient_kind=outcome.kind.value,
+        third_party=outcome.third_party,
+        building_id=decision.building_id,
+        dwelling_id=decision.dwelling_id,
+        event_id=str(decision.event_id),
+        event_type=decision.event_type.value,
+        items=tuple(outcome.fields),
+        image="image" in outcome.fields,
+        purposes=tuple(outcome.purposes),
+        rule_id=outcome.rule_id or "",
+        policy_version=decision.policy_version,
+        decision_id=str(decision.decision_id),
+    )
+
+
+async def _seed_consents(
+    store: Store,
+    registry: Registry,
+    consents: dict[tuple[str, str], ConsentState],
+    *,
+    now: datetime,
+) -> None:
+    """Dwellings the store knows nothing about start with the registry's consent."""
+    for building, dwelling in registry.dwellings():
+        key = (building.id, dwelling.id)
+        if key in consents or dwelling.consent is None:
+            continue
+        initial = dwelling.consent
+        state = ConsentState(
+            building_id=building.id,
+            dwelling_id=dwelling.id,
+            registered=initial.registered,
+            return_home_enabled=initial.return_home_enabled,
+            services_used=initial.services,
+            accepted_policy_version=initial.policy_version,
+            revision=1,
+            updated_at=now,
+        )
+        await store.save_consent(
+            state,
+            change=initial.model_dump_json(),
+            change_id=None,
+            source="registry",
+            applied=True,
+            detail="initial consent from the device registry",
+            at=now,
+        )
+        consents[key] = state
+
+
+# --- running it: reconnect with jittered backoff --------------------------------------
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    from intercom_gateway.broker import load_credentials
+
+    password = settings.broker_password.get_secret_value() if settings.broker_password else None
+    if password is None:
+        password = load_credentials(settings.secrets_dir).passwords.get(settings.broker_user)
+    tls = TlsOptions(ca_file=str(settings.broker_ca_file)) if settings.broker_ca_file else None
+    return BrokerAddress(
+        host=settings.broker_host,
+        port=settings.broker_port,
+        username=settings.broker_user,
+        password=password,
+        tls=tls,
+    )
+
+
+async def run_gateway(
+    settings: Settings, *, stop: asyncio.Event, ready: Callable[[Gateway], None] | None = None
+) -> Metrics:
+    """Run until ``stop``; a lost broker connection is retried with jittered backoff."""
+    address = broker_address(settings)
+    async with Store.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+        if ready is not None:
+            ready(gateway)
+        delay = settings.reconnect_min
+        while not stop.is_set():
+            try:
+                async with MqttBus(
+                    address,
+                    client_id=settings.gateway_id,
+                    clean_start=False,  # keep our session: the broker queues while we are away
+                    session_expiry=settings.session_expiry,
+                    manual_ack=True,
+                    receive_maximum=settings.receive_maximum,
+                    publish_window=settings.publish_window,
+                    keepalive=settings.keepalive,
+                    will=Will(topics.STATUS, status_payload(settings.gateway_id, "offline")),
+                ) as bus:
+                    delay = settings.reconnect_min
+                    await gateway.serve(bus, stop=stop)
+            except* BusError as group:
+                error = group.exceptions[0]
+                gateway.reset_in_flight()
+                wait = delay * random.uniform(0.5, 1.5)
+                log.warning("broker connection lost", error=str(error), retry_in=round(wait, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                delay = min(delay * 2, settings.reconnect_max)
+        await gateway.store.flush()
+        return gateway.metrics

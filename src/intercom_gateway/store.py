@@ -1,0 +1,392 @@
+"""Durable state behind one small interface: SQLite through aiosqlite.
+
+What must survive the gateway lives here, not only in process memory: the device
+registry, every dwelling's consent (current state and append-only history), the
+record of completed events (for de-duplication after a crash), the decision log,
+the provision ledger and rejected input. Consent changes are committed before they
+are acknowledged. Everything on the event path is buffered and written in one batch
+per ``flush`` (each awaited aiosqlite call costs ~0.3 ms: pitfalls #9), and the
+gateway acknowledges an event to the broker only after its batch is committed.
+
+A later, clustered deployment replaces this class with one over a shared database;
+nothing outside this module speaks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.registry import Registry
+
+SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, building_id TEXT NOT NULL, role TEXT NOT NULL,
+    dwelling_id TEXT);
+CREATE TABLE IF NOT EXISTS dwellings (
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL,
+    PRIMARY KEY (building_id, dwelling_id));
+CREATE TABLE IF NOT EXISTS consent_current (
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, revision INTEGER NOT NULL,
+    state TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (building_id, dwelling_id));
+CREATE TABLE IF NOT EXISTS consent_history (
+    id INTEGER PRIMARY KEY, building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL,
+    change_id TEXT UNIQUE, source TEXT NOT NULL, change TEXT NOT NULL,
+    applied INTEGER NOT NULL, detail TEXT NOT NULL, revision INTEGER NOT NULL,
+    at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS consent_history_dwelling
+    ON consent_history (building_id, dwelling_id, id);
+CREATE TABLE IF NOT EXISTS completed (
+    event_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
+CREATE TABLE IF NOT EXISTS decisions (
+    event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
+    dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
+    policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
+    outcomes TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_dwelling ON decisions (building_id, dwelling_id, decided_at);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
+    recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
+    purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    UNIQUE (event_id, recipient));
+CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, at);
+CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    topic TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS rejections_reason ON rejections (reason, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One provision of a dwelling's data to a recipient (APPI record, policy §8)."""
+
+    at: datetime
+    recipient: str
+    recipient_kind: str
+    third_party: bool  # False: joint use within the group (§4), logged but not a provision
+    building_id: str
+    dwelling_id: str
+    event_id: str
+    event_type: str
+    items: tuple[str, ...]
+    image: bool
+    purposes: tuple[str, ...]
+    rule_id: str
+    policy_version: str
+    decision_id: str
+
+    def as_params(self) -> tuple[Any, ...]:
+        return (
+            self.at.isoformat(),
+            self.recipient,
+            self.recipient_kind,
+            int(self.third_party),
+            self.building_id,
+            self.dwelling_id,
+            self.event_id,
+            self.event_type,
+            json.dumps(self.items),
+            int(self.image),
+            json.dumps(self.purposes),
+            self.rule_id,
+            self.policy_version,
+            self.decision_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    event_id: str
+    decision_id: str
+    building_id: str
+    dwelling_id: str
+    event_type: str
+    decided_at: datetime
+    policy_version: str
+    consent_revision: int
+    outcomes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRow:
+    at: datetime
+    reason: str
+    detail: str
+    topic: str
+    payload: str
+
+
+@dataclass
+class _Batch:
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    completed: list[tuple[str, float]] = field(default_factory=list)
+    rejections: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.decisions or self.ledger or self.completed or self.rejections)
+
+
+_LEDGER_COLUMNS = (
+    "at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id, "
+    "event_type, items, image, purposes, rule_id, policy_version, decision_id"
+)
+
+
+class Store:
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._db = connection
+        self._batch = _Batch()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path) -> AsyncIterator[Store]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with aiosqlite.connect(path) as connection:
+            connection.row_factory = aiosqlite.Row
+            # WAL with synchronous=NORMAL survives a crash of the process; only a
+            # power loss could take back the last commits.
+            await connection.executescript(SCHEMA + "PRAGMA synchronous = NORMAL;")
+            await connection.commit()
+            store = cls(connection)
+            try:
+                yield store
+            finally:
+                await store.flush()
+
+    # --- registry ---------------------------------------------------------------------
+
+    async def sync_registry(self, registry: Registry) -> None:
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?)",
+            [(d.id, b.id, d.role.value, d.dwelling) for b, d in registry.devices()],
+        )
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO dwellings VALUES (?, ?)",
+            [(b.id, d.id) for b, d in registry.dwellings()],
+        )
+        await self._db.commit()
+
+    async def registered_devices(self) -> list[dict[str, Any]]:
+        async with self._db.execute("SELECT * FROM devices ORDER BY device_id") as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    # --- consent ----------------------------------------------------------------------
+
+    async def consents(self) -> dict[tuple[str, str], ConsentState]:
+        async with self._db.execute("SELECT state FROM consent_current") as cursor:
+            states = [ConsentState.model_validate_json(row[0]) for row in await cursor.fetchall()]
+        return {(s.building_id, s.dwelling_id): s for s in states}
+
+    async def consent_change_seen(self, change_id: str) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM consent_history WHERE change_id = ?", (change_id,)
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def save_consent(
+        self,
+        state: ConsentState,
+        *,
+        change: str,
+        change_id: str | None,
+        source: str,
+        applied: bool,
+        detail: str,
+        at: datetime,
+    ) -> None:
+        """Append to the history and replace the current state, in one commit."""
+        await self._db.execute(
+            "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
+            " applied, detail, revision, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                state.building_id,
+                state.dwelling_id,
+                change_id,
+                source,
+                change,
+                int(applied),
+                detail,
+                state.revision,
+                at.isoformat(),
+            ),
+        )
+        if applied:
+            await self._db.execute(
+                "INSERT OR REPLACE INTO consent_current VALUES (?, ?, ?, ?, ?)",
+                (
+                    state.building_id,
+                    state.dwelling_id,
+                    state.revision,
+                    state.model_dump_json(),
+                    at.isoformat(),
+                ),
+            )
+        await self._db.commit()
+
+    async def consent_history(self, building_id: str, dwelling_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT * FROM consent_history WHERE building_id = ? AND dwelling_id = ? ORDER BY id",
+            (building_id, dwelling_id),
+        ) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    # --- the event path: buffered, written by flush() -----------------------------------
+
+    def record_decision(self, row: DecisionRow) -> None:
+        self._batch.decisions.append(
+            (
+                row.event_id,
+                row.decision_id,
+                row.building_id,
+                row.dwelling_id,
+                row.event_type,
+                row.decided_at.isoformat(),
+                row.policy_version,
+                row.consent_revision,
+                json.dumps(row.outcomes, separators=(",", ":")),
+            )
+        )
+
+    def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
+        self._batch.ledger.extend(row.as_params() for row in rows)
+
+    def record_completed(self, event_id: str, at: float) -> None:
+        self._batch.completed.append((event_id, at))
+
+    def record_rejection(self, row: RejectionRow) -> None:
+        self._batch.rejections.append(
+            (row.at.isoformat(), row.reason, row.detail, row.topic, row.payload)
+        )
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._batch)
+
+    async def flush(self) -> None:
+        """Write everything recorded since the last flush in one transaction."""
+        batch, self._batch = self._batch, _Batch()
+        if not batch:
+            return
+        db = self._db
+        if batch.decisions:
+            await db.executemany(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch.decisions,
+            )
+        if batch.ledger:
+            # The UNIQUE (event_id, recipient) key makes a redelivered event's second
+            # provision a no-op: the ledger never counts one twice.
+            await db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch.ledger,
+            )
+        if batch.completed:
+            await db.executemany("INSERT OR IGNORE INTO completed VALUES (?, ?)", batch.completed)
+        if batch.rejections:
+            await db.executemany(
+                "INSERT INTO rejections (at, reason, detail, topic, payload)"
+                " VALUES (?, ?, ?, ?, ?)",
+                batch.rejections,
+            )
+        await db.commit()
+
+    async def recent_completed(self, limit: int) -> list[str]:
+        async with self._db.execute(
+            "SELECT event_id FROM completed ORDER BY at DESC LIMIT ?", (limit,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [row[0] for row in reversed(list(rows))]
+
+    async def prune_completed(self, keep: int) -> int:
+        cursor = await self._db.execute(
+            "DELETE FROM completed WHERE at < (SELECT at FROM completed ORDER BY at DESC"
+            " LIMIT 1 OFFSET ?)",
+            (keep,),
+        )
+        await self._db.commit()
+        return cursor.rowcount
+
+    # --- queries ----------------------------------------------------------------------
+
+    async def decision(self, event_id: str) -> dict[str, Any] | None:
+        async with self._db.execute(
+            "SELECT * FROM decisions WHERE event_id = ?", (event_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        result = dict(row)
+        result["outcomes"] = json.loads(result["outcomes"])
+        return result
+
+    async def provisions(
+        self,
+        *,
+        building_id: str | None = None,
+        dwelling_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = _filters(building_id, dwelling_id, start, end)
+        sql = f"SELECT * FROM ledger {where} ORDER BY at, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        async with self._db.execute(sql, params) as cursor:
+            rows = [dict(row) for row in await cursor.fetchall()]
+        for row in rows:
+            row["items"] = json.loads(row["items"])
+            row["purposes"] = json.loads(row["purposes"])
+            row["third_party"] = bool(row["third_party"])
+            row["image"] = bool(row["image"])
+        return rows
+
+    async def rejections(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT * FROM rejections ORDER BY id DESC LIMIT ?", (limit,)
+        ) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def counts(self) -> dict[str, int]:
+        result = {}
+        for table in ("decisions", "ledger", "rejections", "completed", "consent_history"):
+            async with self._db.execute(f"SELECT COUNT(*) FROM {table}") as cursor:
+                row = await cursor.fetchone()
+            result[table] = int(row[0]) if row else 0
+        return result
+
+
+def _filters(
+    building_id: str | None, dwelling_id: str | None, start: datetime | None, end: datetime | None
+) -> tuple[str, Sequence[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("building_id", building_id), ("dwelling_id", dwelling_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if start is not None:
+        clauses.append("at >= ?")
+        params.append(start.isoformat())
+    if end is not None:
+        clauses.append("at < ?")
+        params.append(end.isoformat())
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -1,0 +1,114 @@
+"""Small builders of valid events and settings changes for tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from intercom_gateway import topics
+from intercom_gateway.models import (
+    DeviceRole,
+    Event,
+    SettingsChange,
+    parse_event,
+    utc_now,
+)
+
+_seq = itertools.count(1)
+IMAGE = {
+    "id": "img-1",
+    "content_type": "image/jpeg",
+    "size": 48_213,
+    "sha256": "0" * 64,
+}
+_FIELDS: dict[str, dict[str, Any]] = {
+    "visitor": {"call_id": "call-1", "origin": "door", "outcome": "answered", "image": IMAGE},
+    "return_home": {"method": "key", "key_nickname": "Hana's key", "image": IMAGE},
+    "alarm": {"kind": "fire", "zone": "kitchen", "severity": "critical"},
+    "delivery_box": {"action": "arrival", "box_number": 12, "carrier": "yamato"},
+    "unlock_mode": {
+        "credential_kind": "pin",
+        "service_id": "parcel-unlock",
+        "result": "granted",
+        "image": IMAGE,
+    },
+    "security": {"state": "armed", "mode": "away"},
+    "device_failure": {
+        "linked_device": {"kind": "air_conditioner", "model": "CS-X"},
+        "code": "E-101",
+        "message": "filter clogged",
+    },
+}
+_ROLE = {
+    "unlock_mode": DeviceRole.LOBBY_PANEL,
+    "delivery_box": DeviceRole.DELIVERY_BOX,
+}
+
+
+def device_for(event_type: str, building: str, dwelling: str) -> tuple[str, DeviceRole]:
+    role = _ROLE.get(event_type, DeviceRole.DWELLING_PANEL)
+    if role is DeviceRole.LOBBY_PANEL:
+        return f"lobby-{building}", role
+    if role is DeviceRole.DELIVERY_BOX:
+        return f"box-{building}", role
+    return f"panel-{building}-{dwelling}", role
+
+
+def event_dict(
+    event_type: str,
+    *,
+    building: str = "b001",
+    dwelling: str = "d0101",
+    occurred_at: datetime | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    device, role = device_for(event_type, building, dwelling)
+    data: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": str(uuid.uuid4()),
+        "seq": next(_seq),
+        "building_id": building,
+        "dwelling_id": dwelling,
+        "device": {"id": device, "role": role.value},
+        "occurred_at": (occurred_at or utc_now() - timedelta(seconds=1)).isoformat(),
+        "type": event_type,
+        **_FIELDS[event_type],
+    }
+    data.update(overrides)
+    return data
+
+
+def event(event_type: str, **kwargs: Any) -> Event:
+
+    return parse_event(json.dumps(event_dict(event_type, **kwargs)))
+
+
+def panel_message(data: dict[str, Any]) -> tuple[str, bytes]:
+    """(topic, payload) as the event's own device would publish it."""
+
+    topic = topics.panel_events(data["building_id"], data["device"]["id"], data["type"])
+    return topic, json.dumps(data).encode()
+
+
+def settings_message(
+    change: dict[str, Any], *, building: str = "b001", dwelling: str = "d0101"
+) -> tuple[str, bytes]:
+    body = SettingsChange.model_validate_json(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "change_id": str(uuid.uuid4()),
+                "building_id": building,
+                "dwelling_id": dwelling,
+                "requested_at": utc_now().isoformat(),
+                "change": change,
+            }
+        )
+    )
+    return (
+        topics.panel_settings(building, f"panel-{building}-{dwelling}"),
+        body.model_dump_json().encode(),
+    )
