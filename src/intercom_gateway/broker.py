@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterable
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intercom_gateway import topics
-from intercom_gateway.bus import BrokerAddress
+from intercom_gateway.bus import BrokerAddress, TlsOptions
 from intercom_gateway.errors import BrokerError, ConfigError
 from intercom_gateway.models import DeviceRole
 from intercom_gateway.registry import Registry
+from intercom_gateway.tls import TlsFiles, generate_dev_pki
 
 GATEWAY = "gateway"  # reads raw panel topics, writes every destination
 CLOUD = "cloud"  # the operator's server (当社サーバー): cloud and group topics
@@ -194,6 +196,9 @@ def _run(argv: list[str]) -> None:
 # --- configuration and process -----------------------------------------------------------
 
 _PATH_DIRECTIVES = {"password_file", "acl_file", "persistence_location"}
+_TLS_FILE_DIRECTIVES = {"cafile", "certfile", "keyfile"}
+# Options that only mean something on a TLS listener: dropped with it.
+_TLS_DIRECTIVES = _TLS_FILE_DIRECTIVES | {"require_certificate", "tls_version", "capath"}
 
 
 def render_config(
@@ -203,25 +208,58 @@ def render_config(
     data_dir: Path,
     credentials: Credentials,
     host: str = "127.0.0.1",
+    tls_port: int | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
-    """The project's configuration with only port, paths and credentials changed."""
+    """The project's configuration with only port, paths and credentials changed.
+
+    ``listener 1883`` moves to ``port`` and ``listener 8883`` (TLS) to ``tls_port``,
+    both bound to ``host``. Without ``tls`` the TLS listener and its options are
+    left out, since Mosquitto would exit on certificate files that do not exist.
+    """
     replacements = {
         "password_file": str(credentials.passwd_file),
         "acl_file": str(credentials.acl_file),
         "persistence_location": f"{data_dir}/",
     }
-    lines = []
-    for line in template.splitlines():
-        words = line.split()
-        if words and words[0] in _PATH_DIRECTIVES:
-            line = f"{words[0]} {replacements[words[0]]}"
-        elif words[:1] == ["listener"] and len(words) >= 2 and words[1] == "1883":
-            line = f"listener {port} {host}"
-        lines.append(line)
-    rendered = "\n".join(lines) + "\n"
-    if f"listener {port}" not in rendered:
+    if tls is not None:
+        replacements |= {
+            "cafile": str(tls.ca_cert),
+            "certfile": str(tls.server_cert),
+            "keyfile": str(tls.server_key),
+        }
+    lines = [
+        _render_line(line, replacements, port, tls_port, host) for line in template.splitlines()
+    ]
+    rendered = "\n".join(line for line in lines if line is not None) + "\n"
+    if f"listener {port} " not in rendered:
         raise ConfigError("mosquitto.conf has no `listener 1883` line to adapt")
+    if tls is not None and f"listener {tls_port} " not in rendered:
+        raise ConfigError("mosquitto.conf has no `listener 8883` (TLS) line to adapt")
     return rendered
+
+
+def _render_line(
+    line: str, replacements: dict[str, str], port: int, tls_port: int | None, host: str
+) -> str | None:
+    words = line.split()
+    directive = words[0] if words else ""
+    if directive == "listener" and words[1:2] == ["1883"]:
+        return f"listener {port} {host}"
+    if directive == "listener" and words[1:2] == ["8883"]:
+        return f"listener {tls_port} {host}" if "cafile" in replacements else None
+    if directive in _TLS_DIRECTIVES and "cafile" not in replacements:
+        return None
+    if directive in _PATH_DIRECTIVES or directive in _TLS_FILE_DIRECTIVES:
+        return f"{directive} {replacements[directive]}"
+    return line
+
+
+def _other_free_port(host: str, taken: int) -> int:
+    """A free port other than ``taken`` (the OS may hand the same one out twice)."""
+    while (port := free_port(host)) == taken:
+        pass
+    return port
 
 
 def _mosquitto_user() -> pwd.struct_passwd | None:
@@ -238,8 +276,30 @@ def _hand_over(paths: Iterable[Path]) -> None:
     if user is None:
         return
     for path in paths:
+        _grant_traversal(path.resolve().parent, user)
         for item in [path, *(path.rglob("*") if path.is_dir() else [])]:
             os.chown(item, user.pw_uid, user.pw_gid)
+
+
+def _grant_traversal(directory: Path, user: pwd.struct_passwd) -> None:
+    """Let ``user`` pass through every ancestor of ``directory`` (search, never list).
+
+    pytest's base temporary directory (and /root) are 0700: Mosquitto, once it has
+    dropped to its own user, could not reach files below them and would exit.
+    """
+    for ancestor in reversed([directory, *directory.parents]):
+        mode = ancestor.stat()
+        if _searchable(mode, user):
+            continue
+        os.chmod(ancestor, stat.S_IMODE(mode.st_mode) | stat.S_IXOTH)
+
+
+def _searchable(mode: os.stat_result, user: pwd.struct_passwd) -> bool:
+    if mode.st_uid == user.pw_uid:
+        return bool(mode.st_mode & stat.S_IXUSR)
+    if mode.st_gid == user.pw_gid:
+        return bool(mode.st_mode & stat.S_IXGRP)
+    return bool(mode.st_mode & stat.S_IXOTH)
 
 
 class Mosquitto:
@@ -258,17 +318,35 @@ class Mosquitto:
         port: int | None = None,
         config: Path = DEFAULT_CONFIG,
         host: str = "127.0.0.1",
+        tls_port: int | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.credentials = credentials
         self.host = host
         self.port = port or free_port(host)
+        self.tls_port = tls_port or _other_free_port(host, self.port)
+        # Certificates given are used as they are; otherwise a development CA and a
+        # server certificate for localhost/127.0.0.1 are made in the workdir at start.
+        self.tls = tls or TlsFiles(workdir / "tls")
+        self._make_tls = tls is None
         self.config_template = config
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
 
     def address(self, user: str) -> BrokerAddress:
         return self.credentials.address(user, host=self.host, port=self.port)
+
+    def tls_address(self, user: str) -> BrokerAddress:
+        """``user``'s address on the TLS listener, trusting the broker's CA."""
+        plain = self.credentials.address(user, host=self.host, port=self.tls_port)
+        return BrokerAddress(
+            host=plain.host,
+            port=plain.port,
+            username=plain.username,
+            password=plain.password,
+            tls=TlsOptions(ca_file=str(self.tls.ca_cert)),
+        )
 
     def __enter__(self) -> Mosquitto:
         self.start()
@@ -287,6 +365,8 @@ class Mosquitto:
     def start(self) -> None:
         data_dir = self.workdir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
+        if self._make_tls and not self.tls.exists():
+            generate_dev_pki(self.tls.directory)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             render_config(
@@ -295,10 +375,12 @@ class Mosquitto:
                 data_dir=data_dir,
                 credentials=self.credentials,
                 host=self.host,
+                tls_port=self.tls_port,
+                tls=self.tls,
             ),
             encoding="utf-8",
         )
-        _hand_over([self.workdir, self.credentials.directory])
+        _hand_over([self.workdir, self.credentials.directory, self.tls.directory])
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [find_binary("mosquitto"), "-c", str(conf)], stdout=log, stderr=log
@@ -308,16 +390,19 @@ class Mosquitto:
     def _wait_ready(self, limit: float = 10.0) -> None:
         deadline = time.monotonic() + limit
         assert self.process is not None
-        while True:
+        # Both listeners: Mosquitto opens them one after the other.
+        waiting = [self.port, self.tls_port]
+        while waiting:
             if self.process.poll() is not None:
                 raise BrokerError(f"mosquitto exited at start-up: {self.log_tail()}")
             try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
+                socket.create_connection((self.host, waiting[0]), timeout=1).close()
+                waiting.pop(0)
+                continue
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise BrokerError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")
+                raise BrokerError(f"mosquitto did not listen on {waiting[0]}: {self.log_tail()}")
             time.sleep(0.02)  # polling a port: there is no event to await
 
     def log_tail(self, lines: int = 15) -> str:
