@@ -6,10 +6,15 @@ event of a registered panel, so a gateway that rejects it for another reason is 
 ``replayed`` returns two samples: the original (``reason`` None: it must be accepted)
 and the identical copy that must be rejected.
 
-The gateway's limits are settings; these use clearly-over values: 70 KiB for a
-64 KiB payload limit, depth 64 for a depth limit of 32, three days for staleness and
-six hours for future skew. Event ids derive from the generator's name and ``seed``,
-so samples never collide with each other; vary ``seed`` to send the set again.
+The gateway's limits are settings; these use clearly-over values: 48 KiB against a
+16 KiB payload limit, depth 64 against 16 or 32, three days for staleness and six
+hours for future skew. The payload stays under 64 KiB on purpose: the project's
+mosquitto.conf sets ``max_packet_size 65536``, and a larger publish makes Mosquitto
+disconnect the publisher ("Packet too large"), so it would never reach the gateway's
+rejected topic. Pass ``size=`` above 65536 to test the broker's own cap.
+
+Event ids derive from the generator's name and ``seed``, so samples never collide
+with each other; vary ``seed`` to send the set again.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from intercom_gateway import topics
 from intercom_gateway.models import DeviceRef, DeviceRole, RejectReason, VisitorEvent
 from intercom_gateway.registry import Building, Device, Registry
 
-OVERSIZED_BYTES = 70 * 1024
+OVERSIZED_BYTES = 48 * 1024  # under the broker's 64 KiB max_packet_size, see above
 NESTING_DEPTH = 64
 STALE_BY = timedelta(days=3)
 FUTURE_BY = timedelta(hours=6)
@@ -133,7 +138,7 @@ def spoofed_dwelling(registry: Registry, *, now: datetime, seed: int = 0) -> Sam
 def oversized(
     registry: Registry, *, now: datetime, seed: int = 0, size: int = OVERSIZED_BYTES
 ) -> Sample:
-    """A payload of ``size`` bytes. Mosquitto's own max_packet_size may refuse it first."""
+    """A payload of ``size`` bytes; above 65536 Mosquitto refuses it before the gateway."""
     event = _visitor(registry, now=now, name="oversized", seed=seed)
     document = _document(event) | {"padding": ""}
     overhead = len(json.dumps(document).encode())

@@ -329,7 +329,8 @@ def _breaks_its_rule(sample: bad_input.Sample, registry: Registry) -> bool:
     reason, topic = sample.reason, topics.parse_panel_topic(sample.topic)
     assert topic is not None and topic.event_type is not None
     if reason is RejectReason.OVERSIZED:
-        return len(sample.payload) > 64 * 1024
+        # Clearly over the gateway's limit, yet under the broker's max_packet_size.
+        return 2 * ingress.Limits().max_bytes < len(sample.payload) < 65_536
     if reason is RejectReason.TOO_DEEP:
         return _depth(json.loads(sample.payload)) > 32
     if reason is RejectReason.MALFORMED_JSON:
