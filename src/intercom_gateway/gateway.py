@@ -45,7 +45,7 @@ from intercom_gateway.policy import (
     load_partners,
     load_policy,
 )
-from intercom_gateway.registry import Registry, load_registry
+from intercom_gateway.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.settings import Settings
 from intercom_gateway.statistics import StatisticsAggregator
 from intercom_gateway.store import DecisionRow, LedgerRow, RejectionRow, Store
@@ -508,20 +508,25 @@ def _decision_row(decision: Decision) -> DecisionRow:
         decided_at=decision.decided_at,
         policy_version=decision.policy_version,
         consent_revision=decision.consent_revision,
-        outcomes=[
-            {
-                "destination": o.destination,
-                "forwarded": o.forwarded,
-                "purposes": list(o.purposes),
-                "fields": list(o.fields),
-                "rule_id": o.rule_id,
-                "clause": o.clause,
-                "reason": o.reason.value if o.reason else None,
-                "detail": o.detail,
-            }
-            for o in decision.outcomes
-        ],
+        outcomes=decision_outcomes(decision),
     )
+
+
+def decision_outcomes(decision: Decision) -> list[dict[str, Any]]:
+    """Every destination's outcome as JSON-ready data (the decision log's content)."""
+    return [
+        {
+            "destination": o.destination,
+            "forwarded": o.forwarded,
+            "purposes": list(o.purposes),
+            "fields": list(o.fields),
+            "rule_id": o.rule_id,
+            "clause": o.clause,
+            "reason": o.reason.value if o.reason else None,
+            "detail": o.detail,
+        }
+        for o in decision.outcomes
+    ]
 
 
 def _provision(decision: Decision, outcome: Outcome, now: datetime) -> LedgerRow:
@@ -555,20 +560,10 @@ async def _seed_consents(
         key = (building.id, dwelling.id)
         if key in consents or dwelling.consent is None:
             continue
-        initial = dwelling.consent
-        state = ConsentState(
-            building_id=building.id,
-            dwelling_id=dwelling.id,
-            registered=initial.registered,
-            return_home_enabled=initial.return_home_enabled,
-            services_used=initial.services,
-            accepted_policy_version=initial.policy_version,
-            revision=1,
-            updated_at=now,
-        )
+        state = consent_from_registry(building.id, dwelling, now=now)
         await store.save_consent(
             state,
-            change=initial.model_dump_json(),
+            change=dwelling.consent.model_dump_json(),
             change_id=None,
             source="registry",
             applied=True,
@@ -576,6 +571,20 @@ async def _seed_consents(
             at=now,
         )
         consents[key] = state
+
+
+def consent_from_registry(building_id: str, dwelling: Dwelling, *, now: datetime) -> ConsentState:
+    initial = dwelling.consent or InitialConsent(registered=False)
+    return ConsentState(
+        building_id=building_id,
+        dwelling_id=dwelling.id,
+        registered=initial.registered,
+        return_home_enabled=initial.return_home_enabled,
+        services_used=initial.services,
+        accepted_policy_version=initial.policy_version,
+        revision=1,
+        updated_at=now,
+    )
 
 
 # --- running it: reconnect with jittered backoff --------------------------------------

@@ -1,0 +1,3 @@
+from intercom_gateway.cli import main
+
+main()
