@@ -102,6 +102,11 @@ class _Tally:
         )
 
 
+def _wall_clock() -> datetime:
+    now = utc_now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # panels stamp ms
+
+
 async def run_fleet(
     bus: Bus,
     registry: Registry,
@@ -117,9 +122,12 @@ async def run_fleet(
 ) -> FleetSummary:
     """Publish the fleet's events until ``duration`` real seconds or ``max_events`` pass.
 
-    ``acceleration`` is simulated seconds per real second. ``start`` (default: now) is
-    the simulated clock's origin; with acceleration above 1 the timestamps run ahead of
-    the wall clock, so pass a ``start`` in the past if a gateway checks for future ones.
+    ``acceleration`` is simulated seconds per real second. With a ``start``, events
+    carry their simulated ``occurred_at`` (reproducible: what ``iter_events`` yields).
+    Without one the run is live: the schedule starts now and each event is stamped
+    with the wall clock as it is sent, as a real panel's clock would stamp it. Simulated
+    timestamps at 3600x would be hours ahead of the wall clock within seconds, and a
+    gateway rightly rejects those as from the future.
     Raises the first publish failure (e.g. an ACL refusal) once it is known.
     """
     if acceleration <= 0:
@@ -139,6 +147,8 @@ async def run_fleet(
             break
         # Pacing the simulation; a zero sleep still lets the bus's socket writers run.
         await asyncio.sleep(max(0.0, due - loop.time()))
+        if start is None:
+            event = event.model_copy(update={"occurred_at": _wall_clock()})
         topic = topics.panel_events(event.building_id, event.device.id, event.type)
         await bus.send(topic, event.model_dump_json().encode(), qos=1, on_done=tally.done)
         tally.raise_if_failed()

@@ -275,6 +275,23 @@ async def _take(bus: MemoryBus, count: int) -> list[Message]:
     return taken
 
 
+async def test_a_live_run_stamps_events_with_the_wall_clock(tower: Registry) -> None:
+    """At 3600x simulated timestamps would be hours ahead; a live run's are not."""
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    shown: list[Event] = []
+    await run_fleet(
+        MemoryBroker().client(),
+        tower,
+        acceleration=3600,
+        max_events=5,
+        on_event=lambda _, event: shown.append(event),
+    )
+    after = datetime.now(UTC)
+    assert len(shown) == 5
+    assert all(before <= e.occurred_at <= after for e in shown)
+    assert [e.occurred_at for e in shown] == sorted(e.occurred_at for e in shown)
+
+
 async def test_run_fleet_stops_at_its_duration(tower: Registry) -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
