@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from intercom_gateway.models import (
@@ -49,7 +49,11 @@ ALARM_KINDS = ("fire", "gas", "intrusion", "emergency_button", "tamper")
 ALARM_WEIGHTS = (1, 1, 2, 1, 3)  # tamper (a knocked sensor) is the most common alarm
 ZONES = ("entrance", "living", "kitchen", "bedroom-1", "bathroom", "balcony")
 KEY_NICKNAMES = ("Dad's key", "Mum's key", "spare card", "Kenta", "guest key")
-LINKED = (
+LinkedKind = Literal["aiseg", "air_conditioner", "water_heater", "lighting", "lock", "other"]
+OUTCOMES: tuple[Literal["answered", "missed", "rejected"], ...] = ("answered", "missed", "rejected")
+METHODS: tuple[Literal["key", "card", "app"], ...] = ("key", "card", "app")
+CREDENTIALS: tuple[Literal["pin", "card", "app_token"], ...] = ("pin", "card", "app_token")
+LINKED: tuple[tuple[LinkedKind, str], ...] = (
     ("aiseg", "AiSEG2 MKN704"),
     ("air_conditioner", "CS-X402D"),
     ("water_heater", "GT-C2462"),
@@ -59,6 +63,7 @@ LINKED = (
 )
 
 Action = Callable[[float], list[Event]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,20 +150,20 @@ class _Simulation:
             # More lockers in bigger buildings, as installers size them.
             self._free_lockers[box.id] = list(range(1, max(12, len(building.dwellings) // 2) + 1))
             homes = [_Home(building.id, d.id, None, lobby, box) for d in building.dwellings]
-            self._stream(self.rates.box_failures, lambda t: self._box_failure(t, homes))
+            self._stream(self.rates.box_failures, lambda t: self._box_failure(t, homes, box))
 
     def _populate_home(self, home: _Home) -> None:
         r = self.rates
         self._stream(r.visitors, lambda t: self._visitor(t, home))
-        if home.panel is not None:
-            self._stream(r.return_home, lambda t: self._return_home(t, home))
-            self._stream(r.security_arms, lambda t: self._arm(t, home))
-            self._stream(r.alarms, lambda t: self._alarm(t, home))
-            self._stream(r.device_failures, lambda t: self._device_failure(t, home))
-        if home.box is not None:
-            self._stream(r.deliveries, lambda t: self._arrival(t, home))
-        if home.lobby is not None and self.unlock_services:
-            self._stream(r.unlocks, lambda t: self._unlock(t, home))
+        if (panel := home.panel) is not None:
+            self._stream(r.return_home, lambda t: self._return_home(t, home, panel))
+            self._stream(r.security_arms, lambda t: self._arm(t, home, panel))
+            self._stream(r.alarms, lambda t: self._alarm(t, home, panel))
+            self._stream(r.device_failures, lambda t: self._device_failure(t, home, panel))
+        if (box := home.box) is not None:
+            self._stream(r.deliveries, lambda t: self._arrival(t, home, box))
+        if (lobby := home.lobby) is not None and self.unlock_services:
+            self._stream(r.unlocks, lambda t: self._unlock(t, home, lobby))
 
     # --- envelopes --------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class _Simulation:
             "occurred_at": datetime.fromtimestamp(round(t, 3), UTC),
         }
 
-    def _pick(self, options: Sequence[str], weights: Sequence[float] | None = None) -> str:
+    def _pick(self, options: Sequence[T], weights: Sequence[float] | None = None) -> T:
         return self.rng.choices(options, weights=weights)[0]
 
     # --- dwelling panel and lobby ----------------------------------------------------
@@ -191,49 +196,47 @@ class _Simulation:
             reporter = home.lobby or home.panel
         if reporter is None:
             return []
-        outcome = self._pick(("answered", "missed", "rejected"), (6, 3, 1))
+        outcome = self._pick(OUTCOMES, (6, 3, 1))
         with_image = self.rng.random() < 0.9
         return [
             VisitorEvent(
                 **self._envelope(t, home, reporter),
                 call_id=f"call-{self.ids.getrandbits(48):012x}",
                 origin=origin,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 image=image_ref(self.ids, prefix="visitor") if with_image else None,
             )
         ]
 
-    def _return_home(self, t: float, home: _Home) -> list[Event]:
-        assert home.panel is not None
-        method = self._pick(("key", "card", "app"), (6, 3, 1))
+    def _return_home(self, t: float, home: _Home, panel: Device) -> list[Event]:
+        method = self._pick(METHODS, (6, 3, 1))
         nickname = self._pick(KEY_NICKNAMES) if self.rng.random() < 0.3 else None
         return [
             ReturnHomeEvent(
-                **self._envelope(t, home, home.panel),
-                method=method,  # type: ignore[arg-type]
+                **self._envelope(t, home, panel),
+                method=method,
                 key_nickname=nickname,
                 image=image_ref(self.ids, prefix="return"),
             )
         ]
 
-    def _arm(self, t: float, home: _Home) -> list[Event]:
-        assert home.panel is not None
-        if home.panel.id in self._armed:
+    def _arm(self, t: float, home: _Home, panel: Device) -> list[Event]:
+        if panel.id in self._armed:
             return []
-        self._armed.add(home.panel.id)
+        self._armed.add(panel.id)
         mode: Literal["away", "home"] = "away" if self.rng.random() < 0.8 else "home"
         # Away: out for the day or an evening; home: the night setting.
         hours = self.rng.uniform(2, 10) if mode == "away" else self.rng.uniform(6, 9)
-        self._at(t + hours * SECONDS_PER_HOUR, lambda later: self._disarm(later, home, mode))
-        return [SecurityEvent(**self._envelope(t, home, home.panel), state="armed", mode=mode)]
+        self._at(t + hours * SECONDS_PER_HOUR, lambda later: self._disarm(later, home, panel, mode))
+        return [SecurityEvent(**self._envelope(t, home, panel), state="armed", mode=mode)]
 
-    def _disarm(self, t: float, home: _Home, mode: Literal["away", "home"]) -> list[Event]:
-        assert home.panel is not None
-        self._armed.discard(home.panel.id)
-        return [SecurityEvent(**self._envelope(t, home, home.panel), state="disarmed", mode=mode)]
+    def _disarm(
+        self, t: float, home: _Home, panel: Device, mode: Literal["away", "home"]
+    ) -> list[Event]:
+        self._armed.discard(panel.id)
+        return [SecurityEvent(**self._envelope(t, home, panel), state="disarmed", mode=mode)]
 
-    def _alarm(self, t: float, home: _Home) -> list[Event]:
-        assert home.panel is not None
+    def _alarm(self, t: float, home: _Home, panel: Device) -> list[Event]:
         kind = self._pick(ALARM_KINDS, ALARM_WEIGHTS)
         fields: dict[str, Any] = {
             "kind": kind,
@@ -242,37 +245,36 @@ class _Simulation:
         }
         if self.rng.random() < self.rates.alarm_cleared_share:
             delay = self.rng.uniform(5 * MINUTE, 90 * MINUTE)
-            self._at(t + delay, lambda later: self._alarm_cleared(later, home, fields))
-        return [AlarmEvent(**self._envelope(t, home, home.panel), **fields)]
+            self._at(t + delay, lambda later: self._alarm_cleared(later, home, panel, fields))
+        return [AlarmEvent(**self._envelope(t, home, panel), **fields)]
 
-    def _alarm_cleared(self, t: float, home: _Home, fields: dict[str, Any]) -> list[Event]:
-        assert home.panel is not None
-        return [AlarmEvent(**self._envelope(t, home, home.panel), **fields, cleared=True)]
+    def _alarm_cleared(
+        self, t: float, home: _Home, panel: Device, fields: dict[str, Any]
+    ) -> list[Event]:
+        return [AlarmEvent(**self._envelope(t, home, panel), **fields, cleared=True)]
 
-    def _device_failure(self, t: float, home: _Home) -> list[Event]:
-        assert home.panel is not None
+    def _device_failure(self, t: float, home: _Home, panel: Device) -> list[Event]:
         kind, model = self.rng.choice(LINKED)
-        return [self._failure_event(t, home, home.panel, kind, model)]
+        return [self._failure_event(t, home, panel, kind, model)]
 
     def _failure_event(
-        self, t: float, home: _Home, device: Device, kind: str, model: str
+        self, t: float, home: _Home, device: Device, kind: LinkedKind, model: str
     ) -> DeviceFailureEvent:
         code = f"E-{self.rng.randint(100, 999)}"
         message = f"{model}: no response" if self.rng.random() < 0.5 else None
         return DeviceFailureEvent(
             **self._envelope(t, home, device),
-            linked_device=LinkedDevice(kind=kind, model=model),  # type: ignore[arg-type]
+            linked_device=LinkedDevice(kind=kind, model=model),
             code=code,
             message=message,
         )
 
-    def _unlock(self, t: float, home: _Home) -> list[Event]:
-        assert home.lobby is not None
+    def _unlock(self, t: float, home: _Home, lobby: Device) -> list[Event]:
         granted = self.rng.random() < self.rates.unlock_granted_share
         return [
             UnlockModeEvent(
-                **self._envelope(t, home, home.lobby),
-                credential_kind=self._pick(("pin", "card", "app_token"), (3, 3, 4)),  # type: ignore[arg-type]
+                **self._envelope(t, home, lobby),
+                credential_kind=self._pick(CREDENTIALS, (3, 3, 4)),
                 service_id=self.rng.choice(self.unlock_services),
                 result="granted" if granted else "denied",
                 image=image_ref(self.ids, prefix="unlock"),
@@ -281,36 +283,33 @@ class _Simulation:
 
     # --- delivery box -----------------------------------------------------------------
 
-    def _arrival(self, t: float, home: _Home) -> list[Event]:
-        assert home.box is not None
-        free = self._free_lockers[home.box.id]
+    def _arrival(self, t: float, home: _Home, box: Device) -> list[Event]:
+        free = self._free_lockers[box.id]
         if not free:
             return []  # every locker taken: the carrier takes the parcel back
         box_number = free.pop(self.rng.randrange(len(free)))
         carrier = self._pick(CARRIERS)
         # Collected when someone is home: minutes to most of a day later.
         delay = max(10 * MINUTE, self.rng.expovariate(1 / (5 * SECONDS_PER_HOUR)))
-        self._at(t + delay, lambda later: self._shipment(later, home, box_number))
+        self._at(t + delay, lambda later: self._shipment(later, home, box, box_number))
         return [
             DeliveryBoxEvent(
-                **self._envelope(t, home, home.box),
+                **self._envelope(t, home, box),
                 action="arrival",
                 box_number=box_number,
                 carrier=carrier,
             )
         ]
 
-    def _shipment(self, t: float, home: _Home, box_number: int) -> list[Event]:
-        assert home.box is not None
-        self._free_lockers[home.box.id].append(box_number)
+    def _shipment(self, t: float, home: _Home, box: Device, box_number: int) -> list[Event]:
+        self._free_lockers[box.id].append(box_number)
         return [
             DeliveryBoxEvent(
-                **self._envelope(t, home, home.box), action="shipment", box_number=box_number
+                **self._envelope(t, home, box), action="shipment", box_number=box_number
             )
         ]
 
-    def _box_failure(self, t: float, homes: Sequence[_Home]) -> list[Event]:
+    def _box_failure(self, t: float, homes: Sequence[_Home], box: Device) -> list[Event]:
         # The envelope needs a dwelling: the one whose locker operation hit the fault.
         home = self.rng.choice(homes)
-        assert home.box is not None
-        return [self._failure_event(t, home, home.box, "lock", "locker unit DB-30")]
+        return [self._failure_event(t, home, box, "lock", "locker unit DB-30")]
