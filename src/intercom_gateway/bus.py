@@ -309,6 +309,9 @@ class MqttBus(_Base):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(self._sock)
                 loop.remove_writer(self._sock)
+            # paho closes the socket only on paths it drives itself; we own its end here.
+            with contextlib.suppress(OSError):
+                self._sock.close()
             self._sock = None
         if self._misc_task is not None:
             self._misc_task.cancel()
