@@ -1,0 +1,519 @@
+"""The decision: for one event and every destination, forwarded or withheld, and why.
+
+``decide`` is a pure function of its arguments (spec item 9 needs the caller to hand it
+the consent in force; this module cannot go stale). Everything that depends only on the
+policy and the partner registry is compiled once into routes, so a decision is a few
+dictionary lookups and one ``model_dump`` of the event.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from intercom_gateway import topics
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.models import EVENT_MODELS, Event, EventType, Forwarded
+from intercom_gateway.policy import (
+    BASE_FIELDS,
+    IMAGE_FIELD,
+    DestinationKind,
+    PartnerRegistry,
+    PartnerService,
+    Policy,
+    Provision,
+    Rule,
+)
+
+
+class Reason(enum.StrEnum):
+    """Why a destination did not get an event."""
+
+    CONSENT_MISMATCH = "consent_mismatch"
+    NOT_REGISTERED = "not_registered"
+    POLICY_NOT_ACCEPTED = "policy_not_accepted"
+    RETURN_HOME_OFF = "return_home_off"
+    NO_RULE = "no_rule"
+    UNLOCK_MODE_EXCLUDED = "unlock_mode_excluded"
+    SERVICE_NOT_USED = "service_not_used"
+    PROVISION_STOPPED = "provision_stopped"
+    NOT_DECLARED = "not_declared"
+    OTHER_UNLOCK_SERVICE = "other_unlock_service"
+    PURPOSES_OPTED_OUT = "purposes_opted_out"
+    NO_COMMON_PURPOSE = "no_common_purpose"
+
+
+@dataclass(frozen=True, slots=True)
+class Withhold:
+    reason: Reason
+    detail: str
+    clause: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One rule's share of an outcome: the event itself, or its image."""
+
+    rule_id: str
+    clause: str
+    category: str
+    purposes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    destination: str  # "cloud", "group", "partner:<id>", "analytics", ...
+    kind: DestinationKind
+    provision: Provision  # the ledger records third_party; group is joint_use (§8)
+    forwarded: bool
+    detail: str
+    topic: str | None = None
+    purposes: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
+    payload: dict[str, Any] | None = None  # None when withheld, and for statistics
+    reason: Reason | None = None
+    clause: str | None = None
+
+    @property
+    def rule_id(self) -> str | None:
+        return "+".join(g.rule_id for g in self.grants) or None
+
+    @property
+    def third_party(self) -> bool:
+        return self.provision is Provision.THIRD_PARTY
+
+    @property
+    def joint_use(self) -> bool:
+        return self.provision is Provision.JOINT_USE
+
+    def forwarded_message(self, decision: Decision, now: datetime) -> Forwarded:
+        """The envelope to publish on ``self.topic``; statistics go via the aggregator."""
+        if not self.forwarded or self.payload is None or self.rule_id is None:
+            raise ValueError(f"{self.destination}: nothing to publish per event")
+        analytics = self.kind is DestinationKind.ANALYTICS
+        return Forwarded(
+            # §5(5): an analytics copy must not be joinable to the identified copies,
+            # so it carries neither the event id nor the shared decision id.
+            decision_id=uuid.uuid4() if analytics else decision.decision_id,
+            event_id=None if analytics else decision.event_id,
+            gateway_id=decision.gateway_id,
+            forwarded_at=now,
+            destination=self.destination,
+            purposes=self.purposes,
+            categories=self.categories,
+            policy_version=decision.policy_version,
+            rule_id=self.rule_id,
+            clause=self.clause or "",
+            event=self.payload,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: UUID
+    gateway_id: str
+    decided_at: datetime
+    event_id: UUID
+    event_type: EventType
+    building_id: str
+    dwelling_id: str
+    policy_version: str
+    consent_revision: int
+    categories: tuple[str, ...]  # what the event contains, image included
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def forwarded(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.forwarded)
+
+    def outcome(self, destination: str) -> Outcome:
+        for candidate in self.outcomes:
+            if candidate.destination == destination:
+                return candidate
+        raise KeyError(destination)
+
+    def messages(self, now: datetime) -> list[tuple[str, Forwarded]]:
+        """(topic, envelope) for every per-event publication, in destination order."""
+        return [
+            (o.topic, o.forwarded_message(self, now))
+            for o in self.outcomes
+            if o.forwarded and o.payload is not None and o.topic is not None
+        ]
+
+    def explain(self) -> str:
+        lines = [
+            f"event {self.event_id} ({self.event_type.value}) of "
+            f"{self.building_id}/{self.dwelling_id}, policy {self.policy_version}, "
+            f"consent revision {self.consent_revision}"
+        ]
+        lines += [_explain_line(o) for o in self.outcomes]
+        return "\n".join(lines)
+
+
+def _explain_line(o: Outcome) -> str:
+    if o.forwarded:
+        why = f"rule {o.rule_id} ({o.clause}); purposes {', '.join(o.purposes)}"
+        return f"  {o.destination:<24} forwarded  {why}; fields {', '.join(o.fields) or '-'}"
+    reason = o.reason.value if o.reason else "?"
+    clause = f" ({o.clause})" if o.clause else ""
+    return f"  {o.destination:<24} withheld   {reason}{clause}: {o.detail}"
+
+
+def user_properties(message: Forwarded) -> list[tuple[str, str]]:
+    """MQTT 5 user properties of a forwarded message: one per purpose and category."""
+    return [
+        *(("purpose", p) for p in message.purposes),
+        *(("category", c) for c in message.categories),
+        ("policy_version", message.policy_version),
+        ("rule_id", message.rule_id),
+        ("decision_id", str(message.decision_id)),
+    ]
+
+
+# --- Compiled routes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    destination: str
+    kind: DestinationKind
+    provision: Provision
+    clause: str
+    service: PartnerService | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What the policy and registry alone say about one event type to one target."""
+
+    withheld: Withhold | None = None
+    category: str = ""
+    image_category: str | None = None
+    base: Rule | None = None
+    base_purposes: tuple[str, ...] = ()
+    image: Rule | None = None
+    image_purposes: tuple[str, ...] = ()
+    paths: tuple[tuple[str, str | None], ...] = ()
+    field_names: tuple[str, ...] = ()  # paths as dotted names, sorted
+    coarsen: bool = False
+    aggregate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    policy: Policy
+    partners: PartnerRegistry
+    targets: tuple[_Target, ...]
+    routes: Mapping[tuple[int, EventType], _Route] = field(default_factory=dict)
+
+
+_CACHE: dict[tuple[int, int], _Compiled] = {}
+_CACHE_SIZE = 16
+
+
+def _compiled(policy: Policy, partners: PartnerRegistry) -> _Compiled:
+    # Keyed by identity: the entry holds both objects, so their ids cannot be reused.
+    key = (id(policy), id(partners))
+    entry = _CACHE.get(key)
+    if entry is None or entry.policy is not policy or entry.partners is not partners:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        entry = _compile(policy, partners)
+        _CACHE[key] = entry
+    return entry
+
+
+def _targets(policy: Policy, partners: PartnerRegistry) -> tuple[_Target, ...]:
+    def target(name: str, kind: DestinationKind, service: PartnerService | None = None) -> _Target:
+        dest = policy.destinations[kind]
+        return _Target(name, kind, dest.provision, dest.clause, service)
+
+    services = sorted(partners.services, key=lambda s: (s.kind, s.id))
+    return (
+        target("cloud", DestinationKind.CLOUD),
+        target("group", DestinationKind.GROUP),
+        *(target(f"partner:{s.id}", s.destination_kind, s) for s in services),
+        target("contractor", DestinationKind.CONTRACTOR),
+        target("analytics", DestinationKind.ANALYTICS),
+        target("statistics", DestinationKind.STATISTICS),
+    )
+
+
+def _compile(policy: Policy, partners: PartnerRegistry) -> _Compiled:
+    targets = _targets(policy, partners)
+    routes = {
+        (index, et): _route(target, et, policy)
+        for index, target in enumerate(targets)
+        for et in EventType
+    }
+    return _Compiled(policy, partners, targets, routes)
+
+
+def _route(target: _Target, et: EventType, policy: Policy) -> _Route:
+    mapping = policy.event_types[et]
+    service = target.service
+    if target.kind is DestinationKind.PARTNER and et is EventType.UNLOCK_MODE:
+        # Spec item 4 holds even if a policy file were to say otherwise.
+        return _static(
+            Reason.UNLOCK_MODE_EXCLUDED, "partner services never get unlock mode", "§1(8)"
+        )
+    base = policy.rule_for(target.kind, mapping.category)
+    if base is None:
+        detail = f"no rule lets {mapping.category} go to {target.kind.value} (default deny)"
+        return _static(Reason.NO_RULE, detail, target.clause)
+    declared = service.fields_for(et) if service else None
+    if service is not None and declared is None:
+        return _static(
+            Reason.NOT_DECLARED, f"{service.id} did not declare {et.value} events", "§2(5)"
+        )
+    base_purposes = _shared(base.purposes, service)
+    if not base_purposes:
+        detail = f"{target.destination} declared none of the purposes of rule {base.id}"
+        return _static(Reason.NO_COMMON_PURPOSE, detail, base.clause)
+    image = _image_rule(target, mapping.image_category, declared, policy)
+    paths = _paths(base, et, declared)
+    return _Route(
+        category=mapping.category,
+        image_category=mapping.image_category if image else None,
+        base=base,
+        base_purposes=base_purposes,
+        image=image,
+        image_purposes=_shared(image.purposes, service) if image else (),
+        paths=paths,
+        field_names=tuple(sorted(top if sub is None else f"{top}.{sub}" for top, sub in paths)),
+        coarsen=base.coarsen_time == "hour",
+        aggregate=base.fields == "aggregate",
+    )
+
+
+def _static(reason: Reason, detail: str, clause: str | None) -> _Route:
+    return _Route(withheld=Withhold(reason, detail, clause))
+
+
+def _shared(purposes: tuple[str, ...], service: PartnerService | None) -> tuple[str, ...]:
+    """A service gets a purpose only if both the rule and the service name it."""
+    kept = purposes if service is None else (p for p in purposes if p in service.purposes)
+    return tuple(sorted(kept))
+
+
+def _image_rule(
+    target: _Target, category: str | None, declared: tuple[str, ...] | None, policy: Policy
+) -> Rule | None:
+    if category is None:
+        return None
+    if target.service is not None and IMAGE_FIELD not in (declared or ()):
+        return None  # §3(3)/(4) and item 5: a partner gets an image only if it asked for it
+    return policy.rule_for(target.kind, category)
+
+
+def _paths(
+    rule: Rule, et: EventType, declared: tuple[str, ...] | None
+) -> tuple[tuple[str, str | None], ...]:
+    known = EVENT_MODELS[et].model_fields
+    if rule.fields == "aggregate":
+        return ()
+    if rule.fields == "all":
+        wanted: tuple[str, ...] = tuple(known)
+    elif rule.fields == "declared":
+        wanted = (*BASE_FIELDS, *(declared or ()))
+    else:
+        wanted = rule.fields
+    pairs = {_split(p) for p in wanted if p.split(".", 1)[0] in known}
+    pairs = {(top, sub) for top, sub in pairs if top != IMAGE_FIELD}
+    whole = {top for top, sub in pairs if sub is None}
+    # A whole field makes its sub-keys redundant; whole fields first, then sub-keys.
+    pairs = {(top, sub) for top, sub in pairs if sub is None or top not in whole}
+    return tuple(sorted(pairs, key=lambda p: (p[1] is not None, p[0], p[1] or "")))
+
+
+def _split(path: str) -> tuple[str, str | None]:
+    top, _, sub = path.partition(".")
+    return top, sub or None
+
+
+# --- Deciding -----------------------------------------------------------------------
+
+
+def decide(
+    event: Event,
+    consent: ConsentState,
+    *,
+    policy: Policy,
+    partners: PartnerRegistry,
+    gateway_id: str,
+    decision_id: UUID,
+    now: datetime,
+) -> Decision:
+    """Decide, for every destination, whether ``event`` flows there under ``consent``."""
+    compiled = _compiled(policy, partners)
+    et = EventType(event.type)
+    mapping = policy.event_types[et]
+    # Not every event type has an image field; pydantic's __getattr__ miss is slow.
+    has_image = event.__dict__.get(IMAGE_FIELD) is not None
+    categories: tuple[str, ...] = (mapping.category,)
+    if has_image and mapping.image_category:
+        categories += (mapping.image_category,)
+    gate = _consent_gate(event, et, consent, policy)
+    if gate is not None:
+        outcomes = tuple(_withheld(t, gate) for t in compiled.targets)
+    else:
+        ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image)
+        outcomes = tuple(
+            _outcome(t, compiled.routes[(i, et)], ctx) for i, t in enumerate(compiled.targets)
+        )
+    return Decision(
+        decision_id=decision_id,
+        gateway_id=gateway_id,
+        decided_at=now,
+        event_id=event.event_id,
+        event_type=et,
+        building_id=event.building_id,
+        dwelling_id=event.dwelling_id,
+        policy_version=policy.version,
+        consent_revision=consent.revision,
+        categories=tuple(sorted(categories)),
+        outcomes=outcomes,
+    )
+
+
+def _consent_gate(
+    event: Event, et: EventType, consent: ConsentState, policy: Policy
+) -> Withhold | None:
+    """Reasons that withhold the event from every destination at once."""
+    if (consent.building_id, consent.dwelling_id) != (event.building_id, event.dwelling_id):
+        return Withhold(Reason.CONSENT_MISMATCH, "consent of another dwelling", None)
+    if not consent.registered:
+        return Withhold(Reason.NOT_REGISTERED, "dwelling initialised: nothing is sent", "§7(1)①")
+    accepted = consent.accepted_policy_version
+    if accepted is None or not policy.known_version(accepted):
+        return Withhold(Reason.POLICY_NOT_ACCEPTED, f"no known policy accepted ({accepted})", "§10")
+    if policy.requires_reacceptance and accepted != policy.version:
+        detail = f"policy {policy.version} must be accepted (accepted: {accepted})"
+        return Withhold(Reason.POLICY_NOT_ACCEPTED, detail, "§10")
+    if et is EventType.RETURN_HOME and not consent.return_home_enabled:
+        return Withhold(Reason.RETURN_HOME_OFF, "return-home notification is off", "§7(1)②")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    event: Event
+    event_type: EventType
+    consent: ConsentState
+    dump: dict[str, Any]
+    has_image: bool
+
+
+def _withheld(target: _Target, why: Withhold) -> Outcome:
+    return Outcome(
+        destination=target.destination,
+        kind=target.kind,
+        provision=target.provision,
+        forwarded=False,
+        detail=why.detail,
+        reason=why.reason,
+        clause=why.clause,
+    )
+
+
+def _service_gate(service: PartnerService, ctx: _Context) -> Withhold | None:
+    if service.id in ctx.consent.provision_stopped:
+        return Withhold(
+            Reason.PROVISION_STOPPED, f"resident stopped provision to {service.id}", "§8"
+        )
+    if service.id not in ctx.consent.services_used:
+        return Withhold(Reason.SERVICE_NOT_USED, f"dwelling does not use {service.id}", "§5(1)②")
+    named = ctx.dump.get("service_id")
+    if ctx.event_type is EventType.UNLOCK_MODE and named != service.id:
+        # §3(4): an unlock is the business of the service whose credentials were used.
+        return Withhold(Reason.OTHER_UNLOCK_SERVICE, f"unlock mode used by {named}", "§3(4)")
+    return None
+
+
+def _outcome(target: _Target, route: _Route, ctx: _Context) -> Outcome:
+    why = _service_gate(target.service, ctx) if target.service is not None else None
+    why = why or route.withheld
+    if why is not None:
+        return _withheld(target, why)
+    assert route.base is not None  # a route without a withheld reason has a rule
+    opted_out = ctx.consent.opted_out
+    base_purposes = tuple(p for p in route.base_purposes if p not in opted_out)
+    if not base_purposes:
+        detail = f"dwelling opted out of every purpose of rule {route.base.id}"
+        return _withheld(target, Withhold(Reason.PURPOSES_OPTED_OUT, detail, "§8"))
+    grants = [Grant(route.base.id, route.base.clause, route.category, base_purposes)]
+    image_purposes = tuple(p for p in route.image_purposes if p not in opted_out)
+    if ctx.has_image and route.image is not None and route.image_category and image_purposes:
+        image = Grant(route.image.id, route.image.clause, route.image_category, image_purposes)
+        grants.append(image)
+    return _forwarded(target, route, ctx, tuple(grants))
+
+
+def _forwarded(target: _Target, route: _Route, ctx: _Context, grants: tuple[Grant, ...]) -> Outcome:
+    with_image = len(grants) > 1
+    payload = (
+        None if route.aggregate else _project(ctx.dump, route.paths, with_image, route.coarsen)
+    )
+    return Outcome(
+        destination=target.destination,
+        kind=target.kind,
+        provision=target.provision,
+        forwarded=True,
+        detail="; ".join(f"{g.rule_id} for {', '.join(g.purposes)}" for g in grants),
+        topic=_topic(target, ctx),
+        purposes=tuple(sorted({p for g in grants for p in g.purposes})),
+        categories=tuple(sorted(g.category for g in grants)),
+        fields=tuple(sorted((*route.field_names, IMAGE_FIELD)))
+        if with_image
+        else route.field_names,
+        grants=grants,
+        payload=payload,
+        clause="; ".join(g.clause for g in grants),
+    )
+
+
+def _project(
+    dump: dict[str, Any], paths: tuple[tuple[str, str | None], ...], with_image: bool, coarsen: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for top, sub in paths:
+        value = dump[top]
+        if sub is None:
+            # Copy nested objects so no two payloads share a mutable dict.
+            out[top] = dict(value) if isinstance(value, dict) else value
+        elif isinstance(value, dict):
+            out.setdefault(top, {})[sub] = value.get(sub)
+    if with_image:
+        out[IMAGE_FIELD] = dict(dump[IMAGE_FIELD])
+    if coarsen and "occurred_at" in out:
+        out["occurred_at"] = _hour(out["occurred_at"])
+    return out
+
+
+def _hour(timestamp: str) -> str:
+    # Models store occurred_at in UTC, so the JSON form is "YYYY-MM-DDTHH:MM:SS[.f]Z".
+    return f"{timestamp[:13]}:00:00Z"
+
+
+def _topic(target: _Target, ctx: _Context) -> str:
+    event, et = ctx.event, ctx.event_type.value
+    match target.kind:
+        case DestinationKind.CLOUD:
+            return topics.cloud(event.building_id, event.dwelling_id, et)
+        case DestinationKind.GROUP:
+            return topics.group(event.building_id, event.dwelling_id, et)
+        case DestinationKind.PARTNER | DestinationKind.UNLOCK_SERVICE:
+            assert target.service is not None
+            return topics.partner(target.service.id, event.building_id, event.dwelling_id, et)
+        case DestinationKind.ANALYTICS:
+            return topics.analytics(et)
+        case DestinationKind.STATISTICS:
+            return topics.statistics(event.building_id)
+    raise AssertionError(f"no topic for {target.kind}")  # policy refuses contractor rules
