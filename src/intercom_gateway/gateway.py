@@ -159,6 +159,9 @@ class Gateway:
         self._bus: Bus | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self.online = asyncio.Event()  # set while subscribed and taking messages
+        self._acked_changed = asyncio.Condition()
+        self._waiting_for_acks = 0
 
     @classmethod
     async def load(
@@ -197,6 +200,7 @@ class Gateway:
             topics.shared(topics.PANEL_SETTINGS_FILTER, group),
         )
         await self._publish_status(bus, "online")
+        self.online.set()
         log.info("gateway online", gateway_id=self.settings.gateway_id)
         async with asyncio.TaskGroup() as tasks:
             background = [
@@ -212,6 +216,7 @@ class Gateway:
             else:
                 consume.cancel()
                 await self.finish_in_flight()
+                self.online.clear()
                 await self._publish_status(bus, "offline")
             for task in background:
                 task.cancel()
@@ -432,6 +437,21 @@ class Gateway:
                 self._in_flight.discard(tracker.event_id)
         if not self._trackers:
             self._idle.set()
+        if self._waiting_for_acks:
+            asyncio.get_running_loop().create_task(self._notify_acked())
+
+    async def _notify_acked(self) -> None:
+        async with self._acked_changed:
+            self._acked_changed.notify_all()
+
+    async def wait_acked(self, count: int) -> None:
+        """Wait until ``count`` inbound messages in all have been acknowledged."""
+        async with self._acked_changed:
+            self._waiting_for_acks += 1
+            try:
+                await self._acked_changed.wait_for(lambda: self.metrics.acked >= count)
+            finally:
+                self._waiting_for_acks -= 1
 
     async def _flush(self) -> None:
         batch, self._unflushed = self._unflushed, []
@@ -475,6 +495,7 @@ class Gateway:
 
     def reset_in_flight(self) -> None:
         """After a lost connection: what was not acknowledged will be delivered again."""
+        self.online.clear()
         self._trackers.clear()
         self._in_flight.clear()
         self._bus = None
