@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -128,6 +128,9 @@ class Decision:
     consent_revision: int
     categories: tuple[str, ...]  # what the event contains, image included
     outcomes: tuple[Outcome, ...]
+    # Set when consent itself stops the event (§7(1), §10): then the gateway must not
+    # store it either, not just not forward it (spec item 7).
+    gate: Withhold | None = None
 
     @property
     def forwarded(self) -> tuple[Outcome, ...]:
@@ -211,7 +214,7 @@ class _Compiled:
     policy: Policy
     partners: PartnerRegistry
     targets: tuple[_Target, ...]
-    routes: Mapping[tuple[int, EventType], _Route] = field(default_factory=dict)
+    routes: Mapping[tuple[int, EventType], _Route]
 
 
 _CACHE: dict[tuple[int, int], _Compiled] = {}
@@ -380,6 +383,7 @@ def decide(
         consent_revision=consent.revision,
         categories=tuple(sorted(categories)),
         outcomes=outcomes,
+        gate=gate,
     )
 
 

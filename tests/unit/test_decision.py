@@ -528,6 +528,7 @@ def test_item7_withheld_from_every_destination(
     decision = run(make_event(event_type), consent(policy, **overrides), policy, partners)
     assert decision.forwarded == ()
     assert {o.reason for o in decision.outcomes} == {reason}
+    assert decision.gate is not None and decision.gate.reason is reason  # not stored either
 
 
 def test_item7_return_home_off_stops_only_return_home(
@@ -536,6 +537,7 @@ def test_item7_return_home_off_stops_only_return_home(
     state = consent(policy, return_home_enabled=False)
     decision = run(make_event(EventType.ALARM), state, policy, partners)
     assert decision.outcome("cloud").forwarded
+    assert decision.gate is None
 
 
 @pytest.mark.parametrize(
