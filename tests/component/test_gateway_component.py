@@ -1,0 +1,133 @@
+"""The gateway on the in-memory bus with a real SQLite file: acknowledgement, de-duplication,
+replay and initialisation semantics, message by message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
+from intercom_gateway.gateway import Gateway
+from intercom_gateway.models import RejectReason
+from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.settings import Settings
+from intercom_gateway.store import Store
+from tests.conftest import SAMPLE_SERVICES
+from tests.factories import event_dict, panel_message, settings_message
+from tests.helpers import collect
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, MemoryBus, MemoryBus]]:
+    registry_path = tmp_path / "registry.yaml"
+    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
+    registry_path.write_text(dump_registry(registry))
+    settings = Settings(
+        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
+    )
+    broker = MemoryBroker()
+    async with Store.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+        bus = broker.client("gateway")
+        gateway._bus = bus  # handle() is driven directly below, without serve()
+        observer = broker.client("observer")
+        await observer.subscribe("#")
+        yield gateway, bus, observer
+
+
+def inbound(topic: str, payload: bytes, *, mid: int = 1, dup: bool = False) -> Message:
+    return Message(topic=topic, payload=payload, qos=1, dup=dup, mid=mid)
+
+
+async def test_an_event_is_acknowledged_only_after_its_records_are_committed(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, bus, _ = world
+    data = event_dict("visitor", dwelling="d0001")
+    await gateway.handle(bus, inbound(*panel_message(data)))
+    # Every publish is done (the memory bus acknowledges at once), the batch is not.
+    assert bus.acked == []
+    assert await gateway.store.decision(data["event_id"]) is None
+    await gateway.finish_in_flight()
+    assert [m.mid for m in bus.acked] == [1]
+    assert await gateway.store.decision(data["event_id"]) is not None
+    assert {r["recipient"] for r in await gateway.store.provisions()} >= {"partner:concierge"}
+
+
+async def test_acknowledgements_keep_arrival_order(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, bus, _ = world
+    for mid in range(1, 6):
+        data = event_dict("alarm", dwelling="d0002")
+        await gateway.handle(bus, inbound(*panel_message(data), mid=mid))
+    await gateway.finish_in_flight()
+    assert [m.mid for m in bus.acked] == [1, 2, 3, 4, 5]
+
+
+async def test_a_redelivered_completed_event_is_acknowledged_without_forwarding_again(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, bus, observer = world
+    data = event_dict("delivery_box", dwelling="d0001")
+    await gateway.handle(bus, inbound(*panel_message(data), mid=1))
+    await gateway.finish_in_flight()
+    first = await collect(observer, 1)  # at least the cloud copy is there
+    del first
+    forwarded_before = sum(gateway.metrics.forwarded.values())
+    await gateway.handle(bus, inbound(*panel_message(data), mid=2, dup=True))
+    await gateway.finish_in_flight()
+    assert sum(gateway.metrics.forwarded.values()) == forwarded_before
+    assert gateway.metrics.duplicates == 1
+    assert [m.mid for m in bus.acked] == [1, 2]
+    rows = await gateway.store.provisions()
+    assert len(rows) == len({(r["event_id"], r["recipient"]) for r in rows})
+
+
+async def test_a_replay_without_the_dup_flag_is_rejected(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, bus, _ = world
+    data = event_dict("security", dwelling="d0003")
+    await gateway.handle(bus, inbound(*panel_message(data), mid=1))
+    await gateway.handle(bus, inbound(*panel_message(data), mid=2))
+    await gateway.finish_in_flight()
+    assert gateway.metrics.rejected == {RejectReason.REPLAYED.value: 1}
+    assert [m.mid for m in bus.acked] == [1, 2]
+
+
+async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    """§7(1)①: after the move-out setting nothing of the dwelling flows or is kept."""
+    gateway, bus, observer = world
+    topic, payload = settings_message({"kind": "initialise"}, dwelling="d0003")
+    await gateway.handle(bus, inbound(topic, payload, mid=1))
+    ack = await collect(observer, 1)
+    assert json.loads(ack[0].payload)["applied"] is True
+    data = event_dict("visitor", dwelling="d0003")
+    await gateway.handle(bus, inbound(*panel_message(data), mid=2))
+    await gateway.finish_in_flight()
+    assert await gateway.store.decision(data["event_id"]) is None
+    assert await gateway.store.provisions(dwelling_id="d0003") == []
+    assert sum(gateway.metrics.forwarded.values()) == 0
+    history = await gateway.store.consent_history("b001", "d0003")
+    assert history[-1]["applied"] == 1 and "initialise" in history[-1]["change"]
+
+
+async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, bus, _ = world
+    topic, payload = settings_message(
+        {"kind": "purpose_opt_out", "purpose": "marketing", "opted_out": True}, dwelling="d0001"
+    )
+    await gateway.handle(bus, inbound(topic, payload, mid=1))
+    await gateway.handle(bus, inbound(topic, payload, mid=2, dup=True))
+    await gateway.finish_in_flight()
+    history = await gateway.store.consent_history("b001", "d0001")
+    assert sum(1 for row in history if row["source"].startswith("panel:")) == 1
+    assert gateway.consent("b001", "d0001").opted_out == ("marketing",)
