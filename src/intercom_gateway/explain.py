@@ -83,8 +83,9 @@ async def explain_logged(settings: Settings, event_id: str, *, as_json: bool = F
         row = await store.decision(event_id)
     if row is None:
         raise GatewayError(
-            f"no decision for event {event_id}: never received, rejected, or from an"
-            " initialised dwelling (§7(1)①: neither forwarded nor stored)"
+            f"no decision for event {event_id}: never received, rejected, or stopped by"
+            " consent at the gateway (initialised dwelling §7(1)①, return-home"
+            " notification off §7(1)②): such events are neither forwarded nor stored"
         )
     if as_json:
         return json.dumps(row, indent=2)

@@ -31,6 +31,7 @@ from intercom_gateway.decision import Decision, Outcome, decide, user_properties
 from intercom_gateway.errors import BusError, PublishFailed
 from intercom_gateway.ingress import DeviceIndex, InputRejected, Limits, check_event, check_settings
 from intercom_gateway.models import (
+    Forwarded,
     GatewayStatus,
     Rejection,
     RejectReason,
@@ -277,9 +278,10 @@ class Gateway:
             decision_id=uuid.uuid4(),
             now=now,
         )
-        if consent.registered:
+        if decision.gate is None:
             self.store.record_decision(_decision_row(decision))
-        # else §7(1)①: an initialised dwelling's events are neither forwarded nor stored.
+        # else spec item 7: consent stops the event at the gateway (initialised dwelling,
+        # §7(1)①; return-home notification off, §7(1)②): neither forwarded nor stored.
         for outcome in decision.outcomes:
             if not outcome.forwarded:
                 self.metrics.withheld[outcome.reason.value if outcome.reason else "?"] += 1
@@ -296,7 +298,7 @@ class Gateway:
                 tracker,
                 outcome.topic,
                 envelope.model_dump_json().encode(),
-                [*user_properties(envelope), ("event_id", event_id)],
+                _properties(envelope),
                 provision,
             )
         if self.settings.log_events:
@@ -505,6 +507,15 @@ class Gateway:
         await bus.publish(
             topics.STATUS, status_payload(self.settings.gateway_id, state), retain=True
         )
+
+
+def _properties(envelope: Forwarded) -> list[tuple[str, str]]:
+    properties = user_properties(envelope)
+    # §5(5): an analytics copy carries no event id, so it cannot be joined to the
+    # identified copies; every other copy names its event for de-duplication.
+    if envelope.event_id is not None:
+        properties.append(("event_id", str(envelope.event_id)))
+    return properties
 
 
 def status_payload(gateway_id: str, state: Literal["online", "offline"]) -> bytes:

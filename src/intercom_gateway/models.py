@@ -315,7 +315,9 @@ class Forwarded(Model):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     decision_id: UUID
-    event_id: UUID | None = Field(description="None only for aggregated statistics")
+    event_id: UUID | None = Field(
+        description="None for aggregated statistics and de-identified analytics copies"
+    )
     gateway_id: str
     forwarded_at: AwareDatetime
     destination: str

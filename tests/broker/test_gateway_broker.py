@@ -190,10 +190,10 @@ async def test_a_consent_change_on_the_panel_applies_to_the_very_next_event(
     ]
     assert json.loads(arrived[0].payload)["applied"] is True
     await running.wait_processed(3)  # the decision log is written before the broker ack
-    decision = await running.gateway.store.decision(home["event_id"])
-    assert decision is not None
-    cloud = next(o for o in decision["outcomes"] if o["destination"] == "cloud")
-    assert cloud["forwarded"] is False
+    # Spec item 7: stopped at the gateway, so not even its decision is kept.
+    assert await running.gateway.store.decision(home["event_id"]) is None
+    assert await running.gateway.store.decision(marker["event_id"]) is not None
+    assert running.gateway.metrics.withheld["return_home_off"] >= 1
 
 
 async def test_rejected_topic_gets_unknown_device_even_from_the_fleet_account(

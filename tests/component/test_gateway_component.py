@@ -17,7 +17,7 @@ from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
-from tests.helpers import collect
+from tests.helpers import collect, collect_until
 
 
 @pytest.fixture
@@ -131,3 +131,22 @@ async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
     history = await gateway.store.consent_history("b001", "d0001")
     assert sum(1 for row in history if row["source"].startswith("panel:")) == 1
     assert gateway.consent("b001", "d0001").opted_out == ("marketing",)
+
+
+async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    """§5(5): no event id, no shared decision id, no dwelling in the analytics copy."""
+    gateway, bus, observer = world
+    data = event_dict("alarm", dwelling="d0002")
+    await gateway.handle(bus, inbound(*panel_message(data)))
+    await gateway.finish_in_flight()
+    messages = await collect_until(observer, "analytics/")  # published last
+    analytics = [m for m in messages if m.topic.startswith("analytics/")]
+    cloud = [m for m in messages if m.topic.startswith("cloud/")]
+    assert len(analytics) == 1 and len(cloud) == 1
+    assert analytics[0].properties("event_id") == []
+    assert cloud[0].properties("event_id") == [data["event_id"]]
+    assert analytics[0].properties("decision_id") != cloud[0].properties("decision_id")
+    assert data["event_id"] not in analytics[0].payload.decode()
+    assert "d0002" not in analytics[0].payload.decode()
