@@ -435,7 +435,6 @@ class Gateway:
                 bus.ack(tracker.message)
             self.metrics.acked += 1
             if tracker.event_id is not None:
-                self.completed.add(tracker.event_id)
                 self._in_flight.discard(tracker.event_id)
         if not self._trackers:
             self._idle.set()
@@ -460,6 +459,10 @@ class Gateway:
         await self.store.flush()
         for tracker in batch:
             tracker.stored = True
+            # Committed as completed: a redelivery after a lost connection is a no-op
+            # from here on, even if the broker never saw our acknowledgement.
+            if tracker.event_id is not None:
+                self.completed.add(tracker.event_id)
         self._ack_ready()
 
     async def _flush_loop(self) -> None:
