@@ -293,9 +293,12 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
 
 def _register_extensions() -> None:
     from intercom_gateway.cli_consent import consent
+    from intercom_gateway.cli_security import credentials, tls
     from intercom_gateway.demo import demo
 
     main.add_command(consent)
+    main.add_command(credentials)
+    main.add_command(tls)
     main.add_command(demo)
 
 

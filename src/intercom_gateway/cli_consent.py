@@ -116,14 +116,16 @@ def set_(
     """
     settings: Settings = ctx.obj["settings"]
     body = _change_body(return_home=None if return_home is None else return_home == "on", **changes)
-    change = SETTINGS_ADAPTER.validate_python(
-        {
-            "change_id": str(uuid.uuid4()),
-            "building_id": building,
-            "dwelling_id": dwelling,
-            "requested_at": utc_now().isoformat(),
-            "change": body,
-        }
+    change = SETTINGS_ADAPTER.validate_json(
+        json.dumps(
+            {
+                "change_id": str(uuid.uuid4()),
+                "building_id": building,
+                "dwelling_id": dwelling,
+                "requested_at": utc_now().isoformat(),
+                "change": body,
+            }
+        )
     )
     device = _dwelling_panel(settings, building, dwelling)
     try:
