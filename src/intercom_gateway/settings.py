@@ -48,3 +48,15 @@ class Settings(BaseSettings):
     statistics_min_group: int = 5
     log_level: str = "INFO"
     log_events: bool = Field(default=True, description="one log line per processed event")
+
+    # --- provision ledger and resident requests (§8) ----------------------------------
+    # APPI keeps a third-party provision record for three years; 1,096 days is three
+    # years even across a leap day, so a purge never cuts one short.
+    ledger_retention_days: int = Field(
+        default=1_096, ge=1, description="days a provision ledger row is kept"
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="operator bearer token of the HTTP API; required to serve it"
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080

@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +63,20 @@ CREATE TABLE IF NOT EXISTS ledger (
     purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
     decision_id TEXT NOT NULL,
     UNIQUE (event_id, recipient));
+-- "One dwelling's records for a year" (§8 disclosure) is a range scan of this index;
+-- purge by age is a range scan of ledger_at.
 CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, at);
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY, at TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     topic TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rejections_reason ON rejections (reason, id);
+-- §8: every resident request, and what came of it, is itself on record.
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, at TEXT NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, kind TEXT NOT NULL,
+    via TEXT NOT NULL, params TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_dwelling ON requests (building_id, dwelling_id, id);
 """
 
 
@@ -130,6 +138,21 @@ class RejectionRow:
     detail: str
     topic: str
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A resident request (§8) and its outcome."""
+
+    request_id: str
+    at: datetime
+    building_id: str
+    dwelling_id: str
+    kind: str
+    via: str  # "cli" or "api": who carried the request to us
+    params: dict[str, Any]
+    outcome: str  # "done", "refused" or "failed"
+    detail: dict[str, Any]
 
 
 @dataclass
@@ -373,6 +396,142 @@ class Store:
             result[table] = int(row[0]) if row else 0
         return result
 
+    # --- retention and resident requests (§8) -------------------------------------------
+
+    async def purge_ledger(self, *, before: datetime) -> int:
+        """Delete ledger rows recorded before ``before``; returns how many went."""
+        cursor = await self._db.execute("DELETE FROM ledger WHERE at < ?", (_utc(before),))
+        await self._db.commit()
+        return cursor.rowcount
+
+    async def dwelling_known(self, building_id: str, dwelling_id: str) -> bool:
+        for table in ("dwellings", "consent_current"):
+            async with self._db.execute(
+                f"SELECT 1 FROM {table} WHERE building_id = ? AND dwelling_id = ?",
+                (building_id, dwelling_id),
+            ) as cursor:
+                if await cursor.fetchone() is not None:
+                    return True
+        return False
+
+    async def dwelling_panel(self, building_id: str, dwelling_id: str) -> str | None:
+        """The device id of the dwelling's own panel, which speaks for its settings."""
+        async with self._db.execute(
+            "SELECT device_id FROM devices WHERE building_id = ? AND dwelling_id = ?"
+            " AND role = 'dwelling_panel' ORDER BY device_id LIMIT 1",
+            (building_id, dwelling_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def consent(self, building_id: str, dwelling_id: str) -> ConsentState | None:
+        async with self._db.execute(
+            "SELECT state FROM consent_current WHERE building_id = ? AND dwelling_id = ?",
+            (building_id, dwelling_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return ConsentState.model_validate_json(row[0]) if row else None
+
+    async def ledger_summary(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
+        """How many provision records the dwelling has, per recipient, and their span."""
+        key = (building_id, dwelling_id)
+        async with self._db.execute(
+            "SELECT recipient, third_party, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last"
+            " FROM ledger WHERE building_id = ? AND dwelling_id = ?"
+            " GROUP BY recipient, third_party ORDER BY recipient",
+            key,
+        ) as cursor:
+            rows = [dict(row) for row in await cursor.fetchall()]
+        return {
+            "rows": sum(r["n"] for r in rows),
+            "by_recipient": [{**r, "third_party": bool(r["third_party"])} for r in rows],
+        }
+
+    async def decision_summary(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
+        async with self._db.execute(
+            "SELECT event_type, COUNT(*) AS n, MIN(decided_at) AS first, MAX(decided_at) AS last"
+            " FROM decisions WHERE building_id = ? AND dwelling_id = ?"
+            " GROUP BY event_type ORDER BY event_type",
+            (building_id, dwelling_id),
+        ) as cursor:
+            rows = [dict(row) for row in await cursor.fetchall()]
+        return {"events": sum(r["n"] for r in rows), "by_event_type": rows}
+
+    async def dwelling_rejections(self, building_id: str, dwelling_id: str) -> list[dict[str, Any]]:
+        """Rejected input that names the dwelling, or came from its own panel."""
+        where, params = self._rejection_filter(building_id, dwelling_id)
+        async with self._db.execute(
+            f"SELECT id, at, reason, detail, topic FROM rejections WHERE {where} ORDER BY id",
+            params,
+        ) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    @staticmethod
+    def _rejection_filter(building_id: str, dwelling_id: str) -> tuple[str, tuple[str, ...]]:
+        # A rejected payload may not parse, so attribution is by the dwelling panel's
+        # topic (devices table), or by the ids the payload itself names when it is JSON.
+        where = (
+            "EXISTS (SELECT 1 FROM devices AS d WHERE d.building_id = ? AND d.dwelling_id = ?"
+            " AND d.role = 'dwelling_panel' AND substr(topic, 1, length(d.device_id) + 14"
+            " + length(d.building_id)) = 'intercom/v1/' || d.building_id || '/' || d.device_id"
+            " || '/')"
+            " OR (json_valid(payload) AND json_extract(payload, '$.building_id') = ?"
+            " AND json_extract(payload, '$.dwelling_id') = ?)"
+        )
+        return where, (building_id, dwelling_id, building_id, dwelling_id)
+
+    async def erase_dwelling(self, building_id: str, dwelling_id: str) -> dict[str, int]:
+        """Erase the decision log and rejected input of one dwelling, in one commit.
+
+        The ledger and the consent history are not touched here: see resident.erase.
+        """
+        cursor = await self._db.execute(
+            "DELETE FROM decisions WHERE building_id = ? AND dwelling_id = ?",
+            (building_id, dwelling_id),
+        )
+        decisions = cursor.rowcount
+        where, params = self._rejection_filter(building_id, dwelling_id)
+        cursor = await self._db.execute(f"DELETE FROM rejections WHERE {where}", params)
+        await self._db.commit()
+        return {"decisions": decisions, "rejections": cursor.rowcount}
+
+    async def record_request(self, row: RequestRow) -> None:
+        """Committed at once: a request is on record before its answer is given."""
+        await self._db.execute(
+            "INSERT INTO requests (request_id, at, building_id, dwelling_id, kind, via, params,"
+            " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.request_id,
+                _utc(row.at),
+                row.building_id,
+                row.dwelling_id,
+                row.kind,
+                row.via,
+                json.dumps(row.params, default=str),
+                row.outcome,
+                json.dumps(row.detail, default=str),
+            ),
+        )
+        await self._db.commit()
+
+    async def requests(self, building_id: str, dwelling_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT request_id, at, kind, via, params, outcome FROM requests"
+            " WHERE building_id = ? AND dwelling_id = ? ORDER BY id",
+            (building_id, dwelling_id),
+        ) as cursor:
+            rows = [dict(row) for row in await cursor.fetchall()]
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+        return rows
+
+
+def _utc(moment: datetime) -> str:
+    """Timestamps are compared as text, so every bound is written as the rows are: UTC."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: give a time zone")
+    return moment.astimezone(UTC).isoformat()
+
 
 def _filters(
     building_id: str | None, dwelling_id: str | None, start: datetime | None, end: datetime | None
@@ -385,8 +544,8 @@ def _filters(
             params.append(value)
     if start is not None:
         clauses.append("at >= ?")
-        params.append(start.isoformat())
+        params.append(_utc(start))
     if end is not None:
         clauses.append("at < ?")
-        params.append(end.isoformat())
+        params.append(_utc(end))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
