@@ -1,0 +1,155 @@
+"""The provision ledger against a real Mosquitto: the ledger holds exactly what real
+subscribers received (spec item 8), joint use is marked, a replay adds nothing, and a
+resident's stop of provision reaches the running gateway over MQTT (§8)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intercom_gateway import topics
+from intercom_gateway.broker import GATEWAY, OPERATOR, Mosquitto
+from intercom_gateway.bus import Message, MqttBus
+from intercom_gateway.registry import Registry
+from intercom_gateway.resident import mqtt_channel, open_desk
+from intercom_gateway.testing import (
+    RunningGateway,
+    collect_until_quiet,
+    publish_as_fleet,
+    running_gateway,
+)
+from tests.conftest import SAMPLE_SERVICES
+from tests.factories import event_dict, panel_message, settings_message
+
+GROUP_SENTINEL = topics.group("zz-sentinel", "zz-sentinel", "sentinel")
+
+
+def _sentinel(reader: str) -> str:
+    if reader == "group":
+        return GROUP_SENTINEL
+    return topics.partner(reader, "zz-sentinel", "zz-sentinel", "sentinel")
+
+
+@pytest.fixture
+async def running(
+    broker: Mosquitto, fleet_registry: Registry, tmp_path: Path
+) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(broker, fleet_registry, tmp_path / "gw") as gateway:
+        yield gateway
+
+
+async def _delivered(
+    running: RunningGateway, messages: list[tuple[str, bytes]]
+) -> dict[str, list[Message]]:
+    """Publish ``messages`` and return what each partner and the group reader received."""
+    readers: dict[str, MqttBus] = {pid: running.client(pid) for pid in SAMPLE_SERVICES}
+    readers["group"] = running.client(OPERATOR)
+    for bus in readers.values():
+        await bus.__aenter__()
+    try:
+        for reader, bus in readers.items():
+            topic_filter = "group/#" if reader == "group" else topics.partner_filter(reader)
+            await bus.subscribe(topic_filter)
+        done_before = running.gateway.metrics.acked
+        sent = await publish_as_fleet(running.broker, messages)
+        await running.wait_processed(done_before + sent)
+        # Everything the gateway published before the sentinel arrives before it (one
+        # publisher, in order): then each reader has seen all it will see.
+        async with running.client(GATEWAY, client_id="ledger-sentinel") as gateway_account:
+            for reader in readers:
+                await gateway_account.publish(_sentinel(reader), b"{}")
+        return {
+            reader: await collect_until_quiet(bus, sentinel_topic=_sentinel(reader))
+            for reader, bus in readers.items()
+        }
+    finally:
+        for bus in readers.values():
+            await bus.__aexit__(None, None, None)
+
+
+def _pairs(received: dict[str, list[Message]]) -> list[tuple[str, str]]:
+    pairs = []
+    for reader, messages in received.items():
+        for message in messages:
+            recipient = "group" if reader == "group" else f"partner:{reader}"
+            pairs.append((json.loads(message.payload)["event_id"], recipient))
+    return sorted(pairs)
+
+
+def _ledger_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((r["event_id"], r["recipient"]) for r in rows)
+
+
+async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
+    running: RunningGateway,
+) -> None:
+    stop = settings_message(
+        {"kind": "service_use", "partner_id": "concierge", "used": False}, dwelling="d0003"
+    )
+    events = [
+        event_dict(kind, building=building, dwelling=dwelling)
+        for building in ("b001", "b002")
+        for dwelling in ("d0001", "d0003")
+        for kind in ("visitor", "delivery_box", "alarm", "unlock_mode", "security", "return_home")
+    ]
+    received = await _delivered(running, [stop, *(panel_message(e) for e in events)])
+    rows = await running.gateway.store.provisions()
+
+    assert _ledger_pairs(rows) == _pairs(received)  # same pairs, and no pair twice
+    assert len(rows) == sum(len(messages) for messages in received.values())
+    assert received["concierge"] and received["elder-watch"] and received["parcel-unlock"]
+    # §4: joint use is recorded, marked as not a provision to a third party.
+    assert {r["third_party"] for r in rows if r["recipient"] == "group"} == {False}
+    assert {r["third_party"] for r in rows if r["recipient"] != "group"} == {True}
+    # §8: after the stop, nothing of d0003 in b001 went to concierge, nor into its ledger.
+    assert not [
+        r
+        for r in rows
+        if r["recipient"] == "partner:concierge"
+        and r["dwelling_id"] == "d0003"
+        and r["building_id"] == "b001"
+    ]
+    for row in rows:
+        message = _message_for(received, row)
+        envelope = json.loads(message.payload)
+        assert sorted(envelope["purposes"]) == sorted(row["purposes"])
+        assert row["image"] == ("image" in envelope["event"])
+        assert row["rule_id"] == envelope["rule_id"]
+        assert row["decision_id"] == envelope["decision_id"]
+
+
+def _message_for(received: dict[str, list[Message]], row: dict[str, Any]) -> Message:
+    reader = "group" if row["recipient"] == "group" else row["recipient"].split(":", 1)[1]
+    return next(m for m in received[reader] if json.loads(m.payload)["event_id"] == row["event_id"])
+
+
+async def test_a_replayed_event_adds_no_ledger_row(running: RunningGateway) -> None:
+    data = event_dict("delivery_box", dwelling="d0002")
+    first = await _delivered(running, [panel_message(data)])
+    rows = await running.gateway.store.provisions()
+    again = await _delivered(running, [panel_message(data)])
+    assert _ledger_pairs(rows) == _pairs(first) and len(rows) == 3  # concierge, parcel, group
+    assert all(not messages for messages in again.values())
+    assert await running.gateway.store.provisions() == rows
+    assert running.gateway.metrics.rejected["replayed"] == 1
+
+
+async def test_a_resident_stop_of_provision_reaches_the_running_gateway(
+    running: RunningGateway,
+) -> None:
+    """§8 over MQTT: the very next event of the dwelling no longer reaches the partner."""
+    settings = running.settings
+    async with open_desk(settings, via="cli", channel=mqtt_channel(settings)) as desk:
+        answer = await desk.stop_provision("b002", "d0004", "elder-watch")
+    assert answer["outcome"] == "done" and answer["changes"][0]["applied"] is True
+    assert running.gateway.consent("b002", "d0004").provision_stopped == ("elder-watch",)
+    alarm = event_dict("alarm", building="b002", dwelling="d0004")
+    received = await _delivered(running, [panel_message(alarm)])
+    assert received["elder-watch"] == []
+    assert [r["recipient"] for r in await running.gateway.store.provisions()] == ["group"]
+    history = await running.gateway.store.consent_history("b002", "d0004")
+    assert history[-1]["change_id"] == answer["changes"][0]["change_id"]
