@@ -294,13 +294,19 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
 def _register_extensions() -> None:
     from intercom_gateway.cli_consent import consent
     from intercom_gateway.cli_load import load
+    from intercom_gateway.cli_resident import api, ledger, resident
+    from intercom_gateway.cli_scenario import scenario
     from intercom_gateway.cli_security import credentials, tls
     from intercom_gateway.demo import demo
 
     main.add_command(consent)
     main.add_command(credentials)
     main.add_command(tls)
+    main.add_command(resident)
+    main.add_command(ledger)
+    main.add_command(api)
     main.add_command(demo)
+    main.add_command(scenario)
     main.add_command(load)
 
 
