@@ -1,0 +1,66 @@
+"""The notification of purposes (§8) says exactly what ``decide`` does, event kind by
+event kind, for several consents: a resident is told no more and no less."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.decision import decide
+from intercom_gateway.models import EventType, utc_now
+from intercom_gateway.policy import DestinationKind, default_policy, sample_partners
+from intercom_gateway.resident import purposes_in_force
+from tests.conftest import SAMPLE_SERVICES
+from tests.factories import event
+
+BASE = {"building_id": "b001", "dwelling_id": "d0101", "registered": True}
+CONSENTS = {
+    "all services": {"services_used": SAMPLE_SERVICES},
+    "opted out of marketing": {"services_used": SAMPLE_SERVICES, "opted_out": ("marketing",)},
+    "return home off": {"services_used": ("elder-watch",), "return_home_enabled": False},
+    "concierge stopped": {"services_used": ("parcel-unlock",), "provision_stopped": ("concierge",)},
+    "no services": {},
+}
+
+
+def _told(answer: dict[str, Any], event_type: str) -> dict[str, tuple[str, ...]]:
+    return {
+        d["destination"]: tuple(f["purposes"])
+        for d in answer["destinations"]
+        for f in d["flows"]
+        if f["event_type"] == event_type
+    }
+
+
+@pytest.mark.parametrize("name", list(CONSENTS))
+@pytest.mark.parametrize("event_type", [t.value for t in EventType])
+def test_purposes_in_force_match_the_decision(name: str, event_type: str) -> None:
+    policy, partners = default_policy(), sample_partners()
+    consent = ConsentState(**BASE, accepted_policy_version=policy.version, **CONSENTS[name])
+    decision = decide(
+        event(event_type),
+        consent,
+        policy=policy,
+        partners=partners,
+        gateway_id="gw",
+        decision_id=uuid.uuid4(),
+        now=utc_now(),
+    )
+    done = {
+        o.destination: tuple(o.purposes)
+        for o in decision.forwarded
+        if o.kind is not DestinationKind.STATISTICS
+    }
+    told = _told(purposes_in_force(consent, policy=policy, partners=partners), event_type)
+    assert told == done
+
+
+def test_an_initialised_dwelling_is_told_nothing_flows() -> None:
+    policy, partners = default_policy(), sample_partners()
+    answer = purposes_in_force(
+        ConsentState(building_id="b001", dwelling_id="d0101"), policy=policy, partners=partners
+    )
+    assert answer["destinations"] == [] and "§7(1)①" in answer["stopped"]
