@@ -17,7 +17,7 @@ from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event
 
 BASE = {"building_id": "b001", "dwelling_id": "d0101", "registered": True}
-CONSENTS = {
+CONSENTS: dict[str, dict[str, Any]] = {
     "all services": {"services_used": SAMPLE_SERVICES},
     "opted out of marketing": {"services_used": SAMPLE_SERVICES, "opted_out": ("marketing",)},
     "return home off": {"services_used": ("elder-watch",), "return_home_enabled": False},
