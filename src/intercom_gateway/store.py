@@ -398,11 +398,22 @@ class Store:
 
     # --- retention and resident requests (§8) -------------------------------------------
 
-    async def purge_ledger(self, *, before: datetime) -> int:
-        """Delete ledger rows recorded before ``before``; returns how many went."""
-        cursor = await self._db.execute("DELETE FROM ledger WHERE at < ?", (_utc(before),))
-        await self._db.commit()
-        return cursor.rowcount
+    async def purge_ledger(self, *, before: datetime, chunk: int = 10_000) -> int:
+        """Delete ledger rows recorded before ``before``; returns how many went.
+
+        In chunks of one commit each: a running gateway writes to the same file, and one
+        long delete would hold the write lock past its busy timeout.
+        """
+        deleted = 0
+        while True:
+            cursor = await self._db.execute(
+                "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE at < ? LIMIT ?)",
+                (_utc(before), chunk),
+            )
+            await self._db.commit()
+            deleted += cursor.rowcount
+            if cursor.rowcount < chunk:
+                return deleted
 
     async def dwelling_known(self, building_id: str, dwelling_id: str) -> bool:
         for table in ("dwellings", "consent_current"):

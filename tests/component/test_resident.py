@@ -246,3 +246,14 @@ def test_cli_refuses_an_unknown_dwelling(settings: Settings) -> None:
         main, ["resident", "purposes", "b001", "d0999", "--db", str(settings.db_path)]
     )
     assert result.exit_code == 1 and "unknown dwelling b001/d0999" in result.output
+
+
+def test_purge_in_small_chunks_still_deletes_every_expired_row_and_only_those(
+    settings: Settings,
+) -> None:
+    _aged_rows(settings, [2_000, 1_500, 1_100, 1_000])
+    cutoff = utc_now() - timedelta(days=1_096)
+    deleted = _store(settings, lambda s: s.purge_ledger(before=cutoff, chunk=1))
+    ids = {r["event_id"] for r in _store(settings, lambda s: s.provisions())}
+    assert deleted == 3
+    assert "aged-1000" in ids and not ids & {"aged-2000", "aged-1500", "aged-1100"}
