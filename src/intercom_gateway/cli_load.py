@@ -217,6 +217,18 @@ def summary_table(data: dict[str, Any]) -> Table:
         )
     analytics = data["analytics"]
     table.add_row("analytics (count)", str(analytics["expected"]), str(analytics["received"]))
+    notes = []
+    if not data["complete"]:
+        notes.append(
+            f"still awaited when the {data['plan']['settle']:.0f} s settle time ran out:"
+            " counted as lost (raise --settle, or lower --rate, to tell slow from lost)"
+        )
+    if data["behind_schedule_seconds"] > 1:
+        notes.append(
+            f"the generator fell {data['behind_schedule_seconds']:.1f} s behind its schedule:"
+            " this machine, not the gateway, limited the rate"
+        )
     if data["rejected"]:
-        table.caption = f"rejected by the gateway: {data['rejected']}"
+        notes.append(f"rejected by the gateway: {data['rejected']}")
+    table.caption = "\n".join(notes) or None
     return table
