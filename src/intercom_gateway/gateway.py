@@ -249,6 +249,12 @@ class Gateway:
                 await self._handle_event(bus, tracker, topic, now)
         except InputRejected as rejection:
             await self._reject(bus, tracker, rejection, now)
+        except asyncio.CancelledError:
+            # Stopped half-way (shutdown): some destinations may lack it, so it is
+            # never acknowledged and the broker delivers it again next session.
+            tracker.failed = True
+            self._release(tracker)
+            raise
         self._release(tracker)
 
     async def _handle_event(
@@ -429,13 +435,18 @@ class Gateway:
     def _ack_ready(self) -> None:
         # Acknowledge in arrival order, as MQTT expects of a subscriber.
         bus = self._bus
-        while self._trackers and self._trackers[0].done and not self._trackers[0].failed:
-            tracker = self._trackers.popleft()
+        while self._trackers:
+            tracker = self._trackers[0]
+            if not (tracker.done or tracker.failed):
+                break
+            self._trackers.popleft()
+            if tracker.event_id is not None:
+                self._in_flight.discard(tracker.event_id)
+            if tracker.failed:
+                continue  # left unacknowledged on purpose: the broker will redeliver it
             if bus is not None:
                 bus.ack(tracker.message)
             self.metrics.acked += 1
-            if tracker.event_id is not None:
-                self._in_flight.discard(tracker.event_id)
         if not self._trackers:
             self._idle.set()
         if self._waiting_for_acks:

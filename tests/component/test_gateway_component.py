@@ -3,9 +3,12 @@ replay and initialisation semantics, message by message."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +153,37 @@ async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
     assert analytics[0].properties("decision_id") != cloud[0].properties("decision_id")
     assert data["event_id"] not in analytics[0].payload.decode()
     assert "d0002" not in analytics[0].payload.decode()
+
+
+class _StallingBus(MemoryBus):
+    """Accepts the first publish, then stalls as a full publish window would."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker, "stalling")
+        self.stalled = asyncio.Event()
+        self.sent = 0
+
+    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+        if self.sent >= 1:
+            self.stalled.set()
+            await asyncio.Event().wait()  # never returns: cancelled by the shutdown
+        self.sent += 1
+        await super().send(topic, payload, **kwargs)
+
+
+async def test_shutdown_mid_message_finishes_and_leaves_that_message_unacknowledged(
+    world: tuple[Gateway, MemoryBus, MemoryBus],
+) -> None:
+    gateway, _, _ = world
+    bus = _StallingBus(MemoryBroker())
+    gateway._bus = bus
+    handling = asyncio.create_task(
+        gateway.handle(bus, inbound(*panel_message(event_dict("visitor", dwelling="d0001"))))
+    )
+    await asyncio.wait_for(bus.stalled.wait(), 5)
+    handling.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handling
+    await asyncio.wait_for(gateway.finish_in_flight(), 5)  # must not hang
+    assert bus.acked == []  # half-forwarded: the broker must deliver it again
+    assert gateway.metrics.acked == 0
