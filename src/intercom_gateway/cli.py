@@ -293,6 +293,7 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
 
 def _register_extensions() -> None:
     from intercom_gateway.asyncapi import asyncapi
+    from intercom_gateway.cli_bench import bench
     from intercom_gateway.cli_consent import consent
     from intercom_gateway.cli_load import load
     from intercom_gateway.cli_resident import api, ledger, resident
@@ -310,6 +311,7 @@ def _register_extensions() -> None:
     main.add_command(scenario)
     main.add_command(load)
     main.add_command(asyncapi)
+    main.add_command(bench)
 
 
 _register_extensions()
