@@ -602,21 +602,18 @@ async def _seed_consents(
     now: datetime,
 ) -> None:
     """Dwellings the store knows nothing about start with the registry's consent."""
+    entries = []
     for building, dwelling in registry.dwellings():
         key = (building.id, dwelling.id)
         if key in consents or dwelling.consent is None:
             continue
         state = consent_from_registry(building.id, dwelling, now=now)
-        await store.save_consent(
-            state,
-            change=dwelling.consent.model_dump_json(),
-            change_id=None,
-            source="registry",
-            applied=True,
-            detail="initial consent from the device registry",
-            at=now,
-        )
+        entries.append((state, dwelling.consent.model_dump_json()))
         consents[key] = state
+    if entries:
+        await store.seed_consents(
+            entries, source="registry", detail="initial consent from the device registry", at=now
+        )
 
 
 def consent_from_registry(building_id: str, dwelling: Dwelling, *, now: datetime) -> ConsentState:

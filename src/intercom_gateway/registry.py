@@ -87,9 +87,13 @@ class Registry(_Model):
                 yield building, dwelling
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_registry(path: Path) -> Registry:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader parses a 10,000-dwelling registry several times faster.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         return Registry.model_validate(data)
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise ConfigError(f"invalid device registry: {error}", path=str(path)) from error

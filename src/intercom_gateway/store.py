@@ -263,6 +263,31 @@ class Store:
             )
         await self._db.commit()
 
+    async def seed_consents(
+        self, entries: Sequence[tuple[ConsentState, str]], *, source: str, detail: str, at: datetime
+    ) -> None:
+        """Record many initial consents (state, the change that set it) in one transaction.
+
+        One commit per dwelling made a 10,000-dwelling start-up take a minute.
+        """
+        when = at.isoformat()
+        await self._db.executemany(
+            "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
+            " applied, detail, revision, at) VALUES (?, ?, NULL, ?, ?, 1, ?, ?, ?)",
+            [
+                (s.building_id, s.dwelling_id, source, change, detail, s.revision, when)
+                for s, change in entries
+            ],
+        )
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO consent_current VALUES (?, ?, ?, ?, ?)",
+            [
+                (s.building_id, s.dwelling_id, s.revision, s.model_dump_json(), when)
+                for s, _ in entries
+            ],
+        )
+        await self._db.commit()
+
     async def consent_history(self, building_id: str, dwelling_id: str) -> list[dict[str, Any]]:
         async with self._db.execute(
             "SELECT * FROM consent_history WHERE building_id = ? AND dwelling_id = ? ORDER BY id",
