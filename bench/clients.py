@@ -1,10 +1,12 @@
 """The benchmark's own processes: publisher, subscriber and the minimal pass-through relay.
 
 Each runs as a separate process (``python -m bench.clients <role> <config.json>``) so
-that the CPU each one spends can be told apart from the relay's and the broker's. All
-of them speak MQTT through the project's ``MqttBus``, the very transport the gateway
-uses: the differences between the three measured paths are then what each relay does,
-not how well its MQTT client was written.
+that the CPU each one spends can be told apart from the relay's and the broker's. The
+publisher and subscriber are measuring instruments and use the lean client of
+``bench.wire``: what they cost is taken from the relay under test on a shared machine.
+The pass-through relay speaks MQTT through the project's ``MqttBus``, the very
+transport the gateway uses, so the difference between it and the gateway is what the
+gateway does, not how well its MQTT client was written.
 
 Timestamps are ``time.monotonic_ns()``: CLOCK_MONOTONIC is one clock for every process
 of the machine, so a send time in the publisher and an arrival time in the subscriber
@@ -14,6 +16,7 @@ can be subtracted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import mmap
 import signal
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import wire
 from intercom_gateway import topics
 from intercom_gateway.bus import BrokerAddress, Message, MqttBus
 
@@ -93,30 +97,54 @@ async def publish(config: dict[str, Any]) -> dict[str, Any]:
     sent_ns = [0] * len(messages)
     rate: float | None = config.get("rate")
     backlog: int | None = config.get("backlog")
+    window: int = config["window"]
     delivered = SharedCounter(Path(config["counter"])) if backlog else None
-    async with MqttBus(
-        _address(config), client_id=config["client_id"], publish_window=config["window"]
-    ) as bus:
-        cpu_start = time.process_time()
-        start = time.monotonic()
-        for index, (topic, payload) in enumerate(messages):
-            if rate is not None:
-                delay = start + index / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            elif delivered is not None and backlog is not None:
-                # The count lives in another process: there is nothing to await but time.
-                while index - delivered.get() >= backlog:  # noqa: ASYNC110
-                    await asyncio.sleep(_BACKLOG_POLL)
-                if index % 64 == 0:
-                    await asyncio.sleep(0)  # let paho write and read between bursts
-            sent_ns[index] = time.monotonic_ns()
-            await bus.send(topic, payload, qos=1)
-        await bus.drain()
-        cpu = time.process_time() - cpu_start
+    client = await _connect(config)
+    batch: list[bytes] = []
+    cpu_start = time.process_time()
+    start = time.monotonic()
+    for index, (topic, payload) in enumerate(messages):
+        if rate is not None:
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif delivered is not None and backlog is not None:
+            # The count lives in another process: there is nothing to await but time.
+            while index - delivered.get() >= backlog:
+                client.write(b"".join(batch))
+                batch.clear()
+                await asyncio.sleep(_BACKLOG_POLL)
+        while index - client.acked >= window:  # 16-bit packet ids: cap what is unacked
+            client.write(b"".join(batch))
+            batch.clear()
+            client.acked_changed.clear()
+            await client.acked_changed.wait()
+        sent_ns[index] = time.monotonic_ns()
+        batch.append(wire.publish_packet(topic, payload, client.next_packet_id()))
+        if rate is not None or len(batch) >= 64:
+            client.write(b"".join(batch))
+            batch.clear()
+            await asyncio.sleep(0)
+    client.write(b"".join(batch))
+    while client.acked < len(messages):
+        client.acked_changed.clear()
+        await asyncio.wait_for(client.acked_changed.wait(), 30)
+    cpu = time.process_time() - cpu_start
+    await client.close()
     if delivered is not None:
         delivered.close()
     return {"sent_ns": sent_ns, "cpu_seconds": cpu}
+
+
+async def _connect(config: dict[str, Any], on_publish: wire.OnPublish | None = None) -> wire.Client:
+    return await wire.connect(
+        config["host"],
+        config["port"],
+        client_id=config["client_id"],
+        username=config["user"],
+        password=config["password"],
+        on_publish=on_publish,
+    )
 
 
 # --- subscriber ----------------------------------------------------------------------------
@@ -140,13 +168,13 @@ class _Tally:
             len(self.seen) >= self.expected_events and self.copies.total() >= self.expected_copies
         )
 
-    def take(self, message: Message, now_ns: int) -> bool:
+    def take(self, topic: str, payload: bytes, now_ns: int) -> bool:
         """Count one message; True if it was a first copy on the primary topic."""
         self.last_progress = time.monotonic()
-        self.copies[message.topic.split("/", 1)[0]] += 1
-        if not message.topic.startswith(self.primary):
+        self.copies[topic.split("/", 1)[0]] += 1
+        if not topic.startswith(self.primary):
             return False
-        event_id = event_id_of(message.payload)
+        event_id = event_id_of(payload)
         if event_id is None:
             return False
         if event_id in self.seen:
@@ -163,26 +191,25 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
     tally = _Tally(config["primary"], config["expected_events"], config["expected_copies"])
     counter = SharedCounter(Path(config["counter"]))
     idle: float = config["idle"]
-    async with MqttBus(_address(config), client_id=config["client_id"]) as bus:
-        await bus.subscribe(*config["filters"])
-        cpu_start = time.process_time()
-        ready()
+    finished = asyncio.Event()
 
-        async def consume() -> None:
-            async for message in bus.messages():
-                if tally.take(message, time.monotonic_ns()):
-                    counter.set(len(tally.seen))
-                if tally.complete:
-                    return
+    def arrived(topic: str, payload: bytes) -> None:
+        if tally.take(topic, payload, time.monotonic_ns()):
+            counter.set(len(tally.seen))
+        if tally.complete:
+            finished.set()
 
-        task = asyncio.create_task(consume())
-        while not task.done():
-            await asyncio.wait({task}, timeout=0.25)
-            if not task.done() and time.monotonic() - tally.last_progress > idle:
-                task.cancel()  # nothing more is coming: report what did arrive
-        if not task.cancelled():
-            task.result()
-        cpu = time.process_time() - cpu_start
+    client = await _connect(config, arrived)
+    await client.subscribe(config["filters"])
+    cpu_start = time.process_time()
+    ready()
+    while not finished.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), 0.25)
+        if time.monotonic() - tally.last_progress > idle:
+            break  # nothing more is coming: report what did arrive
+    cpu = time.process_time() - cpu_start
+    await client.close()
     counter.close()
     return {
         "ids": tally.ids,
