@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from intercom_gateway import topics
 from intercom_gateway.errors import GatewayError
-from intercom_gateway.models import SETTINGS_ADAPTER, SettingsAck, utc_now
+from intercom_gateway.models import SETTINGS_ADAPTER, utc_now
+from intercom_gateway.resident import send_as_panel
 from intercom_gateway.settings import Settings
 
 
@@ -130,14 +130,12 @@ def set_(
     device = _dwelling_panel(settings, building, dwelling)
     try:
         ack = asyncio.run(
-            _send_and_await_ack(
-                building=building,
+            send_as_panel(
+                change,
                 device=device,
                 host=broker_host or settings.broker_host,
                 port=broker_port or settings.broker_port,
                 secrets_dir=secrets_dir or settings.secrets_dir,
-                payload=change.model_dump_json().encode(),
-                change_id=str(change.change_id),
                 timeout=timeout,
             )
         )
@@ -160,38 +158,3 @@ def _dwelling_panel(settings: Settings, building: str, dwelling: str) -> str:
         ):
             return device.id
     raise click.ClickException(f"no dwelling panel for {building}/{dwelling} in the registry")
-
-
-async def _send_and_await_ack(
-    *,
-    building: str,
-    device: str,
-    host: str,
-    port: int,
-    secrets_dir: Path,
-    payload: bytes,
-    change_id: str,
-    timeout: float,
-) -> SettingsAck:
-    from intercom_gateway.broker import load_credentials
-    from intercom_gateway.bus import MqttBus
-
-    address = load_credentials(secrets_dir).address(device, host=host, port=port)
-    async with MqttBus(address, client_id=f"{device}-cli-{uuid.uuid4().hex[:6]}") as bus:
-        await bus.subscribe(topics.settings_ack(building, device))
-        await bus.publish(topics.panel_settings(building, device), payload)
-
-        async def wait() -> SettingsAck:
-            async for message in bus.messages():
-                ack = SettingsAck.model_validate_json(message.payload)
-                if str(ack.change_id) == change_id:
-                    return ack
-            raise GatewayError("connection closed before the acknowledgement")
-
-        try:
-            return await asyncio.wait_for(wait(), timeout)
-        except TimeoutError:
-            raise GatewayError(
-                f"no acknowledgement in {timeout:g} s: is the gateway running? The change is"
-                " queued on the broker and applies when it starts."
-            ) from None

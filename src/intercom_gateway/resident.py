@@ -328,23 +328,44 @@ class MqttChannel:
         self.timeout = timeout
 
     async def submit(self, change: SettingsChange, *, store: Store) -> SettingsAck:
-        from intercom_gateway.broker import load_credentials
-        from intercom_gateway.bus import MqttBus
-
         building = change.building_id
         device = await store.dwelling_panel(building, change.dwelling_id)
         if device is None:
             raise GatewayError(f"no dwelling panel for {building}/{change.dwelling_id}")
-        address = load_credentials(self.secrets_dir).address(device, host=self.host, port=self.port)
-        async with MqttBus(address, client_id=f"{device}-resident-{uuid.uuid4().hex[:6]}") as bus:
-            await bus.subscribe(topics.settings_ack(building, device))
-            await bus.publish(
-                topics.panel_settings(building, device), change.model_dump_json().encode()
-            )
-            try:
-                return await asyncio.wait_for(_ack_for(bus, change), self.timeout)
-            except TimeoutError:
-                raise PendingChange(change, self.timeout) from None
+        return await send_as_panel(
+            change,
+            device=device,
+            host=self.host,
+            port=self.port,
+            secrets_dir=self.secrets_dir,
+            timeout=self.timeout,
+        )
+
+
+async def send_as_panel(
+    change: SettingsChange,
+    *,
+    device: str,
+    host: str,
+    port: int,
+    secrets_dir: Path,
+    timeout: float,
+) -> SettingsAck:
+    """Publish a settings change as the dwelling's panel and await the gateway's ack."""
+    from intercom_gateway.broker import load_credentials
+    from intercom_gateway.bus import MqttBus
+
+    building = change.building_id
+    address = load_credentials(secrets_dir).address(device, host=host, port=port)
+    async with MqttBus(address, client_id=f"{device}-settings-{uuid.uuid4().hex[:6]}") as bus:
+        await bus.subscribe(topics.settings_ack(building, device))
+        await bus.publish(
+            topics.panel_settings(building, device), change.model_dump_json().encode()
+        )
+        try:
+            return await asyncio.wait_for(_ack_for(bus, change), timeout)
+        except TimeoutError:
+            raise PendingChange(change, timeout) from None
 
 
 class PendingChange(GatewayError):
