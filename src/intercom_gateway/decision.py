@@ -416,7 +416,14 @@ class _Context:
 
 
 def _withheld(target: _Target, why: Withhold) -> Outcome:
-    return Outcome(
+    # A withheld outcome carries no per-event data: build each one once.
+    key = (id(target), why)
+    entry = _WITHHELD.get(key)
+    if entry is not None and entry[0] is target:  # ids are reused once a target is freed
+        return entry[1]
+    if len(_WITHHELD) >= _STATIC_CACHE_SIZE:
+        _WITHHELD.clear()
+    outcome = Outcome(
         destination=target.destination,
         kind=target.kind,
         provision=target.provision,
@@ -424,6 +431,62 @@ def _withheld(target: _Target, why: Withhold) -> Outcome:
         detail=why.detail,
         reason=why.reason,
         clause=why.clause,
+    )
+    _WITHHELD[key] = (target, outcome)
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """What a forwarded outcome says that does not depend on the event itself."""
+
+    grants: tuple[Grant, ...]
+    detail: str
+    purposes: tuple[str, ...]
+    categories: tuple[str, ...]
+    fields: tuple[str, ...]
+    clause: str
+
+
+_STATIC_CACHE_SIZE = 4096
+_WITHHELD: dict[tuple[int, Withhold], tuple[_Target, Outcome]] = {}
+_STATICS: dict[tuple[int, bool, tuple[str, ...]], tuple[_Route, _Static | Withhold]] = {}
+
+
+def _static_parts(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
+    """The grants of a route for an event with or without image, under these opt-outs."""
+    key = (id(route), has_image, opted_out)
+    entry = _STATICS.get(key)
+    if entry is not None and entry[0] is route:  # ids are reused once a route is freed
+        return entry[1]
+    if len(_STATICS) >= _STATIC_CACHE_SIZE:
+        _STATICS.clear()
+    static = _grants(route, has_image, opted_out)
+    _STATICS[key] = (route, static)
+    return static
+
+
+def _grants(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
+    assert route.base is not None  # a route without a withheld reason has a rule
+    base_purposes = tuple(p for p in route.base_purposes if p not in opted_out)
+    if not base_purposes:
+        detail = f"dwelling opted out of every purpose of rule {route.base.id}"
+        return Withhold(Reason.PURPOSES_OPTED_OUT, detail, "§8")
+    grants = [Grant(route.base.id, route.base.clause, route.category, base_purposes)]
+    image_purposes = tuple(p for p in route.image_purposes if p not in opted_out)
+    if has_image and route.image is not None and route.image_category and image_purposes:
+        image = Grant(route.image.id, route.image.clause, route.image_category, image_purposes)
+        grants.append(image)
+    with_image = len(grants) > 1
+    return _Static(
+        grants=tuple(grants),
+        detail="; ".join(f"{g.rule_id} for {', '.join(g.purposes)}" for g in grants),
+        purposes=tuple(sorted({p for g in grants for p in g.purposes})),
+        categories=tuple(sorted(g.category for g in grants)),
+        fields=tuple(sorted((*route.field_names, IMAGE_FIELD)))
+        if with_image
+        else route.field_names,
+        clause="; ".join(g.clause for g in grants),
     )
 
 
@@ -446,22 +509,14 @@ def _outcome(target: _Target, route: _Route, ctx: _Context) -> Outcome:
     why = why or route.withheld
     if why is not None:
         return _withheld(target, why)
-    assert route.base is not None  # a route without a withheld reason has a rule
-    opted_out = ctx.consent.opted_out
-    base_purposes = tuple(p for p in route.base_purposes if p not in opted_out)
-    if not base_purposes:
-        detail = f"dwelling opted out of every purpose of rule {route.base.id}"
-        return _withheld(target, Withhold(Reason.PURPOSES_OPTED_OUT, detail, "§8"))
-    grants = [Grant(route.base.id, route.base.clause, route.category, base_purposes)]
-    image_purposes = tuple(p for p in route.image_purposes if p not in opted_out)
-    if ctx.has_image and route.image is not None and route.image_category and image_purposes:
-        image = Grant(route.image.id, route.image.clause, route.image_category, image_purposes)
-        grants.append(image)
-    return _forwarded(target, route, ctx, tuple(grants))
+    static = _static_parts(route, ctx.has_image, ctx.consent.opted_out)
+    if isinstance(static, Withhold):
+        return _withheld(target, static)
+    return _forwarded(target, route, ctx, static)
 
 
-def _forwarded(target: _Target, route: _Route, ctx: _Context, grants: tuple[Grant, ...]) -> Outcome:
-    with_image = len(grants) > 1
+def _forwarded(target: _Target, route: _Route, ctx: _Context, static: _Static) -> Outcome:
+    with_image = len(static.grants) > 1
     payload = (
         None if route.aggregate else _project(ctx.dump, route.paths, with_image, route.coarsen)
     )
@@ -470,16 +525,14 @@ def _forwarded(target: _Target, route: _Route, ctx: _Context, grants: tuple[Gran
         kind=target.kind,
         provision=target.provision,
         forwarded=True,
-        detail="; ".join(f"{g.rule_id} for {', '.join(g.purposes)}" for g in grants),
+        detail=static.detail,
         topic=_topic(target, ctx),
-        purposes=tuple(sorted({p for g in grants for p in g.purposes})),
-        categories=tuple(sorted(g.category for g in grants)),
-        fields=tuple(sorted((*route.field_names, IMAGE_FIELD)))
-        if with_image
-        else route.field_names,
-        grants=grants,
+        purposes=static.purposes,
+        categories=static.categories,
+        fields=static.fields,
+        grants=static.grants,
         payload=payload,
-        clause="; ".join(g.clause for g in grants),
+        clause=static.clause,
     )
 
 
