@@ -225,6 +225,10 @@ class Gateway:
     async def _consume(self, bus: Bus) -> None:
         async for message in bus.messages():
             await self.handle(bus, message)
+            # Neither a queued message nor a free publish window suspends us, so without
+            # this the publishes of a whole burst of inbound messages would wait for the
+            # burst to be handled before the loop got round to writing them.
+            await asyncio.sleep(0)
 
     async def finish_in_flight(self) -> None:
         """Wait until every message taken so far is acknowledged (graceful shutdown)."""
