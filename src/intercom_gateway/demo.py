@@ -29,7 +29,7 @@ from intercom_gateway import logs, topics
 from intercom_gateway.broker import FLEET, OPERATOR, Credentials, Mosquitto, generate_credentials
 from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.gateway import Gateway, run_gateway
-from intercom_gateway.models import Event, utc_now
+from intercom_gateway.models import Event, EventType, utc_now
 from intercom_gateway.policy import load_partners, load_policy
 from intercom_gateway.registry import Registry, load_registry
 from intercom_gateway.settings import Settings
@@ -242,6 +242,9 @@ async def run_demo(
             )
             watcher = tasks.create_task(_watch(observer, view))
             gateway = await ready
+            # Its subscriptions must exist before any panel speaks: a first session
+            # has nothing queued for messages published before it subscribed.
+            await gateway.online.wait()
             with live or contextlib.nullcontext():
                 refresher = tasks.create_task(_refresh(live, view)) if live else None
                 sent = await _drive(
@@ -280,7 +283,8 @@ async def _drive(
     acceleration: float,
     duration: float | None,
 ) -> int:
-    """Run the panel simulators, with one bad message and one settings change on the way."""
+    """A tour of every event kind, then the panel simulators, with every class of bad
+    input and one settings change on the way."""
     from simulators.bad_input import all_samples
     from simulators.fleet import run_fleet
     from simulators.settings import return_home_notification, send_settings
@@ -307,6 +311,7 @@ async def _drive(
             await fleet.publish(sample.topic, sample.payload)
         return len(bad) + 1
 
+    toured = await _tour(fleet, registry, view, seed=seed)
     extra = asyncio.create_task(extras())
     # Panels stamp events with simulated time; start the simulated span far enough in
     # the past that it ends about now, or the gateway would rightly refuse future events.
@@ -324,8 +329,32 @@ async def _drive(
         extra.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await extra
-        return summary.published
-    return summary.published + extra.result()
+        return summary.published + toured
+    return summary.published + toured + extra.result()
+
+
+# Dwellings of the sample registry that use partner services, so a tour shows them too.
+TOUR_DWELLINGS = frozenset({("b001", "d0101"), ("b002", "d0201")})
+
+
+async def _tour(fleet: MqttBus, registry: Registry, view: View, *, seed: int) -> int:
+    """One event of every kind first, so each shows however short the run (some are rare)."""
+    from simulators.panels import iter_events
+
+    now = utc_now()
+    missing = set(EventType)
+    for event in iter_events(registry, seed=seed, start=now):
+        kind = EventType(event.type)
+        if kind not in missing or (event.building_id, event.dwelling_id) not in TOUR_DWELLINGS:
+            continue
+        missing.discard(kind)
+        event = event.model_copy(update={"occurred_at": utc_now()})
+        topic = topics.panel_events(event.building_id, event.device.id, event.type)
+        view.panel_sent(topic, event)
+        await fleet.publish(topic, event.model_dump_json().encode())
+        if not missing:
+            return len(EventType)
+    raise AssertionError("unreachable: the simulator's stream is endless")
 
 
 async def _settle(gateway: Gateway, sent: int, *, limit: float = 30.0) -> None:
