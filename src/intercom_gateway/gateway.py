@@ -277,7 +277,6 @@ class Gateway:
         self.metrics.events += 1
         self._in_flight.add(event_id)
         tracker.event_id = event_id
-        tracker.needs_store = True
         consent = self.consent(event.building_id, event.dwelling_id)
         decision = decide(
             event,
@@ -288,10 +287,12 @@ class Gateway:
             decision_id=uuid.uuid4(),
             now=now,
         )
-        if decision.gate is None:
+        # Spec item 7: an event that consent stops at the gateway (initialised dwelling,
+        # §7(1)①; return-home notification off, §7(1)②) is neither forwarded nor stored,
+        # not even as completed: a redelivery of it is simply withheld again.
+        tracker.needs_store = decision.gate is None
+        if tracker.needs_store:
             self.store.record_decision(_decision_row(decision))
-        # else spec item 7: consent stops the event at the gateway (initialised dwelling,
-        # §7(1)①; return-home notification off, §7(1)②): neither forwarded nor stored.
         for outcome in decision.outcomes:
             if not outcome.forwarded:
                 self.metrics.withheld[outcome.reason.value if outcome.reason else "?"] += 1

@@ -115,6 +115,7 @@ async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
     await gateway.handle(bus, inbound(*panel_message(data), mid=2))
     await gateway.finish_in_flight()
     assert await gateway.store.decision(data["event_id"]) is None
+    assert data["event_id"] not in await gateway.store.recent_completed(100)
     assert await gateway.store.provisions(dwelling_id="d0003") == []
     assert sum(gateway.metrics.forwarded.values()) == 0
     history = await gateway.store.consent_history("b001", "d0003")
