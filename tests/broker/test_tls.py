@@ -86,3 +86,20 @@ async def test_certificates_from_tls_init_serve_the_broker(
         await bus.subscribe(topics.partner_filter(PARTNER))
     assert own.tls.directory == directory
     assert not (tmp_path / "run" / "tls").exists()
+
+
+async def test_a_burst_of_large_messages_over_tls_all_arrive(broker: Mosquitto) -> None:
+    """Messages larger than a TLS record, back to back, through the bus's read buffer:
+    every one arrives, in order."""
+    count, size = 300, 30_000
+    topic = topics.partner(PARTNER, "b001", "d0001", "visitor")
+    async with (
+        MqttBus(broker.tls_address(PARTNER), client_id=f"tls-burst-{uuid.uuid4()}") as reader,
+        client(broker, GATEWAY) as writer,
+    ):
+        await reader.subscribe(topics.partner_filter(PARTNER))
+        for index in range(count):
+            await writer.send(topic, index.to_bytes(4, "big") + b"x" * size)
+        await writer.drain()
+        arrived = await collect(reader, count, timeout=20)
+    assert [int.from_bytes(m.payload[:4], "big") for m in arrived] == list(range(count))
