@@ -1,12 +1,17 @@
 """The one narrow interface to MQTT: publish, subscribe, iterate messages, acknowledge.
 
-This is the only module that imports the MQTT client library. ``MqttBus`` drives
-paho-mqtt from the asyncio event loop itself (the socket is watched with
-``add_reader``/``add_writer``, as aiomqtt does), so no thread and no lock is
-involved. We wrap paho rather than aiomqtt because the gateway must acknowledge an
-inbound QoS 1 message only after it has finished with it (aiomqtt acknowledges on
-receipt, its issue #345), and because awaiting one future per publish costs the
-gateway half its throughput; here a publish takes a plain callback.
+``MqttBus`` is an MQTT v5 client on an asyncio protocol, speaking the packets of
+``mqtt5``. It is ours rather than a library's for two measured reasons:
+
+- the gateway must acknowledge an inbound QoS 1 message only after it has finished
+  with it (aiomqtt acknowledges on receipt, its issue #345), and awaiting one future
+  per publish cost the gateway half its throughput: here a publish takes a callback;
+- paho, which we drove from the event loop before, spent 0.42 ms an event at the
+  gateway's fan-out on per-packet objects (docs/benchmarks.md). This client writes
+  every packet of a loop iteration in one system call and decodes only what it uses.
+
+``bus_paho.PahoBus`` is the same interface on paho-mqtt; the bus contract tests run on
+both, and ``INTERCOM_MQTT_CLIENT=paho`` runs the gateway on it.
 
 ``MemoryBroker``/``MemoryBus`` are an in-memory stand-in with real wildcard matching
 for pure component tests. Nothing proves a feature on it alone.
@@ -16,20 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Protocol
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from intercom_gateway import topics
+from intercom_gateway import mqtt5, topics
 from intercom_gateway.errors import (
     BusError,
     ConnectFailed,
@@ -37,6 +36,18 @@ from intercom_gateway.errors import (
     PublishFailed,
     SubscribeRefused,
 )
+from intercom_gateway.mqtt5 import Will
+
+__all__ = [
+    "BrokerAddress",
+    "Bus",
+    "MemoryBroker",
+    "MemoryBus",
+    "Message",
+    "MqttBus",
+    "TlsOptions",
+    "Will",
+]
 
 UserProperties = Sequence[tuple[str, str]]
 DoneCallback = Callable[[BaseException | None], None]
@@ -54,14 +65,6 @@ class Message:
 
     def properties(self, name: str) -> list[str]:
         return [value for key, value in self.user_properties if key == name]
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,78 +114,6 @@ class Bus(Protocol):
     ) -> None: ...
 
     async def drain(self) -> None: ...
-
-
-class _UserProperties:
-    """The properties of an outgoing PUBLISH, encoded once, as paho's ``pack()`` would.
-
-    paho's ``Properties`` rebuilds its table of property names for every instance and
-    scans it for every attribute set and packed: with the six to eight user properties
-    the gateway puts on each forwarded message this was a tenth of its CPU. Only user
-    properties (identifier 0x26, a UTF-8 string pair) are needed on a publish.
-    """
-
-    __slots__ = ("_packed", "pairs")
-
-    def __init__(self, pairs: UserProperties) -> None:
-        self.pairs = tuple(pairs)
-        body = b"".join(b"\x26" + _utf8(key) + _utf8(value) for key, value in self.pairs)
-        self._packed = _variable_length(len(body)) + body
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __repr__(self) -> str:  # paho's debug log prints the properties
-        return f"[UserProperty : {list(self.pairs)}]"
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > 65_535:
-        raise ValueError("an MQTT string is at most 65,535 bytes")
-    return len(data).to_bytes(2, "big") + data
-
-
-def _variable_length(value: int) -> bytes:
-    """MQTT's variable byte integer (7 bits a byte, high bit: more follow)."""
-    out = bytearray()
-    while True:
-        value, digit = divmod(value, 128)
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-class _ReadBuffer:
-    """The socket as paho reads it: one recv() system call serves many of paho's reads.
-
-    paho reads a packet in three or more recv() calls (the type byte, the length byte
-    by byte, then the rest), each a system call; at a few thousand packets a second
-    that showed in the profile. Everything but recv() goes to the socket itself.
-    """
-
-    def __init__(self, sock: socket.socket, size: int = 65_536) -> None:
-        self._sock = sock
-        self._size = size
-        self._data = b""
-        self._offset = 0
-
-    @property
-    def buffered(self) -> bool:
-        return self._offset < len(self._data)
-
-    def recv(self, count: int) -> bytes:
-        if self._offset >= len(self._data):
-            # Raises BlockingIOError (or an SSL want-read) when nothing is there, as paho
-            # expects; b"" is the peer closing.
-            self._data = self._sock.recv(self._size)
-            self._offset = 0
-        chunk = self._data[self._offset : self._offset + count]
-        self._offset += len(chunk)
-        return chunk
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
 
 
 class _Window:
@@ -248,8 +179,30 @@ class _Base:
         await self._window.wait_empty()
 
 
+class _Protocol(asyncio.Protocol):
+    """Hands the socket's events to its bus."""
+
+    def __init__(self, bus: MqttBus) -> None:
+        self.bus = bus
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.bus._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.bus._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bus._transport_closed(exc)
+
+
 class MqttBus(_Base):
-    """An MQTT v5 client on the running event loop. Use as ``async with``."""
+    """An MQTT v5 client on the running event loop. Use as ``async with``.
+
+    Every packet made during one turn of the event loop (publishes, acknowledgements)
+    goes out in one write, at the end of that turn. Lost connections are not retried
+    here: the caller makes a new bus (the gateway with backoff, keeping its session).
+    """
 
     def __init__(
         self,
@@ -272,51 +225,25 @@ class MqttBus(_Base):
         self._manual_ack = manual_ack
         self._receive_maximum = receive_maximum
         self._keepalive = keepalive
+        self._will = will
         self._connect_timeout = connect_timeout
-        # paho's message ids are 16-bit: more unacknowledged publishes cannot exist.
-        self._window = _Window(min(publish_window, 65_535))
+        # Packet ids are 16-bit: no more unacknowledged publishes can exist.
+        self._window = _Window(min(publish_window, mqtt5.MAX_PACKET_ID))
         self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
-        self._subscribing: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._subscribing: dict[int, asyncio.Future[list[int]]] = {}
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._connected: asyncio.Future[ReasonCode] | None = None
+        self._connack: asyncio.Future[tuple[int, mqtt5.Properties]] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
         self._closing = False
-        self._misc_task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-        self._reader: _ReadBuffer | None = None
-        self._client = self._make_client(will)
-
-    def _make_client(self, will: Will | None) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=self._manual_ack,
-        )
-        # paho's own queue must never be what limits us: the window does. 0 is "no
-        # limit" to paho, and it matters: with a limit, paho rescans every unacknowledged
-        # message on each PUBACK (_update_inflight), O(window) per ack, which profiled
-        # as most of the gateway's CPU at a full window.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
-        if self.address.tls is not None:
-            tls = self.address.tls
-            client.tls_set(
-                ca_certs=tls.ca_file,
-                certfile=tls.cert_file,
-                keyfile=tls.key_file,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        if will is not None:
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        return client
+        self._rest = b""  # the start of a packet whose end has not arrived yet
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._next_id = 0
+        self._max_packet = 0  # the broker's Maximum Packet Size; 0: it set none
+        self._last_sent = self._last_received = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -329,107 +256,119 @@ class MqttBus(_Base):
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        self._connected = loop.create_future()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._session_expiry
-        props.ReceiveMaximum = self._receive_maximum
+        host, port = self.address.host, self.address.port
+        self._connack = loop.create_future()
+        self._closed = loop.create_future()
         try:
-            # The blocking TCP connect runs in a thread; everything after it on the loop.
-            await loop.run_in_executor(
-                None,
-                lambda: self._client.connect(
-                    self.address.host,
-                    self.address.port,
-                    keepalive=self._keepalive,
-                    clean_start=self._clean_start,
-                    properties=props,
+            context = self._tls_context()
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Protocol(self),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
                 ),
+                self._connect_timeout,
             )
-        except (OSError, ssl.SSLError) as error:
+        except TimeoutError as error:
             raise ConnectFailed(
-                f"cannot reach broker {self.address.host}:{self.address.port}: {error}"
+                f"cannot reach broker {host}:{port}: no answer in {self._connect_timeout} s"
             ) from error
-        self._attach(loop)
+        except (OSError, ssl.SSLError) as error:
+            raise ConnectFailed(f"cannot reach broker {host}:{port}: {error}") from error
+        self._queue(
+            mqtt5.connect(
+                self.client_id,
+                clean_start=self._clean_start,
+                keepalive=self._keepalive,
+                session_expiry=self._session_expiry,
+                receive_maximum=self._receive_maximum,
+                username=self.address.username,
+                password=self.address.password,
+                will=self._will,
+            )
+        )
         try:
-            reason = await asyncio.wait_for(self._connected, self._connect_timeout)
+            reason, properties = await asyncio.wait_for(self._connack, self._connect_timeout)
         except TimeoutError as error:
             self._detach()
-            raise ConnectFailed("no CONNACK from broker in time") from error
+            raise ConnectFailed(f"no CONNACK from broker {host}:{port} in time") from error
         except ConnectFailed:
             self._detach()
             raise
-        del reason
+        if reason >= 0x80:
+            self._detach()
+            raise ConnectFailed(
+                f"broker refused connection: {mqtt5.reason_name(reason)}", reason_code=reason
+            )
+        values = properties.values
+        receive_maximum = values.get(mqtt5.RECEIVE_MAXIMUM)
+        if isinstance(receive_maximum, int):  # the broker's limit on our unacked publishes
+            self._window.size = min(self._window.size, receive_maximum)
+        maximum_packet = values.get(mqtt5.MAXIMUM_PACKET_SIZE)
+        if isinstance(maximum_packet, int):
+            self._max_packet = maximum_packet
+        if self._keepalive:
+            self._keepalive_task = loop.create_task(
+                self._keep_alive(), name=f"mqtt-keepalive-{self.client_id}"
+            )
 
-    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        sock = self._client.socket()
-        if not isinstance(sock, socket.socket):
-            raise ConnectFailed("paho returned no socket")
-        self._sock = sock
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = _ReadBuffer(sock)
-        self._client._sock = self._reader  # paho calls recv() on it; the rest passes through
-        loop.add_reader(sock, self._read)
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self.address.tls
+        if tls is None:
+            return None
+        # Verifies the broker's certificate and its host name, as paho's tls_set() does.
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        return context
 
-        def register_write(*_: object) -> None:
-            loop.add_writer(sock, self._write)
-
-        def unregister_write(*_: object) -> None:
-            loop.remove_writer(sock)
-
-        self._client.on_socket_register_write = register_write
-        self._client.on_socket_unregister_write = unregister_write
-        if self._client.want_write():
-            loop.add_writer(sock, self._write)
-        self._misc_task = loop.create_task(self._misc(), name=f"mqtt-misc-{self.client_id}")
-
-    def _detach(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._sock is not None:
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(self._sock)
-                loop.remove_writer(self._sock)
-            # paho closes the socket only on paths it drives itself; we own its end here.
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
-        if self._misc_task is not None:
-            self._misc_task.cancel()
-            self._misc_task = None
-
-    def _read(self) -> None:
-        # paho handles a bounded number of packets a call; what is left in our buffer
-        # would never wake the selector again, so read on until it is used up.
+    async def _keep_alive(self) -> None:
+        interval = self._keepalive
         while True:
-            rc = self._client.loop_read(max_packets=100)
-            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-                self._connection_lost(ConnectionLost(f"read failed: {paho.error_string(rc)}"))
+            await asyncio.sleep(interval / 2)  # the keepalive clock, not synchronisation
+            now = time.monotonic()
+            if now - self._last_received > interval * 1.5:
+                self._connection_lost(
+                    ConnectionLost(f"nothing from the broker in {interval * 1.5:g} s (keepalive)")
+                )
                 return
-            if self._lost is not None or self._reader is None or not self._reader.buffered:
-                return
-
-    def _write(self) -> None:
-        rc = self._client.loop_write()
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self._connection_lost(ConnectionLost(f"write failed: {paho.error_string(rc)}"))
-
-    async def _misc(self) -> None:
-        while True:
-            await asyncio.sleep(1)  # paho's keepalive clock, not synchronisation
-            if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._connection_lost(ConnectionLost("keepalive failed"))
-                return
+            if now - self._last_sent >= interval / 2:
+                self._queue(mqtt5.PING_PACKET)
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
-        if self._lost is None and self._sock is not None:
-            self._client.disconnect()
-            # Flush the DISCONNECT before the socket goes away.
-            with contextlib.suppress(Exception):
-                self._client.loop_write()
+        transport = self._transport
+        if self._lost is None and transport is not None and not transport.is_closing():
+            self._out.append(mqtt5.DISCONNECT_PACKET)
+            self._flush()
+            transport.close()  # writes what is buffered first
+            if self._closed is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._closed), 5)
         self._detach()
         self._fail_pending(ConnectionLost("bus closed"))
+
+    def _detach(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out.clear()
+
+    def _transport_closed(self, exc: Exception | None) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        if not self._closing:
+            cause = exc or "the broker closed it"
+            self._connection_lost(ConnectionLost(f"connection to the broker lost: {cause}"))
 
     def _connection_lost(self, error: BaseException) -> None:
         if self._lost is not None:
@@ -438,8 +377,8 @@ class MqttBus(_Base):
         self._detach()
         self._fail_pending(error)
         self._inbox.put_nowait(error)
-        if self._connected is not None and not self._connected.done():
-            self._connected.set_exception(ConnectFailed(str(error)))
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(ConnectFailed(str(error)))
 
     def _fail_pending(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
@@ -452,66 +391,112 @@ class MqttBus(_Base):
                 future.set_exception(error)
         self._subscribing.clear()
 
-    # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
+    # --- writing ---------------------------------------------------------------------
 
-    def _on_connect(
-        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        future = self._connected
-        if future is None or future.done():
+    def _queue(self, packet: bytes) -> None:
+        self._out.append(packet)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._out and self._transport is not None:
+            self._transport.write(b"".join(self._out))
+            self._out.clear()
+            self._last_sent = time.monotonic()
+
+    def _allocate_id(self) -> int:
+        packet_id = self._next_id
+        while True:
+            packet_id = packet_id % mqtt5.MAX_PACKET_ID + 1
+            if packet_id not in self._pending and packet_id not in self._subscribing:
+                self._next_id = packet_id
+                return packet_id
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        self._last_received = time.monotonic()
+        if self._rest:
+            data = self._rest + data
+        position, end = 0, len(data)
+        try:
+            while end - position >= 2 and self._lost is None:
+                first = data[position]
+                length, cursor = mqtt5.read_varint(data, position + 1, end)
+                if cursor < 0 or cursor + length > end:
+                    break  # the rest of this packet has not arrived yet
+                body = data[cursor : cursor + length]
+                position = cursor + length
+                kind = first & 0xF0
+                if kind == mqtt5.PUBLISH:
+                    self._on_publish(first, body)
+                elif kind == mqtt5.PUBACK:
+                    self._on_puback(body)
+                else:
+                    self._on_control(first, body)
+        except mqtt5.MalformedPacket as error:
+            self._connection_lost(ConnectionLost(f"malformed packet from the broker: {error}"))
             return
-        if reason.is_failure:
-            future.set_exception(
-                ConnectFailed(f"broker refused connection: {reason}", reason_code=reason.value)
-            )
-        else:
-            future.set_result(reason)
+        self._rest = data[position:]
 
-    def _on_disconnect(
-        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        if not self._closing:
-            self._connection_lost(ConnectionLost(f"broker disconnected: {reason}"))
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        props = getattr(msg, "properties", None)
-        user = tuple(getattr(props, "UserProperty", ()) or ())
+    def _on_publish(self, first: int, body: bytes) -> None:
+        packet = mqtt5.read_publish(first, body)
+        if packet.qos == 2:
+            raise mqtt5.MalformedPacket("a QoS 2 PUBLISH, though no subscription asked for QoS 2")
+        if packet.qos and not self._manual_ack:
+            self._queue(mqtt5.puback(packet.packet_id))
         self._inbox.put_nowait(
             Message(
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                qos=msg.qos,
-                retain=bool(msg.retain),
-                dup=bool(msg.dup),
-                mid=msg.mid,
-                user_properties=user,
+                packet.topic,
+                packet.payload,
+                packet.qos,
+                packet.retain,
+                packet.dup,
+                packet.packet_id,
+                packet.user_properties,
             )
         )
 
-    def _on_publish(
-        self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        if mid not in self._pending:
+    def _on_puback(self, body: bytes) -> None:
+        packet_id, reason = mqtt5.read_ack(body)
+        entry = self._pending.pop(packet_id, None)
+        if entry is None:
             return
-        topic, callback = self._pending.pop(mid)
         self._window.release()
+        topic, callback = entry
         if callback is None:
             return
-        if reason.is_failure:
+        if reason >= 0x80:
             callback(
                 PublishFailed(
-                    f"broker refused publish: {reason}", topic=topic, reason_code=reason.value
+                    f"broker refused publish: {mqtt5.reason_name(reason)}",
+                    topic=topic,
+                    reason_code=reason,
                 )
             )
         else:
             callback(None)
 
-    def _on_subscribe(
-        self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
-    ) -> None:
-        future = self._subscribing.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(reasons)
+    def _on_control(self, first: int, body: bytes) -> None:
+        if first == mqtt5.CONNACK:
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(mqtt5.read_connack(body))
+        elif first == mqtt5.SUBACK:
+            packet_id, codes = mqtt5.read_suback(body)
+            future = self._subscribing.pop(packet_id, None)
+            if future is not None and not future.done():
+                future.set_result(codes)
+        elif first == mqtt5.PINGRESP:
+            pass  # its arrival is all that counts
+        elif first == mqtt5.DISCONNECT:
+            reason, text = mqtt5.read_disconnect(body)
+            detail = f": {text}" if text else ""
+            self._connection_lost(
+                ConnectionLost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}")
+            )
+        else:
+            raise mqtt5.MalformedPacket(f"unexpected packet type 0x{first:02x}")
 
     # --- the Bus interface -----------------------------------------------------------
 
@@ -524,15 +509,18 @@ class MqttBus(_Base):
     async def subscribe(self, *filters: str, qos: int = 1) -> None:
         """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
         self._check()
-        rc, mid = self._client.subscribe([(f, qos) for f in filters])
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            raise BusError(f"subscribe failed: {paho.error_string(rc)}")
-        future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()
-        self._subscribing[mid] = future
-        reasons = await future
-        for topic_filter, reason in zip(filters, reasons, strict=True):
-            if reason.is_failure:
-                raise SubscribeRefused(topic_filter, reason.value)
+        if not filters:
+            return
+        packet_id = self._allocate_id()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._subscribing[packet_id] = future
+        self._queue(mqtt5.subscribe(packet_id, filters, qos))
+        codes = await future
+        if len(codes) != len(filters):
+            raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
+        for topic_filter, code in zip(filters, codes, strict=True):
+            if code >= 0x80:
+                raise SubscribeRefused(topic_filter, code)
 
     async def messages(self) -> AsyncIterator[Message]:
         while True:
@@ -543,8 +531,8 @@ class MqttBus(_Base):
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
-        if self._manual_ack and message.qos > 0 and self._lost is None:
-            self._client.ack(message.mid, message.qos)
+        if self._manual_ack and message.qos > 0 and self._lost is None and not self._closing:
+            self._queue(mqtt5.puback(message.mid))
 
     async def send(
         self,
@@ -560,25 +548,44 @@ class MqttBus(_Base):
 
         Waits only while the publish window is full.
         """
+        if qos not in (0, 1):
+            raise ValueError("the bus publishes at QoS 0 or 1")
         await self._window.acquire()
         try:
             self._check()
+            packet_id = self._allocate_id() if qos else 0
+            properties = mqtt5.user_properties(tuple(user_properties))
+            header = mqtt5.publish_header(
+                topic,
+                len(payload),
+                qos=qos,
+                retain=retain,
+                packet_id=packet_id,
+                properties=properties,
+            )
         except BusError:
             self._window.release()
             raise
-        # paho only ever calls .pack() on the properties of an outgoing PUBLISH.
-        properties = cast(Properties, _UserProperties(user_properties)) if user_properties else None
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        except ValueError as error:
             self._window.release()
-            raise PublishFailed(paho.error_string(info.rc), topic=topic, reason_code=int(info.rc))
+            raise PublishFailed(str(error), topic=topic) from error
+        size = len(header) + len(payload)
+        if self._max_packet and size > self._max_packet:
+            self._window.release()
+            raise PublishFailed(
+                f"a {size:,}-byte packet is over the broker's maximum of {self._max_packet:,}",
+                topic=topic,
+                reason_code=0x95,
+            )
+        self._out.append(header)
+        self._queue(payload)
         if qos == 0:
-            # QoS 0 has no acknowledgement; written is all we will ever know.
+            # QoS 0 has no acknowledgement; queued is all we will ever know.
             self._window.release()
             if on_done is not None:
                 on_done(None)
             return
-        self._pending[info.mid] = (topic, on_done)
+        self._pending[packet_id] = (topic, on_done)
 
 
 # --- in-memory stand-in ------------------------------------------------------------

@@ -26,6 +26,7 @@ import structlog
 
 from intercom_gateway import topics
 from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
+from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
 from intercom_gateway.decision import Decision, Outcome, decide, user_properties
 from intercom_gateway.errors import BusError, PublishFailed
@@ -659,6 +660,7 @@ async def run_gateway(
 ) -> Metrics:
     """Run until ``stop``; a lost broker connection is retried with jittered backoff."""
     address = broker_address(settings)
+    transport = PahoBus if settings.mqtt_client == "paho" else MqttBus
     async with Store.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
@@ -666,7 +668,7 @@ async def run_gateway(
         delay = settings.reconnect_min
         while not stop.is_set():
             try:
-                async with MqttBus(
+                async with transport(
                     address,
                     client_id=settings.gateway_id,
                     clean_start=False,  # keep our session: the broker queues while we are away

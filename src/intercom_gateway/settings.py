@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     session_expiry: int = Field(default=86_400, description="seconds the broker keeps our session")
     receive_maximum: int = Field(default=1_000, description="unacknowledged inbound at once")
     publish_window: int = Field(default=5_000, description="unacknowledged outbound at once")
+    mqtt_client: Literal["lean", "paho"] = Field(
+        default="lean", description="the MQTT transport: ours (bus.MqttBus) or paho's"
+    )
     reconnect_min: float = 0.2
     reconnect_max: float = 10.0
 

@@ -3,6 +3,7 @@ the project's own mosquitto.conf with generated credentials."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -31,5 +32,6 @@ def broker(
 
 def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:
     """A bus logged in as one of the generated accounts."""
-    client_id = str(options.pop("client_id", f"{user}-{id(options)}"))
+    # A fresh id each time: a reused id would take over the other client's session.
+    client_id = str(options.pop("client_id", f"{user}-{uuid.uuid4().hex[:8]}"))
     return MqttBus(broker.address(user), client_id=client_id, **options)  # type: ignore[arg-type]

@@ -32,11 +32,14 @@ from tests.helpers import collect
 OUTPUTS = ("cloud/#", "group/#", "partners/#", "analytics/#", "gateway/v1/rejected/#")
 
 
-@pytest.fixture
+@pytest.fixture(params=["lean", "paho"])
 async def running(
-    broker: Mosquitto, fleet_registry: Registry, tmp_path: Path
+    broker: Mosquitto, fleet_registry: Registry, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(broker, fleet_registry, tmp_path / "gw") as gateway:
+    """The gateway on each MQTT transport (INTERCOM_MQTT_CLIENT): both must behave alike."""
+    async with running_gateway(
+        broker, fleet_registry, tmp_path / "gw", mqtt_client=request.param
+    ) as gateway:
         yield gateway
 
 

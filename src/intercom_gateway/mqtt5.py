@@ -1,0 +1,409 @@
+"""MQTT v5 packets: the subset of the protocol the gateway's transport speaks.
+
+Encoding and decoding only; no I/O. ``bus.MqttBus`` drives it on an asyncio protocol.
+What is covered: CONNECT (clean start, keepalive, session expiry, receive maximum,
+will, user name and password), CONNACK, PUBLISH at QoS 0 and 1 with user properties,
+PUBACK with reason codes, SUBSCRIBE/SUBACK, PINGREQ/PINGRESP and DISCONNECT. QoS 2,
+topic aliases, AUTH and UNSUBSCRIBE are not: the gateway never asks for them, so a
+broker never sends them (OASIS MQTT 5.0, sections 3.1-3.14).
+
+Why not paho: at the gateway's fan-out of four copies an event, paho's per-packet
+objects (a ``Properties`` and a ``ReasonCode`` per PUBACK, a ``threading.Condition``
+per publish) cost 0.42 ms an event, the largest single item of the gateway's profile
+(docs/benchmarks.md). The codec here is checked byte for byte against paho's in
+tests/unit/test_mqtt5.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from dataclasses import dataclass, field
+
+CONNECT = 0x10
+CONNACK = 0x20
+PUBLISH = 0x30
+PUBACK = 0x40
+SUBSCRIBE = 0x82  # the low nibble of SUBSCRIBE is fixed at 0b0010
+SUBACK = 0x90
+PINGREQ = 0xC0
+PINGRESP = 0xD0
+DISCONNECT = 0xE0
+
+PING_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnection: the broker drops the will
+
+MAX_PACKET_ID = 65_535
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+# Property identifiers used by name below (MQTT 5.0, 2.2.2.2).
+SESSION_EXPIRY = 0x11
+RECEIVE_MAXIMUM = 0x21
+MAXIMUM_QOS = 0x24
+MAXIMUM_PACKET_SIZE = 0x27
+REASON_STRING = 0x1F
+USER_PROPERTY = 0x26
+
+# How each property's value is laid out, to walk a property list.
+_BYTE, _U16_KIND, _U32_KIND, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
+_PROPERTY_KINDS: dict[int, int] = {
+    0x01: _BYTE,  # payload format indicator
+    0x02: _U32_KIND,  # message expiry interval
+    0x03: _UTF8,  # content type
+    0x08: _UTF8,  # response topic
+    0x09: _BINARY,  # correlation data
+    0x0B: _VARINT,  # subscription identifier
+    0x11: _U32_KIND,  # session expiry interval
+    0x12: _UTF8,  # assigned client identifier
+    0x13: _U16_KIND,  # server keep alive
+    0x15: _UTF8,  # authentication method
+    0x16: _BINARY,  # authentication data
+    0x17: _BYTE,  # request problem information
+    0x18: _U32_KIND,  # will delay interval
+    0x19: _BYTE,  # request response information
+    0x1A: _UTF8,  # response information
+    0x1C: _UTF8,  # server reference
+    0x1F: _UTF8,  # reason string
+    0x21: _U16_KIND,  # receive maximum
+    0x22: _U16_KIND,  # topic alias maximum
+    0x23: _U16_KIND,  # topic alias
+    0x24: _BYTE,  # maximum QoS
+    0x25: _BYTE,  # retain available
+    0x26: _PAIR,  # user property
+    0x27: _U32_KIND,  # maximum packet size
+    0x28: _BYTE,  # wildcard subscription available
+    0x29: _BYTE,  # subscription identifier available
+    0x2A: _BYTE,  # shared subscription available
+}
+
+# Reason codes as the specification names them (MQTT 5.0, 2.4).
+REASONS: dict[int, str] = {
+    0x00: "Success",
+    0x01: "Granted QoS 1",
+    0x02: "Granted QoS 2",
+    0x04: "Disconnect with will message",
+    0x10: "No matching subscribers",
+    0x11: "No subscription existed",
+    0x18: "Continue authentication",
+    0x19: "Re-authenticate",
+    0x80: "Unspecified error",
+    0x81: "Malformed packet",
+    0x82: "Protocol error",
+    0x83: "Implementation specific error",
+    0x84: "Unsupported protocol version",
+    0x85: "Client identifier not valid",
+    0x86: "Bad user name or password",
+    0x87: "Not authorized",
+    0x88: "Server unavailable",
+    0x89: "Server busy",
+    0x8A: "Banned",
+    0x8B: "Server shutting down",
+    0x8C: "Bad authentication method",
+    0x8D: "Keep alive timeout",
+    0x8E: "Session taken over",
+    0x8F: "Topic filter invalid",
+    0x90: "Topic name invalid",
+    0x91: "Packet identifier in use",
+    0x92: "Packet identifier not found",
+    0x93: "Receive maximum exceeded",
+    0x94: "Topic alias invalid",
+    0x95: "Packet too large",
+    0x96: "Message rate too high",
+    0x97: "Quota exceeded",
+    0x98: "Administrative action",
+    0x99: "Payload format invalid",
+    0x9A: "Retain not supported",
+    0x9B: "QoS not supported",
+    0x9C: "Use another server",
+    0x9D: "Server moved",
+    0x9E: "Shared subscriptions not supported",
+    0x9F: "Connection rate exceeded",
+    0xA0: "Maximum connect time",
+    0xA1: "Subscription identifiers not supported",
+    0xA2: "Wildcard subscriptions not supported",
+}
+
+
+class MalformedPacket(ValueError):
+    """Bytes from the broker that are not the MQTT 5 the transport understands."""
+
+
+def reason_name(code: int) -> str:
+    return f"{REASONS.get(code, 'Unknown reason')} (0x{code:02x})"
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    """A variable byte integer: 7 bits a byte, the high bit says more follow."""
+    if value < 128:
+        return bytes((value,))
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def utf8(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 65_535:
+        raise ValueError("an MQTT string is at most 65,535 bytes")
+    return _U16.pack(len(data)) + data
+
+
+def binary(data: bytes) -> bytes:
+    if len(data) > 65_535:
+        raise ValueError("MQTT binary data is at most 65,535 bytes")
+    return _U16.pack(len(data)) + data
+
+
+@functools.lru_cache(maxsize=8_192)
+def _user_property(key: str, value: str) -> bytes:
+    # Most of the gateway's properties (purposes, kind, gateway id) repeat from event to
+    # event; the cache keeps their encoding, the bounded size keeps per-event ids from
+    # growing it.
+    return b"\x26" + utf8(key) + utf8(value)
+
+
+def user_properties(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bytes:
+    """The property section (length prefix included) holding these user properties."""
+    if not pairs:
+        return b"\x00"
+    body = b"".join([_user_property(key, value) for key, value in pairs])
+    return varint(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def connect(
+    client_id: str,
+    *,
+    clean_start: bool,
+    keepalive: int,
+    session_expiry: int = 0,
+    receive_maximum: int = 65_535,
+    username: str | None = None,
+    password: str | None = None,
+    will: Will | None = None,
+) -> bytes:
+    if not 1 <= receive_maximum <= 65_535:
+        raise ValueError("receive maximum must be 1-65,535")
+    flags = 0x02 if clean_start else 0x00
+    properties = b""
+    if session_expiry:
+        properties += bytes((SESSION_EXPIRY,)) + _U32.pack(session_expiry)
+    if receive_maximum != 65_535:
+        properties += bytes((RECEIVE_MAXIMUM,)) + _U16.pack(receive_maximum)
+    payload = utf8(client_id)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += b"\x00" + utf8(will.topic) + binary(will.payload)
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += binary(password.encode("utf-8"))
+    variable = (
+        utf8("MQTT")
+        + bytes((5, flags))
+        + _U16.pack(keepalive)
+        + varint(len(properties))
+        + properties
+    )
+    return _packet(CONNECT, variable + payload)
+
+
+def subscribe(packet_id: int, filters: tuple[str, ...] | list[str], qos: int) -> bytes:
+    options = b"".join(utf8(f) + bytes((qos,)) for f in filters)
+    return _packet(SUBSCRIBE, _U16.pack(packet_id) + b"\x00" + options)
+
+
+def publish_header(
+    topic: str, payload_length: int, *, qos: int, retain: bool, packet_id: int, properties: bytes
+) -> bytes:
+    """Everything of a PUBLISH but its payload (which the caller writes after it)."""
+    variable = utf8(topic)
+    if qos:
+        variable += _U16.pack(packet_id)
+    variable += properties
+    first = PUBLISH | (qos << 1) | (1 if retain else 0)
+    return bytes((first,)) + varint(len(variable) + payload_length) + variable
+
+
+def puback(packet_id: int) -> bytes:
+    # Reason code and properties left out: "Success" (MQTT 5.0, 3.4.2.1).
+    return b"\x40\x02" + _U16.pack(packet_id)
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return bytes((kind,)) + varint(len(body)) + body
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Properties:
+    values: dict[int, int | str | bytes] = field(default_factory=dict)
+    user: tuple[tuple[str, str], ...] = ()
+
+
+def read_varint(data: bytes | bytearray, cursor: int, end: int) -> tuple[int, int]:
+    """(value, position after it); position -1 when the integer is not complete yet."""
+    value = 0
+    shift = 0
+    while cursor < end:
+        byte = data[cursor]
+        cursor += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, cursor
+        shift += 7
+        if shift > 21:
+            raise MalformedPacket("variable byte integer longer than 4 bytes")
+    return value, -1
+
+
+def read_properties(body: bytes, cursor: int) -> tuple[Properties, int]:
+    """The property list at ``cursor``; returns it and the position after it."""
+    length, cursor = read_varint(body, cursor, len(body))
+    end = cursor + length
+    if cursor < 0 or end > len(body):
+        raise MalformedPacket("property length runs past the packet")
+    properties = Properties()
+    if not length:
+        return properties, end
+    user: list[tuple[str, str]] = []
+    values = properties.values
+    try:
+        while cursor < end:
+            identifier = body[cursor]
+            kind = _PROPERTY_KINDS[identifier]
+            cursor += 1
+            if kind == _PAIR:
+                key, cursor = _read_utf8(body, cursor)
+                value, cursor = _read_utf8(body, cursor)
+                user.append((key, value))
+            elif kind == _BYTE:
+                values[identifier] = body[cursor]
+                cursor += 1
+            elif kind == _U16_KIND:
+                values[identifier] = _U16.unpack_from(body, cursor)[0]
+                cursor += 2
+            elif kind == _U32_KIND:
+                values[identifier] = _U32.unpack_from(body, cursor)[0]
+                cursor += 4
+            elif kind == _VARINT:
+                values[identifier], cursor = read_varint(body, cursor, end)
+            elif kind == _UTF8:
+                values[identifier], cursor = _read_utf8(body, cursor)
+            else:
+                size = _U16.unpack_from(body, cursor)[0]
+                values[identifier] = body[cursor + 2 : cursor + 2 + size]
+                cursor += 2 + size
+    except KeyError as error:
+        raise MalformedPacket(f"unknown property 0x{error.args[0]:02x}") from None
+    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        raise MalformedPacket(f"bad property list: {error}") from None
+    if cursor != end:
+        raise MalformedPacket("property list does not end where its length says")
+    properties.user = tuple(user)
+    return properties, end
+
+
+def _read_utf8(body: bytes, cursor: int) -> tuple[str, int]:
+    size = _U16.unpack_from(body, cursor)[0]
+    end = cursor + 2 + size
+    if end > len(body):
+        raise MalformedPacket("string runs past the packet")
+    return body[cursor + 2 : end].decode("utf-8"), end
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    packet_id: int
+    user_properties: tuple[tuple[str, str], ...]
+
+
+def read_publish(first: int, body: bytes) -> Publish:
+    qos = (first >> 1) & 0x03
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3")
+    try:
+        size = _U16.unpack_from(body, 0)[0]
+        cursor = 2 + size
+        topic = body[2:cursor].decode("utf-8")
+        packet_id = 0
+        if qos:
+            packet_id = _U16.unpack_from(body, cursor)[0]
+            cursor += 2
+    except (struct.error, UnicodeDecodeError) as error:
+        raise MalformedPacket(f"bad PUBLISH header: {error}") from None
+    if cursor < len(body) and body[cursor] == 0:  # the common case: no properties
+        user: tuple[tuple[str, str], ...] = ()
+        cursor += 1
+    else:
+        properties, cursor = read_properties(body, cursor)
+        user = properties.user
+    return Publish(
+        topic=topic,
+        payload=body[cursor:],
+        qos=qos,
+        retain=bool(first & 0x01),
+        dup=bool(first & 0x08),
+        packet_id=packet_id,
+        user_properties=user,
+    )
+
+
+def read_ack(body: bytes) -> tuple[int, int]:
+    """(packet id, reason code) of a PUBACK; a 2-byte PUBACK means success."""
+    if len(body) < 2:
+        raise MalformedPacket("PUBACK shorter than its packet id")
+    return _U16.unpack_from(body, 0)[0], body[2] if len(body) > 2 else 0
+
+
+def read_suback(body: bytes) -> tuple[int, list[int]]:
+    if len(body) < 3:
+        raise MalformedPacket("SUBACK too short")
+    packet_id = _U16.unpack_from(body, 0)[0]
+    _, cursor = read_properties(body, 2)
+    return packet_id, list(body[cursor:])
+
+
+def read_connack(body: bytes) -> tuple[int, Properties]:
+    """(reason code, properties) of a CONNACK."""
+    if len(body) < 2:
+        raise MalformedPacket("CONNACK too short")
+    if len(body) == 2:
+        return body[1], Properties()
+    properties, _ = read_properties(body, 2)
+    return body[1], properties
+
+
+def read_disconnect(body: bytes) -> tuple[int, str | None]:
+    """(reason code, reason string) of a DISCONNECT from the broker."""
+    if not body:
+        return 0, None
+    reason = body[0]
+    if len(body) == 1:
+        return reason, None
+    properties, _ = read_properties(body, 1)
+    text = properties.values.get(REASON_STRING)
+    return reason, text if isinstance(text, str) else None
