@@ -2,7 +2,7 @@
 
 One Mosquitto (the project's ``mosquitto.conf``), one set of prepared events (mixed
 kinds, ~300-470 bytes, dwellings that use all three partner services, so four copies
-per event on average), the same publisher and subscriber processes, and four paths:
+per event on average), the same publisher and subscriber processes, and five paths:
 
 ``raw``                 publisher -> Mosquitto -> subscriber
 ``passthrough``         ... -> a minimal Python relay (parse JSON, republish to the
@@ -12,6 +12,8 @@ per event on average), the same publisher and subscriber processes, and four pat
                         cost of the policy)
 ``gateway``             ... -> ``intercom-gateway run`` (validation, consent, purposes,
                         ledger, every destination) -> Mosquitto -> subscriber
+``gateway-paho``        the same gateway on paho-mqtt (``INTERCOM_MQTT_CLIENT=paho``)
+                        instead of its own MQTT transport: what the transport gains
 
 Every path is measured twice per repetition: at saturation (closed loop: the
 publisher keeps ``backlog`` events sent-but-not-delivered) for events/s and CPU per
@@ -63,7 +65,7 @@ from intercom_gateway.testing import start_broker
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 SERVICES = ("concierge", "elder-watch", "parcel-unlock")
-SCENARIOS = ("raw", "passthrough", "passthrough-fanout", "gateway")
+SCENARIOS = ("raw", "passthrough", "passthrough-fanout", "gateway", "gateway-paho")
 OUTPUTS = ("cloud/#", "group/#", "partners/#", "analytics/#")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -347,9 +349,9 @@ class Bench:
             )
             await relay.ready()
             return relay
-        return await self._start_gateway(workdir)
+        return await self._start_gateway(workdir, "paho" if scenario == "gateway-paho" else "lean")
 
-    async def _start_gateway(self, workdir: Path) -> Child:
+    async def _start_gateway(self, workdir: Path, transport: str) -> Child:
         gateway_id = f"gw-bench-{uuid.uuid4().hex[:8]}"
         env = {
             "INTERCOM_BROKER_HOST": self.broker.host,
@@ -361,6 +363,7 @@ class Bench:
             "INTERCOM_LOG_EVENTS": "false",
             "INTERCOM_LOG_LEVEL": "WARNING",
             "INTERCOM_SESSION_EXPIRY": "0",  # nothing of a benchmark gateway outlives it
+            "INTERCOM_MQTT_CLIENT": transport,
         }
         argv = [sys.executable, "-m", "intercom_gateway", "run"]
         gateway = await spawn("gateway", argv, workdir, env)
@@ -548,6 +551,7 @@ def comparisons(scenarios: dict[str, Any]) -> dict[str, float | None]:
         "full/passthrough": ratio(rate("gateway"), rate("passthrough")),
         "full/passthrough-fanout": ratio(rate("gateway"), rate("passthrough-fanout")),
         "passthrough/raw": ratio(rate("passthrough"), rate("raw")),
+        "lean/paho transport": ratio(rate("gateway"), rate("gateway-paho")),
         "added_p99_ms": None if full_p99 is None or raw_p99 is None else full_p99 - raw_p99,
     }
 
