@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from pydantic_core import to_json
+
 from intercom_gateway import topics
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.models import EVENT_MODELS, Event, EventType, Forwarded
@@ -178,6 +180,106 @@ def user_properties(message: Forwarded) -> list[tuple[str, str]]:
         ("rule_id", message.rule_id),
         ("decision_id", str(message.decision_id)),
     ]
+
+
+# --- Encoded copies -------------------------------------------------------------------
+
+
+class Envelopes:
+    """The bytes and user properties of one decision's per-event copies.
+
+    The same bytes as ``outcome.forwarded_message(decision, now).model_dump_json()``
+    and the same properties as ``user_properties`` plus the event id, without a
+    ``Forwarded`` model per copy: what the copies of one event share is encoded once,
+    and what depends only on the route (destination, purposes, rule...) once per
+    process. tests/unit/test_envelopes.py holds the two paths to each other.
+    """
+
+    __slots__ = ("_common", "_decision", "_decision_id", "_event_id", "_head")
+
+    def __init__(self, decision: Decision, now: datetime) -> None:
+        self._decision = decision
+        self._decision_id = str(decision.decision_id)
+        self._event_id = str(decision.event_id)
+        self._head = _head(self._decision_id, f'"{self._event_id}"')
+        self._common = b"".join(
+            (
+                b',"gateway_id":',
+                to_json(decision.gateway_id),
+                b',"forwarded_at":',
+                to_json(now),
+                b",",
+            )
+        )
+
+    def encode(self, outcome: Outcome) -> tuple[bytes, list[tuple[str, str]]]:
+        """(payload, user properties) of the copy ``outcome`` sends to its topic."""
+        if outcome.payload is None or not outcome.forwarded:
+            raise ValueError(f"{outcome.destination}: nothing to publish per event")
+        route = _route_part(outcome, self._decision.policy_version)
+        if outcome.kind is DestinationKind.ANALYTICS:
+            # §5(5): an analytics copy carries neither the event id nor the shared
+            # decision id, so it cannot be joined to the identified copies; every other
+            # copy names its event for de-duplication.
+            decision_id = str(uuid.uuid4())
+            head = _head(decision_id, "null")
+            properties = [*route.properties, ("decision_id", decision_id)]
+        else:
+            head = self._head
+            properties = [
+                *route.properties,
+                ("decision_id", self._decision_id),
+                ("event_id", self._event_id),
+            ]
+        body = (head, self._common, route.json, b',"event":', to_json(outcome.payload), b"}")
+        return b"".join(body), properties
+
+
+def _head(decision_id: str, event_id: str) -> bytes:
+    return f'{{"schema_version":1,"decision_id":"{decision_id}","event_id":{event_id}'.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _RoutePart:
+    json: bytes  # "destination":...,"clause":... without braces
+    properties: tuple[tuple[str, str], ...]  # all but the decision and event ids
+
+
+_ROUTE_PARTS: dict[tuple[Any, ...], _RoutePart] = {}
+
+
+def _route_part(outcome: Outcome, policy_version: str) -> _RoutePart:
+    rule_id = outcome.rule_id
+    if rule_id is None:
+        raise ValueError(f"{outcome.destination}: nothing to publish per event")
+    key = (
+        outcome.destination,
+        outcome.purposes,
+        outcome.categories,
+        policy_version,
+        rule_id,
+        outcome.clause,
+    )
+    part = _ROUTE_PARTS.get(key)
+    if part is None:
+        if len(_ROUTE_PARTS) >= _STATIC_CACHE_SIZE:
+            _ROUTE_PARTS.clear()
+        fields = {
+            "destination": outcome.destination,
+            "purposes": outcome.purposes,
+            "categories": outcome.categories,
+            "policy_version": policy_version,
+            "rule_id": rule_id,
+            "clause": outcome.clause or "",
+        }
+        properties = (
+            *(("purpose", p) for p in outcome.purposes),
+            *(("category", c) for c in outcome.categories),
+            ("policy_version", policy_version),
+            ("rule_id", rule_id),
+        )
+        part = _ROUTE_PARTS[key] = _RoutePart(to_json(fields)[1:-1], properties)
+    return part
 
 
 # --- Compiled routes ----------------------------------------------------------------

@@ -28,11 +28,10 @@ from intercom_gateway import topics
 from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
 from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
-from intercom_gateway.decision import Decision, Outcome, decide, user_properties
+from intercom_gateway.decision import Decision, Envelopes, Outcome, decide, user_properties
 from intercom_gateway.errors import BusError, PublishFailed
 from intercom_gateway.ingress import DeviceIndex, InputRejected, Limits, check_event, check_settings
 from intercom_gateway.models import (
-    Forwarded,
     GatewayStatus,
     Rejection,
     RejectReason,
@@ -294,6 +293,7 @@ class Gateway:
         tracker.needs_store = decision.gate is None
         if tracker.needs_store:
             self.store.record_decision(_decision_row(decision))
+        envelopes = Envelopes(decision, now)
         for outcome in decision.outcomes:
             if not outcome.forwarded:
                 self.metrics.withheld[outcome.reason.value if outcome.reason else "?"] += 1
@@ -303,16 +303,9 @@ class Gateway:
                 self.statistics.add(event.building_id, event.type, event.occurred_at)
             if outcome.payload is None or outcome.topic is None:
                 continue
-            envelope = outcome.forwarded_message(decision, now)
+            payload, properties = envelopes.encode(outcome)
             provision = _provision(decision, outcome, now) if outcome.provision in _LEDGER else None
-            await self._send(
-                bus,
-                tracker,
-                outcome.topic,
-                envelope.model_dump_json().encode(),
-                _properties(envelope),
-                provision,
-            )
+            await self._send(bus, tracker, outcome.topic, payload, properties, provision)
         if self.settings.log_events:
             log.info(
                 "event",
@@ -527,15 +520,6 @@ class Gateway:
         await bus.publish(
             topics.STATUS, status_payload(self.settings.gateway_id, state), retain=True
         )
-
-
-def _properties(envelope: Forwarded) -> list[tuple[str, str]]:
-    properties = user_properties(envelope)
-    # §5(5): an analytics copy carries no event id, so it cannot be joined to the
-    # identified copies; every other copy names its event for de-duplication.
-    if envelope.event_id is not None:
-        properties.append(("event_id", str(envelope.event_id)))
-    return properties
 
 
 def status_payload(gateway_id: str, state: Literal["online", "offline"]) -> bytes:

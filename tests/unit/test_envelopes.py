@@ -1,0 +1,120 @@
+"""The gateway's fast encodings against the slow, obvious ones they replace.
+
+``Envelopes`` builds the bytes of every per-event copy without a ``Forwarded`` model:
+they must parse back through that model and equal, byte for byte, what
+``forwarded_message(...).model_dump_json()`` gives, with the same user properties.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.decision import Decision, Envelopes, decide, user_properties
+from intercom_gateway.models import Event, Forwarded
+from intercom_gateway.policy import DestinationKind, PartnerRegistry, Policy
+
+from .conftest import NOW
+from .test_decision import (
+    _POLICY_FOR_STRATEGIES,
+    _PROPERTY,
+    EventType,
+    consent,
+    make_event,
+    scenarios,
+)
+
+_GATEWAY_IDS = st.sampled_from(["gw-1", "ゲートウェイ-東", 'quote"back\\slash'])
+_MOMENTS = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
+) | st.just(datetime(2026, 4, 2, 9, 30, tzinfo=timezone(timedelta(hours=9))))
+
+
+def _slow(decision: Decision, now: datetime) -> dict[str, tuple[Forwarded, list[tuple[str, str]]]]:
+    """Per destination: the envelope model and the properties, the obvious way."""
+    copies = {}
+    for outcome in decision.outcomes:
+        if not outcome.forwarded or outcome.payload is None:
+            continue
+        message = outcome.forwarded_message(decision, now)
+        properties = user_properties(message)
+        if message.event_id is not None:
+            properties.append(("event_id", str(message.event_id)))
+        copies[outcome.destination] = (message, properties)
+    return copies
+
+
+def _assert_same(decision: Decision, now: datetime) -> int:
+    slow = _slow(decision, now)
+    envelopes = Envelopes(decision, now)
+    for outcome in decision.outcomes:
+        if outcome.destination not in slow:
+            continue
+        payload, properties = envelopes.encode(outcome)
+        fast = Forwarded.model_validate_json(payload)  # valid per the model (strict)
+        message, expected = slow[outcome.destination]
+        if outcome.kind is DestinationKind.ANALYTICS:
+            # A fresh decision id per analytics copy, on both paths (§5(5)).
+            assert fast.decision_id not in {message.decision_id, decision.decision_id}
+            message = message.model_copy(update={"decision_id": fast.decision_id})
+            expected = [
+                (k, str(fast.decision_id) if k == "decision_id" else v) for k, v in expected
+            ]
+        assert fast == message
+        assert payload == message.model_dump_json().encode()
+        assert properties == expected
+    return len(slow)
+
+
+def _decide(
+    event: Event,
+    state: ConsentState,
+    partners: PartnerRegistry,
+    *,
+    policy: Policy = _POLICY_FOR_STRATEGIES,
+    gateway_id: str = "gw-1",
+    now: datetime = NOW,
+) -> Decision:
+    return decide(
+        event,
+        state,
+        policy=policy,
+        partners=partners,
+        gateway_id=gateway_id,
+        decision_id=uuid.uuid4(),
+        now=now,
+    )
+
+
+@_PROPERTY
+@given(scenarios(_POLICY_FOR_STRATEGIES), _GATEWAY_IDS, _MOMENTS)
+def test_fast_envelopes_equal_the_model_path(
+    scenario: tuple[Event, ConsentState, PartnerRegistry], gateway_id: str, now: datetime
+) -> None:
+    event, state, partners = scenario
+    _assert_same(_decide(event, state, partners, gateway_id=gateway_id, now=now), now)
+
+
+@pytest.mark.parametrize("image", [False, True])
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_every_sample_route_encodes_as_the_model_does(
+    event_type: EventType, image: bool, policy: Policy, partners: PartnerRegistry
+) -> None:
+    event = make_event(event_type, image=image, text='鍵 \u2028 "quoted" \\ é')
+    decision = _decide(event, consent(policy), partners, policy=policy)
+    assert _assert_same(decision, NOW) >= 1
+
+
+def test_a_withheld_outcome_has_no_envelope(policy: Policy, partners: PartnerRegistry) -> None:
+    decision = _decide(make_event(EventType.VISITOR), consent(policy), partners, policy=policy)
+    envelopes = Envelopes(decision, NOW)
+    idle = [o for o in decision.outcomes if not o.forwarded or o.payload is None]
+    assert idle
+    for outcome in idle:
+        with pytest.raises(ValueError, match="nothing to publish"):
+            envelopes.encode(outcome)
