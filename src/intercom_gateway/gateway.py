@@ -544,25 +544,58 @@ def _decision_row(decision: Decision) -> DecisionRow:
         decided_at=decision.decided_at,
         policy_version=decision.policy_version,
         consent_revision=decision.consent_revision,
-        outcomes=decision_outcomes(decision),
+        outcomes=logged_outcomes(decision),
     )
 
 
 def decision_outcomes(decision: Decision) -> list[dict[str, Any]]:
     """Every destination's outcome as JSON-ready data (the decision log's content)."""
-    return [
-        {
-            "destination": o.destination,
-            "forwarded": o.forwarded,
-            "purposes": list(o.purposes),
-            "fields": list(o.fields),
-            "rule_id": o.rule_id,
-            "clause": o.clause,
-            "reason": o.reason.value if o.reason else None,
-            "detail": o.detail,
-        }
-        for o in decision.outcomes
-    ]
+    return [_logged(o) for o in decision.outcomes]
+
+
+def _logged(o: Outcome) -> dict[str, Any]:
+    return {
+        "destination": o.destination,
+        "forwarded": o.forwarded,
+        "purposes": list(o.purposes),
+        "fields": list(o.fields),
+        "rule_id": o.rule_id,
+        "clause": o.clause,
+        "reason": o.reason.value if o.reason else None,
+        "detail": o.detail,
+    }
+
+
+_LOGGED: dict[tuple[Any, ...], str] = {}
+_LOGGED_CACHE_SIZE = 4_096
+
+
+def logged_outcomes(decision: Decision) -> str:
+    """``decision_outcomes`` as the decision log stores it: compact JSON text.
+
+    A log entry has no payload or topic, so entries repeat from event to event: each
+    distinct one is encoded once, and a row is their join, the same text as
+    ``json.dumps`` of the whole list (tests/unit/test_decision_log.py).
+    """
+    parts = []
+    for o in decision.outcomes:
+        key = (
+            o.destination,
+            o.forwarded,
+            o.purposes,
+            o.fields,
+            o.rule_id,
+            o.clause,
+            o.reason,
+            o.detail,
+        )
+        text = _LOGGED.get(key)
+        if text is None:
+            if len(_LOGGED) >= _LOGGED_CACHE_SIZE:
+                _LOGGED.clear()
+            text = _LOGGED[key] = json.dumps(_logged(o), separators=(",", ":"))
+        parts.append(text)
+    return f"[{','.join(parts)}]"
 
 
 def _provision(decision: Decision, outcome: Outcome, now: datetime) -> LedgerRow:

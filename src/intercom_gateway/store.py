@@ -128,7 +128,7 @@ class DecisionRow:
     decided_at: datetime
     policy_version: str
     consent_revision: int
-    outcomes: list[dict[str, Any]]
+    outcomes: str  # JSON text of gateway.decision_outcomes, as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +308,7 @@ class Store:
                 row.decided_at.isoformat(),
                 row.policy_version,
                 row.consent_revision,
-                json.dumps(row.outcomes, separators=(",", ":")),
+                row.outcomes,
             )
         )
 
