@@ -434,6 +434,7 @@ class Gateway:
     def _ack_ready(self) -> None:
         # Acknowledge in arrival order, as MQTT expects of a subscriber.
         bus = self._bus
+        acked = self.metrics.acked
         while self._trackers:
             tracker = self._trackers[0]
             if not (tracker.done or tracker.failed):
@@ -448,7 +449,8 @@ class Gateway:
             self.metrics.acked += 1
         if not self._trackers:
             self._idle.set()
-        if self._waiting_for_acks:
+        if self._waiting_for_acks and self.metrics.acked != acked:
+            # Only then can a waiter's count have been reached; most releases ack nothing.
             asyncio.get_running_loop().create_task(self._notify_acked())
 
     async def _notify_acked(self) -> None:
