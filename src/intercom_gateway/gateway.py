@@ -304,7 +304,11 @@ class Gateway:
             if outcome.payload is None or outcome.topic is None:
                 continue
             payload, properties = envelopes.encode(outcome)
-            provision = _provision(decision, outcome, now) if outcome.provision in _LEDGER else None
+            provision = (
+                _provision(decision, outcome, now, event_id, envelopes.decision_id)
+                if outcome.provision in _LEDGER
+                else None
+            )
             await self._send(bus, tracker, outcome.topic, payload, properties, provision)
         if self.settings.log_events:
             log.info(
@@ -600,7 +604,9 @@ def logged_outcomes(decision: Decision) -> str:
     return f"[{','.join(parts)}]"
 
 
-def _provision(decision: Decision, outcome: Outcome, now: datetime) -> LedgerRow:
+def _provision(
+    decision: Decision, outcome: Outcome, now: datetime, event_id: str, decision_id: str
+) -> LedgerRow:
     return LedgerRow(
         at=now,
         recipient=outcome.destination,
@@ -608,14 +614,14 @@ def _provision(decision: Decision, outcome: Outcome, now: datetime) -> LedgerRow
         third_party=outcome.third_party,
         building_id=decision.building_id,
         dwelling_id=decision.dwelling_id,
-        event_id=str(decision.event_id),
+        event_id=event_id,
         event_type=decision.event_type.value,
-        items=tuple(outcome.fields),
+        items=outcome.fields,
         image="image" in outcome.fields,
-        purposes=tuple(outcome.purposes),
+        purposes=outcome.purposes,
         rule_id=outcome.rule_id or "",
         policy_version=decision.policy_version,
-        decision_id=str(decision.decision_id),
+        decision_id=decision_id,
     )
 
 

@@ -109,13 +109,26 @@ class LedgerRow:
             self.dwelling_id,
             self.event_id,
             self.event_type,
-            json.dumps(self.items),
+            _json_list(self.items),
             int(self.image),
-            json.dumps(self.purposes),
+            _json_list(self.purposes),
             self.rule_id,
             self.policy_version,
             self.decision_id,
         )
+
+
+_JSON_LISTS: dict[tuple[str, ...], str] = {}
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    # A ledger row's items and purposes are a route's, repeated row after row.
+    text = _JSON_LISTS.get(values)
+    if text is None:
+        if len(_JSON_LISTS) >= 4_096:
+            _JSON_LISTS.clear()
+        text = _JSON_LISTS[values] = json.dumps(values)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,8 @@ def _slow(decision: Decision, now: datetime) -> dict[str, tuple[Forwarded, list[
 
 
 def _assert_same(decision: Decision, now: datetime) -> int:
+    for outcome in decision.outcomes:  # a field now, no longer derived on each read
+        assert outcome.rule_id == ("+".join(g.rule_id for g in outcome.grants) or None)
     slow = _slow(decision, now)
     envelopes = Envelopes(decision, now)
     for outcome in decision.outcomes:

@@ -1,0 +1,79 @@
+"""Ledger rows on the event path: the parameters stored equal the obvious encoding."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+
+from hypothesis import given
+
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.gateway import _LEDGER, _provision
+from intercom_gateway.models import Event
+from intercom_gateway.policy import PartnerRegistry
+from intercom_gateway.store import LedgerRow
+
+from .conftest import NOW
+from .test_decision import _POLICY_FOR_STRATEGIES, _PROPERTY, run, scenarios
+
+
+def _obvious(row: LedgerRow) -> tuple[object, ...]:
+    return (
+        row.at.isoformat(),
+        row.recipient,
+        row.recipient_kind,
+        int(row.third_party),
+        row.building_id,
+        row.dwelling_id,
+        row.event_id,
+        row.event_type,
+        json.dumps(list(row.items)),
+        int(row.image),
+        json.dumps(list(row.purposes)),
+        row.rule_id,
+        row.policy_version,
+        row.decision_id,
+    )
+
+
+@_PROPERTY
+@given(scenarios(_POLICY_FOR_STRATEGIES))
+def test_provision_rows_of_a_decision_are_stored_as_before(
+    scenario: tuple[Event, ConsentState, PartnerRegistry],
+) -> None:
+    event, state, partners = scenario
+    decision = run(event, state, _POLICY_FOR_STRATEGIES, partners)
+    ids = str(decision.event_id), str(decision.decision_id)
+    for outcome in decision.forwarded:
+        if outcome.provision not in _LEDGER:
+            continue
+        row = _provision(decision, outcome, NOW, *ids)
+        assert row.as_params() == _obvious(row)
+        assert row.as_params() == _obvious(row)  # now from the cache
+        assert (row.event_id, row.decision_id) == ids
+        assert (row.recipient, row.rule_id) == (outcome.destination, outcome.rule_id)
+        assert (row.items, row.purposes) == (outcome.fields, outcome.purposes)
+        assert row.image == ("image" in outcome.fields)
+
+
+def test_rows_with_other_lists_do_not_share_an_encoding() -> None:
+    template = LedgerRow(
+        at=NOW,
+        recipient="partner:concierge",
+        recipient_kind="partner",
+        third_party=True,
+        building_id="b001",
+        dwelling_id="d0001",
+        event_id=str(uuid.uuid4()),
+        event_type="visitor",
+        items=(),
+        image=False,
+        purposes=(),
+        rule_id="partner-events",
+        policy_version="2026-04-01",
+        decision_id=str(uuid.uuid4()),
+    )
+    for items, purposes in [(("a",), ("p",)), (("a", "b"), ()), ((), ("p", "q")), (("é",), ("§",))]:
+        row = replace(template, items=items, purposes=purposes)
+        assert row.as_params() == _obvious(row)
