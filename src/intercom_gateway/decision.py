@@ -20,7 +20,7 @@ from pydantic_core import to_json
 
 from intercom_gateway import topics
 from intercom_gateway.consent import ConsentState
-from intercom_gateway.models import EVENT_MODELS, Event, EventType, Forwarded
+from intercom_gateway.models import EVENT_MODELS, Event, EventType, Forwarded, random_uuid
 from intercom_gateway.policy import (
     BASE_FIELDS,
     IMAGE_FIELD,
@@ -220,7 +220,7 @@ class Envelopes:
             # §5(5): an analytics copy carries neither the event id nor the shared
             # decision id, so it cannot be joined to the identified copies; every other
             # copy names its event for de-duplication.
-            decision_id = str(uuid.uuid4())
+            decision_id = str(random_uuid())
             head = _head(decision_id, "null")
             properties = [*route.properties, ("decision_id", decision_id)]
         else:

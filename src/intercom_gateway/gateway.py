@@ -36,6 +36,7 @@ from intercom_gateway.models import (
     Rejection,
     RejectReason,
     SettingsChange,
+    random_uuid,
     utc_now,
 )
 from intercom_gateway.policy import (
@@ -284,7 +285,7 @@ class Gateway:
             policy=self.policy,
             partners=self.partners,
             gateway_id=self.settings.gateway_id,
-            decision_id=uuid.uuid4(),
+            decision_id=random_uuid(),
             now=now,
         )
         # Spec item 7: an event that consent stops at the gateway (initialised dwelling,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from intercom_gateway.models import (
     DeviceRole,
     EventType,
     parse_event,
+    random_uuid,
 )
 from tests.conftest import FIXTURES
 
@@ -123,3 +125,11 @@ def test_images_are_references_never_bytes() -> None:
     document["image"] = document["image"] | {"data": "/9j/4AAQ"}
     with pytest.raises(ValidationError, match="extra"):
         parse_event(json.dumps(document))
+
+
+def test_random_ids_are_version_4_and_do_not_repeat_across_refills() -> None:
+    ids = [random_uuid() for _ in range(1_000)]  # about four reads of os.urandom
+    random_uuid.forget()  # what a forked child does: fresh bytes from here on
+    ids += [random_uuid() for _ in range(100)]
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == len(ids)
