@@ -315,9 +315,12 @@ class _Compiled:
     policy: Policy
     partners: PartnerRegistry
     targets: tuple[_Target, ...]
-    routes: Mapping[tuple[int, EventType], _Route]
+    # Per event type, in target order: the route, and its outcome when the policy and
+    # registry alone withhold it (then only a service gate can say otherwise).
+    plans: Mapping[EventType, tuple[tuple[_Target, _Route, Outcome | None], ...]]
 
 
+_EVENT_TYPES = {t.value: t for t in EventType}
 _CACHE: dict[tuple[int, int], _Compiled] = {}
 _CACHE_SIZE = 16
 
@@ -352,12 +355,15 @@ def _targets(policy: Policy, partners: PartnerRegistry) -> tuple[_Target, ...]:
 
 def _compile(policy: Policy, partners: PartnerRegistry) -> _Compiled:
     targets = _targets(policy, partners)
-    routes = {
-        (index, et): _route(target, et, policy)
-        for index, target in enumerate(targets)
+    plans = {
+        et: tuple(_plan(target, _route(target, et, policy)) for target in targets)
         for et in EventType
     }
-    return _Compiled(policy, partners, targets, routes)
+    return _Compiled(policy, partners, targets, plans)
+
+
+def _plan(target: _Target, route: _Route) -> tuple[_Target, _Route, Outcome | None]:
+    return target, route, _withheld(target, route.withheld) if route.withheld else None
 
 
 def _route(target: _Target, et: EventType, policy: Policy) -> _Route:
@@ -457,7 +463,7 @@ def decide(
 ) -> Decision:
     """Decide, for every destination, whether ``event`` flows there under ``consent``."""
     compiled = _compiled(policy, partners)
-    et = EventType(event.type)
+    et = _EVENT_TYPES[event.type]
     mapping = policy.event_types[et]
     # Not every event type has an image field; pydantic's __getattr__ miss is slow.
     has_image = event.__dict__.get(IMAGE_FIELD) is not None
@@ -469,9 +475,7 @@ def decide(
         outcomes = tuple(_withheld(t, gate) for t in compiled.targets)
     else:
         ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image)
-        outcomes = tuple(
-            _outcome(t, compiled.routes[(i, et)], ctx) for i, t in enumerate(compiled.targets)
-        )
+        outcomes = tuple(_outcome(t, r, withheld, ctx) for t, r, withheld in compiled.plans[et])
     return Decision(
         decision_id=decision_id,
         gateway_id=gateway_id,
@@ -607,11 +611,13 @@ def _service_gate(service: PartnerService, ctx: _Context) -> Withhold | None:
     return None
 
 
-def _outcome(target: _Target, route: _Route, ctx: _Context) -> Outcome:
-    why = _service_gate(target.service, ctx) if target.service is not None else None
-    why = why or route.withheld
-    if why is not None:
-        return _withheld(target, why)
+def _outcome(target: _Target, route: _Route, withheld: Outcome | None, ctx: _Context) -> Outcome:
+    if target.service is not None:
+        why = _service_gate(target.service, ctx)
+        if why is not None:
+            return _withheld(target, why)
+    if withheld is not None:
+        return withheld  # the route's own, built when it was compiled
     static = _static_parts(route, ctx.has_image, ctx.consent.opted_out)
     if isinstance(static, Withhold):
         return _withheld(target, static)
@@ -664,7 +670,7 @@ def _hour(timestamp: str) -> str:
 
 
 def _topic(target: _Target, ctx: _Context) -> str:
-    event, et = ctx.event, ctx.event_type.value
+    event, et = ctx.event, ctx.event.type  # the type's value, without the enum lookup
     match target.kind:
         case DestinationKind.CLOUD:
             return topics.cloud(event.building_id, event.dwelling_id, et)
