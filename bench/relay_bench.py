@@ -664,7 +664,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bars(right, ("latency", "p50_ms"), -0.2, 0.4, "p50")
     bars(right, ("latency", "p99_ms"), 0.2, 0.4, "p99")
     right.set_title(f"End-to-end latency at {result['workload']['latency_rate']:,.0f} events/s")
-    right.set_ylabel("ms (log scale: a saturated path is seconds, the others are ms)")
+    right.set_ylabel("ms, log scale")
     right.set_yscale("log")
     for axis in (left, right):
         axis.set_xticks(range(len(names)), names, rotation=15)
