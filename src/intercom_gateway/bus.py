@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from intercom_gateway import mqtt5, topics
 from intercom_gateway.errors import (
@@ -36,7 +36,7 @@ from intercom_gateway.errors import (
     PublishFailed,
     SubscribeRefused,
 )
-from intercom_gateway.mqtt5 import Will
+from intercom_gateway.mqtt5 import Message, Will
 
 __all__ = [
     "BrokerAddress",
@@ -51,20 +51,6 @@ __all__ = [
 
 UserProperties = Sequence[tuple[str, str]]
 DoneCallback = Callable[[BaseException | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    mid: int = 0
-    user_properties: tuple[tuple[str, str], ...] = ()
-
-    def properties(self, name: str) -> list[str]:
-        return [value for key, value in self.user_properties if key == name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,29 +165,11 @@ class _Base:
         await self._window.wait_empty()
 
 
-class _Protocol(asyncio.Protocol):
-    """Hands the socket's events to its bus."""
+class _Client(_Base):
+    """What both MQTT buses share: their options, the publish bookkeeping and failing.
 
-    def __init__(self, bus: MqttBus) -> None:
-        self.bus = bus
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.bus._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.bus._received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.bus._transport_closed(exc)
-
-
-class MqttBus(_Base):
-    """An MQTT v5 client on the running event loop. Use as ``async with``.
-
-    Every packet made during one turn of the event loop (publishes, acknowledgements)
-    goes out in one write, at the end of that turn. Lost connections are not retried
-    here: the caller makes a new bus (the gateway with backoff, keeping its session).
+    ``MqttBus`` (ours) and ``bus_paho.PahoBus`` differ only in how packets are made
+    and moved.
     """
 
     def __init__(
@@ -230,13 +198,100 @@ class MqttBus(_Base):
         # Packet ids are 16-bit: no more unacknowledged publishes can exist.
         self._window = _Window(min(publish_window, mqtt5.MAX_PACKET_ID))
         self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
-        self._subscribing: dict[int, asyncio.Future[list[int]]] = {}
+        self._subscribing: dict[int, asyncio.Future[Any]] = {}
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._lost: BaseException | None = None
+        self._closing = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """The state of one implementation."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        for _topic, callback in pending.values():
+            self._window.release()
+            if callback is not None:
+                callback(error)
+        for future in self._subscribing.values():
+            if not future.done():
+                future.set_exception(error)
+        self._subscribing.clear()
+
+    def _acknowledged(self, packet_id: int, reason: int, name: str) -> None:
+        """The broker's PUBACK for ``packet_id``, with its reason code."""
+        entry = self._pending.pop(packet_id, None)
+        if entry is None:
+            return
+        self._window.release()
+        topic, callback = entry
+        if callback is None:
+            return
+        if reason >= 0x80:
+            callback(
+                PublishFailed(f"broker refused publish: {name}", topic=topic, reason_code=reason)
+            )
+        else:
+            callback(None)
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise ConnectionLost(str(self._lost)) from self._lost
+        if self._closing:
+            raise ConnectionLost("bus closed")
+
+    @staticmethod
+    def _granted(filters: Sequence[str], codes: Sequence[int]) -> None:
+        """Every SUBACK code checked: Mosquitto's ACL refusals are otherwise silent."""
+        if len(codes) != len(filters):
+            raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
+        for topic_filter, code in zip(filters, codes, strict=True):
+            if code >= 0x80:
+                raise SubscribeRefused(topic_filter, code)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class _Protocol(asyncio.Protocol):
+    """Hands the socket's events to its bus."""
+
+    def __init__(self, bus: MqttBus) -> None:
+        self.bus = bus
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.bus._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.bus._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bus._transport_closed(exc)
+
+
+class MqttBus(_Client):
+    """An MQTT v5 client on the running event loop. Use as ``async with``.
+
+    Every packet made during one turn of the event loop (publishes, acknowledgements)
+    goes out in one write, at the end of that turn. Lost connections are not retried
+    here: the caller makes a new bus (the gateway with backoff, keeping its session).
+    """
+
+    def _setup(self) -> None:
         self._connack: asyncio.Future[tuple[int, mqtt5.Properties]] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
-        self._lost: BaseException | None = None
-        self._closing = False
         self._rest = b""  # the start of a packet whose end has not arrived yet
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -250,9 +305,6 @@ class MqttBus(_Base):
     async def __aenter__(self) -> MqttBus:
         await self._connect()
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -380,17 +432,6 @@ class MqttBus(_Base):
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(ConnectFailed(str(error)))
 
-    def _fail_pending(self, error: BaseException) -> None:
-        pending, self._pending = self._pending, {}
-        for _topic, callback in pending.values():
-            self._window.release()
-            if callback is not None:
-                callback(error)
-        for future in self._subscribing.values():
-            if not future.done():
-                future.set_exception(error)
-        self._subscribing.clear()
-
     # --- writing ---------------------------------------------------------------------
 
     def _queue(self, packet: bytes) -> None:
@@ -441,42 +482,16 @@ class MqttBus(_Base):
         self._rest = data[position:]
 
     def _on_publish(self, first: int, body: bytes) -> None:
-        packet = mqtt5.read_publish(first, body)
-        if packet.qos == 2:
+        message = mqtt5.read_publish(first, body)
+        if message.qos == 2:
             raise mqtt5.MalformedPacket("a QoS 2 PUBLISH, though no subscription asked for QoS 2")
-        if packet.qos and not self._manual_ack:
-            self._queue(mqtt5.puback(packet.packet_id))
-        self._inbox.put_nowait(
-            Message(
-                packet.topic,
-                packet.payload,
-                packet.qos,
-                packet.retain,
-                packet.dup,
-                packet.packet_id,
-                packet.user_properties,
-            )
-        )
+        if message.qos and not self._manual_ack:
+            self._queue(mqtt5.puback(message.mid))
+        self._inbox.put_nowait(message)
 
     def _on_puback(self, body: bytes) -> None:
         packet_id, reason = mqtt5.read_ack(body)
-        entry = self._pending.pop(packet_id, None)
-        if entry is None:
-            return
-        self._window.release()
-        topic, callback = entry
-        if callback is None:
-            return
-        if reason >= 0x80:
-            callback(
-                PublishFailed(
-                    f"broker refused publish: {mqtt5.reason_name(reason)}",
-                    topic=topic,
-                    reason_code=reason,
-                )
-            )
-        else:
-            callback(None)
+        self._acknowledged(packet_id, reason, mqtt5.reason_name(reason))
 
     def _on_control(self, first: int, body: bytes) -> None:
         if first == mqtt5.CONNACK:
@@ -500,14 +515,7 @@ class MqttBus(_Base):
 
     # --- the Bus interface -----------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(str(self._lost)) from self._lost
-        if self._closing:
-            raise ConnectionLost("bus closed")
-
     async def subscribe(self, *filters: str, qos: int = 1) -> None:
-        """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
         self._check()
         if not filters:
             return
@@ -515,19 +523,7 @@ class MqttBus(_Base):
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._subscribing[packet_id] = future
         self._queue(mqtt5.subscribe(packet_id, filters, qos))
-        codes = await future
-        if len(codes) != len(filters):
-            raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
-        for topic_filter, code in zip(filters, codes, strict=True):
-            if code >= 0x80:
-                raise SubscribeRefused(topic_filter, code)
-
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._inbox.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        self._granted(filters, await future)
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""

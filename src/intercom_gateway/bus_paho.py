@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -26,20 +25,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from intercom_gateway import mqtt5
 from intercom_gateway.bus import (
-    BrokerAddress,
     DoneCallback,
     Message,
     UserProperties,
     Will,
-    _Base,
-    _Window,
+    _Client,
 )
 from intercom_gateway.errors import (
     BusError,
     ConnectFailed,
     ConnectionLost,
     PublishFailed,
-    SubscribeRefused,
 )
 
 
@@ -97,43 +93,15 @@ class _ReadBuffer:
         return getattr(self._sock, name)
 
 
-class PahoBus(_Base):
+class PahoBus(_Client):
     """An MQTT v5 client on the running event loop. Use as ``async with``."""
 
-    def __init__(
-        self,
-        address: BrokerAddress,
-        *,
-        client_id: str,
-        clean_start: bool = True,
-        session_expiry: int = 0,
-        manual_ack: bool = False,
-        receive_maximum: int = 1000,
-        publish_window: int = 1000,
-        keepalive: int = 30,
-        will: Will | None = None,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        self.address = address
-        self.client_id = client_id
-        self._clean_start = clean_start
-        self._session_expiry = session_expiry
-        self._manual_ack = manual_ack
-        self._receive_maximum = receive_maximum
-        self._keepalive = keepalive
-        self._connect_timeout = connect_timeout
-        # paho's message ids are 16-bit: more unacknowledged publishes cannot exist.
-        self._window = _Window(min(publish_window, 65_535))
-        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
-        self._subscribing: dict[int, asyncio.Future[list[ReasonCode]]] = {}
-        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+    def _setup(self) -> None:
         self._connected: asyncio.Future[ReasonCode] | None = None
-        self._lost: BaseException | None = None
-        self._closing = False
         self._misc_task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._reader: _ReadBuffer | None = None
-        self._client = self._make_client(will)
+        self._client = self._make_client(self._will)
 
     def _make_client(self, will: Will | None) -> paho.Client:
         client = paho.Client(
@@ -172,9 +140,6 @@ class PahoBus(_Base):
     async def __aenter__(self) -> PahoBus:
         await self._connect()
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -290,17 +255,6 @@ class PahoBus(_Base):
         if self._connected is not None and not self._connected.done():
             self._connected.set_exception(ConnectFailed(str(error)))
 
-    def _fail_pending(self, error: BaseException) -> None:
-        pending, self._pending = self._pending, {}
-        for _topic, callback in pending.values():
-            self._window.release()
-            if callback is not None:
-                callback(error)
-        for future in self._subscribing.values():
-            if not future.done():
-                future.set_exception(error)
-        self._subscribing.clear()
-
     # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
 
     def _on_connect(
@@ -340,20 +294,7 @@ class PahoBus(_Base):
     def _on_publish(
         self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        if mid not in self._pending:
-            return
-        topic, callback = self._pending.pop(mid)
-        self._window.release()
-        if callback is None:
-            return
-        if reason.is_failure:
-            callback(
-                PublishFailed(
-                    f"broker refused publish: {reason}", topic=topic, reason_code=reason.value
-                )
-            )
-        else:
-            callback(None)
+        self._acknowledged(mid, reason.value, str(reason))
 
     def _on_subscribe(
         self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
@@ -364,12 +305,6 @@ class PahoBus(_Base):
 
     # --- the Bus interface -----------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(str(self._lost)) from self._lost
-        if self._closing:
-            raise ConnectionLost("bus closed")
-
     async def subscribe(self, *filters: str, qos: int = 1) -> None:
         """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
         self._check()
@@ -378,17 +313,7 @@ class PahoBus(_Base):
             raise BusError(f"subscribe failed: {paho.error_string(rc)}")
         future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()
         self._subscribing[mid] = future
-        reasons = await future
-        for topic_filter, reason in zip(filters, reasons, strict=True):
-            if reason.is_failure:
-                raise SubscribeRefused(topic_filter, reason.value)
-
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._inbox.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        self._granted(filters, [reason.value for reason in await future])
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""

@@ -178,6 +178,22 @@ def user_properties(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) 
 
 
 @dataclass(frozen=True, slots=True)
+class Message:
+    """An inbound PUBLISH as the bus hands it over; ``mid`` is its packet id."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    mid: int = 0
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+    def properties(self, name: str) -> list[str]:
+        return [value for key, value in self.user_properties if key == name]
+
+
+@dataclass(frozen=True, slots=True)
 class Will:
     topic: str
     payload: bytes
@@ -330,18 +346,7 @@ def _read_utf8(body: bytes, cursor: int) -> tuple[str, int]:
     return body[cursor + 2 : end].decode("utf-8"), end
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    dup: bool
-    packet_id: int
-    user_properties: tuple[tuple[str, str], ...]
-
-
-def read_publish(first: int, body: bytes) -> Publish:
+def read_publish(first: int, body: bytes) -> Message:
     qos = (first >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
@@ -361,14 +366,8 @@ def read_publish(first: int, body: bytes) -> Publish:
     else:
         properties, cursor = read_properties(body, cursor)
         user = properties.user
-    return Publish(
-        topic=topic,
-        payload=body[cursor:],
-        qos=qos,
-        retain=bool(first & 0x01),
-        dup=bool(first & 0x08),
-        packet_id=packet_id,
-        user_properties=user,
+    return Message(
+        topic, body[cursor:], qos, bool(first & 0x01), bool(first & 0x08), packet_id, user
     )
 
 

@@ -86,7 +86,7 @@ def test_a_publish_reads_back_as_written(
         retain,
         False,
     )
-    assert read.packet_id == (packet_id if qos else 0)
+    assert read.mid == (packet_id if qos else 0)
     assert read.user_properties == tuple(items)
 
 
