@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from intercom_gateway import mqtt5, topics
 from intercom_gateway.errors import (
@@ -270,8 +270,8 @@ class _Protocol(asyncio.Protocol):
         self.bus = bus
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.bus._transport = transport
+        # A stream transport; uvloop's do not subclass asyncio.Transport, so no isinstance.
+        self.bus._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.bus._received(data)
