@@ -224,6 +224,16 @@ class _Client(_Base):
                 future.set_exception(error)
         self._subscribing.clear()
 
+    def _sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
+        """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
+        if qos:
+            self._pending[packet_id] = (topic, on_done)
+            return
+        # QoS 0 has no acknowledgement; sent is all we will ever know.
+        self._window.release()
+        if on_done is not None:
+            on_done(None)
+
     def _acknowledged(self, packet_id: int, reason: int, name: str) -> None:
         """The broker's PUBACK for ``packet_id``, with its reason code."""
         entry = self._pending.pop(packet_id, None)
@@ -575,13 +585,7 @@ class MqttBus(_Client):
             )
         self._out.append(header)
         self._queue(payload)
-        if qos == 0:
-            # QoS 0 has no acknowledgement; queued is all we will ever know.
-            self._window.release()
-            if on_done is not None:
-                on_done(None)
-            return
-        self._pending[packet_id] = (topic, on_done)
+        self._sent(packet_id, qos, topic, on_done)
 
 
 # --- in-memory stand-in ------------------------------------------------------------

@@ -346,10 +346,4 @@ class PahoBus(_Client):
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._window.release()
             raise PublishFailed(paho.error_string(info.rc), topic=topic, reason_code=int(info.rc))
-        if qos == 0:
-            # QoS 0 has no acknowledgement; written is all we will ever know.
-            self._window.release()
-            if on_done is not None:
-                on_done(None)
-            return
-        self._pending[info.mid] = (topic, on_done)
+        self._sent(info.mid, qos, topic, on_done)
