@@ -9,6 +9,7 @@ dictionary lookups and one ``model_dump`` of the event.
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -244,41 +245,47 @@ class _RoutePart:
     properties: tuple[tuple[str, str], ...]  # all but the decision and event ids
 
 
-_ROUTE_PARTS: dict[tuple[Any, ...], _RoutePart] = {}
+# Bound of the caches of parts that do not depend on the event itself.
+_STATIC_CACHE_SIZE = 4096
 
 
 def _route_part(outcome: Outcome, policy_version: str) -> _RoutePart:
-    rule_id = outcome.rule_id
-    if rule_id is None:
+    if outcome.rule_id is None:
         raise ValueError(f"{outcome.destination}: nothing to publish per event")
-    key = (
+    return _route_part_of(
         outcome.destination,
         outcome.purposes,
         outcome.categories,
         policy_version,
-        rule_id,
-        outcome.clause,
+        outcome.rule_id,
+        outcome.clause or "",
     )
-    part = _ROUTE_PARTS.get(key)
-    if part is None:
-        if len(_ROUTE_PARTS) >= _STATIC_CACHE_SIZE:
-            _ROUTE_PARTS.clear()
-        fields = {
-            "destination": outcome.destination,
-            "purposes": outcome.purposes,
-            "categories": outcome.categories,
-            "policy_version": policy_version,
-            "rule_id": rule_id,
-            "clause": outcome.clause or "",
-        }
-        properties = (
-            *(("purpose", p) for p in outcome.purposes),
-            *(("category", c) for c in outcome.categories),
-            ("policy_version", policy_version),
-            ("rule_id", rule_id),
-        )
-        part = _ROUTE_PARTS[key] = _RoutePart(to_json(fields)[1:-1], properties)
-    return part
+
+
+@functools.lru_cache(maxsize=_STATIC_CACHE_SIZE)
+def _route_part_of(
+    destination: str,
+    purposes: tuple[str, ...],
+    categories: tuple[str, ...],
+    policy_version: str,
+    rule_id: str,
+    clause: str,
+) -> _RoutePart:
+    fields = {
+        "destination": destination,
+        "purposes": purposes,
+        "categories": categories,
+        "policy_version": policy_version,
+        "rule_id": rule_id,
+        "clause": clause,
+    }
+    properties = (
+        *(("purpose", p) for p in purposes),
+        *(("category", c) for c in categories),
+        ("policy_version", policy_version),
+        ("rule_id", rule_id),
+    )
+    return _RoutePart(to_json(fields)[1:-1], properties)
 
 
 # --- Compiled routes ----------------------------------------------------------------
@@ -554,7 +561,6 @@ class _Static:
     rule_id: str
 
 
-_STATIC_CACHE_SIZE = 4096
 _WITHHELD: dict[tuple[int, Withhold], tuple[_Target, Outcome]] = {}
 _STATICS: dict[tuple[int, bool, tuple[str, ...]], tuple[_Route, _Static | Withhold]] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import uuid
@@ -561,20 +562,39 @@ def decision_outcomes(decision: Decision) -> list[dict[str, Any]]:
 
 
 def _logged(o: Outcome) -> dict[str, Any]:
+    return _log_entry(_log_key(o))
+
+
+def _log_key(o: Outcome) -> tuple[Any, ...]:
+    return (
+        o.destination,
+        o.forwarded,
+        o.purposes,
+        o.fields,
+        o.rule_id,
+        o.clause,
+        o.reason,
+        o.detail,
+    )
+
+
+def _log_entry(key: tuple[Any, ...]) -> dict[str, Any]:
+    destination, forwarded, purposes, fields, rule_id, clause, reason, detail = key
     return {
-        "destination": o.destination,
-        "forwarded": o.forwarded,
-        "purposes": list(o.purposes),
-        "fields": list(o.fields),
-        "rule_id": o.rule_id,
-        "clause": o.clause,
-        "reason": o.reason.value if o.reason else None,
-        "detail": o.detail,
+        "destination": destination,
+        "forwarded": forwarded,
+        "purposes": list(purposes),
+        "fields": list(fields),
+        "rule_id": rule_id,
+        "clause": clause,
+        "reason": reason.value if reason else None,
+        "detail": detail,
     }
 
 
-_LOGGED: dict[tuple[Any, ...], str] = {}
-_LOGGED_CACHE_SIZE = 4_096
+@functools.lru_cache(maxsize=4_096)
+def _log_text(key: tuple[Any, ...]) -> str:
+    return json.dumps(_log_entry(key), separators=(",", ":"))
 
 
 def logged_outcomes(decision: Decision) -> str:
@@ -584,25 +604,7 @@ def logged_outcomes(decision: Decision) -> str:
     distinct one is encoded once, and a row is their join, the same text as
     ``json.dumps`` of the whole list (tests/unit/test_decision_log.py).
     """
-    parts = []
-    for o in decision.outcomes:
-        key = (
-            o.destination,
-            o.forwarded,
-            o.purposes,
-            o.fields,
-            o.rule_id,
-            o.clause,
-            o.reason,
-            o.detail,
-        )
-        text = _LOGGED.get(key)
-        if text is None:
-            if len(_LOGGED) >= _LOGGED_CACHE_SIZE:
-                _LOGGED.clear()
-            text = _LOGGED[key] = json.dumps(_logged(o), separators=(",", ":"))
-        parts.append(text)
-    return f"[{','.join(parts)}]"
+    return f"[{','.join([_log_text(_log_key(o)) for o in decision.outcomes])}]"
 
 
 def _provision(

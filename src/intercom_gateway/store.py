@@ -14,6 +14,7 @@ nothing outside this module speaks SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -118,17 +119,10 @@ class LedgerRow:
         )
 
 
-_JSON_LISTS: dict[tuple[str, ...], str] = {}
-
-
+@functools.lru_cache(maxsize=4_096)
 def _json_list(values: tuple[str, ...]) -> str:
     # A ledger row's items and purposes are a route's, repeated row after row.
-    text = _JSON_LISTS.get(values)
-    if text is None:
-        if len(_JSON_LISTS) >= 4_096:
-            _JSON_LISTS.clear()
-        text = _JSON_LISTS[values] = json.dumps(values)
-    return text
+    return json.dumps(values)
 
 
 @dataclass(frozen=True, slots=True)
