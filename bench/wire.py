@@ -6,6 +6,8 @@ set into a ``Properties`` object and does a few system calls per packet; this cl
 reads whatever the socket has in one call, parses only the fixed header, topic and
 payload, and writes a whole batch of packets (or PUBACKs) at once. It is not a general
 client: no TLS, no QoS 2, no reconnect, no keepalive, nothing but what is measured.
+Its packets are made by ``intercom_gateway.mqtt5``, the codec of the gateway's own
+transport, which tests/unit/test_mqtt5.py checks against paho's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import struct
 from collections.abc import Callable, Sequence
 
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 0x10, 0x20, 0x30, 0x40, 0x82, 0x90
+from intercom_gateway import mqtt5
+from intercom_gateway.mqtt5 import CONNACK, PUBACK, PUBLISH, SUBACK
+
 _PACKET_ID = struct.Struct("!H")
 
 # (topic, payload, arrival monotonic_ns is taken by the caller)
@@ -25,47 +29,12 @@ class WireError(Exception):
     pass
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        value, digit = divmod(value, 128)
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def utf8(text: str) -> bytes:
-    data = text.encode()
-    return _PACKET_ID.pack(len(data)) + data
-
-
-def packet(kind: int, body: bytes) -> bytes:
-    return bytes([kind]) + varint(len(body)) + body
-
-
-def connect_packet(client_id: str, username: str, password: str) -> bytes:
-    flags = 0x80 | 0x40 | 0x02  # username, password, clean start
-    receive_maximum = b"\x21" + _PACKET_ID.pack(65_535)
-    variable = utf8("MQTT") + bytes([5, flags]) + b"\x00\x00" + varint(3) + receive_maximum
-    return packet(CONNECT, variable + utf8(client_id) + utf8(username) + utf8(password))
-
-
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
     """QoS 1, no properties."""
-    return packet(PUBLISH | 0x02, utf8(topic) + _PACKET_ID.pack(packet_id) + b"\x00" + payload)
-
-
-def _varint_at(data: bytes | bytearray, cursor: int, end: int) -> tuple[int, int, bool]:
-    """(value, position after it, complete) of the variable byte integer at ``cursor``."""
-    value, shift = 0, 0
-    while cursor < end:
-        byte = data[cursor]
-        cursor += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, cursor, True
-    return value, cursor, False
+    header = mqtt5.publish_header(
+        topic, len(payload), qos=1, retain=False, packet_id=packet_id, properties=b"\x00"
+    )
+    return header + payload
 
 
 class Client(asyncio.Protocol):
@@ -102,8 +71,8 @@ class Client(asyncio.Protocol):
         end = len(buffer)
         while position + 2 <= end:
             kind = buffer[position]
-            length, cursor, complete = _varint_at(buffer, position + 1, end)
-            if not complete or cursor + length > end:
+            length, cursor = mqtt5.read_varint(buffer, position + 1, end)
+            if cursor < 0 or cursor + length > end:
                 break  # the rest of this packet has not arrived yet
             body = bytes(buffer[cursor : cursor + length])
             position = cursor + length
@@ -130,7 +99,7 @@ class Client(asyncio.Protocol):
         if qos:
             packet_id = body[cursor : cursor + 2]
             cursor += 2
-        properties, cursor, _ = _varint_at(body, cursor, len(body))
+        properties, cursor = mqtt5.read_varint(body, cursor, len(body))
         if self.on_publish is not None:
             self.on_publish(topic, body[cursor + properties :])
         return None if packet_id is None else bytes([PUBACK, 2]) + packet_id
@@ -160,17 +129,20 @@ class Client(asyncio.Protocol):
 
     async def handshake(self, client_id: str, username: str, password: str) -> None:
         reply = self._expect(0)
-        self.write(connect_packet(client_id, username, password))
+        self.write(
+            mqtt5.connect(
+                client_id, clean_start=True, keepalive=0, username=username, password=password
+            )
+        )
         body = await asyncio.wait_for(reply, 10)
         if body[1] >= 0x80:
             raise WireError(f"broker refused the connection: reason 0x{body[1]:02x}")
 
     async def subscribe(self, filters: Sequence[str]) -> None:
         reply = self._expect(1)
-        options = b"".join(utf8(f) + b"\x01" for f in filters)  # QoS 1
-        self.write(packet(SUBSCRIBE, _PACKET_ID.pack(1) + b"\x00" + options))
+        self.write(mqtt5.subscribe(1, list(filters), 1))
         body = await asyncio.wait_for(reply, 10)
-        properties, cursor, _ = _varint_at(body, 2, len(body))  # after the packet id
+        properties, cursor = mqtt5.read_varint(body, 2, len(body))  # after the packet id
         codes = body[cursor + properties :]  # one reason code a filter
         if any(code >= 0x80 for code in codes):
             raise WireError(f"subscription refused: {codes.hex()}")
