@@ -151,8 +151,7 @@ async def _connect(config: dict[str, Any], on_publish: wire.OnPublish | None = N
 
 
 class _Tally:
-    def __init__(self, primary: str, expected_events: int, expected_copies: int) -> None:
-        self.primary = primary
+    def __init__(self, expected_events: int, expected_copies: int) -> None:
         self.expected_events = expected_events
         self.expected_copies = expected_copies
         self.seen: set[bytes] = set()
@@ -168,11 +167,11 @@ class _Tally:
             len(self.seen) >= self.expected_events and self.copies.total() >= self.expected_copies
         )
 
-    def take(self, topic: str, payload: bytes, now_ns: int) -> bool:
-        """Count one message; True if it was a first copy on the primary topic."""
+    def take(self, label: str, primary: bool, payload: bytes, now_ns: int) -> bool:
+        """Count one copy under ``label``; True if it was a first primary copy of its event."""
         self.last_progress = time.monotonic()
-        self.copies[topic.split("/", 1)[0]] += 1
-        if not topic.startswith(self.primary):
+        self.copies[label] += 1
+        if not primary:
             return False
         event_id = event_id_of(payload)
         if event_id is None:
@@ -187,20 +186,51 @@ class _Tally:
 
 
 async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:
-    """Count arrivals until everything expected came, or nothing came for ``idle`` s."""
-    tally = _Tally(config["primary"], config["expected_events"], config["expected_copies"])
+    """Count arrivals until everything expected came, or nothing came for ``idle`` s.
+
+    One connection subscribed to ``filters`` counts copies by the first segment of
+    their topic, and an event as delivered when a copy under ``primary`` (a topic
+    prefix) arrives. With ``connections`` instead, each entry is a connection of its
+    own, as a destination that subscribes to the broker directly would have: its
+    copies are counted under its ``label``, and every copy it gets is a delivery if
+    it is ``primary``.
+    """
+    tally = _Tally(config["expected_events"], config["expected_copies"])
     counter = SharedCounter(Path(config["counter"]))
     idle: float = config["idle"]
     finished = asyncio.Event()
 
-    def arrived(topic: str, payload: bytes) -> None:
-        if tally.take(topic, payload, time.monotonic_ns()):
+    def count(label: str, primary: bool, payload: bytes) -> None:
+        if tally.take(label, primary, payload, time.monotonic_ns()):
             counter.set(len(tally.seen))
         if tally.complete:
             finished.set()
 
-    client = await _connect(config, arrived)
-    await client.subscribe(config["filters"])
+    def by_topic(prefix: str) -> wire.OnPublish:
+        def arrived(topic: str, payload: bytes) -> None:
+            count(topic.split("/", 1)[0], topic.startswith(prefix), payload)
+
+        return arrived
+
+    def by_connection(label: str, primary: bool) -> wire.OnPublish:
+        def arrived(topic: str, payload: bytes) -> None:
+            count(label, primary, payload)
+
+        return arrived
+
+    clients: list[wire.Client] = []
+    if config.get("connections"):
+        for number, connection in enumerate(config["connections"]):
+            client = await _connect(
+                {**config, "client_id": f"{config['client_id']}-{number}"},
+                by_connection(connection["label"], connection["primary"]),
+            )
+            await client.subscribe(connection["filters"])
+            clients.append(client)
+    else:
+        client = await _connect(config, by_topic(config["primary"]))
+        await client.subscribe(config["filters"])
+        clients.append(client)
     cpu_start = time.process_time()
     ready()
     while not finished.is_set():
@@ -209,7 +239,8 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
         if time.monotonic() - tally.last_progress > idle:
             break  # nothing more is coming: report what did arrive
     cpu = time.process_time() - cpu_start
-    await client.close()
+    for client in clients:
+        await client.close()
     counter.close()
     return {
         "ids": tally.ids,

@@ -2,9 +2,14 @@
 
 One Mosquitto (the project's ``mosquitto.conf``), one set of prepared events (mixed
 kinds, ~300-470 bytes, dwellings that use all three partner services, so four copies
-per event on average), the same publisher and subscriber processes, and five paths:
+per event on average), the same publisher and subscriber processes, and six paths:
 
 ``raw``                 publisher -> Mosquitto -> subscriber
+``raw-fanout``          publisher -> Mosquitto -> one subscriber connection per
+                        destination the gateway would copy an event to, each
+                        subscribed to the panel topics directly: the same copies,
+                        fanned out by the broker with no relay at all (the most any
+                        relay of these copies could carry through this broker)
 ``passthrough``         ... -> a minimal Python relay (parse JSON, republish to the
                         cloud topic, ack after PUBACK) -> Mosquitto -> subscriber
 ``passthrough-fanout``  the same relay copying each event to the destinations the
@@ -19,7 +24,8 @@ Every path is measured twice per repetition: at saturation (closed loop: the
 publisher keeps ``backlog`` events sent-but-not-delivered) for events/s and CPU per
 process, and paced at a moderate rate for end-to-end latency. Repetitions interleave
 the paths so that drift of the machine touches all of them alike. An event counts as
-delivered when its cloud copy (raw: the relayed copy) arrives; a run in which any
+delivered when its cloud copy (raw: the relayed copy; raw-fanout: its copy on the
+cloud connection) arrives; a run in which any
 event or copy is missing is failed and left out of the medians.
 
 Run: ``intercom-gateway bench`` or ``python -m bench.relay_bench`` from the checkout.
@@ -65,7 +71,7 @@ from intercom_gateway.testing import start_broker
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 SERVICES = ("concierge", "elder-watch", "parcel-unlock")
-SCENARIOS = ("raw", "passthrough", "passthrough-fanout", "gateway", "gateway-paho")
+SCENARIOS = ("raw", "raw-fanout", "passthrough", "passthrough-fanout", "gateway", "gateway-paho")
 OUTPUTS = ("cloud/#", "group/#", "partners/#", "analytics/#")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -265,8 +271,9 @@ class Bench:
         counter = workdir / "delivered.counter"
         SharedCounter.create(counter)
         copies = count if scenario in ("raw", "passthrough") else sum(self.workload.copies[:count])
-        subscriber_user = GATEWAY if scenario == "raw" else OPERATOR
+        subscriber_user = GATEWAY if scenario.startswith("raw") else OPERATOR
         filters = {"raw": [topics.PANEL_EVENTS_FILTER], "passthrough": ["cloud/#"]}
+        connections = self.direct_subscribers() if scenario == "raw-fanout" else None
         subscriber = await client_process(
             "subscribe",
             "subscriber",
@@ -274,6 +281,7 @@ class Bench:
             {
                 **self.account(subscriber_user),
                 "filters": filters.get(scenario, list(OUTPUTS)),
+                "connections": connections,
                 "primary": "intercom/" if scenario == "raw" else "cloud/",
                 "expected_events": count,
                 "expected_copies": copies,
@@ -326,6 +334,28 @@ class Bench:
         print(_progress(result), flush=True)
         return result
 
+    def direct_subscribers(self) -> list[dict[str, Any]]:
+        """The gateway's destinations as if each subscribed to the panels directly.
+
+        One connection per destination, subscribed to the panel topics of exactly the
+        event types the gateway copies to it: the broker delivers the same copies the
+        gateway would publish, with no relay in between.
+        """
+        types_of: dict[str, list[str]] = {}
+        for kind, destinations in self.workload.fanout.items():
+            if "cloud" not in destinations:
+                raise ValueError(f"{kind} events have no cloud copy to count deliveries by")
+            for destination in destinations:
+                types_of.setdefault(destination, []).append(kind)
+        return [
+            {
+                "label": destination,
+                "primary": destination == "cloud",
+                "filters": [topics.panel_events("+", "+", kind) for kind in kinds],
+            }
+            for destination, kinds in types_of.items()
+        ]
+
     def _broker_pid(self) -> int:
         process = self.broker.process
         if process is None:
@@ -333,7 +363,7 @@ class Bench:
         return process.pid
 
     async def _start_relay(self, scenario: str, workdir: Path) -> Child | None:
-        if scenario == "raw":
+        if scenario.startswith("raw"):
             return None
         if scenario.startswith("passthrough"):
             relay = await client_process(
@@ -548,6 +578,8 @@ def comparisons(scenarios: dict[str, Any]) -> dict[str, float | None]:
     full_p99, raw_p99 = p99("gateway"), p99("raw")
     return {
         "full/raw": ratio(rate("gateway"), rate("raw")),
+        "full/raw-fanout": ratio(rate("gateway"), rate("raw-fanout")),
+        "raw-fanout/raw": ratio(rate("raw-fanout"), rate("raw")),
         "full/passthrough": ratio(rate("gateway"), rate("passthrough")),
         "full/passthrough-fanout": ratio(rate("gateway"), rate("passthrough-fanout")),
         "passthrough/raw": ratio(rate("passthrough"), rate("raw")),

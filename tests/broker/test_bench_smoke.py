@@ -14,7 +14,7 @@ import pytest
 from bench.relay_bench import QUICK, SCENARIOS, run
 
 
-@pytest.mark.timeout(45)
+@pytest.mark.timeout(60)
 def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> None:
     options = replace(QUICK, saturation_events=200, latency_events=200, rate=2_000.0)
     result = run(options, results=tmp_path, command="pytest")
@@ -40,9 +40,16 @@ def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> Non
         assert set(each) >= {"steady_rate", "latency", "cpu_per_10k", "foreign_cores"}
         assert set(each["latency"]) == {"p50_ms", "p99_ms", "max_ms", "count"}
         expected = {"publisher", "subscriber", "broker"} | (
-            {"relay"} if each["scenario"] != "raw" else set()
+            {"relay"} if not each["scenario"].startswith("raw") else set()
         )
         assert set(each["cpu_per_10k"]) == expected
+    # Without a relay, each destination's own connection got its copies from the broker.
+    destinations = {d for names in written["workload"]["fanout"].values() for d in names}
+    direct = [each for each in written["runs"] if each["scenario"] == "raw-fanout"]
+    assert direct
+    for each in direct:
+        assert set(each["copies_by_prefix"]) == destinations
+        assert sum(each["copies_by_prefix"].values()) == each["delivery"]["expected_copies"]
     for name in SCENARIOS:
         scenario = written["scenarios"][name]
         assert scenario["failed_runs"] == 0
@@ -50,6 +57,8 @@ def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> Non
         assert set(scenario["events_per_s"]) == {"median", "min", "max", "spread_pct", "n"}
     assert set(written["comparisons"]) == {
         "full/raw",
+        "full/raw-fanout",
+        "raw-fanout/raw",
         "full/passthrough",
         "full/passthrough-fanout",
         "passthrough/raw",
