@@ -24,9 +24,9 @@ Every path is measured twice per repetition: at saturation (closed loop: the
 publisher keeps ``backlog`` events sent-but-not-delivered) for events/s and CPU per
 process, and paced at a moderate rate for end-to-end latency. Repetitions interleave
 the paths so that drift of the machine touches all of them alike. An event counts as
-delivered when its cloud copy (raw: the relayed copy; raw-fanout: its copy on the
-cloud connection) arrives; a run in which any
-event or copy is missing is failed and left out of the medians.
+delivered when its cloud copy arrives (raw: the relayed copy; raw-fanout: its copy on
+the cloud connection); a run in which any event or copy is missing is failed and left
+out of the medians.
 
 Run: ``intercom-gateway bench`` or ``python -m bench.relay_bench`` from the checkout.
 """

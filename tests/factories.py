@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from intercom_gateway import topics
@@ -16,6 +17,7 @@ from intercom_gateway.models import (
     parse_event,
     utc_now,
 )
+from intercom_gateway.store import LedgerRow
 
 _seq = itertools.count(1)
 IMAGE = {
@@ -112,3 +114,26 @@ def settings_message(
         topics.panel_settings(building, f"panel-{building}-{dwelling}"),
         body.model_dump_json().encode(),
     )
+
+
+_LEDGER_ROW = LedgerRow(
+    at=datetime(2026, 4, 2, 9, 30, tzinfo=UTC),
+    recipient="partner:concierge",
+    recipient_kind="partner",
+    third_party=True,
+    building_id="b001",
+    dwelling_id="d0001",
+    event_id="e1",
+    event_type="visitor",
+    items=("outcome",),
+    image=False,
+    purposes=("partner_provision",),
+    rule_id="partner-events",
+    policy_version="2026-04-01",
+    decision_id="decision-1",
+)
+
+
+def ledger_row(**changes: Any) -> LedgerRow:
+    """A provision to the concierge partner service, with ``changes`` to its fields."""
+    return replace(_LEDGER_ROW, **changes)

@@ -23,9 +23,9 @@ from intercom_gateway.models import utc_now
 from intercom_gateway.registry import dump_registry, generate_registry
 from intercom_gateway.resident import CSV_COLUMNS
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import LedgerRow, Store
+from intercom_gateway.store import Store
 from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message
+from tests.factories import event_dict, ledger_row, panel_message
 
 # (dwelling, event type) -> what the sample registry sends where (every dwelling uses all
 # three sample services): visitor to concierge, delivery box to concierge and
@@ -85,22 +85,7 @@ def _json_cli(settings: Settings, *args: str) -> Any:
 def _aged_rows(settings: Settings, days: list[int]) -> None:
     async def add(store: Store) -> None:
         [template] = await store.provisions(dwelling_id="d0001", limit=1)
-        row = LedgerRow(
-            at=utc_now(),
-            recipient="partner:concierge",
-            recipient_kind="partner",
-            third_party=True,
-            building_id="b001",
-            dwelling_id="d0001",
-            event_id="",
-            event_type="visitor",
-            items=("outcome",),
-            image=False,
-            purposes=("partner_provision",),
-            rule_id="partner-events",
-            policy_version="2026-04-01",
-            decision_id=template["decision_id"],
-        )
+        row = ledger_row(at=utc_now(), event_id="", decision_id=template["decision_id"])
         store.record_provisions(
             replace(row, at=utc_now() - timedelta(days=age), event_id=f"aged-{age}") for age in days
         )

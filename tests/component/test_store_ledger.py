@@ -10,25 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from intercom_gateway.store import LedgerRow, Store
-from tests.unit.conftest import NOW
+from intercom_gateway.store import Store
+from tests.factories import ledger_row
 
-ROW = LedgerRow(
-    at=NOW,
-    recipient="partner:concierge",
-    recipient_kind="partner",
-    third_party=True,
-    building_id="b001",
-    dwelling_id="d0001",
-    event_id="e1",
-    event_type="visitor",
-    items=("outcome",),
-    image=False,
-    purposes=("partner_provision",),
-    rule_id="partner-events",
-    policy_version="2026-04-01",
-    decision_id="decision-1",
-)
+ROW = ledger_row()
 GROUP = replace(ROW, recipient="group", recipient_kind="group", third_party=False)
 
 
@@ -70,8 +55,8 @@ async def test_an_event_handled_twice_in_one_batch_is_recorded_once(tmp_path: Pa
 
 
 async def test_provisions_of_an_event_not_yet_completed_are_recorded(tmp_path: Path) -> None:
-    # The guard must not swallow an event's first provisions, which commit in the
-    # same batch as its completion record.
+    # Whatever keeps the rows unique must not swallow an event's first provisions,
+    # which commit in the same batch as its completion record.
     async with Store.open(tmp_path / "store.sqlite") as store:
         store.record_provisions([ROW, GROUP])
         store.record_completed("e1", 1.0)

@@ -13,6 +13,7 @@ from intercom_gateway.gateway import _LEDGER, _provision
 from intercom_gateway.models import Event
 from intercom_gateway.policy import PartnerRegistry
 from intercom_gateway.store import LedgerRow
+from tests.factories import ledger_row
 
 from .conftest import NOW
 from .test_decision import _POLICY_FOR_STRATEGIES, _PROPERTY, run, scenarios
@@ -58,22 +59,7 @@ def test_provision_rows_of_a_decision_are_stored_as_before(
 
 
 def test_rows_with_other_lists_do_not_share_an_encoding() -> None:
-    template = LedgerRow(
-        at=NOW,
-        recipient="partner:concierge",
-        recipient_kind="partner",
-        third_party=True,
-        building_id="b001",
-        dwelling_id="d0001",
-        event_id=str(uuid.uuid4()),
-        event_type="visitor",
-        items=(),
-        image=False,
-        purposes=(),
-        rule_id="partner-events",
-        policy_version="2026-04-01",
-        decision_id=str(uuid.uuid4()),
-    )
+    template = ledger_row(event_id=str(uuid.uuid4()), decision_id=str(uuid.uuid4()))
     for items, purposes in [(("a",), ("p",)), (("a", "b"), ()), ((), ("p", "q")), (("é",), ("§",))]:
         row = replace(template, items=items, purposes=purposes)
         assert row.as_params() == _obvious(row)
