@@ -15,6 +15,7 @@ nothing outside this module speaks SQL.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,14 @@ import aiosqlite
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.registry import Registry
 
-SCHEMA = """
+_DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
+    event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
+    dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
+    policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
+    outcome_set TEXT NOT NULL REFERENCES outcome_sets (id));"""
+
+SCHEMA = (
+    """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, building_id TEXT NOT NULL, role TEXT NOT NULL,
@@ -50,12 +58,13 @@ CREATE INDEX IF NOT EXISTS consent_history_dwelling
 CREATE TABLE IF NOT EXISTS completed (
     event_id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
-CREATE TABLE IF NOT EXISTS decisions (
-    event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
-    dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
-    policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
-    outcomes TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS decisions_dwelling ON decisions (building_id, dwelling_id, decided_at);
+-- The decision log. What each destination got and why (the outcomes) repeats from event
+-- to event, so each distinct set is stored once, keyed by a hash of its JSON text.
+CREATE TABLE IF NOT EXISTS outcome_sets (
+    id TEXT PRIMARY KEY, outcomes TEXT NOT NULL) WITHOUT ROWID;
+"""
+    + _DECISIONS_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
     recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
@@ -79,6 +88,7 @@ CREATE TABLE IF NOT EXISTS requests (
     via TEXT NOT NULL, params TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS requests_dwelling ON requests (building_id, dwelling_id, id);
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +174,33 @@ class RequestRow:
 
 @dataclass
 class _Batch:
+    outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     ledger: list[tuple[Any, ...]] = field(default_factory=list)
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.ledger or self.completed or self.rejections)
+        return bool(
+            self.outcome_sets or self.decisions or self.ledger or self.completed or self.rejections
+        )
 
+
+def outcome_set_id(outcomes: str) -> str:
+    """The key of an outcome set: a hash of its text, the same in every process."""
+    return hashlib.blake2b(outcomes.encode(), digest_size=12).hexdigest()
+
+
+# Outcome sets this process has recorded, by text; past this many it starts over (a set
+# recorded again is ignored by the store).
+_OUTCOME_SETS_REMEMBERED = 4_096
+
+# The decision log's columns as readers have always seen them: the outcomes text, not
+# the key of its set.
+_DECISION_COLUMNS = (
+    "d.event_id, d.decision_id, d.building_id, d.dwelling_id, d.event_type, d.decided_at,"
+    " d.policy_version, d.consent_revision, s.outcomes"
+)
 
 _LEDGER_COLUMNS = (
     "at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id, "
@@ -183,6 +212,7 @@ class Store:
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
         self._batch = _Batch()
+        self._outcome_sets: dict[str, str] = {}  # text -> id, recorded by this process
 
     @classmethod
     @asynccontextmanager
@@ -193,6 +223,11 @@ class Store:
             # WAL with synchronous=NORMAL survives a crash of the process; only a
             # power loss could take back the last commits.
             await connection.executescript(SCHEMA + "PRAGMA synchronous = NORMAL;")
+            await _migrate_decisions(connection)
+            await connection.executescript(
+                "CREATE INDEX IF NOT EXISTS decisions_dwelling"
+                " ON decisions (building_id, dwelling_id, decided_at);"
+            )
             await connection.commit()
             store = cls(connection)
             try:
@@ -305,6 +340,12 @@ class Store:
     # --- the event path: buffered, written by flush() -----------------------------------
 
     def record_decision(self, row: DecisionRow) -> None:
+        set_id = self._outcome_sets.get(row.outcomes)
+        if set_id is None:
+            if len(self._outcome_sets) >= _OUTCOME_SETS_REMEMBERED:
+                self._outcome_sets.clear()
+            set_id = self._outcome_sets[row.outcomes] = outcome_set_id(row.outcomes)
+            self._batch.outcome_sets.append((set_id, row.outcomes))
         self._batch.decisions.append(
             (
                 row.event_id,
@@ -315,7 +356,7 @@ class Store:
                 row.decided_at.isoformat(),
                 row.policy_version,
                 row.consent_revision,
-                row.outcomes,
+                set_id,
             )
         )
 
@@ -339,7 +380,19 @@ class Store:
         batch, self._batch = self._batch, _Batch()
         if not batch:
             return
+        try:
+            await self._write(batch)
+        except BaseException:
+            # Sets recorded in the lost batch must be recorded again with later rows.
+            self._outcome_sets.clear()
+            raise
+
+    async def _write(self, batch: _Batch) -> None:
         db = self._db
+        if batch.outcome_sets:
+            await db.executemany(
+                "INSERT OR IGNORE INTO outcome_sets VALUES (?, ?)", batch.outcome_sets
+            )
         if batch.decisions:
             await db.executemany(
                 "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -383,7 +436,9 @@ class Store:
 
     async def decision(self, event_id: str) -> dict[str, Any] | None:
         async with self._db.execute(
-            "SELECT * FROM decisions WHERE event_id = ?", (event_id,)
+            f"SELECT {_DECISION_COLUMNS} FROM decisions AS d"
+            " JOIN outcome_sets AS s ON s.id = d.outcome_set WHERE d.event_id = ?",
+            (event_id,),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
@@ -567,6 +622,33 @@ class Store:
         for row in rows:
             row["params"] = json.loads(row["params"])
         return rows
+
+
+async def _migrate_decisions(connection: aiosqlite.Connection) -> None:
+    """Move a decision log of the first layout (outcomes text in every row) to sets."""
+    async with connection.execute("PRAGMA table_info(decisions)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "outcomes" not in columns:
+        return
+    async with connection.execute("SELECT DISTINCT outcomes FROM decisions") as cursor:
+        texts = [row[0] for row in await cursor.fetchall()]
+    await connection.executemany(
+        "INSERT OR IGNORE INTO outcome_sets VALUES (?, ?)",
+        [(outcome_set_id(text), text) for text in texts],
+    )
+    # The index goes with the renamed table; the caller makes it again for the new one.
+    await connection.executescript(
+        "BEGIN;"
+        " DROP INDEX IF EXISTS decisions_dwelling;"
+        " ALTER TABLE decisions RENAME TO decisions_first_layout;"
+        f" {_DECISIONS_TABLE}"
+        " INSERT INTO decisions SELECT d.event_id, d.decision_id, d.building_id,"
+        " d.dwelling_id, d.event_type, d.decided_at, d.policy_version, d.consent_revision,"
+        " s.id FROM decisions_first_layout AS d JOIN outcome_sets AS s"
+        " ON s.outcomes = d.outcomes ORDER BY d.rowid;"
+        " DROP TABLE decisions_first_layout;"
+        " COMMIT;"
+    )
 
 
 def _utc(moment: datetime) -> str:
