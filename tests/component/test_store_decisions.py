@@ -92,7 +92,8 @@ async def test_a_decision_log_of_the_first_layout_is_moved_to_sets(tmp_path: Pat
     with sqlite3.connect(path) as db:
         db.executescript(FIRST_LAYOUT)
         db.executemany(
-            "INSERT INTO decisions VALUES (?, ?, 'b001', 'd0001', 'visitor', ?, '2026-04-01', 3, ?)",
+            "INSERT INTO decisions"
+            " VALUES (?, ?, 'b001', 'd0001', 'visitor', ?, '2026-04-01', 3, ?)",
             [
                 ("e1", "decision-e1", NOW.isoformat(), FORWARDED),
                 ("e2", "decision-e2", NOW.isoformat(), WITHHELD),
