@@ -1,0 +1,91 @@
+"""How the event path's store writes cost more as the tables grow.
+
+The gateway's own ``Store`` (real schema, a real SQLite file, aiosqlite) takes what the
+gateway records for each event: a decision, two or three provisions, a completion;
+flushed every ``--batch`` events as the gateway flushes about every 50 ms at 4,000-5,000
+events/s. Event ids are random, as the panels make them. Printed per slice of
+``--slice`` events: CPU µs per event of the whole process (the aiosqlite thread
+included), and the size of the file.
+
+``.venv/bin/python -m bench.store_growth --events 200000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from intercom_gateway.store import DecisionRow, LedgerRow, Store
+
+RECIPIENTS = (
+    ("partner:concierge", "partner", True),
+    ("partner:elder-watch", "partner", True),
+    ("group", "group", False),
+)
+OUTCOMES = '[{"destination":"cloud","forwarded":true}]'  # one set, as most events share
+
+
+async def grow(path: Path, *, events: int, batch: int, slice_: int, seed: int) -> None:
+    rng = random.Random(seed)
+    start = datetime(2026, 11, 22, tzinfo=UTC)
+    async with Store.open(path) as store:
+        began = time.process_time()
+        for number in range(1, events + 1):
+            at = start + timedelta(microseconds=250 * number)
+            event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            decision_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            building, dwelling = f"b{rng.randrange(10):03d}", f"d{rng.randrange(40):04d}"
+            store.record_decision(
+                DecisionRow(
+                    event_id, decision_id, building, dwelling, "visitor", at, "2026-04-01", 3,
+                    OUTCOMES,
+                )
+            )  # fmt: skip
+            store.record_provisions(
+                LedgerRow(
+                    at, recipient, kind, third_party, building, dwelling, event_id, "visitor",
+                    ("outcome",), False, ("partner_provision",), "partner-events", "2026-04-01",
+                    decision_id,
+                )
+                for recipient, kind, third_party in RECIPIENTS[: 2 + number % 2]
+            )  # fmt: skip
+            store.record_completed(event_id, at.timestamp())
+            if number % batch == 0:
+                await store.flush()
+            if number % slice_ == 0:
+                cpu = time.process_time() - began
+                print(
+                    f"{number - slice_:>9,}-{number:<9,} {1e6 * cpu / slice_:7.1f} µs CPU/event"
+                    f"  file {path.stat().st_size / 1e6:6.0f} MB",
+                    flush=True,
+                )
+                began = time.process_time()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=250, help="events per flush")
+    parser.add_argument("--slice", type=int, default=20_000, help="events per printed line")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(
+            grow(
+                Path(tmp) / "store.sqlite",
+                events=args.events,
+                batch=args.batch,
+                slice_=args.slice,
+                seed=args.seed,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
