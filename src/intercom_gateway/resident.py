@@ -413,7 +413,7 @@ KEPT_ON_ERASURE: tuple[dict[str, str], ...] = (
         "why": "what a destination got and why, stored once for all the events it was the "
         "same for; a set names no dwelling and no event, and the dwelling's decisions that "
         "referred to it are erased",
-        "clause": "§8 erasure reaches the dwelling's own records; a set is no one's",
+        "clause": "§8",
     },
     {
         "what": "completed event ids",

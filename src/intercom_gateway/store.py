@@ -636,7 +636,7 @@ async def _migrate_decisions(connection: aiosqlite.Connection) -> None:
         "INSERT OR IGNORE INTO outcome_sets VALUES (?, ?)",
         [(outcome_set_id(text), text) for text in texts],
     )
-    # The index goes with the renamed table; the caller makes it again for the new one.
+    # The old table's index is dropped with it; the caller makes it for the new table.
     await connection.executescript(
         "BEGIN;"
         " DROP INDEX IF EXISTS decisions_dwelling;"
