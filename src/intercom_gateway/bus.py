@@ -224,6 +224,21 @@ class _Client(_Base):
                 future.set_exception(error)
         self._subscribing.clear()
 
+    async def _reserve(self, qos: int) -> None:
+        """Take a place in the publish window for one publish on a live connection.
+
+        Waits only while the window is full; the place is given back if the publish
+        cannot go.
+        """
+        if qos not in (0, 1):
+            raise ValueError("the bus publishes at QoS 0 or 1")
+        await self._window.acquire()
+        try:
+            self._check()
+        except BusError:
+            self._window.release()
+            raise
+
     def _sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
         """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
         if qos:
@@ -554,11 +569,8 @@ class MqttBus(_Client):
 
         Waits only while the publish window is full.
         """
-        if qos not in (0, 1):
-            raise ValueError("the bus publishes at QoS 0 or 1")
-        await self._window.acquire()
+        await self._reserve(qos)
         try:
-            self._check()
             packet_id = self._allocate_id() if qos else 0
             properties = mqtt5.user_properties(tuple(user_properties))
             header = mqtt5.publish_header(
@@ -569,9 +581,6 @@ class MqttBus(_Client):
                 packet_id=packet_id,
                 properties=properties,
             )
-        except BusError:
-            self._window.release()
-            raise
         except ValueError as error:
             self._window.release()
             raise PublishFailed(str(error), topic=topic) from error

@@ -334,12 +334,7 @@ class PahoBus(_Client):
 
         Waits only while the publish window is full.
         """
-        await self._window.acquire()
-        try:
-            self._check()
-        except BusError:
-            self._window.release()
-            raise
+        await self._reserve(qos)
         # paho only ever calls .pack() on the properties of an outgoing PUBLISH.
         properties = cast(Properties, _UserProperties(user_properties)) if user_properties else None
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
