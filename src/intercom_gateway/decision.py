@@ -11,10 +11,10 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic_core import to_json
@@ -527,25 +527,48 @@ class _Context:
     has_image: bool
 
 
+_Made = TypeVar("_Made")
+
+
+def _once_per(
+    cache: dict[tuple[Any, ...], tuple[object, Any]],
+    owner: object,
+    key: tuple[Any, ...],
+    make: Callable[[], _Made],
+) -> _Made:
+    """``make()`` for ``owner`` (a compiled target or route) and ``key``, made once.
+
+    Keyed by the owner's id, not its value: hashing a route's fields would cost more
+    than what is saved. Ids are reused once an owner is freed, so a hit must be the
+    very owner.
+    """
+    entry = cache.get((id(owner), *key))
+    if entry is not None and entry[0] is owner:
+        made: _Made = entry[1]
+        return made
+    if len(cache) >= _STATIC_CACHE_SIZE:
+        cache.clear()
+    made = make()
+    cache[(id(owner), *key)] = (owner, made)
+    return made
+
+
 def _withheld(target: _Target, why: Withhold) -> Outcome:
     # A withheld outcome carries no per-event data: build each one once.
-    key = (id(target), why)
-    entry = _WITHHELD.get(key)
-    if entry is not None and entry[0] is target:  # ids are reused once a target is freed
-        return entry[1]
-    if len(_WITHHELD) >= _STATIC_CACHE_SIZE:
-        _WITHHELD.clear()
-    outcome = Outcome(
-        destination=target.destination,
-        kind=target.kind,
-        provision=target.provision,
-        forwarded=False,
-        detail=why.detail,
-        reason=why.reason,
-        clause=why.clause,
+    return _once_per(
+        _WITHHELD,
+        target,
+        (why,),
+        lambda: Outcome(
+            destination=target.destination,
+            kind=target.kind,
+            provision=target.provision,
+            forwarded=False,
+            detail=why.detail,
+            reason=why.reason,
+            clause=why.clause,
+        ),
     )
-    _WITHHELD[key] = (target, outcome)
-    return outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,21 +584,15 @@ class _Static:
     rule_id: str
 
 
-_WITHHELD: dict[tuple[int, Withhold], tuple[_Target, Outcome]] = {}
-_STATICS: dict[tuple[int, bool, tuple[str, ...]], tuple[_Route, _Static | Withhold]] = {}
+_WITHHELD: dict[tuple[Any, ...], tuple[object, Any]] = {}
+_STATICS: dict[tuple[Any, ...], tuple[object, Any]] = {}
 
 
 def _static_parts(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
     """The grants of a route for an event with or without image, under these opt-outs."""
-    key = (id(route), has_image, opted_out)
-    entry = _STATICS.get(key)
-    if entry is not None and entry[0] is route:  # ids are reused once a route is freed
-        return entry[1]
-    if len(_STATICS) >= _STATIC_CACHE_SIZE:
-        _STATICS.clear()
-    static = _grants(route, has_image, opted_out)
-    _STATICS[key] = (route, static)
-    return static
+    return _once_per(
+        _STATICS, route, (has_image, opted_out), lambda: _grants(route, has_image, opted_out)
+    )
 
 
 def _grants(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
