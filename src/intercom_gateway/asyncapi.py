@@ -198,6 +198,12 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "Whether the change was applied, and why.",
                     "SettingsAck",
                 ),
+                _message(
+                    "receipt",
+                    "Receipt",
+                    "Events of this panel that are decided and on record: it may forget them.",
+                    "Receipt",
+                ),
                 _forwarded("forwarded", "Forwarded event", policy, event_id=True),
                 _forwarded(
                     "analyticsCopy",
@@ -344,6 +350,14 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             building=BUILDING,
             device=DEVICE,
         ),
+        "receipts": _channel(
+            _placeholders(topics.receipts, "building", "device"),
+            ["receipt"],
+            "The gateway's receipt for a panel's events, once each is decided and its records"
+            " committed; a panel sends an event again until a receipt names it.",
+            building=BUILDING,
+            device=DEVICE,
+        ),
         "cloud": _destination(
             topics.cloud,
             "The operator's server (§1(4)).",
@@ -376,6 +390,11 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             ["rejection"],
             "Rejected input.",
             reason=_param("why", enum=[r.value for r in RejectReason]),
+        ),
+        "deadletter": _channel(
+            topics.DEADLETTER,
+            ["rejection"],
+            "Input set aside after failing every attempt to handle it (reason dead_letter).",
         ),
         "status": _channel(topics.STATUS, ["gatewayStatus"], "Gateway status, retained."),
         "metrics": _channel(topics.METRICS, ["gatewayMetrics"], "Gateway counters, retained."),

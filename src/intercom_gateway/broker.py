@@ -76,6 +76,7 @@ def acl_text(registry: Registry, partner_ids: Iterable[str], *, fleet: bool) -> 
         f"read {topics.PANEL_EVENTS_FILTER}",
         f"read {topics.PANEL_SETTINGS_FILTER}",
         "write intercom/v1/+/+/settings/ack",
+        f"write {topics.RECEIPTS_FILTER}",
         "readwrite cloud/#",
         "readwrite group/#",
         "readwrite partners/#",
@@ -84,7 +85,12 @@ def acl_text(registry: Registry, partner_ids: Iterable[str], *, fleet: bool) -> 
         "readwrite gateway/#",
     )
     block(
-        CLOUD, "read cloud/#", "read group/#", f"read {topics.STATUS}", "read gateway/v1/rejected/#"
+        CLOUD,
+        "read cloud/#",
+        "read group/#",
+        f"read {topics.STATUS}",
+        f"read {topics.REJECTED_FILTER}",
+        f"read {topics.DEADLETTER}",
     )
     block(ANALYTICS, "read analytics/#", "read statistics/#")
     block(
@@ -96,6 +102,7 @@ def acl_text(registry: Registry, partner_ids: Iterable[str], *, fleet: bool) -> 
         "read statistics/#",
         "read gateway/#",
         "read intercom/v1/+/+/settings/ack",
+        f"read {topics.RECEIPTS_FILTER}",
     )
     if fleet:
         block(
@@ -103,11 +110,15 @@ def acl_text(registry: Registry, partner_ids: Iterable[str], *, fleet: bool) -> 
             f"write {topics.PANEL_EVENTS_FILTER}",
             f"write {topics.PANEL_SETTINGS_FILTER}",
             "read intercom/v1/+/+/settings/ack",
+            f"read {topics.RECEIPTS_FILTER}",
         )
     for partner_id in sorted(set(partner_ids)):
         block(partner_id, f"read {topics.partner_filter(partner_id)}")
     for building, device in registry.devices():
-        rules = [f"write intercom/v1/{building.id}/{device.id}/events/+"]
+        rules = [
+            f"write intercom/v1/{building.id}/{device.id}/events/+",
+            f"read {topics.receipts(building.id, device.id)}",
+        ]
         if device.role is DeviceRole.DWELLING_PANEL:
             rules.append(f"write {topics.panel_settings(building.id, device.id)}")
             rules.append(f"read {topics.settings_ack(building.id, device.id)}")

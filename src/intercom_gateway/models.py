@@ -327,6 +327,13 @@ class RejectReason(enum.StrEnum):
     REPLAYED = "replayed"
     STALE = "stale"
     FUTURE = "future"
+    TOO_MANY_PROPERTIES = "too_many_properties"  # MQTT 5 user properties beyond the limit
+    # Handling the message raised an error of ours: kept with the error's class and text,
+    # acknowledged, and the loop goes on (a bug must not stop every other event).
+    INTERNAL_ERROR = "internal_error"
+    # Delivered again after handling it had already failed (or killed the process)
+    # ``max_attempts`` times: set aside on the dead-letter topic instead of looping.
+    DEAD_LETTER = "dead_letter"
 
 
 class Rejection(Model):
@@ -338,6 +345,21 @@ class Rejection(Model):
     payload_truncated: bool = False
     received_at: AwareDatetime
     gateway_id: str
+
+
+class Receipt(Model):
+    """The gateway's word to a panel: these events are decided and their records committed.
+
+    A panel keeps each event until a receipt names it and sends it again after a
+    timeout; the gateway's de-duplication by event id makes the resend harmless
+    (README, "Nothing lost"). Rejected events with a readable id are named too, so a
+    panel never resends an event that can never be accepted.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    gateway_id: str
+    event_ids: tuple[UUID, ...]
+    at: AwareDatetime
 
 
 class Forwarded(Model):

@@ -12,6 +12,7 @@ from intercom_gateway.models import (
     SETTINGS_ADAPTER,
     Forwarded,
     GatewayStatus,
+    Receipt,
     Rejection,
     SettingsAck,
 )
@@ -26,6 +27,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["settings-ack"] = SettingsAck.model_json_schema()
     found["forwarded"] = Forwarded.model_json_schema()
     found["rejection"] = Rejection.model_json_schema()
+    found["receipt"] = Receipt.model_json_schema()
     found["gateway-status"] = GatewayStatus.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")

@@ -5,12 +5,14 @@
 | ``intercom/v1/{building}/{device}/events/{event_type}`` | panels | raw events |
 | ``intercom/v1/{building}/{device}/settings`` | dwelling panels | resident settings |
 | ``intercom/v1/{building}/{device}/settings/ack`` | gateway | settings acknowledgements |
+| ``intercom/v1/{building}/{device}/receipts`` | gateway | events decided and on record |
 | ``cloud/v1/{building}/{dwelling}/{event_type}`` | gateway | the operator's server |
 | ``group/v1/{building}/{dwelling}/{event_type}`` | gateway | joint use (§4) |
 | ``partners/{partner}/v1/{building}/{dwelling}/{event_type}`` | gateway | partner services |
 | ``analytics/v1/{event_type}`` | gateway | de-identified copies (§5(5)) |
 | ``statistics/v1/{building}`` | gateway | aggregates (§5(2)②) |
 | ``gateway/v1/rejected/{reason}`` | gateway | rejected input |
+| ``gateway/v1/deadletter`` | gateway | input that failed every attempt to handle it |
 | ``gateway/v1/status`` | gateway | online/offline, retained, last will |
 | ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
 """
@@ -25,6 +27,13 @@ PANEL_SETTINGS_FILTER = "intercom/v1/+/+/settings"
 STATUS = "gateway/v1/status"
 METRICS = "gateway/v1/metrics"
 REJECTED_FILTER = "gateway/v1/rejected/#"
+DEADLETTER = "gateway/v1/deadletter"
+RECEIPTS_FILTER = "intercom/v1/+/+/receipts"
+# Limits at the door: a topic longer or deeper than any the grammar makes is refused
+# before it is matched, and never echoed whole (a 32 KB level once made the echo
+# larger than the broker's packet limit).
+MAX_TOPIC_LENGTH = 256
+MAX_TOPIC_LEVELS = 8
 
 _LEVEL = r"[^/+#$][^/+#]*"
 _PANEL = re.compile(
@@ -67,6 +76,11 @@ def panel_settings(building: str, device: str) -> str:
 
 def settings_ack(building: str, device: str) -> str:
     return f"intercom/v1/{building}/{device}/settings/ack"
+
+
+def receipts(building: str, device: str) -> str:
+    """Where a panel learns that its events are decided and recorded (it may forget them)."""
+    return f"intercom/v1/{building}/{device}/receipts"
 
 
 def cloud(building: str, dwelling: str, event_type: str) -> str:

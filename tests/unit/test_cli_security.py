@@ -95,6 +95,7 @@ def test_show_acl_confines_partners_and_panels(registry_file: Path) -> None:
     assert blocks["user concierge"].splitlines()[1:] == ["topic read partners/concierge/#"]
     assert blocks["user panel-b001-d0001"].splitlines()[1:] == [
         "topic write intercom/v1/b001/panel-b001-d0001/events/+",
+        "topic read intercom/v1/b001/panel-b001-d0001/receipts",
         "topic write intercom/v1/b001/panel-b001-d0001/settings",
         "topic read intercom/v1/b001/panel-b001-d0001/settings/ack",
     ]
