@@ -72,7 +72,7 @@ class BrokerAddress:
 class Bus(Protocol):
     """What the gateway, simulators and tests need from MQTT."""
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None: ...
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None: ...
 
     def messages(self) -> AsyncIterator[Message]: ...
 
@@ -207,11 +207,14 @@ class _Client(_Base):
     def _setup(self) -> None:
         """The state of one implementation."""
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
+        """Disconnect; ``with_will`` asks the broker to publish our last will all the same."""
         raise NotImplementedError
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # Leaving on an error, even a cancellation: whoever reads our will (the gateway's
+        # status) must learn we are gone; only a clean exit is a clean disconnect.
+        await self.close(with_will=exc_type is not None)
 
     def _fail_pending(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
@@ -414,13 +417,15 @@ class MqttBus(_Client):
             if now - self._last_sent >= interval / 2:
                 self._queue(mqtt5.PING_PACKET)
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
         if self._closing:
             return
         self._closing = True
         transport = self._transport
         if self._lost is None and transport is not None and not transport.is_closing():
-            self._out.append(mqtt5.DISCONNECT_PACKET)
+            self._out.append(
+                mqtt5.DISCONNECT_WITH_WILL_PACKET if with_will else mqtt5.DISCONNECT_PACKET
+            )
             self._flush()
             transport.close()  # writes what is buffered first
             if self._closed is not None:
@@ -540,14 +545,14 @@ class MqttBus(_Client):
 
     # --- the Bus interface -----------------------------------------------------------
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         self._check()
         if not filters:
             return
         packet_id = self._allocate_id()
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._subscribing[packet_id] = future
-        self._queue(mqtt5.subscribe(packet_id, filters, qos))
+        self._queue(mqtt5.subscribe(packet_id, filters, qos, retain_handling))
         self._granted(filters, await future)
 
     def ack(self, message: Message) -> None:
@@ -652,8 +657,10 @@ class MemoryBus(_Base):
             )
             self._ready.set()
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         self.filters.extend(filters)
+        if retain_handling == 2:
+            return
         for message in list(self.broker.retained.values()):
             if any(topics.matches(f, message.topic) for f in filters):
                 self.deliver(message)

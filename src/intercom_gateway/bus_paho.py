@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from intercom_gateway import mqtt5
 from intercom_gateway.bus import (
@@ -233,12 +234,13 @@ class PahoBus(_Client):
                 self._connection_lost(ConnectionLost("keepalive failed"))
                 return
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
         if self._closing:
             return
         self._closing = True
         if self._lost is None and self._sock is not None:
-            self._client.disconnect()
+            reason = "Disconnect with will message" if with_will else "Normal disconnection"
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, reason))
             # Flush the DISCONNECT before the socket goes away.
             with contextlib.suppress(Exception):
                 self._client.loop_write()
@@ -305,10 +307,11 @@ class PahoBus(_Client):
 
     # --- the Bus interface -----------------------------------------------------------
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
         self._check()
-        rc, mid = self._client.subscribe([(f, qos) for f in filters])
+        options = SubscribeOptions(qos=qos, retainHandling=retain_handling)
+        rc, mid = self._client.subscribe([(f, options) for f in filters])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"subscribe failed: {paho.error_string(rc)}")
         future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()

@@ -270,12 +270,31 @@ def explain(
 
 @main.command()
 @broker_options
-@click.option("--timeout", type=float, default=5.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="seconds to wait for the retained status and metrics",
+)
+@click.option(
+    "--stall-after",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="seconds a message may wait for its acknowledgement before the gateway counts as stuck",
+)
 @click.pass_context
-def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
-    """Exit 0 if the gateway reports itself online on the broker; print its metrics."""
+def health(ctx: click.Context, /, timeout: float, stall_after: float, **options: Any) -> None:
+    """Exit 0 if the gateway is online and making progress; print its status and metrics.
+
+    Online alone is not enough: its retained metrics must be fresh (a hung loop stops
+    publishing them) and no message may have waited longer than --stall-after.
+    """
     from intercom_gateway.broker import OPERATOR, load_credentials
     from intercom_gateway.bus import MqttBus
+    from intercom_gateway.health import verdict
+    from intercom_gateway.models import utc_now
 
     settings = _settings(ctx, **options)
     address = load_credentials(settings.secrets_dir).address(
@@ -298,9 +317,11 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
         return found
 
     found = _run(check)
-    status = found.get(topics.STATUS)
-    click.echo(json.dumps({"status": status, "metrics": found.get(topics.METRICS)}, indent=2))
-    if not status or status.get("state") != "online":
+    status, metrics = found.get(topics.STATUS), found.get(topics.METRICS)
+    click.echo(json.dumps({"status": status, "metrics": metrics}, indent=2))
+    result = verdict(status, metrics, now=utc_now(), stall_after=stall_after)
+    click.echo(f"health: {result.reason}", err=True)
+    if not result.healthy:
         sys.exit(1)
 
 
