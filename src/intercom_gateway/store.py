@@ -214,6 +214,11 @@ class Store:
         self._batch = _Batch()
         self._outcome_sets: dict[str, str] = {}  # text -> id, recorded by this process
 
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The open connection, for a module that keeps its own tables in this file."""
+        return self._db
+
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
