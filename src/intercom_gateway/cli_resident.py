@@ -152,7 +152,14 @@ _BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
     callback=_bound,
     help=f"ISO date or date-time, exclusive (UTC if no zone); not before --from. {_BOUNDS_HELP}",
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="JSON with the request on record, or the records alone as CSV.",
+)
 @click.option("--third-party-only", is_flag=True, help="Leave out joint use within the group.")
 @db_option
 @click.pass_context

@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 MIN_YEAR = 2000
 MAX_YEAR = 2999
 MAX_OFFSET = timedelta(hours=14)
+# The longest ISO date-time with room to spare: 2026-04-01T09:00:00.000000+09:00:00 is 41.
+MAX_LENGTH = 64
 
 
 class DateBoundError(ValueError):
@@ -33,6 +35,8 @@ class DateBoundError(ValueError):
 def parse_bound(text: str, *, name: str = "date") -> datetime:
     """An ISO date or date-time within the accepted range, zone-aware (UTC if none given)."""
     try:
+        if len(text) > MAX_LENGTH:  # fromisoformat reads "1" * 1000 as a date-time
+            raise ValueError(text)
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise DateBoundError(

@@ -4,7 +4,7 @@ The operator's token (``INTERCOM_API_TOKEN``) reaches every dwelling. A resident
 resident's app, gets a token of its own dwelling instead, issued, listed and revoked
 with ``intercom-gateway token``; every issue and revoke is on record (``api_token_audit``).
 
-Token format (58 characters, URL-safe)::
+Token format (65 characters, URL-safe)::
 
     icrt_<token id: 16 hex digits>_<secret: 43 characters of secrets.token_urlsafe(32)>
     icrt_3f9c2a7b1d0e4c55_Vd3k...
@@ -175,8 +175,9 @@ class TokenBook:
     @classmethod
     async def open(cls, connection: aiosqlite.Connection) -> TokenBook:
         """The book, its tables created if this file has none yet."""
-        # DDL does not open a transaction (sqlite3's implicit BEGIN is for DML only), so
-        # this commits nothing a caller has pending.
+        # DDL does not open a transaction (sqlite3's implicit BEGIN is for DML only): with
+        # none open the tables are created at once, and a caller's pending work is never
+        # committed here (with one open, they are created when it commits).
         for statement in SCHEMA:
             await connection.execute(statement)
         return cls(connection)
