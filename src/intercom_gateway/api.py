@@ -229,7 +229,15 @@ def _ordered(start: datetime | None, end: datetime | None) -> None:
 
 
 def _routes() -> APIRouter:
-    router = APIRouter(prefix="/dwellings/{building}/{dwelling}", tags=["resident requests"])
+    router = APIRouter(
+        prefix="/dwellings/{building}/{dwelling}",
+        tags=["resident requests"],
+        responses={
+            401: {"description": "No token, or a malformed, unknown, expired or revoked one"},
+            403: {"description": "A resident token of another dwelling"},
+            404: {"description": "No such dwelling (operator), or no such partner service"},
+        },
+    )
 
     @router.get("/purposes", summary="Notification of purposes (§8)")
     async def purposes(building: Building, dwelling: Dwelling, desk: Desk) -> dict[str, Any]:

@@ -257,6 +257,7 @@ async def test_the_openapi_document_describes_both_bearer_tokens(api: Api) -> No
     for path, operations in document["paths"].items():
         for operation in operations.values():
             assert operation["security"] == [{"operatorToken": []}, {"residentToken": []}], path
+            assert {"401", "403", "422"} <= set(operation["responses"]), path
 
 
 # --- dates -----------------------------------------------------------------------------------
