@@ -333,6 +333,7 @@ def _register_extensions() -> None:
     from intercom_gateway.cli_resident import api, ledger, resident
     from intercom_gateway.cli_scenario import scenario
     from intercom_gateway.cli_security import credentials, tls
+    from intercom_gateway.cli_tokens import token
     from intercom_gateway.demo import demo
 
     main.add_command(consent)
@@ -341,6 +342,7 @@ def _register_extensions() -> None:
     main.add_command(resident)
     main.add_command(ledger)
     main.add_command(api)
+    main.add_command(token)
     main.add_command(demo)
     main.add_command(scenario)
     main.add_command(load)

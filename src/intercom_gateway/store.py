@@ -225,6 +225,11 @@ class Store:
         self._writing = asyncio.Lock()
         self._finished_attempts: list[str] = []
 
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The open connection, for a module that keeps its own tables in this file."""
+        return self._db
+
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
