@@ -4,7 +4,8 @@ The demo, the tests, the pytest plugin and the benchmark all start the broker
 through ``Mosquitto``: the same configuration file, adapted only for the port, the
 paths and the credentials (``render_config``). Accounts and the ACL are generated
 from the device and partner registries (``generate_credentials``); passwords are
-hashed by Mosquitto's own ``mosquitto_passwd``.
+hashed by Mosquitto's own ``mosquitto_passwd``. The plugin that binds client ids to
+accounts is built at start (``broker_plugin``) and named by the ``plugin`` line.
 """
 
 from __future__ import annotations

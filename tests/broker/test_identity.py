@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from intercom_gateway import topics
 from intercom_gateway.broker import (
     CLOUD,
+    DEFAULT_CONFIG,
     FLEET,
     GATEWAY,
     OPERATOR,
@@ -31,6 +33,7 @@ from intercom_gateway.broker import (
 from intercom_gateway.broker_plugin import build_plugin
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.bus_paho import PahoBus
+from intercom_gateway.cli_security import credentials
 from intercom_gateway.errors import BrokerError, ConnectFailed, ConnectionLost, SessionTakenOver
 from intercom_gateway.gateway import Gateway, run_gateway
 from intercom_gateway.registry import Registry
@@ -313,3 +316,12 @@ def test_a_plugin_that_cannot_be_built_says_what_to_install(
     assert says in message
     assert message.endswith("install gcc and mosquitto-dev (scripts/setup does)")
     assert "\n" not in message
+
+
+def test_credentials_plugin_writes_it_where_mosquitto_conf_loads_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(credentials, ["plugin", "--secrets-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    built = tmp_path / "clientid_binding.so"
+    assert f"wrote {built}" in result.output
+    assert built.read_bytes() == build_plugin().read_bytes()
+    assert "plugin .secrets/broker/clientid_binding.so" in DEFAULT_CONFIG.read_text("utf-8")
