@@ -52,6 +52,16 @@ def build_plugin(*, cache: Path | None = None) -> Path:
     if target.is_file():
         return target
     compiler = _compiler()
+    try:
+        return _compile(source, compiler, directory, target)
+    except OSError as error:
+        raise BrokerError(
+            f"cannot build the client-id binding plugin in {directory}: {error.strerror or error}"
+            " (set XDG_CACHE_HOME to a writable folder)"
+        ) from error
+
+
+def _compile(source: bytes, compiler: list[str], directory: Path, target: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clientid-build-", dir=directory) as scratch:
         c_file, built = Path(scratch) / SOURCE, Path(scratch) / "plugin.so"

@@ -318,6 +318,14 @@ def test_a_plugin_that_cannot_be_built_says_what_to_install(
     assert "\n" not in message
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    occupied = tmp_path / "not-a-folder"
+    occupied.write_text("")
+    with pytest.raises(BrokerError, match="XDG_CACHE_HOME") as failed:
+        build_plugin(cache=occupied / "cache")
+    assert "\n" not in str(failed.value)
+
+
 def test_credentials_plugin_writes_it_where_mosquitto_conf_loads_it(tmp_path: Path) -> None:
     result = CliRunner().invoke(credentials, ["plugin", "--secrets-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
