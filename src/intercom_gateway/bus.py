@@ -34,6 +34,7 @@ from intercom_gateway.errors import (
     ConnectFailed,
     ConnectionLost,
     PublishFailed,
+    SessionTakenOver,
     SubscribeRefused,
 )
 from intercom_gateway.mqtt5 import Message, Will
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 UserProperties = Sequence[tuple[str, str]]
+# DISCONNECT reason: another connection with our client id took the session.
+SESSION_TAKEN_OVER = 0x8E
 DoneCallback = Callable[[BaseException | None], None]
 
 
@@ -67,6 +70,15 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: TlsOptions | None = None
+
+    def client_id(self, suffix: str) -> str:
+        """A client id this account may use: ``<username>.<suffix>``.
+
+        The broker refuses any other id than the account's name or that form
+        (``data/broker/clientid_binding.c``, docs/security.md), so that no account can
+        take over another's session.
+        """
+        return suffix if self.username is None else f"{self.username}.{suffix}"
 
 
 class Bus(Protocol):
@@ -202,6 +214,9 @@ class _Client(_Base):
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         self._lost: BaseException | None = None
         self._closing = False
+        # The CONNACK's Session Present flag: with clean_start=False, False means the
+        # broker had no session for us (never had one, expired, or erased).
+        self.session_present = False
         self._setup()
 
     def _setup(self) -> None:
@@ -526,7 +541,9 @@ class MqttBus(_Client):
     def _on_control(self, first: int, body: bytes) -> None:
         if first == mqtt5.CONNACK:
             if self._connack is not None and not self._connack.done():
-                self._connack.set_result(mqtt5.read_connack(body))
+                connack = mqtt5.read_connack(body)
+                self.session_present = bool(body[0] & 0x01)
+                self._connack.set_result(connack)
         elif first == mqtt5.SUBACK:
             packet_id, codes = mqtt5.read_suback(body)
             future = self._subscribing.pop(packet_id, None)
@@ -537,9 +554,8 @@ class MqttBus(_Client):
         elif first == mqtt5.DISCONNECT:
             reason, text = mqtt5.read_disconnect(body)
             detail = f": {text}" if text else ""
-            self._connection_lost(
-                ConnectionLost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}")
-            )
+            lost = SessionTakenOver if reason == SESSION_TAKEN_OVER else ConnectionLost
+            self._connection_lost(lost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}"))
         else:
             raise mqtt5.MalformedPacket(f"unexpected packet type 0x{first:02x}")
 

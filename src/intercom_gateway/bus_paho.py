@@ -26,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from intercom_gateway import mqtt5
 from intercom_gateway.bus import (
+    SESSION_TAKEN_OVER,
     DoneCallback,
     Message,
     UserProperties,
@@ -37,6 +38,7 @@ from intercom_gateway.errors import (
     ConnectFailed,
     ConnectionLost,
     PublishFailed,
+    SessionTakenOver,
 )
 
 
@@ -260,11 +262,12 @@ class PahoBus(_Client):
     # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
 
     def _on_connect(
-        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+        self, _c: Any, _u: Any, flags: paho.ConnectFlags, reason: ReasonCode, _p: Properties | None
     ) -> None:
         future = self._connected
         if future is None or future.done():
             return
+        self.session_present = bool(flags.session_present)
         if reason.is_failure:
             future.set_exception(
                 ConnectFailed(f"broker refused connection: {reason}", reason_code=reason.value)
@@ -276,7 +279,8 @@ class PahoBus(_Client):
         self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if not self._closing:
-            self._connection_lost(ConnectionLost(f"broker disconnected: {reason}"))
+            lost = SessionTakenOver if reason.value == SESSION_TAKEN_OVER else ConnectionLost
+            self._connection_lost(lost(f"broker disconnected: {reason}"))
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)

@@ -188,7 +188,9 @@ def simulate(
             click.echo(f"{event.occurred_at:%Y-%m-%d %H:%M} {topic}")
 
     async def go() -> None:
-        async with MqttBus(address, client_id=f"simulator-{uuid.uuid4().hex[:8]}") as bus:
+        async with MqttBus(
+            address, client_id=address.client_id(f"simulator-{uuid.uuid4().hex[:8]}")
+        ) as bus:
             task = asyncio.create_task(
                 run_fleet(
                     bus,
@@ -303,7 +305,9 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
 
     async def check() -> dict[str, Any]:
         found: dict[str, Any] = {}
-        async with MqttBus(address, client_id=f"health-{uuid.uuid4().hex[:8]}") as bus:
+        async with MqttBus(
+            address, client_id=address.client_id(f"health-{uuid.uuid4().hex[:8]}")
+        ) as bus:
             await bus.subscribe(topics.STATUS, topics.METRICS)
 
             async def read() -> None:

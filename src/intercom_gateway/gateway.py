@@ -32,7 +32,7 @@ from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOption
 from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
 from intercom_gateway.decision import Decision, Envelopes, Outcome, decide, user_properties
-from intercom_gateway.errors import BusError, PublishFailed
+from intercom_gateway.errors import BusError, PublishFailed, SessionTakenOver
 from intercom_gateway.ingress import (
     DeviceIndex,
     InputRejected,
@@ -103,6 +103,8 @@ class Metrics:
     internal_errors: int = 0
     dead_lettered: int = 0
     reconnects: int = 0
+    session_takeovers: int = 0  # DISCONNECT 0x8E: another connection took our client id
+    sessions_lost: int = 0  # reconnected to no session: what was queued for us is gone
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,8 @@ class Metrics:
             "internal_errors": self.internal_errors,
             "dead_lettered": self.dead_lettered,
             "reconnects": self.reconnects,
+            "session_takeovers": self.session_takeovers,
+            "sessions_lost": self.sessions_lost,
         }
 
 
@@ -790,21 +794,28 @@ def broker_address(settings: Settings) -> BrokerAddress:
 async def run_gateway(
     settings: Settings, *, stop: asyncio.Event, ready: Callable[[Gateway], None] | None = None
 ) -> Metrics:
-    """Run until ``stop``; a lost broker connection is retried with jittered backoff."""
+    """Run until ``stop``; a lost broker connection is retried with jittered backoff.
+
+    A session taken over by another connection, or missing when we come back, is
+    logged as an error and counted: both mean events queued for us may be gone.
+    """
     address = broker_address(settings)
+    # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
+    client_id = address.client_id(settings.gateway_id)
     transport = PahoBus if settings.mqtt_client == "paho" else MqttBus
     async with Store.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
             ready(gateway)
         delay = settings.reconnect_min
+        connected_before = False
         while not stop.is_set():
             connected_at: float | None = None
             acked_before = gateway.metrics.acked
             try:
                 async with transport(
                     address,
-                    client_id=settings.gateway_id,
+                    client_id=client_id,
                     clean_start=False,  # keep our session: the broker queues while we are away
                     session_expiry=settings.session_expiry,
                     manual_ack=True,
@@ -814,9 +825,30 @@ async def run_gateway(
                     will=Will(topics.STATUS, status_payload(settings.gateway_id, "offline")),
                 ) as bus:
                     connected_at = time.monotonic()
+                    # With session_expiry 0 no session is kept by design: nothing to report.
+                    if connected_before and settings.session_expiry and not bus.session_present:
+                        gateway.metrics.sessions_lost += 1
+                        log.error(
+                            "broker had no session for us: messages queued while we were "
+                            "away are gone",
+                            client_id=client_id,
+                        )
+                    connected_before = True
                     await gateway.serve(bus, stop=stop)
             except* BusError as group:
                 error = group.exceptions[0]
+                # SessionTakenOver itself, or a ConnectionLost raised from it later.
+                taken = group.subgroup(
+                    lambda e: (
+                        isinstance(e, SessionTakenOver) or isinstance(e.__cause__, SessionTakenOver)
+                    )
+                )
+                if taken is not None:
+                    gateway.metrics.session_takeovers += 1
+                    log.error(
+                        "session taken over: another connection with our client id took it",
+                        client_id=client_id,
+                    )
                 gateway.reset_in_flight()
                 gateway.metrics.reconnects += 1
                 # Only a connection that made progress or lived a while resets the

@@ -358,7 +358,9 @@ async def send_as_panel(
 
     building = change.building_id
     address = load_credentials(secrets_dir).address(device, host=host, port=port)
-    async with MqttBus(address, client_id=f"{device}-settings-{uuid.uuid4().hex[:6]}") as bus:
+    async with MqttBus(
+        address, client_id=address.client_id(f"settings-{uuid.uuid4().hex[:6]}")
+    ) as bus:
         await bus.subscribe(topics.settings_ack(building, device))
         await bus.publish(
             topics.panel_settings(building, device), change.model_dump_json().encode()

@@ -56,8 +56,9 @@ class Status:
         self._changed = asyncio.Condition()
 
     async def follow(self, ready: asyncio.Event) -> None:
-        client_id = f"status-{uuid.uuid4().hex[:6]}"
-        async with MqttBus(self.broker.address(OPERATOR), client_id=client_id) as bus:
+        address = self.broker.address(OPERATOR)
+        client_id = address.client_id(f"status-{uuid.uuid4().hex[:6]}")
+        async with MqttBus(address, client_id=client_id) as bus:
             await bus.subscribe(topics.STATUS)
             ready.set()
             async for message in bus.messages():
@@ -170,9 +171,10 @@ async def test_a_client_leaving_on_an_error_has_its_will_published(
     from intercom_gateway.gateway import status_payload
 
     will = Will(topics.STATUS, status_payload(gateway_id, "offline"))
+    address = own_broker.address(GATEWAY)
     with pytest.raises(RuntimeError):
         async with MqttBus(
-            own_broker.address(GATEWAY), client_id=f"will-{gateway_id}", will=will
+            address, client_id=address.client_id(f"will-{gateway_id}"), will=will
         ) as bus:
             await bus.publish(topics.STATUS, status_payload(gateway_id, "online"), retain=True)
             await status.reaches("online")

@@ -231,9 +231,10 @@ class External:
     async def harness(self, loaded: LoadedScenario, workdir: Path) -> AsyncIterator[Harness]:
         world = build_world(loaded.scenario, source=loaded.path, workdir=workdir)
         suffix = uuid.uuid4().hex[:8]
+        observing, publishing = self.address(OPERATOR), self.address(FLEET)
         async with (
-            MqttBus(self.address(OPERATOR), client_id=f"scenario-op-{suffix}") as operator,
-            MqttBus(self.address(FLEET), client_id=f"scenario-fleet-{suffix}") as fleet,
+            MqttBus(observing, client_id=observing.client_id(f"scenario-{suffix}")) as operator,
+            MqttBus(publishing, client_id=publishing.client_id(f"scenario-{suffix}")) as fleet,
             _collecting(operator, world) as collector,
         ):
             harness = Harness(world, fleet, collector, ProbeBarrier(), None)
