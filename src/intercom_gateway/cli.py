@@ -147,6 +147,21 @@ def _freeze_heap(_gateway: object) -> None:
 @click.option("--duration", type=float, help="Stop after this many real seconds.")
 @click.option("--events", "max_events", type=int, help="Stop after this many events.")
 @click.option("--user", default="fleet", show_default=True, help="Broker account to publish as.")
+@click.option(
+    "--resend-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Keep each event until the gateway's receipt names it and send it again after "
+    "this many seconds, doubling up to 120 (README, 'Panel protocol'); 0: do not keep.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="After the last event, wait up to this many seconds for missing receipts.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every event sent.")
 @click.pass_context
 def simulate(
@@ -160,6 +175,8 @@ def simulate(
     duration: float | None,
     max_events: int | None,
     user: str,
+    resend_timeout: float,
+    settle: float,
     verbose: bool,
     **options: Any,
 ) -> None:
@@ -169,6 +186,7 @@ def simulate(
     or --events it runs until Ctrl-C.
     """
     from simulators.fleet import run_fleet
+    from simulators.outbox import Outbox, ResendPolicy
 
     from intercom_gateway.broker import load_credentials
     from intercom_gateway.bus import MqttBus
@@ -188,6 +206,10 @@ def simulate(
             click.echo(f"{event.occurred_at:%Y-%m-%d %H:%M} {topic}")
 
     async def go() -> None:
+        outbox = None
+        if resend_timeout > 0:
+            timeout = resend_timeout
+            outbox = Outbox(ResendPolicy(timeout=timeout, max_timeout=max(timeout, 120.0)))
         async with MqttBus(
             address, client_id=address.client_id(f"simulator-{uuid.uuid4().hex[:8]}")
         ) as bus:
@@ -200,6 +222,8 @@ def simulate(
                     duration=duration,
                     max_events=max_events,
                     on_event=show,
+                    outbox=outbox,
+                    settle=settle,
                 )
             )
             stop = asyncio.Event()

@@ -57,6 +57,7 @@ from intercom_gateway.policy import (
     load_partners,
     load_policy,
 )
+from intercom_gateway.receipts import Receipts, Target, rejected_target
 from intercom_gateway.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.rejections import RejectedInput
 from intercom_gateway.settings import Settings
@@ -137,6 +138,7 @@ class _Tracker:
     failed: bool = False
     event_id: str | None = None
     provisions: list[LedgerRow] = field(default_factory=list)
+    receipt: Target | None = None  # the panel's event this message settles (receipts.py)
 
     @property
     def done(self) -> bool:
@@ -173,6 +175,7 @@ class Gateway:
             max_user_properties=settings.max_user_properties,
         )
         self.metrics = Metrics()
+        self.receipts = Receipts(settings.gateway_id, clock=clock)
         self.statistics = StatisticsAggregator(
             window=timedelta(seconds=settings.statistics_window),
             min_group_size=settings.statistics_min_group,
@@ -338,6 +341,9 @@ class Gateway:
             topic, tracker.message.payload, devices=self.devices, limits=self.limits, now=now
         )
         event_id = str(event.event_id)
+        if event_id in self.completed:
+            # Committed before: the panel missed its receipt (or resent), so name it again.
+            tracker.receipt = (topic.building, topic.device, event_id)
         if event_id in self.completed or event_id in self._in_flight:
             if tracker.message.dup:
                 # The broker redelivers what we had not acknowledged before a crash.
@@ -347,6 +353,7 @@ class Gateway:
         self.metrics.events += 1
         self._in_flight.add(event_id)
         tracker.event_id = event_id
+        tracker.receipt = (topic.building, topic.device, event_id)
         consent = self.consent(event.building_id, event.dwelling_id)
         decision = decide(
             event,
@@ -451,6 +458,8 @@ class Gateway:
             devices=self.devices,
             registered=self._registered,
         )
+        if tracker.receipt is None:
+            tracker.receipt = rejected_target(message.topic, message.payload, reason)
         self.store.record_rejection(
             RejectionRow(now, reason.value, record.detail, record.topic, record.kept)
         )
@@ -533,6 +542,8 @@ class Gateway:
             if bus is not None:
                 bus.ack(tracker.message)
             self.metrics.acked += 1
+            if tracker.receipt is not None:
+                self.receipts.settle(tracker.receipt)
         if not self._trackers:
             self._idle.set()
         if self._waiting_for_acks and self.metrics.acked != acked:
@@ -562,6 +573,9 @@ class Gateway:
             if tracker.event_id is not None:
                 self.completed.add(tracker.event_id)
         self._ack_ready()
+        if self._bus is not None:
+            # After the commit, and after the inbound acks: a receipt never waits for them.
+            await self.receipts.publish(self._bus)
 
     async def _flush_loop(self) -> None:
         while True:

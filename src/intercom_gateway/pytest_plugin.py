@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
+from simulators.outbox import Outbox, ResendPolicy, keep
 
 from intercom_gateway import topics
 from intercom_gateway.broker import Mosquitto
@@ -63,14 +64,23 @@ def async_fixture(func: F) -> F:
 
 
 class Panels:
-    """Simulated panels: each event is published by its own device's broker account."""
+    """Simulated panels: each event is published by its own device's broker account.
 
-    def __init__(self, running: RunningGateway, world: World) -> None:
+    They follow the panel protocol (README, "Panel protocol"): each device subscribes to
+    its receipts topic, keeps every event it sent until the gateway's receipt names it
+    and sends it again, identical, after ``resend`` (``intercom_panel_resend``).
+    """
+
+    def __init__(
+        self, running: RunningGateway, world: World, *, resend: ResendPolicy | None = None
+    ) -> None:
         self.running = running
         self.world = world
         self.sent = 0  # messages the gateway will consume
+        self.outbox = Outbox(resend)
         self._clients: dict[str, MqttBus] = {}
         self._stack = contextlib.AsyncExitStack()
+        self._keeping: list[asyncio.Task[None]] = []
 
     async def send(
         self,
@@ -92,8 +102,8 @@ class Panels:
         )
         now = utc_now()
         out = event_message(spec, self.world, now=now, start=now)
-        await self._publish(out.topic, out.payload)
         event: dict[str, Any] = json.loads(out.payload)
+        await self._publish(out.topic, out.payload, event_id=str(event["event_id"]))
         return event
 
     async def change_settings(
@@ -108,16 +118,34 @@ class Panels:
         """Wait until the gateway has handled everything these panels sent."""
         await self.running.wait_processed(self.sent, timeout=timeout)
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
+    async def confirmed(self, *, timeout: float = 10.0) -> None:
+        """Wait until a receipt has named every event these panels sent."""
+        if not await self.outbox.wait_empty(timeout):
+            raise AssertionError(f"{len(self.outbox)} event(s) still without a receipt")
+
+    async def _publish(self, topic: str, payload: bytes, *, event_id: str | None = None) -> None:
         panel = topics.parse_panel_topic(topic)
         device = panel.device if panel is not None else "fleet"
-        if device not in self._clients:
-            client = self.running.client(device)
-            self._clients[device] = await self._stack.enter_async_context(client)
-        await self._clients[device].publish(topic, payload)
+        client = self._clients.get(device) or await self._connect(device, panel)
+        if event_id is not None:
+            await self.outbox.put(event_id, topic, payload)
+        await client.publish(topic, payload)
         self.sent += 1
 
+    async def _connect(self, device: str, panel: topics.PanelTopic | None) -> MqttBus:
+        client = await self._stack.enter_async_context(self.running.client(device))
+        self._clients[device] = client
+        if panel is not None:
+            # Subscribed before its first event, so no receipt can be missed.
+            await client.subscribe(topics.receipts(panel.building, device))
+            self._keeping.append(asyncio.create_task(keep(client, self.outbox)))
+        return client
+
     async def close(self) -> None:
+        for task in self._keeping:
+            task.cancel()
+        await asyncio.gather(*self._keeping, return_exceptions=True)
+        self._keeping.clear()
         await self._stack.aclose()
         self._clients.clear()
 
@@ -188,12 +216,21 @@ async def intercom_gateway(
         yield running
 
 
+@pytest.fixture
+def intercom_panel_resend() -> ResendPolicy:
+    """When the panels resend an event no receipt named: after 10 s, doubling up to 120 s,
+    at most 10,000 events kept per test (at the bound ``send`` waits for room)."""
+    return ResendPolicy()
+
+
 @async_fixture
-async def intercom_panels(intercom_gateway: RunningGateway) -> AsyncIterator[Panels]:
+async def intercom_panels(
+    intercom_gateway: RunningGateway, intercom_panel_resend: ResendPolicy
+) -> AsyncIterator[Panels]:
     """``await intercom_panels.send("visitor", dwelling="d0001", outcome="missed")``."""
     partners = load_partners(intercom_gateway.settings.partners_path, policy=default_policy())
     world = World(intercom_gateway.registry, partners, intercom_gateway.settings.partners_path, {})
-    panels = Panels(intercom_gateway, world)
+    panels = Panels(intercom_gateway, world, resend=intercom_panel_resend)
     try:
         yield panels
     finally:

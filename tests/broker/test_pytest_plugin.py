@@ -56,10 +56,19 @@ async def test_return_home_off_stops_it(intercom_panels, intercom_partner, inter
     alarm = await intercom_panels.send("alarm", dwelling="d0004")
     envelope = await elder_watch.next()
     assert envelope.event["event_id"] == alarm["event_id"]
+
+
+@pytest.mark.asyncio
+async def test_panels_keep_their_events_until_a_receipt_names_them(intercom_panels):
+    for dwelling in ("d0001", "d0002", "d0003"):
+        await intercom_panels.send("visitor", dwelling=dwelling)
+    await intercom_panels.confirmed()
+    assert len(intercom_panels.outbox) == 0
+    assert intercom_panels.outbox.confirmed == 3
 """
 
 
 def test_the_fixtures_work_in_strict_mode(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_strict=STRICT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=strict")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
