@@ -14,6 +14,7 @@ nothing outside this module speaks SQL.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -26,14 +27,27 @@ from typing import Any
 
 import aiosqlite
 
+from intercom_gateway import store_statistics
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.registry import Registry
+from intercom_gateway.statistics import Window
+from intercom_gateway.store_statistics import StatisticsBatch
 
 _DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
     event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
     dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
     policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
     outcome_set TEXT NOT NULL REFERENCES outcome_sets (id));"""
+
+# What became of a provision (§8; APPI's record of provision). The row is written as
+# "intended" before the copy is published, so no copy can reach a recipient without it;
+# "delivered" once the recipient's broker acknowledged it and the event completed;
+# "unconfirmed" when the gateway lost track of the publish (a crash, a lost connection,
+# a refused publish): it may or may not have reached the recipient, and is kept. A later
+# delivery of the same event upgrades it. Rows of the first layout, written only after
+# the acknowledgement, are "delivered".
+LEDGER_STATUSES = ("intended", "delivered", "unconfirmed")
+_LEDGER_STATUS_COLUMN = "status TEXT NOT NULL DEFAULT 'delivered'"
 
 SCHEMA = (
     """
@@ -71,7 +85,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
     event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
     purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
-    decision_id TEXT NOT NULL,
+    decision_id TEXT NOT NULL, """
+    + _LEDGER_STATUS_COLUMN
+    + """,
     UNIQUE (event_id, recipient));
 -- "One dwelling's records for a year" (§8 disclosure) is a range scan of this index;
 -- purge by age is a range scan of ledger_at.
@@ -176,13 +192,21 @@ class RequestRow:
 class _Batch:
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)  # delivered provisions
+    unconfirmed: list[tuple[str, str]] = field(default_factory=list)  # (event, recipient)
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
+    statistics: StatisticsBatch = field(default_factory=StatisticsBatch)
 
     def __bool__(self) -> bool:
         return bool(
-            self.outcome_sets or self.decisions or self.ledger or self.completed or self.rejections
+            self.outcome_sets
+            or self.decisions
+            or self.ledger
+            or self.unconfirmed
+            or self.completed
+            or self.rejections
+            or self.statistics
         )
 
 
@@ -204,8 +228,9 @@ _DECISION_COLUMNS = (
 
 _LEDGER_COLUMNS = (
     "at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id, "
-    "event_type, items, image, purposes, rule_id, policy_version, decision_id"
+    "event_type, items, image, purposes, rule_id, policy_version, decision_id, status"
 )
+_LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 class Store:
@@ -213,6 +238,9 @@ class Store:
         self._db = connection
         self._batch = _Batch()
         self._outcome_sets: dict[str, str] = {}  # text -> id, recorded by this process
+        # One transaction at a time: the batch, the ledger's intents and consent changes
+        # share one connection, and a commit must not take half of another's writes.
+        self._lock = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -222,11 +250,18 @@ class Store:
             connection.row_factory = aiosqlite.Row
             # WAL with synchronous=NORMAL survives a crash of the process; only a
             # power loss could take back the last commits.
-            await connection.executescript(SCHEMA + "PRAGMA synchronous = NORMAL;")
+            await connection.executescript(
+                SCHEMA + store_statistics.SCHEMA + "PRAGMA synchronous = NORMAL;"
+            )
             await _migrate_decisions(connection)
+            await _migrate_ledger(connection)
             await connection.executescript(
                 "CREATE INDEX IF NOT EXISTS decisions_dwelling"
                 " ON decisions (building_id, dwelling_id, decided_at);"
+                # Rows stay "intended" for a moment only: this index stays tiny, and at
+                # start the ones a stopped process left are found without a scan.
+                " CREATE INDEX IF NOT EXISTS ledger_intended ON ledger (event_id)"
+                " WHERE status = 'intended';"
             )
             await connection.commit()
             store = cls(connection)
@@ -277,6 +312,28 @@ class Store:
         at: datetime,
     ) -> None:
         """Append to the history and replace the current state, in one commit."""
+        async with self._lock:
+            await self._save_consent(
+                state,
+                change=change,
+                change_id=change_id,
+                source=source,
+                applied=applied,
+                detail=detail,
+                at=at,
+            )
+
+    async def _save_consent(
+        self,
+        state: ConsentState,
+        *,
+        change: str,
+        change_id: str | None,
+        source: str,
+        applied: bool,
+        detail: str,
+        at: datetime,
+    ) -> None:
         await self._db.execute(
             "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
             " applied, detail, revision, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -360,8 +417,48 @@ class Store:
             )
         )
 
+    async def write_intents(self, rows: Sequence[LedgerRow]) -> None:
+        """Commit provisions about to be published, as "intended", at once (not batched).
+
+        The ledger's write-ahead record: a copy to a recipient is published only after
+        this returns. A row that exists already (an event handled again) is kept as it is.
+        """
+        async with self._lock:
+            await self._db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')",
+                [row.as_params() for row in rows],
+            )
+            await self._db.commit()
+
     def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
+        """Provisions the recipients' broker acknowledged: "delivered", intended or not."""
         self._batch.ledger.extend(row.as_params() for row in rows)
+
+    def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
+        """Intents whose publish this process lost track of; a delivered row stays so."""
+        self._batch.unconfirmed.extend((row.event_id, row.recipient) for row in rows)
+
+    async def mark_unconfirmed(self) -> int:
+        """At start: what a stopped process intended but never completed (§8: kept, as
+        "unconfirmed"). Assumes one gateway per store file. Returns how many rows."""
+        async with self._lock:
+            cursor = await self._db.execute(
+                "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+            )
+            await self._db.commit()
+        return cursor.rowcount
+
+    def record_statistic(self, window: Window, event_type: str) -> None:
+        """One event counted in ``window``; written with the event's completion."""
+        self._batch.statistics.count(window, event_type)
+
+    def record_window_published(self, window: Window, *, closed_before: datetime) -> None:
+        """The broker acknowledged the window's aggregate: its counts can go."""
+        self._batch.statistics.mark_published(window, closed_before)
+
+    async def statistics_windows(self) -> tuple[list[tuple[Window, str, int]], datetime | None]:
+        """The open windows' counts and the start of the oldest window still open."""
+        return await store_statistics.load(self._db)
 
     def record_completed(self, event_id: str, at: float) -> None:
         self._batch.completed.append((event_id, at))
@@ -377,15 +474,16 @@ class Store:
 
     async def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
-        batch, self._batch = self._batch, _Batch()
-        if not batch:
-            return
-        try:
-            await self._write(batch)
-        except BaseException:
-            # Sets recorded in the lost batch must be recorded again with later rows.
-            self._outcome_sets.clear()
-            raise
+        async with self._lock:
+            batch, self._batch = self._batch, _Batch()
+            if not batch:
+                return
+            try:
+                await self._write(batch)
+            except BaseException:
+                # Sets recorded in the lost batch must be recorded again with later rows.
+                self._outcome_sets.clear()
+                raise
 
     async def _write(self, batch: _Batch) -> None:
         db = self._db
@@ -398,12 +496,20 @@ class Store:
                 "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 batch.decisions,
             )
+        if batch.unconfirmed:
+            # Before the deliveries: a redelivery in the same batch upgrades it again.
+            await db.executemany(
+                "UPDATE ledger SET status = 'unconfirmed'"
+                " WHERE event_id = ? AND recipient = ? AND status = 'intended'",
+                batch.unconfirmed,
+            )
         if batch.ledger:
             # The UNIQUE (event_id, recipient) key makes a redelivered event's second
-            # provision a no-op: the ledger never counts one twice.
+            # provision an update of the first row's status: the ledger never counts one
+            # twice, and keeps what the first record said.
             await db.executemany(
-                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'delivered')"
+                " ON CONFLICT (event_id, recipient) DO UPDATE SET status = 'delivered'",
                 batch.ledger,
             )
         if batch.completed:
@@ -414,6 +520,8 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 batch.rejections,
             )
+        if batch.statistics:
+            await store_statistics.write(db, batch.statistics)
         await db.commit()
 
     async def recent_completed(self, limit: int) -> list[str]:
@@ -531,17 +639,20 @@ class Store:
         return ConsentState.model_validate_json(row[0]) if row else None
 
     async def ledger_summary(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
-        """How many provision records the dwelling has, per recipient, and their span."""
+        """How many provision records the dwelling has, per recipient and status, and
+        their span."""
         key = (building_id, dwelling_id)
+        by_status = ", ".join(f"SUM(status = '{s}') AS {s}" for s in LEDGER_STATUSES)
         async with self._db.execute(
-            "SELECT recipient, third_party, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last"
-            " FROM ledger WHERE building_id = ? AND dwelling_id = ?"
+            "SELECT recipient, third_party, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last,"
+            f" {by_status} FROM ledger WHERE building_id = ? AND dwelling_id = ?"
             " GROUP BY recipient, third_party ORDER BY recipient",
             key,
         ) as cursor:
             rows = [dict(row) for row in await cursor.fetchall()]
         return {
             "rows": sum(r["n"] for r in rows),
+            "by_status": {s: sum(r[s] for r in rows) for s in LEDGER_STATUSES},
             "by_recipient": [{**r, "third_party": bool(r["third_party"])} for r in rows],
         }
 
@@ -622,6 +733,15 @@ class Store:
         for row in rows:
             row["params"] = json.loads(row["params"])
         return rows
+
+
+async def _migrate_ledger(connection: aiosqlite.Connection) -> None:
+    """Give a ledger of the first layout its status column: its rows were all written
+    after the recipient's broker acknowledged the copy, so they are "delivered"."""
+    async with connection.execute("PRAGMA table_info(ledger)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "status" not in columns:
+        await connection.execute(f"ALTER TABLE ledger ADD COLUMN {_LEDGER_STATUS_COLUMN}")
 
 
 async def _migrate_decisions(connection: aiosqlite.Connection) -> None:
