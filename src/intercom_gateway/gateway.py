@@ -562,7 +562,15 @@ class Gateway:
         """Retained metrics and any closed statistics windows."""
         await bus.send(
             topics.METRICS,
-            _json({"gateway_id": self.settings.gateway_id, **self.metrics.snapshot()}),
+            _json(
+                {
+                    "gateway_id": self.settings.gateway_id,
+                    **self.metrics.snapshot(),
+                    "statistics_late": self.statistics.late,
+                    "ledger_intents": self.ledger.intents,
+                    "ledger_commits": self.ledger.commits,
+                }
+            ),
             retain=True,
         )
         now = self.clock()
