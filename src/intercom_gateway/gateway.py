@@ -469,21 +469,21 @@ class Gateway:
     def _settle(self, tracker: _Tracker) -> None:
         """Every publish of the message has an outcome: record what became of it."""
         store = self.store
-        if tracker.intents:
+        if len(tracker.provisions) < len(tracker.intents):
             delivered = {id(row) for row in tracker.provisions}
             # Refused, unacknowledged or never sent: it may or may not have reached the
             # recipient. §8: kept, marked unconfirmed; a later delivery upgrades it.
-            store.record_unconfirmed(r for r in tracker.intents if id(r) not in delivered)
+            store.record_unconfirmed([r for r in tracker.intents if id(r) not in delivered])
         if tracker.failed:
             # Not acknowledged, so the broker delivers it again and its completion waits
             # for that; a copy the broker did take is on record as delivered now.
-            store.record_provisions(tracker.provisions)
+            store.record_delivered(tracker.provisions)
             return
         if not tracker.needs_store:
             return
         # Every destination has it: now its ledger rows, statistics count and completion
         # are recorded, and the next flush lets the broker forget it.
-        store.record_provisions(tracker.provisions)
+        store.record_delivered(tracker.provisions)
         event_id = tracker.event_id
         if event_id is not None:
             if tracker.statistic is not None and self._first_completion(event_id):

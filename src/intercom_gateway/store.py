@@ -193,6 +193,7 @@ class _Batch:
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     ledger: list[tuple[Any, ...]] = field(default_factory=list)  # delivered provisions
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # intents, (event, recipient)
     unconfirmed: list[tuple[str, str]] = field(default_factory=list)  # (event, recipient)
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
@@ -203,6 +204,7 @@ class _Batch:
             self.outcome_sets
             or self.decisions
             or self.ledger
+            or self.delivered
             or self.unconfirmed
             or self.completed
             or self.rejections
@@ -434,6 +436,10 @@ class Store:
         """Provisions the recipients' broker acknowledged: "delivered", intended or not."""
         self._batch.ledger.extend(row.as_params() for row in rows)
 
+    def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
+        """Like ``record_provisions``, for rows whose intent is committed: a key is enough."""
+        self._batch.delivered.extend((row.event_id, row.recipient) for row in rows)
+
     def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
         """Intents whose publish this process lost track of; a delivered row stays so."""
         self._batch.unconfirmed.extend((row.event_id, row.recipient) for row in rows)
@@ -511,6 +517,11 @@ class Store:
                 f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'delivered')"
                 " ON CONFLICT (event_id, recipient) DO UPDATE SET status = 'delivered'",
                 batch.ledger,
+            )
+        if batch.delivered:
+            await db.executemany(
+                "UPDATE ledger SET status = 'delivered' WHERE event_id = ? AND recipient = ?",
+                batch.delivered,
             )
         if batch.completed:
             await db.executemany("INSERT OR IGNORE INTO completed VALUES (?, ?)", batch.completed)

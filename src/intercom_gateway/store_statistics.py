@@ -13,6 +13,7 @@ a restart never reopens a published window for late events.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,8 +46,7 @@ class StatisticsBatch:
         return bool(self.counts or self.published)
 
     def count(self, window: Window, event_type: str) -> None:
-        key = (window.building_id, _text(window.start), _text(window.end), event_type)
-        self.counts[key] += 1
+        self.counts[(*_window_key(window), event_type)] += 1
 
     def mark_published(self, window: Window, closed_before: datetime) -> None:
         self.published.append((window.building_id, _text(window.start)))
@@ -96,6 +96,12 @@ async def load(
     ) as cursor:
         row = await cursor.fetchone()
     return counts, (datetime.fromisoformat(row[0]) if row else None)
+
+
+@functools.lru_cache(maxsize=1_024)
+def _window_key(window: Window) -> tuple[str, str, str]:
+    # The open windows are few; their text is made once, not once an event.
+    return window.building_id, _text(window.start), _text(window.end)
 
 
 def _text(moment: datetime) -> str:
