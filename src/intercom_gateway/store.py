@@ -6,7 +6,10 @@ record of completed events (for de-duplication after a crash), the decision log,
 the provision ledger and rejected input. Consent changes are committed before they
 are acknowledged. Everything on the event path is buffered and written in one batch
 per ``flush`` (each awaited aiosqlite call costs ~0.3 ms: pitfalls #9), and the
-gateway acknowledges an event to the broker only after its batch is committed.
+gateway acknowledges an event to the broker only after its batch is committed. The one
+exception is the ledger's write-ahead record (``write_intents``): a provision is
+committed before its copy is published, in commits of its own (``ledger.WriteAhead``).
+The statistics tables are ``store_statistics``'s, written in the same batches.
 
 A later, clustered deployment replaces this class with one over a shared database;
 nothing outside this module speaks SQL.
