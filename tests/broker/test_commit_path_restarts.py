@@ -58,7 +58,7 @@ STATISTICS = {
     "INTERCOM_STATISTICS_WINDOW": str(WINDOW_S),
     "INTERCOM_STATISTICS_MIN_GROUP": "1",
     # Longer than a restart takes: what was on its way when a window ended still counts.
-    "INTERCOM_STATISTICS_DELAY": "8",
+    "INTERCOM_STATISTICS_DELAY": "15",
 }
 
 
