@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,18 @@ class _NoLedgerStore(Store):
     """The same store with ledger writes dropped: the 'ledger off' baseline."""
 
     def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
+        for _ in rows:
+            pass
+
+    # The write-ahead path (ledger.WriteAhead): intents, then their completion.
+    async def write_intents(self, rows: Sequence[LedgerRow]) -> None:
+        return None
+
+    def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
+        for _ in rows:
+            pass
+
+    def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
         for _ in rows:
             pass
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import random
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from intercom_gateway.ingress import (
     check_settings,
     check_topic,
 )
+from intercom_gateway.ledger import WriteAhead
 from intercom_gateway.models import (
     GatewayStatus,
     RejectReason,
@@ -61,7 +61,7 @@ from intercom_gateway.receipts import Receipts, Target, rejected_target
 from intercom_gateway.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.rejections import RejectedInput
 from intercom_gateway.settings import Settings
-from intercom_gateway.statistics import StatisticsAggregator
+from intercom_gateway.statistics import StatisticsAggregator, Window
 from intercom_gateway.store import DecisionRow, LedgerRow, RejectionRow, Store
 
 log = structlog.get_logger("intercom_gateway.gateway")
@@ -137,7 +137,9 @@ class _Tracker:
     stored: bool = False
     failed: bool = False
     event_id: str | None = None
-    provisions: list[LedgerRow] = field(default_factory=list)
+    intents: list[LedgerRow] = field(default_factory=list)  # ledger rows written ahead
+    provisions: list[LedgerRow] = field(default_factory=list)  # ...and acknowledged
+    statistic: tuple[str, str, datetime] | None = None  # building, type, occurred_at
     receipt: Target | None = None  # the panel's event this message settles (receipts.py)
 
     @property
@@ -179,9 +181,13 @@ class Gateway:
         self.statistics = StatisticsAggregator(
             window=timedelta(seconds=settings.statistics_window),
             min_group_size=settings.statistics_min_group,
+            delay=timedelta(seconds=settings.statistics_delay),
         )
+        self.ledger = WriteAhead(store)
         self._trackers: deque[_Tracker] = deque()
         self._unflushed: list[_Tracker] = []
+        self._committing: set[str] = set()  # completed events of _unflushed
+        self._settled = asyncio.Event()  # a message's publishes all have an outcome
         self._in_flight: set[str] = set()
         self._bus: Bus | None = None
         self._idle = asyncio.Event()
@@ -204,7 +210,7 @@ class Gateway:
         completed = CompletedIds(
             settings.completed_memory, await store.recent_completed(settings.completed_memory)
         )
-        return cls(
+        gateway = cls(
             settings=settings,
             store=store,
             policy=policy,
@@ -214,6 +220,20 @@ class Gateway:
             completed=completed,
             clock=clock,
         )
+        await gateway._recover()
+        return gateway
+
+    async def _recover(self) -> None:
+        """Take up what a stopped process left in the store: its ledger intents and the
+        statistics windows it had not published."""
+        unconfirmed = await self.store.mark_unconfirmed()
+        if unconfirmed:
+            log.warning(
+                "ledger rows intended by a stopped gateway are marked unconfirmed (§8)",
+                rows=unconfirmed,
+            )
+        counts, closed_before = await self.store.statistics_windows()
+        self.statistics.restore(counts, closed_before=closed_before)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -264,8 +284,14 @@ class Gateway:
         """Wait until every message taken so far is acknowledged (graceful shutdown)."""
         if self._bus is not None:
             await self._bus.drain()
-        await self._flush()
-        await self._idle.wait()
+        while True:
+            # Copies held back for their ledger row (ledger.WriteAhead) are acknowledged
+            # later than the rest: commit each message's records as it settles.
+            self._settled.clear()
+            await self._flush()
+            if self._idle.is_set():
+                return
+            await self._settled.wait()
 
     async def handle(self, bus: Bus, message: Message) -> None:
         """Handle one message. Nothing raised while handling it escapes, but a lost bus.
@@ -377,7 +403,8 @@ class Gateway:
                 continue
             self.metrics.forwarded[outcome.kind.value] += 1
             if outcome.kind is DestinationKind.STATISTICS:
-                self.statistics.add(event.building_id, event.type, event.occurred_at)
+                # Counted when the event is committed, in the same batch (_settle).
+                tracker.statistic = (event.building_id, str(event.type), event.occurred_at)
             if outcome.payload is None or outcome.topic is None:
                 continue
             payload, properties = envelopes.encode(outcome)
@@ -494,6 +521,8 @@ class Gateway:
         properties: list[tuple[str, str]] | tuple[()],
         provision: LedgerRow | None = None,
     ) -> None:
+        """Publish one copy for ``tracker``'s message; a copy with a ``provision`` is
+        published only once its ledger row is committed (ledger.WriteAhead)."""
         tracker.publishes += 1
 
         def done(error: BaseException | None) -> None:
@@ -508,6 +537,10 @@ class Gateway:
                 tracker.failed = True
             self._release(tracker)
 
+        if provision is not None:
+            tracker.intents.append(provision)
+            self.ledger.submit(provision, bus, topic, payload, properties, done)
+            return
         try:
             await bus.send(topic, payload, qos=1, user_properties=properties, on_done=done)
         except PublishFailed as error:
@@ -517,14 +550,43 @@ class Gateway:
 
     def _release(self, tracker: _Tracker) -> None:
         tracker.publishes -= 1
-        if tracker.publishes == 0 and tracker.needs_store and not tracker.failed:
-            # Every destination has it: now its ledger rows and completion are recorded,
-            # and the next flush lets the broker forget it.
-            self.store.record_provisions(tracker.provisions)
-            if tracker.event_id is not None:
-                self.store.record_completed(tracker.event_id, self.clock().timestamp())
-            self._unflushed.append(tracker)
+        if tracker.publishes == 0:
+            self._settle(tracker)
+            self._settled.set()
         self._ack_ready()
+
+    def _settle(self, tracker: _Tracker) -> None:
+        """Every publish of the message has an outcome: record what became of it."""
+        store = self.store
+        if len(tracker.provisions) < len(tracker.intents):
+            delivered = {id(row) for row in tracker.provisions}
+            # Refused, unacknowledged or never sent: it may or may not have reached the
+            # recipient. §8: kept, marked unconfirmed; a later delivery upgrades it.
+            store.record_unconfirmed([r for r in tracker.intents if id(r) not in delivered])
+        if tracker.failed:
+            # Not acknowledged, so the broker delivers it again and its completion waits
+            # for that; a copy the broker did take is on record as delivered now.
+            store.record_delivered(tracker.provisions)
+            return
+        if not tracker.needs_store:
+            return
+        # Every destination has it: now its ledger rows, statistics count and completion
+        # are recorded, and the next flush lets the broker forget it.
+        store.record_delivered(tracker.provisions)
+        event_id = tracker.event_id
+        if event_id is not None:
+            if tracker.statistic is not None and self._first_completion(event_id):
+                window = self.statistics.add(*tracker.statistic)
+                if window is not None:
+                    store.record_statistic(window, tracker.statistic[1])
+            store.record_completed(event_id, self.clock().timestamp())
+            self._committing.add(event_id)
+        self._unflushed.append(tracker)
+
+    def _first_completion(self, event_id: str) -> bool:
+        # After a lost connection the broker may deliver an event again before its first
+        # completion is committed: it must not be counted twice.
+        return event_id not in self._committing and event_id not in self.completed
 
     def _ack_ready(self) -> None:
         # Acknowledge in arrival order, as MQTT expects of a subscriber.
@@ -572,6 +634,7 @@ class Gateway:
             # from here on, even if the broker never saw our acknowledgement.
             if tracker.event_id is not None:
                 self.completed.add(tracker.event_id)
+                self._committing.discard(tracker.event_id)
         self._ack_ready()
         if self._bus is not None:
             # After the commit, and after the inbound acks: a receipt never waits for them.
@@ -608,23 +671,50 @@ class Gateway:
                     "gateway_id": self.settings.gateway_id,
                     **self.metrics.snapshot(),
                     **self.progress(),
+                    "statistics_late": self.statistics.late,
+                    "ledger_intents": self.ledger.intents,
+                    "ledger_commits": self.ledger.commits,
                 }
             ),
             retain=True,
         )
         now = self.clock()
-        for aggregate in self.statistics.flush(now):
+        due = self.statistics.flush(now)
+        if not due:
+            return
+        # Every count of these windows is committed before it is published.
+        await self._flush()
+        for index, aggregate in enumerate(due):
             envelope = aggregate.message(
                 policy=self.policy,
                 gateway_id=self.settings.gateway_id,
-                decision_id=uuid.uuid4(),
+                decision_id=aggregate.id,  # the same if it is published again
                 now=now,
             )
-            await bus.send(
-                aggregate.topic,
-                envelope.model_dump_json().encode(),
-                user_properties=user_properties(envelope),
-            )
+            try:
+                await bus.send(
+                    aggregate.topic,
+                    envelope.model_dump_json().encode(),
+                    user_properties=user_properties(envelope),
+                    on_done=functools.partial(self._aggregate_sent, aggregate.window),
+                )
+            except BaseException:
+                for unsent in due[index:]:
+                    self.statistics.unsent(unsent.window)
+                raise
+
+    def _aggregate_sent(self, window: Window, error: BaseException | None) -> None:
+        if error is None:
+            # Published: its counts leave the store with the next batch. A crash before
+            # that publishes it again after the restart, with the same id.
+            self.statistics.published(window)
+            self.store.record_window_published(window, closed_before=self.statistics.closed_before)
+        elif isinstance(error, PublishFailed):
+            self.metrics.publish_refused += 1
+            log.error("statistics refused", topic=error.topic, error=str(error))
+            self.statistics.abandon(window)  # kept in the store: a restart tries again
+        else:
+            self.statistics.unsent(window)  # the next report publishes it
 
     def reset_in_flight(self) -> None:
         """After a lost connection: what was not acknowledged will be delivered again."""

@@ -231,6 +231,7 @@ CSV_COLUMNS = (
     "rule_id",
     "policy_version",
     "decision_id",
+    "status",  # delivered, unconfirmed (may or may not have reached it) or intended
 )
 
 

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     completed_memory: int = Field(default=1_000_000, description="event ids kept for de-dup")
     statistics_window: float = 3_600.0
     statistics_min_group: int = 5
+    statistics_delay: float = Field(
+        default=2.0,
+        ge=0,
+        description="seconds after a window ends before it is published: events still on"
+        " their way, or delivered again after a restart, are counted in it",
+    )
     log_level: str = "INFO"
     log_events: bool = Field(default=True, description="one log line per processed event")
     metrics_interval: float = Field(

@@ -6,7 +6,10 @@ record of completed events (for de-duplication after a crash), the decision log,
 the provision ledger and rejected input. Consent changes are committed before they
 are acknowledged. Everything on the event path is buffered and written in one batch
 per ``flush`` (each awaited aiosqlite call costs ~0.3 ms: pitfalls #9), and the
-gateway acknowledges an event to the broker only after its batch is committed.
+gateway acknowledges an event to the broker only after its batch is committed. The one
+exception is the ledger's write-ahead record (``write_intents``): a provision is
+committed before its copy is published, in commits of its own (``ledger.WriteAhead``).
+The statistics tables are ``store_statistics``'s, written in the same batches.
 
 A later, clustered deployment replaces this class with one over a shared database;
 nothing outside this module speaks SQL.
@@ -28,14 +31,27 @@ from typing import Any
 
 import aiosqlite
 
+from intercom_gateway import store_statistics
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.registry import Registry
+from intercom_gateway.statistics import Window
+from intercom_gateway.store_statistics import StatisticsBatch
 
 _DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
     event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
     dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
     policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
     outcome_set TEXT NOT NULL REFERENCES outcome_sets (id));"""
+
+# What became of a provision (§8; APPI's record of provision). The row is written as
+# "intended" before the copy is published, so no copy can reach a recipient without it;
+# "delivered" once the recipient's broker acknowledged it and the event completed;
+# "unconfirmed" when the gateway lost track of the publish (a crash, a lost connection,
+# a refused publish): it may or may not have reached the recipient, and is kept. A later
+# delivery of the same event upgrades it. Rows of the first layout, written only after
+# the acknowledgement, are "delivered".
+LEDGER_STATUSES = ("intended", "delivered", "unconfirmed")
+_LEDGER_STATUS_COLUMN = "status TEXT NOT NULL DEFAULT 'delivered'"
 
 SCHEMA = (
     """
@@ -77,7 +93,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
     event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
     purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
-    decision_id TEXT NOT NULL,
+    decision_id TEXT NOT NULL, """
+    + _LEDGER_STATUS_COLUMN
+    + """,
     UNIQUE (event_id, recipient));
 -- "One dwelling's records for a year" (§8 disclosure) is a range scan of this index;
 -- purge by age is a range scan of ledger_at.
@@ -182,13 +200,23 @@ class RequestRow:
 class _Batch:
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)  # delivered provisions
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # intents, (event, recipient)
+    unconfirmed: list[tuple[str, str]] = field(default_factory=list)  # (event, recipient)
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
+    statistics: StatisticsBatch = field(default_factory=StatisticsBatch)
 
     def __bool__(self) -> bool:
         return bool(
-            self.outcome_sets or self.decisions or self.ledger or self.completed or self.rejections
+            self.outcome_sets
+            or self.decisions
+            or self.ledger
+            or self.delivered
+            or self.unconfirmed
+            or self.completed
+            or self.rejections
+            or self.statistics
         )
 
 
@@ -210,8 +238,9 @@ _DECISION_COLUMNS = (
 
 _LEDGER_COLUMNS = (
     "at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id, "
-    "event_type, items, image, purposes, rule_id, policy_version, decision_id"
+    "event_type, items, image, purposes, rule_id, policy_version, decision_id, status"
 )
+_LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 class Store:
@@ -238,11 +267,18 @@ class Store:
             connection.row_factory = aiosqlite.Row
             # WAL with synchronous=NORMAL survives a crash of the process; only a
             # power loss could take back the last commits.
-            await connection.executescript(SCHEMA + "PRAGMA synchronous = NORMAL;")
+            await connection.executescript(
+                SCHEMA + store_statistics.SCHEMA + "PRAGMA synchronous = NORMAL;"
+            )
             await _migrate_decisions(connection)
+            await _migrate_ledger(connection)
             await connection.executescript(
                 "CREATE INDEX IF NOT EXISTS decisions_dwelling"
                 " ON decisions (building_id, dwelling_id, decided_at);"
+                # Rows stay "intended" for a moment only: this index stays tiny, and at
+                # start the ones a stopped process left are found without a scan.
+                " CREATE INDEX IF NOT EXISTS ledger_intended ON ledger (event_id)"
+                " WHERE status = 'intended';"
             )
             await connection.commit()
             store = cls(connection)
@@ -377,8 +413,52 @@ class Store:
             )
         )
 
+    async def write_intents(self, rows: Sequence[LedgerRow]) -> None:
+        """Commit provisions about to be published, as "intended", at once (not batched).
+
+        The ledger's write-ahead record: a copy to a recipient is published only after
+        this returns. A row that exists already (an event handled again) is kept as it is.
+        """
+        async with self._writing:
+            await self._db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')",
+                [row.as_params() for row in rows],
+            )
+            await self._db.commit()
+
     def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
+        """Provisions the recipients' broker acknowledged: "delivered", intended or not."""
         self._batch.ledger.extend(row.as_params() for row in rows)
+
+    def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
+        """Like ``record_provisions``, for rows whose intent is committed: a key is enough."""
+        self._batch.delivered.extend((row.event_id, row.recipient) for row in rows)
+
+    def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
+        """Intents whose publish this process lost track of; a delivered row stays so."""
+        self._batch.unconfirmed.extend((row.event_id, row.recipient) for row in rows)
+
+    async def mark_unconfirmed(self) -> int:
+        """At start: what a stopped process intended but never completed (§8: kept, as
+        "unconfirmed"). Assumes one gateway per store file. Returns how many rows."""
+        async with self._writing:
+            cursor = await self._db.execute(
+                "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+            )
+            await self._db.commit()
+        return cursor.rowcount
+
+    def record_statistic(self, window: Window, event_type: str) -> None:
+        """One event counted in ``window``; written with the event's completion."""
+        self._batch.statistics.count(window, event_type)
+
+    def record_window_published(self, window: Window, *, closed_before: datetime) -> None:
+        """The broker acknowledged the window's aggregate: its counts can go."""
+        self._batch.statistics.mark_published(window, closed_before)
+
+    async def statistics_windows(self) -> tuple[list[tuple[Window, str, int]], datetime | None]:
+        """The open windows' counts and the start of the oldest window still open."""
+        return await store_statistics.load(self._db)
 
     def record_completed(self, event_id: str, at: float) -> None:
         self._batch.completed.append((event_id, at))
@@ -394,17 +474,17 @@ class Store:
 
     async def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
-        batch, self._batch = self._batch, _Batch()
-        if not batch and not self._finished_attempts:
-            return
-        try:
-            async with self._writing:
+        async with self._writing:
+            batch, self._batch = self._batch, _Batch()
+            if not batch and not self._finished_attempts:
+                return
+            try:
                 await self._forget_finished_attempts()
                 await self._write(batch)
-        except BaseException:
-            # Sets recorded in the lost batch must be recorded again with later rows.
-            self._outcome_sets.clear()
-            raise
+            except BaseException:
+                # Sets recorded in the lost batch must be recorded again with later rows.
+                self._outcome_sets.clear()
+                raise
 
     async def _write(self, batch: _Batch) -> None:
         db = self._db
@@ -417,13 +497,26 @@ class Store:
                 "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 batch.decisions,
             )
+        if batch.unconfirmed:
+            # Before the deliveries: a redelivery in the same batch upgrades it again.
+            await db.executemany(
+                "UPDATE ledger SET status = 'unconfirmed'"
+                " WHERE event_id = ? AND recipient = ? AND status = 'intended'",
+                batch.unconfirmed,
+            )
         if batch.ledger:
             # The UNIQUE (event_id, recipient) key makes a redelivered event's second
-            # provision a no-op: the ledger never counts one twice.
+            # provision an update of the first row's status: the ledger never counts one
+            # twice, and keeps what the first record said.
             await db.executemany(
-                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'delivered')"
+                " ON CONFLICT (event_id, recipient) DO UPDATE SET status = 'delivered'",
                 batch.ledger,
+            )
+        if batch.delivered:
+            await db.executemany(
+                "UPDATE ledger SET status = 'delivered' WHERE event_id = ? AND recipient = ?",
+                batch.delivered,
             )
         if batch.completed:
             await db.executemany("INSERT OR IGNORE INTO completed VALUES (?, ?)", batch.completed)
@@ -433,6 +526,8 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 batch.rejections,
             )
+        if batch.statistics:
+            await store_statistics.write(db, batch.statistics)
         await db.commit()
 
     async def begin_attempt(self, key: str) -> int:
@@ -581,17 +676,20 @@ class Store:
         return ConsentState.model_validate_json(row[0]) if row else None
 
     async def ledger_summary(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
-        """How many provision records the dwelling has, per recipient, and their span."""
+        """How many provision records the dwelling has, per recipient and status, and
+        their span."""
         key = (building_id, dwelling_id)
+        by_status = ", ".join(f"SUM(status = '{s}') AS {s}" for s in LEDGER_STATUSES)
         async with self._db.execute(
-            "SELECT recipient, third_party, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last"
-            " FROM ledger WHERE building_id = ? AND dwelling_id = ?"
+            "SELECT recipient, third_party, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last,"
+            f" {by_status} FROM ledger WHERE building_id = ? AND dwelling_id = ?"
             " GROUP BY recipient, third_party ORDER BY recipient",
             key,
         ) as cursor:
             rows = [dict(row) for row in await cursor.fetchall()]
         return {
             "rows": sum(r["n"] for r in rows),
+            "by_status": {s: sum(r[s] for r in rows) for s in LEDGER_STATUSES},
             "by_recipient": [{**r, "third_party": bool(r["third_party"])} for r in rows],
         }
 
@@ -672,6 +770,15 @@ class Store:
         for row in rows:
             row["params"] = json.loads(row["params"])
         return rows
+
+
+async def _migrate_ledger(connection: aiosqlite.Connection) -> None:
+    """Give a ledger of the first layout its status column: its rows were all written
+    after the recipient's broker acknowledged the copy, so they are "delivered"."""
+    async with connection.execute("PRAGMA table_info(ledger)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "status" not in columns:
+        await connection.execute(f"ALTER TABLE ledger ADD COLUMN {_LEDGER_STATUS_COLUMN}")
 
 
 async def _migrate_decisions(connection: aiosqlite.Connection) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from intercom_gateway.models import EventType
 from intercom_gateway.policy import Policy
-from intercom_gateway.statistics import StatisticsAggregator
+from intercom_gateway.statistics import StatisticsAggregator, Window, aggregate_id
 
 T0 = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
 
@@ -125,3 +125,56 @@ def test_no_published_count_is_below_the_minimum_and_none_is_lost(
     assert published == {k: n for k, n in expected.items() if n >= min_group_size}
     hidden = sum(a.suppressed for a in result)
     assert hidden == sum(1 for n in expected.values() if n < min_group_size)
+
+
+def test_restored_windows_are_counted_on_and_published_with_their_own_bounds() -> None:
+    """A window a previous process left in the store, even of another length."""
+    agg = StatisticsAggregator(window=timedelta(minutes=30), min_group_size=1)
+    old = Window("bldg-1", T0, T0 + timedelta(hours=1))  # counted under hourly windows
+    agg.restore([(old, "alarm", 3)], closed_before=T0)
+    assert agg.add("bldg-1", EventType.ALARM, T0 + timedelta(minutes=40)) == Window(
+        "bldg-1", T0 + timedelta(minutes=30), T0 + timedelta(hours=1)
+    )
+    assert agg.flush(T0 + timedelta(minutes=59)) == []
+    first, second = agg.flush(T0 + timedelta(hours=1))
+    assert (first.window, first.counts) == (old, {"alarm": 3})
+    assert second.counts == {"alarm": 1}
+
+
+def test_a_restored_closed_before_keeps_published_windows_closed() -> None:
+    agg = StatisticsAggregator()
+    agg.restore([], closed_before=T0 + timedelta(hours=1))
+    assert agg.add("bldg-1", EventType.VISITOR, T0 + timedelta(minutes=59)) is None
+    assert agg.late == 1
+    assert agg.add("bldg-1", EventType.VISITOR, T0 + timedelta(hours=1)) is not None
+
+
+def test_a_window_closes_only_after_the_delay() -> None:
+    agg = StatisticsAggregator(delay=timedelta(seconds=30), min_group_size=1)
+    agg.add("bldg-1", EventType.ALARM, T0)
+    assert agg.flush(T0 + timedelta(hours=1, seconds=29)) == []
+    # Still open: an event that was on its way at the end of the window counts.
+    assert agg.add("bldg-1", EventType.ALARM, T0 + timedelta(minutes=59, seconds=59))
+    [aggregate] = agg.flush(T0 + timedelta(hours=1, seconds=30))
+    assert aggregate.counts == {"alarm": 2}
+
+
+def test_a_closing_window_is_handed_back_until_acknowledged() -> None:
+    agg = StatisticsAggregator(min_group_size=1)
+    agg.add("bldg-1", EventType.ALARM, T0)
+    [sending] = agg.flush(T0 + timedelta(hours=1))
+    assert agg.flush(T0 + timedelta(hours=1)) == []  # being published: not twice at once
+    agg.unsent(sending.window)  # the connection was lost
+    [again] = agg.flush(T0 + timedelta(hours=2))
+    assert again == sending and agg.closing == 1
+    agg.published(again.window)
+    assert agg.flush(T0 + timedelta(hours=3)) == [] and agg.closing == 0
+
+
+def test_an_aggregates_id_depends_on_its_building_and_window_only() -> None:
+    window = Window("bldg-1", T0, T0 + timedelta(hours=1))
+    same = Window("bldg-1", T0.astimezone(timezone(timedelta(hours=9))), window.end)
+    assert aggregate_id(window) == aggregate_id(same)
+    assert aggregate_id(window) != aggregate_id(window._replace(building_id="bldg-2"))
+    assert aggregate_id(window) != aggregate_id(window._replace(end=T0 + timedelta(hours=2)))
+    assert aggregate_id(window).version == 5

@@ -1,0 +1,272 @@
+"""No unrecorded provision (§8; issue 13): the ledger row is committed before the copy
+leaves, completed on the broker's acknowledgement, and a provision that may or may not
+have happened is kept as "unconfirmed", never dropped, never recorded twice.
+
+The gateway on the in-memory bus with a real SQLite file; the bus below reads the file
+through a second connection at the instant each copy is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
+from intercom_gateway.errors import ConnectionLost, PublishFailed
+from intercom_gateway.gateway import Gateway
+from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.resident import provisions_csv
+from intercom_gateway.settings import Settings
+from intercom_gateway.store import Store
+from tests.conftest import SAMPLE_SERVICES
+from tests.factories import event_dict, ledger_row, panel_message
+from tests.helpers import collect
+
+LEDGER_PREFIXES = ("partners/", "group/")
+
+
+def _recipient(topic: str) -> str:
+    return "group" if topic.startswith("group/") else f"partner:{topic.split('/')[1]}"
+
+
+class WitnessBus(MemoryBus):
+    """Records what the ledger file holds for each ledger copy as it is published, and
+    can make chosen copies fail: ``fail(topic)`` returns the error to report, if any,
+    and whether the copy still reached the broker first."""
+
+    def __init__(self, broker: MemoryBroker, db_path: Path) -> None:
+        super().__init__(broker, "gateway")
+        self.db_path = db_path
+        self.seen: dict[tuple[str, str], str | None] = {}
+        self.fail: Callable[[str], tuple[BaseException, bool] | None] = lambda topic: None
+
+    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+        if topic.startswith(LEDGER_PREFIXES):
+            key = (json.loads(payload)["event_id"], _recipient(topic))
+            self.seen[key] = _status(self.db_path, *key)
+        failure = self.fail(topic)
+        if failure is None:
+            await super().send(topic, payload, **kwargs)
+            return
+        error, reached = failure
+        if reached:  # the broker took it; its acknowledgement never came
+            await super().send(topic, payload, qos=1)
+        kwargs["on_done"](error)
+
+
+def _status(db_path: Path, event_id: str, recipient: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        row = db.execute(
+            "SELECT status FROM ledger WHERE event_id = ? AND recipient = ?", (event_id, recipient)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    registry_path = tmp_path / "registry.yaml"
+    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
+    registry_path.write_text(dump_registry(registry))
+    return Settings(
+        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
+    )
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(settings: Settings) -> AsyncIterator[tuple[Gateway, WitnessBus, MemoryBus]]:
+    broker = MemoryBroker()
+    async with Store.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+        bus = WitnessBus(broker, settings.db_path)
+        broker.buses.append(bus)
+        gateway._bus = bus  # handle() is driven directly, without serve()
+        observer = broker.client("observer")
+        await observer.subscribe("partners/#", "group/#")
+        yield gateway, bus, observer
+
+
+def inbound(topic: str, payload: bytes, *, mid: int = 1, dup: bool = False) -> Message:
+    return Message(topic=topic, payload=payload, qos=1, dup=dup, mid=mid)
+
+
+async def _rows(gateway: Gateway) -> dict[tuple[str, str], dict[str, Any]]:
+    rows = await gateway.store.provisions()
+    keyed = {(r["event_id"], r["recipient"]): r for r in rows}
+    assert len(keyed) == len(rows)  # never two rows for one provision
+    return keyed
+
+
+async def test_a_provision_is_on_record_before_its_copy_is_published(settings: Settings) -> None:
+    async with gateway_on(settings) as (gateway, bus, observer):
+        data = event_dict("delivery_box", dwelling="d0001")
+        await gateway.handle(bus, inbound(*panel_message(data)))
+        await gateway.finish_in_flight()
+        copies = await collect(observer, 3)  # group, concierge and parcel-unlock
+        rows = await _rows(gateway)
+
+    keys = {(data["event_id"], _recipient(m.topic)) for m in copies}
+    assert len(keys) == 3
+    assert bus.seen == dict.fromkeys(keys, "intended")  # committed before it left
+    assert {k: r["status"] for k, r in rows.items()} == dict.fromkeys(keys, "delivered")
+    assert [m.mid for m in bus.acked] == [1]
+
+
+async def test_a_copy_whose_acknowledgement_was_lost_stays_on_record_until_redelivered(
+    settings: Settings,
+) -> None:
+    """The case of issue 13: the partner got the copy, the gateway never heard back."""
+    data = event_dict("visitor", dwelling="d0002")
+    async with gateway_on(settings) as (gateway, bus, observer):
+        bus.fail = lambda topic: (
+            (ConnectionLost("lost"), True) if topic.startswith("partners/concierge/") else None
+        )
+        await gateway.handle(bus, inbound(*panel_message(data), mid=1))
+        await gateway.finish_in_flight()
+        received = {_recipient(m.topic) for m in await collect(observer, 2)}
+        after_loss = await _rows(gateway)
+        assert bus.acked == []  # not acknowledged: the broker delivers it again
+
+        bus.fail = lambda topic: None
+        await gateway.handle(bus, inbound(*panel_message(data), mid=2, dup=True))
+        await gateway.finish_in_flight()
+        after_redelivery = await _rows(gateway)
+
+    concierge = (data["event_id"], "partner:concierge")
+    assert "partner:concierge" in received
+    assert after_loss[concierge]["status"] == "unconfirmed"
+    # The copies the broker did acknowledge are on record as delivered already.
+    assert {k: r["status"] for k, r in after_loss.items() if k != concierge} == {
+        (data["event_id"], "group"): "delivered"
+    }
+    assert after_redelivery.keys() == after_loss.keys()  # upgraded, not added
+    assert after_redelivery[concierge]["status"] == "delivered"
+    assert after_redelivery[concierge]["id"] == after_loss[concierge]["id"]
+    assert [m.mid for m in bus.acked] == [2]
+
+
+async def test_a_refused_copy_is_unconfirmed_and_its_event_still_completes(
+    settings: Settings,
+) -> None:
+    data = event_dict("alarm", dwelling="d0003")
+    async with gateway_on(settings) as (gateway, bus, _):
+        refusal = PublishFailed("not authorised", topic="partners/elder-watch", reason_code=0x87)
+        bus.fail = lambda topic: (
+            (refusal, False) if topic.startswith("partners/elder-watch/") else None
+        )
+        await gateway.handle(bus, inbound(*panel_message(data)))
+        await gateway.finish_in_flight()
+        rows = await _rows(gateway)
+        completed = await gateway.store.recent_completed(10)
+
+    assert rows[(data["event_id"], "partner:elder-watch")]["status"] == "unconfirmed"
+    assert {r["status"] for k, r in rows.items() if k[1] != "partner:elder-watch"} == {"delivered"}
+    assert gateway.metrics.publish_refused == 1
+    assert data["event_id"] in completed and [m.mid for m in bus.acked] == [1]
+
+
+async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_redelivery(
+    settings: Settings,
+) -> None:
+    data = event_dict("visitor", dwelling="d0001")
+    intent = ledger_row(event_id=data["event_id"], dwelling_id="d0001", decision_id="first")
+    async with Store.open(settings.db_path) as store:
+        await store.write_intents([intent])  # ...and the process died before the PUBACK
+
+    async with gateway_on(settings) as (gateway, bus, _):
+        at_start = await _rows(gateway)
+        await gateway.handle(bus, inbound(*panel_message(data), dup=True))
+        await gateway.finish_in_flight()
+        after = await _rows(gateway)
+
+    key = (data["event_id"], "partner:concierge")
+    assert {k: r["status"] for k, r in at_start.items()} == {key: "unconfirmed"}
+    assert after[key]["status"] == "delivered"
+    assert after[key]["decision_id"] == "first"  # the first record, completed
+    assert after.keys() == {key, (data["event_id"], "group")}
+
+
+async def test_a_delivered_row_is_never_marked_unconfirmed(tmp_path: Path) -> None:
+    row = ledger_row()
+    async with Store.open(tmp_path / "store.sqlite") as store:
+        await store.write_intents([row])
+        store.record_provisions([row])
+        await store.flush()
+        store.record_unconfirmed([row])  # a later, failed handling of the same event
+        await store.write_intents([row])
+        await store.flush()
+        assert await store.mark_unconfirmed() == 0
+        [stored] = await store.provisions()
+    assert stored["status"] == "delivered"
+
+
+async def test_a_ledger_of_the_first_layout_gains_a_status_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(FIRST_LAYOUT)
+        db.execute(
+            "INSERT INTO ledger (at, recipient, recipient_kind, third_party, building_id,"
+            " dwelling_id, event_id, event_type, items, image, purposes, rule_id,"
+            " policy_version, decision_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ledger_row(event_id="old").as_params(),
+        )
+        db.commit()
+    async with Store.open(path) as store:
+        await store.write_intents([ledger_row(event_id="new")])
+        rows = {r["event_id"]: r for r in await store.provisions()}
+        summary = await store.ledger_summary("b001", "d0001")
+
+    assert rows["old"]["status"] == "delivered"  # written after its PUBACK, as all were
+    assert rows["new"]["status"] == "intended"
+    assert summary["by_status"] == {"intended": 1, "delivered": 1, "unconfirmed": 0}
+    assert summary["by_recipient"][0]["unconfirmed"] == 0
+    csv_lines = provisions_csv(list(rows.values())).splitlines()
+    assert csv_lines[0].endswith(",status")
+    assert csv_lines[1].endswith(",delivered") and csv_lines[2].endswith(",intended")
+
+
+FIRST_LAYOUT = """
+CREATE TABLE ledger (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
+    recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
+    purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    UNIQUE (event_id, recipient));
+"""
+
+
+async def test_no_copy_waits_for_the_batch_timer_and_intents_share_commits(
+    settings: Settings,
+) -> None:
+    """With a batch timer of an hour, partner copies still go out at once: their intents
+    are committed on their own, many to a commit under a burst."""
+    slow = settings.model_copy(update={"flush_interval": 3_600.0})
+    broker = MemoryBroker()
+    events = [event_dict("visitor", dwelling=f"d000{1 + i % 3}") for i in range(60)]
+    async with Store.open(slow.db_path) as store:
+        gateway = await Gateway.load(slow, store)
+        observer = broker.client("observer")
+        await observer.subscribe("partners/concierge/#")
+        stop = asyncio.Event()
+        async with broker.client("gateway") as bus:
+            serving = asyncio.create_task(gateway.serve(bus, stop=stop))
+            await asyncio.wait_for(gateway.online.wait(), 5)
+            panel = broker.client("panel")
+            for data in events:
+                await panel.send(*panel_message(data))
+            copies = await collect(observer, len(events), timeout=10)
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+    assert {json.loads(m.payload)["event_id"] for m in copies} == {e["event_id"] for e in events}
+    assert gateway.ledger.intents == 2 * len(events)  # group and concierge
+    assert gateway.ledger.commits < gateway.ledger.intents
