@@ -121,7 +121,7 @@ class Aggregates:
 @contextlib.asynccontextmanager
 async def listening(broker: Mosquitto, aggregates: Aggregates) -> AsyncIterator[None]:
     ready = asyncio.Event()
-    client_id = f"stats-{uuid.uuid4().hex[:6]}"
+    client_id = f"{ANALYTICS}.stats-{uuid.uuid4().hex[:6]}"
     task = asyncio.create_task(
         _resilient(broker, ANALYTICS, client_id, ["statistics/#"], aggregates.on, ready)
     )
@@ -137,7 +137,9 @@ async def listening(broker: Mosquitto, aggregates: Aggregates) -> AsyncIterator[
 async def send_stamped(broker: Mosquitto, pool: list[Event], *, rate: float) -> list[Event]:
     """Publish the pool paced, each event stamped with the moment it is sent."""
     sent = []
-    async with MqttBus(broker.address(FLEET), client_id=f"pub-{uuid.uuid4().hex[:6]}") as bus:
+    async with MqttBus(
+        broker.address(FLEET), client_id=f"{FLEET}.pub-{uuid.uuid4().hex[:6]}"
+    ) as bus:
         for event in pool:
             stamped = event.model_copy(update={"occurred_at": utc_now()})
             topic = topics.panel_events(stamped.building_id, stamped.device.id, stamped.type)
