@@ -351,14 +351,19 @@ class Gateway:
         self.metrics.internal_errors += 1
         detail = _describe(error)
         log.error("internal error", topic=tracker.message.topic[:256], error=detail)
+        rejection = InputRejected(RejectReason.INTERNAL_ERROR, detail)
         try:
-            await self._reject(
-                bus, tracker, InputRejected(RejectReason.INTERNAL_ERROR, detail), now
-            )
+            await self._reject(bus, tracker, rejection, now)
         except (asyncio.CancelledError, BusError):
             raise
-        except Exception as again:  # not even the rejection could be made: say so, go on
+        except Exception as again:  # not even the reduced echo could be made: a bare one
             log.error("internal error while rejecting", error=_describe(again))
+            try:
+                await self._reject(bus, tracker, rejection, now, bare=True)
+            except (asyncio.CancelledError, BusError):
+                raise
+            except Exception as last:
+                log.error("rejection not published", error=_describe(last))
 
     async def _handle_event(
         self, bus: Bus, tracker: _Tracker, topic: topics.PanelTopic, now: datetime
@@ -473,17 +478,28 @@ class Gateway:
         return state if state is not None else ConsentState.initial(building_id, dwelling_id)
 
     async def _reject(
-        self, bus: Bus, tracker: _Tracker, rejection: InputRejected, now: datetime
+        self,
+        bus: Bus,
+        tracker: _Tracker,
+        rejection: InputRejected,
+        now: datetime,
+        *,
+        bare: bool = False,
     ) -> None:
         message = tracker.message
         reason = rejection.reason
-        self.metrics.rejected[reason.value] += 1
-        record = RejectedInput.of(
-            message.topic,
-            message.payload,
-            rejection,
-            devices=self.devices,
-            registered=self._registered,
+        if not bare:  # a bare echo repeats a rejection already counted
+            self.metrics.rejected[reason.value] += 1
+        record = (
+            RejectedInput.bare(message.topic, rejection)
+            if bare
+            else RejectedInput.of(
+                message.topic,
+                message.payload,
+                rejection,
+                devices=self.devices,
+                registered=self._registered,
+            )
         )
         if tracker.receipt is None:
             tracker.receipt = rejected_target(message.topic, message.payload, reason)
@@ -508,7 +524,9 @@ class Gateway:
         )
 
     def _registered(self, building_id: str, dwelling_id: str) -> bool:
-        return self.consent(building_id, dwelling_id).registered
+        # Ids from a rejected payload may be anything: look them up, never build on them.
+        state = self.consents.get((building_id, dwelling_id))
+        return state is not None and state.registered
 
     # --- acknowledgement bookkeeping ---------------------------------------------------
 

@@ -103,6 +103,7 @@ class RejectedInput:
             for building, dwelling in _named_dwellings(panel, parsed, devices)
         )
         short_topic = topic[:MAX_TOPIC_LENGTH]
+        detail = _printable(rejection.detail[:DETAIL_LIMIT])
         if withheld:
             return cls(
                 rejection.reason, WITHHELD_DETAIL, short_topic, device, None, "", False, True
@@ -110,7 +111,7 @@ class RejectedInput:
         echo, redacted = _echo(parsed)
         return cls(
             reason=rejection.reason,
-            detail=rejection.detail[:DETAIL_LIMIT],
+            detail=detail,
             topic=short_topic,
             device=device,
             echo=echo,
@@ -118,6 +119,12 @@ class RejectedInput:
             truncated=len(payload) > KEPT_PAYLOAD_LIMIT,
             redacted=redacted,
         )
+
+    @classmethod
+    def bare(cls, topic: str, rejection: InputRejected) -> RejectedInput:
+        """Reason, topic and detail only: when even the reduced echo could not be made."""
+        detail = _printable(rejection.detail[:DETAIL_LIMIT])
+        return cls(rejection.reason, detail, topic[:MAX_TOPIC_LENGTH], None, None, "", False, True)
 
     def envelope(self, *, received_at: datetime, gateway_id: str) -> Rejection:
         return Rejection(
@@ -133,14 +140,22 @@ class RejectedInput:
         )
 
 
+def _printable(text: str) -> str:
+    """``text`` as UTF-8 can carry it (a lone surrogate becomes '?')."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _parse(payload: bytes, reason: RejectReason) -> Any:
     """The payload's JSON, or None where parsing it is unsafe or fails."""
     if reason in (RejectReason.OVERSIZED, RejectReason.TOO_DEEP) or len(payload) > _PARSE_LIMIT:
         return None
     try:
-        return json.loads(payload)
-    except (ValueError, RecursionError):
+        parsed = json.loads(payload.decode("utf-8"))
+        # JSON may spell a lone surrogate ("\ud800"), which no UTF-8 echo can carry.
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
         return None
+    return parsed
 
 
 def _named_dwellings(panel: Any, parsed: Any, devices: DeviceIndex) -> Iterator[tuple[str, str]]:
