@@ -42,8 +42,8 @@ _COMMON: dict[str, Any] = {
         HealthCheck.filter_too_much,
     ],
 }
-settings.register_profile("fuzz", max_examples=300, **_COMMON)
-settings.register_profile("fuzz-long", max_examples=20_000, **_COMMON)
+settings.register_profile("fuzz", max_examples=600, **_COMMON)
+settings.register_profile("fuzz-long", max_examples=3_000, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("INTERCOM_FUZZ_PROFILE", "fuzz"))
 _OVERRIDE = os.environ.get("INTERCOM_FUZZ_EXAMPLES")
 
