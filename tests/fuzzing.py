@@ -351,7 +351,7 @@ def byte_mutation(draw: st.DrawFn, payload: bytes, other: bytes) -> bytes:
 # --- topics and user properties ---------------------------------------------------------------
 
 _LEVEL_TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"), max_size=12
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00/"), max_size=12
 )
 
 
@@ -385,7 +385,7 @@ def topic_texts(draw: st.DrawFn, registry: Registry) -> str:
     return "/".join(levels)
 
 
-PROPERTY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+PROPERTY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 USER_PROPERTIES = st.one_of(
     st.just(()),
     st.lists(st.tuples(PROPERTY_TEXT, PROPERTY_TEXT), max_size=4).map(tuple),

@@ -271,10 +271,10 @@ async def _exercise(world: World, messages: list[Inbound]) -> None:
     gateway._bus = world.bus
     max_bytes = gateway.settings.max_payload_bytes
     stream: list[tuple[Inbound, dict[str, Any] | None]] = []
-    for index, inbound in enumerate(messages):
-        valid = valid_event(index)
-        stream.append((Inbound(*panel_message(valid)), valid))
-        stream.append((inbound, None))
+    for index, fuzzed_message in enumerate(messages):
+        before_it = valid_event(index)
+        stream.append((Inbound(*panel_message(before_it)), before_it))
+        stream.append((fuzzed_message, None))
     last = valid_event(len(messages))
     stream.append((Inbound(*panel_message(last)), last))
     acked_before = len(world.bus.acked)
