@@ -258,7 +258,8 @@ class Bench:
             "port": address.port,
             "user": address.username,
             "password": address.password,
-            "client_id": f"bench-{user}-{uuid.uuid4().hex[:8]}",
+            # "<user>.<suffix>": the broker refuses ids not bound to the account.
+            "client_id": address.client_id(f"bench-{uuid.uuid4().hex[:8]}"),
         }
 
     async def run(self, scenario: str, mode: str) -> dict[str, Any]:
@@ -398,8 +399,9 @@ class Bench:
         argv = [sys.executable, "-m", "intercom_gateway", "run"]
         gateway = await spawn("gateway", argv, workdir, env)
         # Online means subscribed: the gateway publishes its retained status after SUBACK.
+        cloud = self.broker.address(CLOUD)
         async with MqttBus(
-            self.broker.address(CLOUD), client_id=f"bench-ready-{gateway_id}"
+            cloud, client_id=cloud.client_id(f"bench-ready-{gateway_id}")
         ) as watcher:
             await watcher.subscribe(topics.STATUS)
 

@@ -4,7 +4,8 @@ The demo, the tests, the pytest plugin and the benchmark all start the broker
 through ``Mosquitto``: the same configuration file, adapted only for the port, the
 paths and the credentials (``render_config``). Accounts and the ACL are generated
 from the device and partner registries (``generate_credentials``); passwords are
-hashed by Mosquitto's own ``mosquitto_passwd``.
+hashed by Mosquitto's own ``mosquitto_passwd``. The plugin that binds client ids to
+accounts is built at start (``broker_plugin``) and named by the ``plugin`` line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intercom_gateway import topics
+from intercom_gateway.broker_plugin import install_plugin
 from intercom_gateway.bus import BrokerAddress, TlsOptions
 from intercom_gateway.errors import BrokerError, ConfigError
 from intercom_gateway.models import DeviceRole
@@ -206,7 +208,7 @@ def _run(argv: list[str]) -> None:
 
 # --- configuration and process -----------------------------------------------------------
 
-_PATH_DIRECTIVES = {"password_file", "acl_file", "persistence_location"}
+_PATH_DIRECTIVES = {"password_file", "acl_file", "persistence_location", "plugin"}
 _TLS_FILE_DIRECTIVES = {"cafile", "certfile", "keyfile"}
 # Options that only mean something on a TLS listener: dropped with it.
 _TLS_DIRECTIVES = _TLS_FILE_DIRECTIVES | {"require_certificate", "tls_version", "capath"}
@@ -218,6 +220,7 @@ def render_config(
     port: int,
     data_dir: Path,
     credentials: Credentials,
+    plugin: Path,
     host: str = "127.0.0.1",
     tls_port: int | None = None,
     tls: TlsFiles | None = None,
@@ -227,11 +230,14 @@ def render_config(
     ``listener 1883`` moves to ``port`` and ``listener 8883`` (TLS) to ``tls_port``,
     both bound to ``host``. Without ``tls`` the TLS listener and its options are
     left out, since Mosquitto would exit on certificate files that do not exist.
+    ``plugin`` is the built client-id binding plugin (``broker_plugin``); a
+    configuration without its ``plugin`` line is refused rather than run unbound.
     """
     replacements = {
         "password_file": str(credentials.passwd_file),
         "acl_file": str(credentials.acl_file),
         "persistence_location": f"{data_dir}/",
+        "plugin": str(plugin),
     }
     if tls is not None:
         replacements |= {
@@ -247,6 +253,8 @@ def render_config(
         raise ConfigError("mosquitto.conf has no `listener 1883` line to adapt")
     if tls is not None and f"listener {tls_port} " not in rendered:
         raise ConfigError("mosquitto.conf has no `listener 8883` (TLS) line to adapt")
+    if f"\nplugin {plugin}\n" not in f"\n{rendered}":
+        raise ConfigError("mosquitto.conf has no `plugin` line for the client-id binding")
     return rendered
 
 
@@ -385,6 +393,7 @@ class Mosquitto:
                 port=self.port,
                 data_dir=data_dir,
                 credentials=self.credentials,
+                plugin=install_plugin(self.workdir),
                 host=self.host,
                 tls_port=self.tls_port,
                 tls=self.tls,

@@ -34,6 +34,7 @@ from intercom_gateway.errors import (
     ConnectFailed,
     ConnectionLost,
     PublishFailed,
+    SessionTakenOver,
     SubscribeRefused,
 )
 from intercom_gateway.mqtt5 import Message, Will
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 UserProperties = Sequence[tuple[str, str]]
+# DISCONNECT reason: another connection with our client id took the session.
+SESSION_TAKEN_OVER = 0x8E
 DoneCallback = Callable[[BaseException | None], None]
 
 
@@ -68,11 +71,20 @@ class BrokerAddress:
     password: str | None = None
     tls: TlsOptions | None = None
 
+    def client_id(self, suffix: str) -> str:
+        """A client id this account may use: ``<username>.<suffix>``.
+
+        The broker refuses any other id than the account's name or that form
+        (``data/broker/clientid_binding.c``, docs/security.md), so that no account can
+        take over another's session.
+        """
+        return suffix if self.username is None else f"{self.username}.{suffix}"
+
 
 class Bus(Protocol):
     """What the gateway, simulators and tests need from MQTT."""
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None: ...
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None: ...
 
     def messages(self) -> AsyncIterator[Message]: ...
 
@@ -202,16 +214,22 @@ class _Client(_Base):
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         self._lost: BaseException | None = None
         self._closing = False
+        # The CONNACK's Session Present flag: with clean_start=False, False means the
+        # broker had no session for us (never had one, expired, or erased).
+        self.session_present = False
         self._setup()
 
     def _setup(self) -> None:
         """The state of one implementation."""
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
+        """Disconnect; ``with_will`` asks the broker to publish our last will all the same."""
         raise NotImplementedError
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # Leaving on an error, even a cancellation: whoever reads our will (the gateway's
+        # status) must learn we are gone; only a clean exit is a clean disconnect.
+        await self.close(with_will=exc_type is not None)
 
     def _fail_pending(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
@@ -414,13 +432,15 @@ class MqttBus(_Client):
             if now - self._last_sent >= interval / 2:
                 self._queue(mqtt5.PING_PACKET)
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
         if self._closing:
             return
         self._closing = True
         transport = self._transport
         if self._lost is None and transport is not None and not transport.is_closing():
-            self._out.append(mqtt5.DISCONNECT_PACKET)
+            self._out.append(
+                mqtt5.DISCONNECT_WITH_WILL_PACKET if with_will else mqtt5.DISCONNECT_PACKET
+            )
             self._flush()
             transport.close()  # writes what is buffered first
             if self._closed is not None:
@@ -521,7 +541,9 @@ class MqttBus(_Client):
     def _on_control(self, first: int, body: bytes) -> None:
         if first == mqtt5.CONNACK:
             if self._connack is not None and not self._connack.done():
-                self._connack.set_result(mqtt5.read_connack(body))
+                connack = mqtt5.read_connack(body)
+                self.session_present = bool(body[0] & 0x01)
+                self._connack.set_result(connack)
         elif first == mqtt5.SUBACK:
             packet_id, codes = mqtt5.read_suback(body)
             future = self._subscribing.pop(packet_id, None)
@@ -532,22 +554,21 @@ class MqttBus(_Client):
         elif first == mqtt5.DISCONNECT:
             reason, text = mqtt5.read_disconnect(body)
             detail = f": {text}" if text else ""
-            self._connection_lost(
-                ConnectionLost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}")
-            )
+            lost = SessionTakenOver if reason == SESSION_TAKEN_OVER else ConnectionLost
+            self._connection_lost(lost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}"))
         else:
             raise mqtt5.MalformedPacket(f"unexpected packet type 0x{first:02x}")
 
     # --- the Bus interface -----------------------------------------------------------
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         self._check()
         if not filters:
             return
         packet_id = self._allocate_id()
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._subscribing[packet_id] = future
-        self._queue(mqtt5.subscribe(packet_id, filters, qos))
+        self._queue(mqtt5.subscribe(packet_id, filters, qos, retain_handling))
         self._granted(filters, await future)
 
     def ack(self, message: Message) -> None:
@@ -652,8 +673,10 @@ class MemoryBus(_Base):
             )
             self._ready.set()
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         self.filters.extend(filters)
+        if retain_handling == 2:
+            return
         for message in list(self.broker.retained.values()):
             if any(topics.matches(f, message.topic) for f in filters):
                 self.deliver(message)

@@ -22,9 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from intercom_gateway import mqtt5
 from intercom_gateway.bus import (
+    SESSION_TAKEN_OVER,
     DoneCallback,
     Message,
     UserProperties,
@@ -36,6 +38,7 @@ from intercom_gateway.errors import (
     ConnectFailed,
     ConnectionLost,
     PublishFailed,
+    SessionTakenOver,
 )
 
 
@@ -233,12 +236,13 @@ class PahoBus(_Client):
                 self._connection_lost(ConnectionLost("keepalive failed"))
                 return
 
-    async def close(self) -> None:
+    async def close(self, *, with_will: bool = False) -> None:
         if self._closing:
             return
         self._closing = True
         if self._lost is None and self._sock is not None:
-            self._client.disconnect()
+            reason = "Disconnect with will message" if with_will else "Normal disconnection"
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, reason))
             # Flush the DISCONNECT before the socket goes away.
             with contextlib.suppress(Exception):
                 self._client.loop_write()
@@ -258,11 +262,12 @@ class PahoBus(_Client):
     # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
 
     def _on_connect(
-        self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+        self, _c: Any, _u: Any, flags: paho.ConnectFlags, reason: ReasonCode, _p: Properties | None
     ) -> None:
         future = self._connected
         if future is None or future.done():
             return
+        self.session_present = bool(flags.session_present)
         if reason.is_failure:
             future.set_exception(
                 ConnectFailed(f"broker refused connection: {reason}", reason_code=reason.value)
@@ -274,7 +279,8 @@ class PahoBus(_Client):
         self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if not self._closing:
-            self._connection_lost(ConnectionLost(f"broker disconnected: {reason}"))
+            lost = SessionTakenOver if reason.value == SESSION_TAKEN_OVER else ConnectionLost
+            self._connection_lost(lost(f"broker disconnected: {reason}"))
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
@@ -305,10 +311,11 @@ class PahoBus(_Client):
 
     # --- the Bus interface -----------------------------------------------------------
 
-    async def subscribe(self, *filters: str, qos: int = 1) -> None:
+    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
         """Subscribe and check every SUBACK code: Mosquitto's ACL refusals are silent."""
         self._check()
-        rc, mid = self._client.subscribe([(f, qos) for f in filters])
+        options = SubscribeOptions(qos=qos, retainHandling=retain_handling)
+        rc, mid = self._client.subscribe([(f, options) for f in filters])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"subscribe failed: {paho.error_string(rc)}")
         future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()

@@ -188,7 +188,9 @@ def simulate(
             click.echo(f"{event.occurred_at:%Y-%m-%d %H:%M} {topic}")
 
     async def go() -> None:
-        async with MqttBus(address, client_id=f"simulator-{uuid.uuid4().hex[:8]}") as bus:
+        async with MqttBus(
+            address, client_id=address.client_id(f"simulator-{uuid.uuid4().hex[:8]}")
+        ) as bus:
             task = asyncio.create_task(
                 run_fleet(
                     bus,
@@ -270,12 +272,31 @@ def explain(
 
 @main.command()
 @broker_options
-@click.option("--timeout", type=float, default=5.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="seconds to wait for the retained status and metrics",
+)
+@click.option(
+    "--stall-after",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="seconds a message may wait for its acknowledgement before the gateway counts as stuck",
+)
 @click.pass_context
-def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
-    """Exit 0 if the gateway reports itself online on the broker; print its metrics."""
+def health(ctx: click.Context, /, timeout: float, stall_after: float, **options: Any) -> None:
+    """Exit 0 if the gateway is online and making progress; print its status and metrics.
+
+    Online alone is not enough: its retained metrics must be fresh (a hung loop stops
+    publishing them) and no message may have waited longer than --stall-after.
+    """
     from intercom_gateway.broker import OPERATOR, load_credentials
     from intercom_gateway.bus import MqttBus
+    from intercom_gateway.health import verdict
+    from intercom_gateway.models import utc_now
 
     settings = _settings(ctx, **options)
     address = load_credentials(settings.secrets_dir).address(
@@ -284,7 +305,9 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
 
     async def check() -> dict[str, Any]:
         found: dict[str, Any] = {}
-        async with MqttBus(address, client_id=f"health-{uuid.uuid4().hex[:8]}") as bus:
+        async with MqttBus(
+            address, client_id=address.client_id(f"health-{uuid.uuid4().hex[:8]}")
+        ) as bus:
             await bus.subscribe(topics.STATUS, topics.METRICS)
 
             async def read() -> None:
@@ -298,9 +321,11 @@ def health(ctx: click.Context, /, timeout: float, **options: Any) -> None:
         return found
 
     found = _run(check)
-    status = found.get(topics.STATUS)
-    click.echo(json.dumps({"status": status, "metrics": found.get(topics.METRICS)}, indent=2))
-    if not status or status.get("state") != "online":
+    status, metrics = found.get(topics.STATUS), found.get(topics.METRICS)
+    click.echo(json.dumps({"status": status, "metrics": metrics}, indent=2))
+    result = verdict(status, metrics, now=utc_now(), stall_after=stall_after)
+    click.echo(f"health: {result.reason}", err=True)
+    if not result.healthy:
         sys.exit(1)
 
 
@@ -312,6 +337,7 @@ def _register_extensions() -> None:
     from intercom_gateway.cli_resident import api, ledger, resident
     from intercom_gateway.cli_scenario import scenario
     from intercom_gateway.cli_security import credentials, tls
+    from intercom_gateway.cli_tokens import token
     from intercom_gateway.demo import demo
 
     main.add_command(consent)
@@ -320,6 +346,7 @@ def _register_extensions() -> None:
     main.add_command(resident)
     main.add_command(ledger)
     main.add_command(api)
+    main.add_command(token)
     main.add_command(demo)
     main.add_command(scenario)
     main.add_command(load)

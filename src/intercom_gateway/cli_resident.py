@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,12 +117,49 @@ def disclose(ctx: click.Context, building: str, dwelling: str, db_path: Path | N
     _echo(_ask(ctx, db_path, lambda desk: desk.disclose(building, dwelling)))
 
 
+class DateError(click.ClickException):
+    """A date bound out of range: one line, and click's exit status for a usage error."""
+
+    exit_code = 2
+
+
+def _bound(_: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from intercom_gateway.date_bounds import DateBoundError, parse_bound
+
+    if value is None:
+        return None
+    try:
+        return parse_bound(value, name=param.opts[0])
+    except DateBoundError as error:
+        raise DateError(str(error)) from None
+
+
+_BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
+
+
 @resident.command("provisions")
 @click.argument("building")
 @click.argument("dwelling")
-@click.option("--from", "start", help="ISO date or date-time, inclusive (UTC if no zone).")
-@click.option("--to", "end", help="ISO date or date-time, exclusive (UTC if no zone).")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@click.option(
+    "--from",
+    "start",
+    callback=_bound,
+    help=f"ISO date or date-time, inclusive (UTC if no zone). {_BOUNDS_HELP}",
+)
+@click.option(
+    "--to",
+    "end",
+    callback=_bound,
+    help=f"ISO date or date-time, exclusive (UTC if no zone); not before --from. {_BOUNDS_HELP}",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="JSON with the request on record, or the records alone as CSV.",
+)
 @click.option("--third-party-only", is_flag=True, help="Leave out joint use within the group.")
 @db_option
 @click.pass_context
@@ -131,27 +168,25 @@ def provisions(
     /,
     building: str,
     dwelling: str,
-    start: str | None,
-    end: str | None,
+    start: datetime | None,
+    end: datetime | None,
     fmt: str,
     third_party_only: bool,
     db_path: Path | None,
 ) -> None:
     """Disclosure of the records of provision (APPI): when, to whom, which items, why."""
-    from intercom_gateway.resident import parse_moment, provisions_csv
+    from intercom_gateway.date_bounds import DateBoundError, check_order
+    from intercom_gateway.resident import provisions_csv
 
     try:
-        bounds = {
-            "start": parse_moment(start) if start else None,
-            "end": parse_moment(end) if end else None,
-        }
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from error
+        check_order(start, end)
+    except DateBoundError as error:
+        raise DateError(f"--from/--to: {error}") from None
     answer = _ask(
         ctx,
         db_path,
         lambda desk: desk.provisions(
-            building, dwelling, third_party_only=third_party_only, **bounds
+            building, dwelling, start=start, end=end, third_party_only=third_party_only
         ),
     )
     if fmt == "csv":
@@ -230,6 +265,11 @@ def erase(
     _echo(_ask(ctx, db_path, lambda desk: desk.erase(building, dwelling)))
 
 
+# A century: longer than any retention a law asks for, and far from the end of the
+# calendar, so "now minus the retention" can always be computed.
+MAX_RETENTION_DAYS = 36_525
+
+
 @click.group()
 def ledger() -> None:
     """The provision ledger (§8, APPI): retention."""
@@ -238,7 +278,7 @@ def ledger() -> None:
 @ledger.command("purge")
 @click.option(
     "--older-than-days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_RETENTION_DAYS),
     help="Retention in days [env INTERCOM_LEDGER_RETENTION_DAYS, default 1096: three years].",
 )
 @db_option
@@ -248,6 +288,11 @@ def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None)
     from intercom_gateway.store import Store
 
     settings = _settings(ctx, db_path=db_path, ledger_retention_days=older_than_days)
+    if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
+        raise DateError(
+            f"INTERCOM_LEDGER_RETENTION_DAYS={settings.ledger_retention_days}"
+            f" is more than {MAX_RETENTION_DAYS} days (100 years)"
+        )
     if not settings.db_path.exists():
         raise click.ClickException(f"no store at {settings.db_path}")
     before = utc_now() - timedelta(days=settings.ledger_retention_days)
@@ -271,7 +316,11 @@ def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None)
 @db_option
 @click.pass_context
 def api(ctx: click.Context, /, host: str | None, port: int | None, **options: Any) -> None:
-    """Serve the resident-request HTTP API (OpenAPI at /docs); needs INTERCOM_API_TOKEN."""
+    """Serve the resident-request HTTP API (OpenAPI at /docs); needs INTERCOM_API_TOKEN.
+
+    The operator's token reaches every dwelling; a resident token (`token issue`)
+    reaches its own dwelling's routes only.
+    """
     import uvicorn
 
     from intercom_gateway.api import create_app

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from intercom_gateway import broker
+from intercom_gateway import broker, broker_plugin
 from intercom_gateway.errors import GatewayError
 from intercom_gateway.policy import load_partners
 from intercom_gateway.registry import Registry, load_registry
@@ -158,6 +158,25 @@ def show_acl(registry_path: Path | None, partners_path: Path | None, fleet: bool
     except GatewayError as error:
         raise _fail(error) from error
     click.echo(broker.acl_text(registry, partner_ids, fleet=fleet), nl=False)
+
+
+@credentials.command("plugin")
+@_secrets_option
+def plugin(secrets_dir: Path | None) -> None:
+    """Build the broker plugin that binds client ids to accounts, into the secrets dir.
+
+    mosquitto.conf loads it from .secrets/broker/clientid_binding.so: an account may
+    connect only as `<account>` or `<account>.<suffix>`. Built from its C source with
+    the system C compiler and Debian's mosquitto-dev (scripts/setup installs both);
+    tests and the demo build it themselves.
+    """
+    directory = secrets_dir or Settings().secrets_dir
+    try:
+        built = broker_plugin.install_plugin(directory)
+    except GatewayError as error:
+        raise _fail(error) from error
+    click.echo(f"wrote {built}")
+    click.echo("if you start Mosquitto as root it loads this as user mosquitto: chown it")
 
 
 @click.group()

@@ -229,11 +229,11 @@ async def run_demo(
         stop = asyncio.Event()
         ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
+        observer_address = credentials.address(OPERATOR, port=port)
+        fleet_address = credentials.address(FLEET, port=port)
         async with (
-            MqttBus(
-                credentials.address(OPERATOR, port=port), client_id="demo-observer"
-            ) as observer,
-            MqttBus(credentials.address(FLEET, port=port), client_id="demo-fleet") as fleet,
+            MqttBus(observer_address, client_id=observer_address.client_id("demo")) as observer,
+            MqttBus(fleet_address, client_id=fleet_address.client_id("demo")) as fleet,
             asyncio.TaskGroup() as tasks,
         ):
             await observer.subscribe(*OUTPUT_FILTERS, topics.STATUS)

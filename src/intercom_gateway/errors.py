@@ -29,6 +29,14 @@ class ConnectionLost(BusError):
     """The broker connection dropped; the caller decides whether to reconnect."""
 
 
+class SessionTakenOver(ConnectionLost):
+    """The broker handed our session to another connection with our client id (0x8E).
+
+    Either a second process of ours, or an account allowed to use our client id: the
+    messages queued for us went to the newcomer, or were erased by its clean start.
+    """
+
+
 class PublishFailed(BusError):
     def __init__(self, message: str, *, topic: str, reason_code: int | None = None) -> None:
         super().__init__(f"{message} (topic {topic!r})")

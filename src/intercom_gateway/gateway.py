@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import random
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -30,11 +32,18 @@ from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOption
 from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
 from intercom_gateway.decision import Decision, Envelopes, Outcome, decide, user_properties
-from intercom_gateway.errors import BusError, PublishFailed
-from intercom_gateway.ingress import DeviceIndex, InputRejected, Limits, check_event, check_settings
+from intercom_gateway.errors import BusError, PublishFailed, SessionTakenOver
+from intercom_gateway.ingress import (
+    DeviceIndex,
+    InputRejected,
+    Limits,
+    check_event,
+    check_properties,
+    check_settings,
+    check_topic,
+)
 from intercom_gateway.models import (
     GatewayStatus,
-    Rejection,
     RejectReason,
     SettingsChange,
     random_uuid,
@@ -49,13 +58,13 @@ from intercom_gateway.policy import (
     load_policy,
 )
 from intercom_gateway.registry import Dwelling, InitialConsent, Registry, load_registry
+from intercom_gateway.rejections import RejectedInput
 from intercom_gateway.settings import Settings
 from intercom_gateway.statistics import StatisticsAggregator
 from intercom_gateway.store import DecisionRow, LedgerRow, RejectionRow, Store
 
 log = structlog.get_logger("intercom_gateway.gateway")
 
-REJECTED_PAYLOAD_LIMIT = 4_096  # bytes of a rejected payload echoed and kept
 # §8 and APPI: provisions to third parties are recorded; joint use (§4) is recorded too,
 # marked as not a third-party provision.
 _LEDGER = frozenset({Provision.THIRD_PARTY, Provision.JOINT_USE})
@@ -91,6 +100,11 @@ class Metrics:
     settings: Counter[str] = field(default_factory=Counter)
     publish_refused: int = 0
     acked: int = 0
+    internal_errors: int = 0
+    dead_lettered: int = 0
+    reconnects: int = 0
+    session_takeovers: int = 0  # DISCONNECT 0x8E: another connection took our client id
+    sessions_lost: int = 0  # reconnected to no session: what was queued for us is gone
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -103,6 +117,11 @@ class Metrics:
             "settings": dict(self.settings),
             "publish_refused": self.publish_refused,
             "acked": self.acked,
+            "internal_errors": self.internal_errors,
+            "dead_lettered": self.dead_lettered,
+            "reconnects": self.reconnects,
+            "session_takeovers": self.session_takeovers,
+            "sessions_lost": self.sessions_lost,
         }
 
 
@@ -111,6 +130,7 @@ class _Tracker:
     """What an inbound message still waits for before it may be acknowledged."""
 
     message: Message
+    received: float = field(default_factory=time.monotonic)
     publishes: int = 1  # the extra 1 is released when handling has issued everything
     needs_store: bool = False
     stored: bool = False
@@ -150,6 +170,7 @@ class Gateway:
             max_depth=settings.max_json_depth,
             max_age=timedelta(seconds=settings.max_event_age),
             max_skew=timedelta(seconds=settings.max_clock_skew),
+            max_user_properties=settings.max_user_properties,
         )
         self.metrics = Metrics()
         self.statistics = StatisticsAggregator(
@@ -198,9 +219,13 @@ class Gateway:
         stop = stop or asyncio.Event()
         self._bus = bus
         group = self.settings.share_group
+        # Retain handling 2: the broker never replays retained panel messages at
+        # subscribe time. A panel event is not state; a retained one would come back at
+        # every restart, even after our session was cleared.
         await bus.subscribe(
             topics.shared(topics.PANEL_EVENTS_FILTER, group),
             topics.shared(topics.PANEL_SETTINGS_FILTER, group),
+            retain_handling=2,
         )
         await self._publish_status(bus, "online")
         self.online.set()
@@ -240,28 +265,71 @@ class Gateway:
         await self._idle.wait()
 
     async def handle(self, bus: Bus, message: Message) -> None:
+        """Handle one message. Nothing raised while handling it escapes, but a lost bus.
+
+        Bad input is rejected with its reason; an error of ours becomes an
+        ``internal_error`` rejection naming the error. Either way the message is
+        acknowledged and the loop goes on: a message whose handling killed the process
+        was delivered again at every restart, and stopped every other event with it.
+        """
         tracker = _Tracker(message)
         self._trackers.append(tracker)
         self._idle.clear()
         self.metrics.received += 1
         now = self.clock()
-        topic = topics.parse_panel_topic(message.topic)
         try:
-            if topic is None:
-                raise InputRejected(RejectReason.BAD_TOPIC, "not a panel topic")
-            if topic.is_settings:
-                await self._handle_settings(bus, tracker, topic, now)
-            else:
-                await self._handle_event(bus, tracker, topic, now)
-        except InputRejected as rejection:
-            await self._reject(bus, tracker, rejection, now)
-        except asyncio.CancelledError:
-            # Stopped half-way (shutdown): some destinations may lack it, so it is
-            # never acknowledged and the broker delivers it again next session.
+            await self._attempt(bus, tracker, now)
+        except (asyncio.CancelledError, BusError):
+            # Stopped half-way (shutdown, or the connection went): some destinations
+            # may lack it, so it is never acknowledged and the broker delivers it again.
             tracker.failed = True
             self._release(tracker)
             raise
         self._release(tracker)
+
+    async def _attempt(self, bus: Bus, tracker: _Tracker, now: datetime) -> None:
+        message = tracker.message
+        # Only a message delivered again can have killed us before: those alone are
+        # counted, durably, around their handling (a crash leaves the count up).
+        attempt = _attempt_key(message) if message.dup or message.retain else None
+        try:
+            try:
+                if attempt is not None:
+                    count = await self.store.begin_attempt(attempt)
+                    if count > self.settings.max_attempts:
+                        raise InputRejected(
+                            RejectReason.DEAD_LETTER,
+                            f"delivered {count} times; handling it never finished",
+                        )
+                topic = check_topic(message.topic)
+                check_properties(message.user_properties, self.limits)
+                if topic.is_settings:
+                    await self._handle_settings(bus, tracker, topic, now)
+                else:
+                    await self._handle_event(bus, tracker, topic, now)
+            except InputRejected as rejection:
+                await self._reject(bus, tracker, rejection, now)
+        except (asyncio.CancelledError, BusError):
+            raise
+        except Exception as error:
+            await self._internal_error(bus, tracker, error, now)
+        if attempt is not None:
+            self.store.end_attempt(attempt)
+
+    async def _internal_error(
+        self, bus: Bus, tracker: _Tracker, error: Exception, now: datetime
+    ) -> None:
+        self.metrics.internal_errors += 1
+        detail = _describe(error)
+        log.error("internal error", topic=tracker.message.topic[:256], error=detail)
+        try:
+            await self._reject(
+                bus, tracker, InputRejected(RejectReason.INTERNAL_ERROR, detail), now
+            )
+        except (asyncio.CancelledError, BusError):
+            raise
+        except Exception as again:  # not even the rejection could be made: say so, go on
+            log.error("internal error while rejecting", error=_describe(again))
 
     async def _handle_event(
         self, bus: Bus, tracker: _Tracker, topic: topics.PanelTopic, now: datetime
@@ -376,28 +444,35 @@ class Gateway:
         message = tracker.message
         reason = rejection.reason
         self.metrics.rejected[reason.value] += 1
-        text = message.payload[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+        record = RejectedInput.of(
+            message.topic,
+            message.payload,
+            rejection,
+            devices=self.devices,
+            registered=self._registered,
+        )
         self.store.record_rejection(
-            RejectionRow(now, reason.value, rejection.detail, message.topic, text)
+            RejectionRow(now, reason.value, record.detail, record.topic, record.kept)
         )
         tracker.needs_store = True
-        log.warning("rejected", reason=reason.value, topic=message.topic, detail=rejection.detail)
-        envelope = Rejection(
-            reason=reason,
-            detail=rejection.detail,
-            topic=message.topic,
-            payload=text,
-            payload_truncated=len(message.payload) > REJECTED_PAYLOAD_LIMIT,
-            received_at=now,
-            gateway_id=self.settings.gateway_id,
-        )
+        if reason is RejectReason.DEAD_LETTER:
+            self.metrics.dead_lettered += 1
+            log.error("dead-lettered", topic=record.topic, detail=record.detail)
+            destination = topics.DEADLETTER
+        else:
+            log.warning("rejected", reason=reason.value, topic=record.topic, detail=record.detail)
+            destination = topics.rejected(reason.value)
+        envelope = record.envelope(received_at=now, gateway_id=self.settings.gateway_id)
         await self._send(
             bus,
             tracker,
-            topics.rejected(reason.value),
+            destination,
             envelope.model_dump_json().encode(),
             [("reason", reason.value)],
         )
+
+    def _registered(self, building_id: str, dwelling_id: str) -> bool:
+        return self.consent(building_id, dwelling_id).registered
 
     # --- acknowledgement bookkeeping ---------------------------------------------------
 
@@ -424,7 +499,12 @@ class Gateway:
                 tracker.failed = True
             self._release(tracker)
 
-        await bus.send(topic, payload, qos=1, user_properties=properties, on_done=done)
+        try:
+            await bus.send(topic, payload, qos=1, user_properties=properties, on_done=done)
+        except PublishFailed as error:
+            # Refused before it left (e.g. over the broker's packet size): the same as a
+            # refusal by the broker, never a reason to drop the connection.
+            done(error)
 
     def _release(self, tracker: _Tracker) -> None:
         tracker.publishes -= 1
@@ -492,14 +572,30 @@ class Gateway:
 
     async def _report_loop(self, bus: Bus) -> None:
         while True:
-            await asyncio.sleep(5.0)  # reporting period
+            await asyncio.sleep(self.settings.metrics_interval)
             await self.publish_reports(bus)
+
+    def progress(self) -> dict[str, Any]:
+        """How far behind the gateway is: what ``health`` reads to tell a stall."""
+        oldest = self._trackers[0].received if self._trackers else None
+        return {
+            "at": utc_now().isoformat(),
+            "interval": self.settings.metrics_interval,
+            "pending": len(self._trackers),
+            "oldest_pending_s": round(time.monotonic() - oldest, 3) if oldest else 0.0,
+        }
 
     async def publish_reports(self, bus: Bus) -> None:
         """Retained metrics and any closed statistics windows."""
         await bus.send(
             topics.METRICS,
-            _json({"gateway_id": self.settings.gateway_id, **self.metrics.snapshot()}),
+            _json(
+                {
+                    "gateway_id": self.settings.gateway_id,
+                    **self.metrics.snapshot(),
+                    **self.progress(),
+                }
+            ),
             retain=True,
         )
         now = self.clock()
@@ -536,6 +632,18 @@ def status_payload(gateway_id: str, state: Literal["online", "offline"]) -> byte
         .model_dump_json()
         .encode()
     )
+
+
+def _attempt_key(message: Message) -> str:
+    """The same message delivered again has the same key, across restarts."""
+    digest = hashlib.blake2b(message.topic.encode(), digest_size=16)
+    digest.update(b"\0")
+    digest.update(message.payload)
+    return digest.hexdigest()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def _json(data: dict[str, Any]) -> bytes:
@@ -686,19 +794,28 @@ def broker_address(settings: Settings) -> BrokerAddress:
 async def run_gateway(
     settings: Settings, *, stop: asyncio.Event, ready: Callable[[Gateway], None] | None = None
 ) -> Metrics:
-    """Run until ``stop``; a lost broker connection is retried with jittered backoff."""
+    """Run until ``stop``; a lost broker connection is retried with jittered backoff.
+
+    A session taken over by another connection, or missing when we come back, is
+    logged as an error and counted: both mean events queued for us may be gone.
+    """
     address = broker_address(settings)
+    # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
+    client_id = address.client_id(settings.gateway_id)
     transport = PahoBus if settings.mqtt_client == "paho" else MqttBus
     async with Store.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
             ready(gateway)
         delay = settings.reconnect_min
+        connected_before = False
         while not stop.is_set():
+            connected_at: float | None = None
+            acked_before = gateway.metrics.acked
             try:
                 async with transport(
                     address,
-                    client_id=settings.gateway_id,
+                    client_id=client_id,
                     clean_start=False,  # keep our session: the broker queues while we are away
                     session_expiry=settings.session_expiry,
                     manual_ack=True,
@@ -707,13 +824,49 @@ async def run_gateway(
                     keepalive=settings.keepalive,
                     will=Will(topics.STATUS, status_payload(settings.gateway_id, "offline")),
                 ) as bus:
-                    delay = settings.reconnect_min
+                    connected_at = time.monotonic()
+                    # With session_expiry 0 no session is kept by design: nothing to report.
+                    if connected_before and settings.session_expiry and not bus.session_present:
+                        gateway.metrics.sessions_lost += 1
+                        log.error(
+                            "broker had no session for us: messages queued while we were "
+                            "away are gone",
+                            client_id=client_id,
+                        )
+                    connected_before = True
                     await gateway.serve(bus, stop=stop)
             except* BusError as group:
                 error = group.exceptions[0]
+                # SessionTakenOver itself, or a ConnectionLost raised from it later.
+                taken = group.subgroup(
+                    lambda e: (
+                        isinstance(e, SessionTakenOver) or isinstance(e.__cause__, SessionTakenOver)
+                    )
+                )
+                if taken is not None:
+                    gateway.metrics.session_takeovers += 1
+                    log.error(
+                        "session taken over: another connection with our client id took it",
+                        client_id=client_id,
+                    )
                 gateway.reset_in_flight()
+                gateway.metrics.reconnects += 1
+                # Only a connection that made progress or lived a while resets the
+                # backoff: one that fails the same way each time (a publish the broker
+                # refuses, a session taken over) must not become a tight reconnect loop.
+                lived = connected_at is not None and (
+                    gateway.metrics.acked > acked_before
+                    or time.monotonic() - connected_at > settings.reconnect_max
+                )
+                if lived:
+                    delay = settings.reconnect_min
                 wait = delay * random.uniform(0.5, 1.5)
-                log.warning("broker connection lost", error=str(error), retry_in=round(wait, 2))
+                log.warning(
+                    "broker connection lost",
+                    error=_describe(error),
+                    reconnects=gateway.metrics.reconnects,
+                    retry_in=round(wait, 2),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
                 delay = min(delay * 2, settings.reconnect_max)

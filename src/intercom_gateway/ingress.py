@@ -23,7 +23,12 @@ from intercom_gateway.models import (
     parse_event,
 )
 from intercom_gateway.registry import Registry
-from intercom_gateway.topics import PanelTopic
+from intercom_gateway.topics import (
+    MAX_TOPIC_LENGTH,
+    MAX_TOPIC_LEVELS,
+    PanelTopic,
+    parse_panel_topic,
+)
 
 _EVENT_TYPES = frozenset(t.value for t in EventType)
 
@@ -48,6 +53,7 @@ class Limits:
     max_depth: int = 16
     max_age: timedelta = timedelta(days=1)
     max_skew: timedelta = timedelta(minutes=5)
+    max_user_properties: int = 16
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,30 @@ def json_depth(payload: bytes) -> int:
         elif byte in (0x7D, 0x5D):
             depth -= 1
     return deepest
+
+
+def check_topic(topic: str) -> PanelTopic:
+    """The panel topic a message came on, or ``bad_topic``; its size is checked first."""
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InputRejected(
+            RejectReason.BAD_TOPIC, f"{len(topic):,} characters, limit {MAX_TOPIC_LENGTH}"
+        )
+    levels = topic.count("/") + 1
+    if levels > MAX_TOPIC_LEVELS:
+        raise InputRejected(RejectReason.BAD_TOPIC, f"{levels} levels, limit {MAX_TOPIC_LEVELS}")
+    parsed = parse_panel_topic(topic)
+    if parsed is None:
+        raise InputRejected(RejectReason.BAD_TOPIC, "not a panel topic")
+    return parsed
+
+
+def check_properties(properties: tuple[tuple[str, str], ...], limits: Limits) -> None:
+    """Panels send no user properties of their own; a pile of them is refused unread."""
+    if len(properties) > limits.max_user_properties:
+        raise InputRejected(
+            RejectReason.TOO_MANY_PROPERTIES,
+            f"{len(properties)} user properties, limit {limits.max_user_properties}",
+        )
 
 
 def check_size(payload: bytes, limits: Limits) -> None:

@@ -333,10 +333,13 @@ async def measure(
     tracker = Tracker(destination_filters(partner_ids), on_complete=complete.set)
     stats = RunStats()
     tag = uuid.uuid4().hex[:8]
+    observing, publishing = address(OPERATOR), address(FLEET)
     async with (
-        MqttBus(address(OPERATOR), client_id=f"load-observer-{tag}") as observer,
+        MqttBus(observing, client_id=observing.client_id(f"load-{tag}")) as observer,
         MqttBus(
-            address(FLEET), client_id=f"load-fleet-{tag}", publish_window=plan.publish_window
+            publishing,
+            client_id=publishing.client_id(f"load-{tag}"),
+            publish_window=plan.publish_window,
         ) as fleet,
         asyncio.TaskGroup() as tasks,
     ):
@@ -488,7 +491,7 @@ async def gateway_process(
 async def _wait_online(
     address: BrokerAddress, gateway_id: str, process: asyncio.subprocess.Process, limit: float
 ) -> None:
-    async with MqttBus(address, client_id=f"load-wait-{gateway_id}") as bus:
+    async with MqttBus(address, client_id=address.client_id(f"load-wait-{gateway_id}")) as bus:
         await bus.subscribe(topics.STATUS)
 
         async def online() -> None:

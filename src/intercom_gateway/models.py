@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import enum
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
-    field_validator,
     model_validator,
 )
 
@@ -29,6 +29,26 @@ SCHEMA_VERSION: Literal[1] = 1
 # Identifiers end up as topic levels, so they may not contain '/', '+', '#' or '$'.
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")]
 ShortText = Annotated[str, Field(max_length=200)]
+
+# A device's clock says what it likes. Before any arithmetic (conversion to UTC, the
+# age and skew checks) a timestamp must be one the calendar can shift by any real
+# offset: ``0001-01-01T00:00:00+14:00`` parses, and converting it to UTC raised
+# OverflowError past the schema, which once stopped the gateway for good.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2999  # a reset clock says 1970: stale, not broken
+MAX_UTC_OFFSET = timedelta(hours=14)  # UTC+14 (Kiribati) and UTC-12 are the extremes in use
+
+
+def _sane_instant(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is None or abs(offset) > MAX_UTC_OFFSET:
+        raise ValueError(f"UTC offset {offset} is beyond ±14:00")
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"year {value.year} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
+"""An aware instant from a device, range-checked and then held in UTC."""
 
 
 class Model(BaseModel):
@@ -118,16 +138,11 @@ class DeviceRef(Model):
 class Envelope(Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: UUID
-    seq: int = Field(ge=0, description="per-device sequence number")
+    seq: int = Field(ge=0, le=2**63 - 1, description="per-device sequence number")
     building_id: Ident
     dwelling_id: Ident
     device: DeviceRef
-    occurred_at: AwareDatetime
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+    occurred_at: Timestamp
 
     @model_validator(mode="after")
     def _role_may_emit(self) -> Envelope:
@@ -294,7 +309,7 @@ class SettingsChange(Model):
     change_id: UUID
     building_id: Ident
     dwelling_id: Ident
-    requested_at: AwareDatetime
+    requested_at: Timestamp
     change: SettingsChangeBody
 
 
@@ -337,12 +352,28 @@ class RejectReason(enum.StrEnum):
 
 
 class Rejection(Model):
+    """Input the gateway refused, as echoed on ``gateway/v1/rejected/{reason}``.
+
+    What it carries is bounded and obeys consent (``rejections.py``): nothing of a
+    dwelling that is not registered beyond the reason and the device, and never an
+    image reference or free text.
+    """
+
     schema_version: Literal[1] = SCHEMA_VERSION
     reason: RejectReason
-    detail: str
-    topic: str
-    payload: str = Field(description="the original payload, decoded as UTF-8 with replacement")
+    detail: str = Field(description="why, at most 512 characters")
+    topic: str = Field(description="the topic it came on, at most 256 characters")
+    device: str | None = Field(default=None, description="the device the topic names")
+    payload: str | None = Field(
+        default=None,
+        description="the payload's JSON reduced to the schema's fields, without image, "
+        "free text or strings over 64 characters; null when it is not a JSON object, is "
+        "too large or deep to parse, or names a dwelling that is not registered",
+    )
     payload_truncated: bool = False
+    payload_redacted: bool = Field(
+        default=False, description="something of the payload was removed or withheld"
+    )
     received_at: AwareDatetime
     gateway_id: str
 

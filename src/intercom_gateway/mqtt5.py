@@ -32,6 +32,9 @@ DISCONNECT = 0xE0
 
 PING_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnection: the broker drops the will
+# Reason 0x04, "disconnect with will message": we are going down for a reason other
+# than being asked to stop, and the broker is to publish our last will all the same.
+DISCONNECT_WITH_WILL_PACKET = b"\xe0\x01\x04"
 
 MAX_PACKET_ID = 65_535
 _U16 = struct.Struct("!H")
@@ -240,8 +243,13 @@ def connect(
     return _packet(CONNECT, variable + payload)
 
 
-def subscribe(packet_id: int, filters: tuple[str, ...] | list[str], qos: int) -> bytes:
-    options = b"".join(utf8(f) + bytes((qos,)) for f in filters)
+def subscribe(
+    packet_id: int, filters: tuple[str, ...] | list[str], qos: int, retain_handling: int = 0
+) -> bytes:
+    """SUBSCRIBE; ``retain_handling`` 0 sends retained messages at every subscribe, 1 only
+    for a new subscription, 2 never (MQTT 5.0, 3.8.3.1)."""
+    option = qos | (retain_handling << 4)
+    options = b"".join(utf8(f) + bytes((option,)) for f in filters)
     return _packet(SUBSCRIBE, _U16.pack(packet_id) + b"\x00" + options)
 
 

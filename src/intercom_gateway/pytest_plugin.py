@@ -15,6 +15,12 @@ The async fixtures are ``pytest_asyncio.fixture``s, so they work with pytest-asy
 The broker is session-scoped and synchronous, so no event loop outlives a test; the
 gateway, panels and partner clients are per test, with a fresh store each.
 
+The broker binds client ids to accounts, as the production broker does: a partner
+logged in as ``concierge`` must connect with the client id ``concierge`` or
+``concierge.<anything>`` (``concierge.app-1``, ``concierge.tests``); any other id is
+refused with CONNACK 0x87, so a test that connects its own client sees what production
+would do. ``BrokerAddress.client_id("app-1")`` makes such an id.
+
 Override ``intercom_registry`` (the buildings, dwellings and their starting consent),
 ``intercom_partners_file`` (the partner services) or ``intercom_gateway_settings``
 (gateway setting overrides) in a conftest to change the world the tests run in.
@@ -202,7 +208,9 @@ async def intercom_partner(
     async with contextlib.AsyncExitStack() as stack:
 
         async def subscribe(partner_id: str) -> PartnerClient:
-            client_id = f"{partner_id}-{uuid.uuid4().hex[:8]}"
+            # The broker accepts only the partner's own ids: "<partner_id>.<anything>".
+            address = intercom_gateway.broker.address(partner_id)
+            client_id = address.client_id(f"test-{uuid.uuid4().hex[:8]}")
             bus = await stack.enter_async_context(
                 intercom_gateway.client(partner_id, client_id=client_id)
             )

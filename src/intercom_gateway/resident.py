@@ -51,6 +51,7 @@ from intercom_gateway.policy import (
 )
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import RequestRow, Store
+from intercom_gateway.tokens import TokenBook
 
 
 class RequestKind(enum.StrEnum):
@@ -357,7 +358,9 @@ async def send_as_panel(
 
     building = change.building_id
     address = load_credentials(secrets_dir).address(device, host=host, port=port)
-    async with MqttBus(address, client_id=f"{device}-settings-{uuid.uuid4().hex[:6]}") as bus:
+    async with MqttBus(
+        address, client_id=address.client_id(f"settings-{uuid.uuid4().hex[:6]}")
+    ) as bus:
         await bus.subscribe(topics.settings_ack(building, device))
         await bus.publish(
             topics.panel_settings(building, device), change.model_dump_json().encode()
@@ -458,6 +461,20 @@ class ResidentDesk:
         self.via = via
         self.clock = clock
 
+    def acting_for(self, via: str) -> ResidentDesk:
+        """This desk, recording its requests as made ``via`` (``api:token:<id>``: a
+        resident token)."""
+        if via == self.via:
+            return self
+        return ResidentDesk(
+            self.store,
+            policy=self.policy,
+            partners=self.partners,
+            channel=self.channel,
+            via=via,
+            clock=self.clock,
+        )
+
     async def purposes(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
         answer = purposes_in_force(consent, policy=self.policy, partners=self.partners)
@@ -467,6 +484,7 @@ class ResidentDesk:
     async def disclose(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
         store, key = self.store, (building_id, dwelling_id)
+        tokens = await TokenBook.open(store.connection)
         answer: dict[str, Any] = {
             "building_id": building_id,
             "dwelling_id": dwelling_id,
@@ -476,6 +494,8 @@ class ResidentDesk:
             "provision_ledger": await store.ledger_summary(*key),
             "rejected_input": await store.dwelling_rejections(*key),
             "requests": await store.requests(*key),
+            # Ids and dates only: the label is the operator's note, the secret never stored.
+            "api_tokens": [t.dates() for t in await tokens.tokens(*key)],
         }
         summary = {
             "decisions": answer["decision_log"]["events"],

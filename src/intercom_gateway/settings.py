@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     partners_path: Path = DATA / "partners.sample.yaml"
     max_payload_bytes: int = 16_384
     max_json_depth: int = 16
+    max_user_properties: int = Field(default=16, description="MQTT 5 user properties per message")
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="deliveries of one message whose handling never finished (the process "
+        "died) before it is set aside on the dead-letter topic",
+    )
     max_event_age: float = Field(default=86_400.0, description="seconds; older events are stale")
     max_clock_skew: float = Field(default=300.0, description="seconds an event may be ahead")
     flush_interval: float = Field(default=0.05, description="seconds between store batch writes")
@@ -52,6 +59,9 @@ class Settings(BaseSettings):
     statistics_min_group: int = 5
     log_level: str = "INFO"
     log_events: bool = Field(default=True, description="one log line per processed event")
+    metrics_interval: float = Field(
+        default=5.0, gt=0, description="seconds between retained metrics (health reads them)"
+    )
 
     # --- provision ledger and resident requests (§8) ----------------------------------
     # APPI keeps a third-party provision record for three years; 1,096 days is three

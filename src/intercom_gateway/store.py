@@ -14,9 +14,11 @@ nothing outside this module speaks SQL.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -58,6 +60,10 @@ CREATE INDEX IF NOT EXISTS consent_history_dwelling
 CREATE TABLE IF NOT EXISTS completed (
     event_id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
+-- Messages delivered again whose handling never finished: the gateway died with them.
+-- A row lives from the start of such a handling to its end (README, "Nothing lost").
+CREATE TABLE IF NOT EXISTS attempts (
+    key TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL) WITHOUT ROWID;
 -- The decision log. What each destination got and why (the outcomes) repeats from event
 -- to event, so each distinct set is stored once, keyed by a hash of its JSON text.
 CREATE TABLE IF NOT EXISTS outcome_sets (
@@ -213,6 +219,16 @@ class Store:
         self._db = connection
         self._batch = _Batch()
         self._outcome_sets: dict[str, str] = {}  # text -> id, recorded by this process
+        # One transaction at a time on the one connection: a commit of one writer in the
+        # middle of another's statements would commit half a batch, or fail outright
+        # ("SQL statements in progress") and stop the gateway.
+        self._writing = asyncio.Lock()
+        self._finished_attempts: list[str] = []
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The open connection, for a module that keeps its own tables in this file."""
+        return self._db
 
     @classmethod
     @asynccontextmanager
@@ -277,33 +293,34 @@ class Store:
         at: datetime,
     ) -> None:
         """Append to the history and replace the current state, in one commit."""
-        await self._db.execute(
-            "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
-            " applied, detail, revision, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                state.building_id,
-                state.dwelling_id,
-                change_id,
-                source,
-                change,
-                int(applied),
-                detail,
-                state.revision,
-                at.isoformat(),
-            ),
-        )
-        if applied:
+        async with self._writing:
             await self._db.execute(
-                "INSERT OR REPLACE INTO consent_current VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
+                " applied, detail, revision, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.building_id,
                     state.dwelling_id,
+                    change_id,
+                    source,
+                    change,
+                    int(applied),
+                    detail,
                     state.revision,
-                    state.model_dump_json(),
                     at.isoformat(),
                 ),
             )
-        await self._db.commit()
+            if applied:
+                await self._db.execute(
+                    "INSERT OR REPLACE INTO consent_current VALUES (?, ?, ?, ?, ?)",
+                    (
+                        state.building_id,
+                        state.dwelling_id,
+                        state.revision,
+                        state.model_dump_json(),
+                        at.isoformat(),
+                    ),
+                )
+            await self._db.commit()
 
     async def seed_consents(
         self, entries: Sequence[tuple[ConsentState, str]], *, source: str, detail: str, at: datetime
@@ -378,10 +395,12 @@ class Store:
     async def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
         batch, self._batch = self._batch, _Batch()
-        if not batch:
+        if not batch and not self._finished_attempts:
             return
         try:
-            await self._write(batch)
+            async with self._writing:
+                await self._forget_finished_attempts()
+                await self._write(batch)
         except BaseException:
             # Sets recorded in the lost batch must be recorded again with later rows.
             self._outcome_sets.clear()
@@ -415,6 +434,37 @@ class Store:
                 batch.rejections,
             )
         await db.commit()
+
+    async def begin_attempt(self, key: str) -> int:
+        """Count one more delivery of a message about to be handled; committed at once.
+
+        Only redelivered messages are counted (one commit each before and after), so the
+        cost falls on the few after a crash or a lost connection, not on the stream.
+        """
+        async with self._writing:
+            # The handlings that finished before this one are forgotten in the same
+            # commit: the message handled just before a poison is never blamed for it.
+            await self._forget_finished_attempts()
+            async with self._db.execute(
+                "INSERT INTO attempts VALUES (?, 1, ?) ON CONFLICT (key) DO"
+                " UPDATE SET count = count + 1, last_at = excluded.last_at RETURNING count",
+                (key, time.time()),
+            ) as cursor:
+                row = await cursor.fetchone()
+            await self._db.commit()
+        return int(row[0]) if row else 1
+
+    def end_attempt(self, key: str) -> None:
+        """The handling finished (forwarded, rejected or set aside): forget the count.
+
+        Buffered: written by the next ``begin_attempt`` or ``flush``, whichever is first.
+        """
+        self._finished_attempts.append(key)
+
+    async def _forget_finished_attempts(self) -> None:
+        done, self._finished_attempts = self._finished_attempts, []
+        if done:
+            await self._db.executemany("DELETE FROM attempts WHERE key = ?", [(k,) for k in done])
 
     async def recent_completed(self, limit: int) -> list[str]:
         async with self._db.execute(

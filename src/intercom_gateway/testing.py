@@ -50,8 +50,10 @@ class RunningGateway:
     def client(self, user: str, **options: Any) -> MqttBus:
         """A bus logged in as one of the broker's accounts (a device id, a partner id,
         ``operator``, ``analytics``, ``cloud`` or ``fleet``)."""
-        client_id = options.pop("client_id", f"{user}-{uuid.uuid4().hex[:8]}")
-        return MqttBus(self.broker.address(user), client_id=client_id, **options)
+        address = self.broker.address(user)
+        # The broker accepts only "<user>" or "<user>.<suffix>" (broker_plugin).
+        client_id = options.pop("client_id", address.client_id(uuid.uuid4().hex[:8]))
+        return MqttBus(address, client_id=client_id, **options)
 
     async def wait_processed(self, count: int, *, timeout: float = 10.0) -> None:
         """Wait until the gateway has finished ``count`` inbound messages in all."""
@@ -109,7 +111,8 @@ async def _first(awaitable: asyncio.Future[Any], guard: asyncio.Task[Any]) -> An
 async def publish_as_fleet(broker: Mosquitto, messages: Iterable[tuple[str, bytes]]) -> int:
     """Publish raw panel messages through the simulator account; returns how many."""
     sent = 0
-    async with MqttBus(broker.address(FLEET), client_id=f"fleet-{uuid.uuid4().hex[:8]}") as bus:
+    address = broker.address(FLEET)
+    async with MqttBus(address, client_id=address.client_id(uuid.uuid4().hex[:8])) as bus:
         for topic, payload in messages:
             await bus.send(topic, payload)
             sent += 1

@@ -33,5 +33,7 @@ def broker(
 def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:
     """A bus logged in as one of the generated accounts."""
     # A fresh id each time: a reused id would take over the other client's session.
-    client_id = str(options.pop("client_id", f"{user}-{uuid.uuid4().hex[:8]}"))
-    return MqttBus(broker.address(user), client_id=client_id, **options)  # type: ignore[arg-type]
+    # "<user>.<suffix>": the broker refuses ids not bound to the account.
+    address = broker.address(user)
+    client_id = str(options.pop("client_id", address.client_id(uuid.uuid4().hex[:8])))
+    return MqttBus(address, client_id=client_id, **options)  # type: ignore[arg-type]

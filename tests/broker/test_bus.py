@@ -33,8 +33,9 @@ def make(request: pytest.FixtureRequest) -> BusFactory:
     kind = request.param
 
     def build(broker: Mosquitto, user: str, **options: Any) -> Any:
-        client_id = options.pop("client_id", f"{user}-{uuid.uuid4().hex[:8]}")
-        return kind(broker.address(user), client_id=client_id, **options)
+        address = broker.address(user)
+        client_id = options.pop("client_id", address.client_id(uuid.uuid4().hex[:8]))
+        return kind(address, client_id=client_id, **options)
 
     return build
 
@@ -98,7 +99,7 @@ async def test_an_unacknowledged_message_comes_back_after_reconnecting(
 ) -> None:
     """Manual acknowledgement with a kept session: what was not acked is redelivered,
     marked as a duplicate; what was acked is not."""
-    reader_id = f"manual-{uuid.uuid4().hex[:8]}"
+    reader_id = broker.address(CLOUD).client_id(f"manual-{uuid.uuid4().hex[:8]}")
     session = {"client_id": reader_id, "clean_start": False, "session_expiry": 60}
     async with make(broker, CLOUD, manual_ack=True, **session) as reader:
         await reader.subscribe("cloud/#")
@@ -157,9 +158,8 @@ def _abort(bus: Any) -> None:
 
 async def test_a_silent_broker_is_noticed_by_the_keepalive(own_broker: Mosquitto) -> None:
     """The lean bus pings when idle and gives up when nothing comes back in 1.5 keepalives."""
-    async with MqttBus(
-        own_broker.address(CLOUD), client_id=f"ka-{uuid.uuid4().hex[:8]}", keepalive=1
-    ) as bus:
+    address = own_broker.address(CLOUD)
+    async with MqttBus(address, client_id=address.client_id("ka"), keepalive=1) as bus:
         assert own_broker.process is not None
         os.kill(own_broker.process.pid, signal.SIGSTOP)
         try:
@@ -171,11 +171,10 @@ async def test_a_silent_broker_is_noticed_by_the_keepalive(own_broker: Mosquitto
 
 async def test_an_idle_connection_stays_up_past_its_keepalive(own_broker: Mosquitto) -> None:
     """Pings keep an idle connection alive: Mosquitto drops a client silent for 1.5 keepalives."""
+    cloud, gateway = own_broker.address(CLOUD), own_broker.address(GATEWAY)
     async with (
-        MqttBus(
-            own_broker.address(CLOUD), client_id=f"idle-{uuid.uuid4().hex[:8]}", keepalive=1
-        ) as idle,
-        MqttBus(own_broker.address(GATEWAY), client_id=f"w-{uuid.uuid4().hex[:8]}") as writer,
+        MqttBus(cloud, client_id=cloud.client_id("idle"), keepalive=1) as idle,
+        MqttBus(gateway, client_id=gateway.client_id("writer")) as writer,
     ):
         await idle.subscribe("cloud/#")
         await asyncio.sleep(3.5)  # the time under test, not synchronisation
@@ -188,7 +187,8 @@ async def test_a_packet_over_the_brokers_maximum_is_refused_before_sending(
     broker: Mosquitto,
 ) -> None:
     """mosquitto.conf sets max_packet_size; the broker would drop the whole connection."""
-    async with MqttBus(broker.address(GATEWAY), client_id=f"big-{uuid.uuid4().hex[:8]}") as bus:
+    address = broker.address(GATEWAY)
+    async with MqttBus(address, client_id=address.client_id(f"big-{uuid.uuid4().hex[:8]}")) as bus:
         with pytest.raises(PublishFailed, match="maximum") as refused:
             await bus.publish(CLOUD_TOPIC, b"x" * 70_000)
         assert refused.value.reason_code == 0x95

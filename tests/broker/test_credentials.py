@@ -36,7 +36,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
 
 
 def bus(address: BrokerAddress) -> MqttBus:
-    return MqttBus(address, client_id=f"{address.username}-{uuid.uuid4()}")
+    return MqttBus(address, client_id=address.client_id(str(uuid.uuid4())))
 
 
 async def disconnected(witness: MqttBus) -> None:

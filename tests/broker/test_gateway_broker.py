@@ -142,7 +142,8 @@ async def test_each_partner_receives_exactly_what_it_is_entitled_to(
             broker, [stop_concierge, *(panel_message(d) for d in events.values())]
         )
         await running.wait_processed(sent)
-        async with running.client(GATEWAY, client_id="sentinel") as gateway_account:
+        sentinel_id = running.broker.address(GATEWAY).client_id("sentinel")
+        async with running.client(GATEWAY, client_id=sentinel_id) as gateway_account:
             for pid in entitled:
                 await gateway_account.publish(sentinel_topic(pid), b"{}")
         received = {

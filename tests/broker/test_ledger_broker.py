@@ -59,7 +59,8 @@ async def _delivered(
         await running.wait_processed(done_before + sent)
         # Everything the gateway published before the sentinel arrives before it (one
         # publisher, in order): then each reader has seen all it will see.
-        async with running.client(GATEWAY, client_id="ledger-sentinel") as gateway_account:
+        sentinel_id = running.broker.address(GATEWAY).client_id("ledger-sentinel")
+        async with running.client(GATEWAY, client_id=sentinel_id) as gateway_account:
             for reader in readers:
                 await gateway_account.publish(_sentinel(reader), b"{}")
         return {

@@ -100,7 +100,7 @@ class StatusWatch:
 
     async def __aenter__(self) -> StatusWatch:
         ready = asyncio.Event()
-        client_id = f"status-{uuid.uuid4().hex[:6]}"
+        client_id = self.broker.address(OPERATOR).client_id(f"status-{uuid.uuid4().hex[:6]}")
         self._task = asyncio.create_task(
             _resilient(self.broker, OPERATOR, client_id, [topics.STATUS], self._on, ready)
         )
@@ -264,7 +264,7 @@ async def recording(world: World) -> AsyncIterator[Recorder]:
             _resilient(
                 world.broker,
                 user,
-                f"rec-{user}-{uuid.uuid4().hex[:6]}",
+                world.broker.address(user).client_id(f"rec-{uuid.uuid4().hex[:6]}"),
                 filters,
                 recorder.on,
                 ready,
@@ -294,8 +294,9 @@ class Publisher:
         pending = list(events)
         while pending:
             try:
+                address = self.broker.address(FLEET)
                 async with MqttBus(
-                    self.broker.address(FLEET), client_id=f"pub-{uuid.uuid4().hex[:6]}"
+                    address, client_id=address.client_id(f"pub-{uuid.uuid4().hex[:6]}")
                 ) as bus:
                     for event in pending:
                         await bus.send(*_message(event), on_done=self._done(str(event.event_id)))

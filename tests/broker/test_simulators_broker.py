@@ -34,8 +34,12 @@ async def test_fleet_events_reach_a_gateway_subscriber(tmp_path: Path) -> None:
     sent: list[tuple[str, Event]] = []
     async with (
         Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as mosquitto,
-        MqttBus(mosquitto.address(GATEWAY), client_id="test-gateway") as gateway,
-        MqttBus(mosquitto.address(FLEET), client_id="test-fleet") as fleet,
+        MqttBus(
+            mosquitto.address(GATEWAY), client_id=mosquitto.address(GATEWAY).client_id("test")
+        ) as gateway,
+        MqttBus(
+            mosquitto.address(FLEET), client_id=mosquitto.address(FLEET).client_id("test")
+        ) as fleet,
     ):
         await gateway.subscribe(topics.PANEL_EVENTS_FILTER)
         receiving = asyncio.create_task(_receive(gateway, COUNT))

@@ -29,8 +29,9 @@ def _with_ca(address: BrokerAddress, ca_file: Path) -> BrokerAddress:
 
 
 async def test_tls_with_the_dev_ca_carries_messages(broker: Mosquitto) -> None:
+    address = broker.tls_address(PARTNER)
     async with (
-        MqttBus(broker.tls_address(PARTNER), client_id=f"tls-{uuid.uuid4()}") as partner,
+        MqttBus(address, client_id=address.client_id(f"tls-{uuid.uuid4()}")) as partner,
         client(broker, GATEWAY) as gateway,
     ):
         await partner.subscribe(topics.partner_filter(PARTNER))
@@ -46,7 +47,7 @@ async def test_tls_listener_still_wants_a_password(broker: Mosquitto) -> None:
         tls_address.host, tls_address.port, PARTNER, "wrong", tls=tls_address.tls
     )
     with pytest.raises(ConnectFailed) as refused:
-        async with MqttBus(address, client_id=f"tls-{uuid.uuid4()}"):
+        async with MqttBus(address, client_id=address.client_id(f"tls-{uuid.uuid4()}")):
             pass
     assert refused.value.reason_code == 0x87
 
@@ -58,7 +59,7 @@ async def test_a_client_not_trusting_the_ca_is_refused(broker: Mosquitto, tmp_pa
     stranger = generate_dev_pki(tmp_path / "other-ca")
     address = _with_ca(broker.tls_address(PARTNER), stranger.ca_cert)
     with pytest.raises(ConnectFailed) as refused:
-        async with MqttBus(address, client_id=f"tls-{uuid.uuid4()}"):
+        async with MqttBus(address, client_id=address.client_id(f"tls-{uuid.uuid4()}")):
             pass
     cause = refused.value.__cause__
     del refused  # its traceback holds the socket: collect it now, under this test's filter
@@ -70,7 +71,9 @@ async def test_plain_mqtt_on_the_tls_port_is_refused(broker: Mosquitto) -> None:
     tls_address = broker.tls_address(PARTNER)
     plain = BrokerAddress(tls_address.host, tls_address.port, PARTNER, tls_address.password)
     with pytest.raises(ConnectFailed):
-        async with MqttBus(plain, client_id=f"plain-{uuid.uuid4()}", connect_timeout=5):
+        async with MqttBus(
+            plain, client_id=plain.client_id(f"plain-{uuid.uuid4()}"), connect_timeout=5
+        ):
             pass
 
 
@@ -82,8 +85,10 @@ async def test_certificates_from_tls_init_serve_the_broker(
     assert result.exit_code == 0, result.output
     credentials = Credentials(broker.credentials.directory, broker.credentials.passwords)
     own = Mosquitto(workdir=tmp_path / "run", credentials=credentials, tls=TlsFiles(directory))
-    async with own, MqttBus(own.tls_address(PARTNER), client_id=f"tls-{uuid.uuid4()}") as bus:
-        await bus.subscribe(topics.partner_filter(PARTNER))
+    async with own:
+        address = own.tls_address(PARTNER)
+        async with MqttBus(address, client_id=address.client_id(f"tls-{uuid.uuid4()}")) as bus:
+            await bus.subscribe(topics.partner_filter(PARTNER))
     assert own.tls.directory == directory
     assert not (tmp_path / "run" / "tls").exists()
 
@@ -93,8 +98,9 @@ async def test_a_burst_of_large_messages_over_tls_all_arrive(broker: Mosquitto) 
     every one arrives, in order."""
     count, size = 300, 30_000
     topic = topics.partner(PARTNER, "b001", "d0001", "visitor")
+    address = broker.tls_address(PARTNER)
     async with (
-        MqttBus(broker.tls_address(PARTNER), client_id=f"tls-burst-{uuid.uuid4()}") as reader,
+        MqttBus(address, client_id=address.client_id(f"tls-burst-{uuid.uuid4()}")) as reader,
         client(broker, GATEWAY) as writer,
     ):
         await reader.subscribe(topics.partner_filter(PARTNER))

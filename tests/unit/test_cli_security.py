@@ -42,7 +42,7 @@ def passwords(secrets: Path) -> dict[str, str]:
 
 def test_cli_py_can_register_both_groups() -> None:
     assert isinstance(credentials, click.Group) and isinstance(tls, click.Group)
-    assert set(credentials.commands) == {"generate", "rotate", "show-acl"}
+    assert set(credentials.commands) == {"generate", "rotate", "show-acl", "plugin"}
     assert set(tls.commands) == {"init"}
 
 

@@ -635,7 +635,14 @@ def events(draw: st.DrawFn) -> Event:
         service_id=draw(_IDS),
         building=draw(st.sampled_from(["bldg-1", "bldg-2"])),
         dwelling=draw(st.sampled_from(["dw-101", "dw-102"])),
-        at=draw(st.datetimes(timezones=st.just(UTC))),
+        # Any instant the schema accepts (models.EARLIEST_YEAR to LATEST_YEAR).
+        at=draw(
+            st.datetimes(
+                min_value=datetime(1970, 1, 1),
+                max_value=datetime(2999, 12, 31),
+                timezones=st.just(UTC),
+            )
+        ),
         text=draw(_OPTIONAL_TEXT),
     )
     return event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +30,26 @@ from intercom_gateway.scenario.model import (
 )
 from intercom_gateway.store import Store
 
-# A probe the runner sends to an external gateway comes back quoted in a rejection.
+# A probe the runner sends to an external gateway comes back quoted in a rejection: a
+# JSON object whose event id (not a UUID: a schema violation) carries the mark.
 PROBE_MARK = "scenario-barrier "
+
+
+def probe_payload(token: str) -> bytes:
+    return json.dumps({"event_id": f"{PROBE_MARK}{token}"}).encode()
+
+
+def _probe_token(observed: Observed) -> str | None:
+    if observed.destination != "rejected" or not isinstance(observed.content.get("payload"), str):
+        return None
+    try:
+        quoted = json.loads(observed.content["payload"])
+    except ValueError:
+        return None
+    mark = quoted.get("event_id") if isinstance(quoted, dict) else None
+    if isinstance(mark, str) and mark.startswith(PROBE_MARK):
+        return mark.removeprefix(PROBE_MARK)
+    return None
 
 
 @dataclass
@@ -96,9 +115,9 @@ class Collector:
     def _add(self, observed: Observed | None) -> None:
         if observed is None:
             return
-        quoted = str(observed.content.get("payload", ""))
-        if observed.destination == "rejected" and quoted.startswith(PROBE_MARK):
-            self.tokens.add(quoted.removeprefix(PROBE_MARK))
+        token = _probe_token(observed)
+        if token is not None:
+            self.tokens.add(token)
         else:
             self.observed.append(observed)
 

@@ -165,12 +165,28 @@ def _identity(observed: Observed, match: Match, refs: Mapping[str, Sent]) -> lis
 
 def _is_from(observed: Observed, sent: Sent) -> bool:
     if observed.destination == "rejected":
-        # A rejection quotes the input (maybe truncated): compare topic and the start.
-        quoted = str(observed.content.get("payload", ""))
-        original = sent.payload.decode("utf-8", "replace")
-        head = min(len(quoted), 200)
-        return observed.content.get("topic") == sent.topic and quoted[:head] == original[:head]
+        # A rejection names the topic (cut to its limit) and echoes the payload reduced
+        # to its schema fields, or not at all (not JSON, too large, or the dwelling is not
+        # registered): then the topic is all there is to go by.
+        if observed.content.get("topic") != sent.topic[: topics.MAX_TOPIC_LENGTH]:
+            return False
+        quoted = observed.content.get("payload")
+        if quoted is None:
+            return True
+        echoed, original = _json_object(str(quoted)), _json_object(sent.payload)
+        return any(
+            key in original and echoed.get(key) == original[key]
+            for key in ("event_id", "change_id")
+        )
     return sent.ident is not None and observed.ident == sent.ident
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _purposes(observed: Observed, match: Match) -> list[str]:

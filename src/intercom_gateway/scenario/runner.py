@@ -31,6 +31,7 @@ from intercom_gateway.broker import FLEET, GATEWAY, OPERATOR, Mosquitto, load_cr
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.errors import GatewayError
 from intercom_gateway.models import (
+    DeviceRole,
     Initialise,
     Register,
     ReturnHomeNotification,
@@ -41,12 +42,12 @@ from intercom_gateway.models import (
 from intercom_gateway.registry import Registry
 from intercom_gateway.scenario import matching
 from intercom_gateway.scenario.judge import (
-    PROBE_MARK,
     Collector,
     Evidence,
     ExpectationResult,
     describe_match,
     judge,
+    probe_payload,
 )
 from intercom_gateway.scenario.loader import LoadedScenario
 from intercom_gateway.scenario.matching import Sent
@@ -164,9 +165,12 @@ class ProbeBarrier:
     async def settle(self, harness: Harness) -> None:
         token = uuid.uuid4().hex
         building = harness.world.registry.buildings[0]
-        device = building.devices[0].id
+        # A lobby panel names no dwelling of its own, so no dwelling's consent can
+        # withhold the echo that carries the token back.
+        lobby = [d for d in building.devices if d.role is DeviceRole.LOBBY_PANEL]
+        device = (lobby or building.devices)[0].id
         topic = topics.panel_events(building.id, device, "visitor")
-        await harness.fleet.publish(topic, f"{PROBE_MARK}{token}".encode())
+        await harness.fleet.publish(topic, probe_payload(token))
         await _await_token(harness.collector, token, "the gateway's rejection of the probe")
 
 
@@ -227,9 +231,10 @@ class External:
     async def harness(self, loaded: LoadedScenario, workdir: Path) -> AsyncIterator[Harness]:
         world = build_world(loaded.scenario, source=loaded.path, workdir=workdir)
         suffix = uuid.uuid4().hex[:8]
+        observing, publishing = self.address(OPERATOR), self.address(FLEET)
         async with (
-            MqttBus(self.address(OPERATOR), client_id=f"scenario-op-{suffix}") as operator,
-            MqttBus(self.address(FLEET), client_id=f"scenario-fleet-{suffix}") as fleet,
+            MqttBus(observing, client_id=observing.client_id(f"scenario-{suffix}")) as operator,
+            MqttBus(publishing, client_id=publishing.client_id(f"scenario-{suffix}")) as fleet,
             _collecting(operator, world) as collector,
         ):
             harness = Harness(world, fleet, collector, ProbeBarrier(), None)
