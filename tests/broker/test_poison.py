@@ -165,7 +165,7 @@ async def watching(world: World) -> AsyncIterator[Rejections]:
         _resilient(
             world.broker,
             OPERATOR,
-            f"rejections-{uuid.uuid4().hex[:6]}",
+            world.broker.address(OPERATOR).client_id(f"rejections-{uuid.uuid4().hex[:6]}"),
             [topics.REJECTED_FILTER, topics.DEADLETTER],
             rejections.on,
             ready,
@@ -180,13 +180,19 @@ async def watching(world: World) -> AsyncIterator[Rejections]:
             await task
 
 
+def fleet(broker: Mosquitto) -> MqttBus:
+    """The simulators' account, with a client id bound to it."""
+    address = broker.address(FLEET)
+    return MqttBus(address, client_id=address.client_id(f"poison-{uuid.uuid4().hex[:6]}"))
+
+
 async def publish(
     broker: Mosquitto, events: list[Event], normal: list[Sample], retained: list[Sample]
 ) -> None:
     """Valid events with a poison message between every few, normal and retained."""
     bad = [(s, False) for s in normal] + [(s, True) for s in retained]
     step = max(1, len(events) // (len(bad) + 1))
-    async with MqttBus(broker.address(FLEET), client_id=f"fleet-{uuid.uuid4().hex[:6]}") as bus:
+    async with fleet(broker) as bus:
         for index, event in enumerate(events):
             await bus.send(*_message(event))
             if index % step == step - 1 and bad:
@@ -202,7 +208,7 @@ async def publish(
 
 
 async def send(broker: Mosquitto, sample: Sample, *, retain: bool = False) -> None:
-    async with MqttBus(broker.address(FLEET), client_id=f"fleet-{uuid.uuid4().hex[:6]}") as bus:
+    async with fleet(broker) as bus:
         await bus.send(
             sample.topic, sample.payload, retain=retain, user_properties=sample.properties
         )
