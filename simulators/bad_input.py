@@ -13,6 +13,14 @@ mosquitto.conf sets ``max_packet_size 65536``, and a larger publish makes Mosqui
 disconnect the publisher ("Packet too large"), so it would never reach the gateway's
 rejected topic. Pass ``size=`` above 65536 to test the broker's own cap.
 
+The poison classes of issue 13 have samples too: timestamps at the calendar's edge
+with an offset (``calendar_edge``; once they made the gateway exit and crash-loop), a
+``seq`` of 10^30 (``huge_seq``; once forwarded), an event-type topic level of 32,500
+characters (``long_topic_level``; once its rejection echo outgrew the broker's packet
+limit) and, in ``PROPERTY_GENERATORS`` because sending it needs the sample's MQTT 5
+user ``properties``, more user properties than the gateway takes
+(``too_many_properties``).
+
 Event ids derive from the generator's name and ``seed``, so samples never collide
 with each other; vary ``seed`` to send the set again.
 """
@@ -34,12 +42,23 @@ OVERSIZED_BYTES = 48 * 1024  # under the broker's 64 KiB max_packet_size, see ab
 NESTING_DEPTH = 64
 STALE_BY = timedelta(days=3)
 FUTURE_BY = timedelta(hours=6)
+# Instants at the calendar's edge written with an offset: converting them to UTC leaves
+# the calendar. Each once made the gateway exit (issue 13, item 1).
+CALENDAR_EDGES = (
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00+00:01",
+    "9999-12-31T23:59:59-14:00",
+)
+HUGE_SEQ = 10**30  # past any 64-bit counter (issue 13, item 8)
+LONG_LEVEL = 32_500  # characters in the event-type level (issue 13, item 2)
+MAX_USER_PROPERTIES = 16  # what the gateway takes on an inbound message
 
 
 class Sample(NamedTuple):
     topic: str
     payload: bytes
     reason: RejectReason | None  # None: a valid message the gateway must forward
+    properties: tuple[tuple[str, str], ...] = ()  # MQTT 5 user properties to send it with
 
 
 SampleFactory = Callable[..., Sample]
@@ -176,6 +195,44 @@ def future(registry: Registry, *, now: datetime, seed: int = 0) -> Sample:
     return Sample(_topic(event), event.model_dump_json().encode(), RejectReason.FUTURE)
 
 
+def calendar_edge(
+    registry: Registry, *, now: datetime, seed: int = 0, moment: str | None = None
+) -> Sample:
+    """``occurred_at`` at the calendar's edge with an offset (``seed`` picks which)."""
+    event = _visitor(registry, now=now, name="calendar-edge", seed=seed)
+    edge = moment or CALENDAR_EDGES[seed % len(CALENDAR_EDGES)]
+    document = _document(event) | {"occurred_at": edge}
+    return Sample(_topic(event), json.dumps(document).encode(), RejectReason.SCHEMA_VIOLATION)
+
+
+def huge_seq(registry: Registry, *, now: datetime, seed: int = 0, seq: int = HUGE_SEQ) -> Sample:
+    """A sequence number no 64-bit counter holds (``seq=int("9" * 4000)`` works too)."""
+    event = _visitor(registry, now=now, name="huge-seq", seed=seed)
+    document = _document(event) | {"seq": seq}
+    return Sample(_topic(event), json.dumps(document).encode(), RejectReason.SCHEMA_VIOLATION)
+
+
+def long_topic_level(
+    registry: Registry, *, now: datetime, seed: int = 0, length: int = LONG_LEVEL
+) -> Sample:
+    """A valid event under an event-type level of ``length`` characters."""
+    event = _visitor(registry, now=now, name="long-topic-level", seed=seed)
+    level = "visitor" + "x" * max(0, length - len("visitor"))
+    return Sample(
+        _topic(event, event_type=level), event.model_dump_json().encode(), RejectReason.BAD_TOPIC
+    )
+
+
+def too_many_properties(
+    registry: Registry, *, now: datetime, seed: int = 0, count: int = 4 * MAX_USER_PROPERTIES
+) -> Sample:
+    """A valid event sent with ``count`` MQTT 5 user properties."""
+    event = _visitor(registry, now=now, name="too-many-properties", seed=seed)
+    properties = tuple((f"p{i}", "x") for i in range(count))
+    payload = event.model_dump_json().encode()
+    return Sample(_topic(event), payload, RejectReason.TOO_MANY_PROPERTIES, properties)
+
+
 # Every single-sample generator, by name (``replayed`` returns two and stands apart).
 GENERATORS: dict[str, SampleFactory] = {
     "malformed_json": malformed_json,
@@ -190,10 +247,20 @@ GENERATORS: dict[str, SampleFactory] = {
     "too_deep": too_deep,
     "stale": stale,
     "future": future,
+    "calendar_edge": calendar_edge,
+    "huge_seq": huge_seq,
+    "long_topic_level": long_topic_level,
 }
+# Samples that must be sent with their ``properties``: a sender that cannot send MQTT 5
+# user properties would deliver a valid event instead.
+PROPERTY_GENERATORS: dict[str, SampleFactory] = {"too_many_properties": too_many_properties}
 
 
-def all_samples(registry: Registry, *, now: datetime, seed: int = 0) -> list[Sample]:
-    """One sample of every class, the replay pair included, in a fixed order."""
-    samples = [generate(registry, now=now, seed=seed) for generate in GENERATORS.values()]
+def all_samples(
+    registry: Registry, *, now: datetime, seed: int = 0, properties: bool = False
+) -> list[Sample]:
+    """One sample of every class, the replay pair included, in a fixed order; with
+    ``properties``, the samples that need MQTT 5 user properties too."""
+    generators = [*GENERATORS.values(), *(PROPERTY_GENERATORS.values() if properties else ())]
+    samples = [generate(registry, now=now, seed=seed) for generate in generators]
     return [*samples, *replayed(registry, now=now, seed=seed)]

@@ -302,13 +302,13 @@ async def _drive(
         # disconnects the sender. The demo shows what the gateway itself rejects.
         bad = [
             s
-            for s in all_samples(registry, now=utc_now(), seed=seed)
+            for s in all_samples(registry, now=utc_now(), seed=seed, properties=True)
             if s.reason is not None and len(s.payload) < MAX_PACKET
         ]
         for sample in bad:
             await asyncio.sleep(0.5)  # spread them out so they can be read
             view.note(f"bad input sent: {sample.reason}")
-            await fleet.publish(sample.topic, sample.payload)
+            await fleet.publish(sample.topic, sample.payload, user_properties=sample.properties)
         return len(bad) + 1
 
     toured = await _tour(fleet, registry, view, seed=seed)

@@ -72,6 +72,9 @@ BAD_INPUT_CLASSES: dict[str, RejectReason] = {
     "replayed": RejectReason.REPLAYED,
     "stale": RejectReason.STALE,
     "future": RejectReason.FUTURE,
+    "calendar_edge": RejectReason.SCHEMA_VIOLATION,
+    "huge_seq": RejectReason.SCHEMA_VIOLATION,
+    "long_topic_level": RejectReason.BAD_TOPIC,
 }
 BadInputClass = Literal[
     "malformed_json",
@@ -87,6 +90,9 @@ BadInputClass = Literal[
     "replayed",
     "stale",
     "future",
+    "calendar_edge",
+    "huge_seq",
+    "long_topic_level",
 ]
 
 
