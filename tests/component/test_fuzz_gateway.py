@@ -139,6 +139,8 @@ class World:
         )
         self.observer._inbox.clear()
         await self.gateway.handle(self.bus, message)
+        # Ledger copies (partner, group) go out once their write-ahead row is committed.
+        await self.gateway.ledger.drain()
         return list(self.observer._inbox)
 
 
