@@ -25,7 +25,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -660,9 +660,3 @@ def mqtt_channel(settings: Settings, *, timeout: float = 10.0) -> MqttChannel:
         secrets_dir=settings.secrets_dir,
         timeout=timeout,
     )
-
-
-def parse_moment(text: str) -> datetime:
-    """An ISO date or date-time; without a zone it is UTC, as the ledger is."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
