@@ -150,6 +150,9 @@ async def _connect(config: dict[str, Any], on_publish: wire.OnPublish | None = N
 # --- subscriber ----------------------------------------------------------------------------
 
 
+_FIRST_ARRIVAL = 60.0  # seconds to wait for the first copy of a run
+
+
 class _Tally:
     def __init__(self, expected_events: int, expected_copies: int) -> None:
         self.expected_events = expected_events
@@ -236,7 +239,11 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
     while not finished.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished.wait(), 0.25)
-        if time.monotonic() - tally.last_progress > idle:
+        # Idle counts from the first arrival: the relay (a gateway process) may still be
+        # starting when this subscriber is ready, and on a loaded machine that took longer
+        # than ``idle`` and the run reported every event lost.
+        waited = time.monotonic() - tally.last_progress
+        if waited > (idle if tally.copies else _FIRST_ARRIVAL):
             break  # nothing more is coming: report what did arrive
     cpu = time.process_time() - cpu_start
     for client in clients:
