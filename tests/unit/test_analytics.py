@@ -39,9 +39,7 @@ def draft(policy: Policy, partners: PartnerRegistry, **fields: object) -> Draft:
         decision_id=uuid.uuid4(),
         now=T0,
     )
-    return Draft.of(
-        decision.outcome("analytics"), policy_version=policy.version, gateway_id="gw-1"
-    )
+    return Draft.of(decision.outcome("analytics"), policy_version=policy.version, gateway_id="gw-1")
 
 
 @pytest.mark.parametrize(
