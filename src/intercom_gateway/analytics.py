@@ -22,14 +22,17 @@ once the broker acknowledged it. Pure apart from its own state, like ``statistic
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from intercom_gateway.decision import Outcome, user_properties
-from intercom_gateway.models import Forwarded, random_uuid
+from pydantic_core import to_json
+
+from intercom_gateway.decision import Outcome
+from intercom_gateway.models import SCHEMA_VERSION, random_uuid
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
@@ -48,6 +51,16 @@ class Draft:
     policy_version: str
     gateway_id: str
     event: dict[str, Any]
+
+    @property
+    def properties(self) -> tuple[tuple[str, str], ...]:
+        """The MQTT user properties of the copy, but its decision id."""
+        return (
+            *(("purpose", p) for p in self.purposes),
+            *(("category", c) for c in self.categories),
+            ("policy_version", self.policy_version),
+            ("rule_id", self.rule_id),
+        )
 
     @classmethod
     def of(cls, outcome: Outcome, *, policy_version: str, gateway_id: str) -> Draft:
@@ -89,6 +102,10 @@ def coarse_occurred_at(text: str, window: timedelta) -> str:
     return _utc_text(floor_to(moment, max(window, _HOUR)))
 
 
+# The policy has already truncated occurred_at to the hour: the values repeat.
+_coarse_occurred_at = functools.lru_cache(maxsize=1_024)(coarse_occurred_at)
+
+
 def _utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -110,34 +127,42 @@ class AnalyticsWindows:
         return floor_to(moment, self.window)
 
     def hold(self, draft: Draft, now: datetime) -> HeldCopy:
-        """The copy of ``draft``, held in the window that holds ``now``."""
+        """The copy of ``draft``, held in the window that holds ``now``.
+
+        Encoded here, once: a copy published again is the same bytes. The same bytes
+        and properties as a ``Forwarded`` envelope and ``decision.user_properties``
+        (tests/unit/test_analytics.py holds them together), without a model per copy:
+        this runs for most events, on the path that completes them.
+        """
         start = self.window_start(now)
-        copy_id = random_uuid()
-        event = dict(draft.event)
-        if isinstance(event.get("occurred_at"), str):
-            event["occurred_at"] = coarse_occurred_at(event["occurred_at"], self.window)
-        envelope = Forwarded(
-            decision_id=copy_id,
-            event_id=None,
-            gateway_id=draft.gateway_id,
-            forwarded_at=start,
-            destination=draft.destination,
-            purposes=draft.purposes,
-            categories=draft.categories,
-            policy_version=draft.policy_version,
-            rule_id=draft.rule_id,
-            clause=draft.clause,
-            event=event,
-        )
+        copy_id = str(random_uuid())
+        event = draft.event
+        occurred = event.get("occurred_at")
+        if isinstance(occurred, str):
+            event = {**event, "occurred_at": _coarse_occurred_at(occurred, self.window)}
+        envelope = {
+            "schema_version": SCHEMA_VERSION,
+            "decision_id": copy_id,
+            "event_id": None,
+            "gateway_id": draft.gateway_id,
+            "forwarded_at": start,
+            "destination": draft.destination,
+            "purposes": draft.purposes,
+            "categories": draft.categories,
+            "policy_version": draft.policy_version,
+            "rule_id": draft.rule_id,
+            "clause": draft.clause,
+            "event": event,
+        }
         held = HeldCopy(
-            copy_id=str(copy_id),
+            copy_id=copy_id,
             window_start=start,
             window_end=start + self.window,
             topic=draft.topic,
-            payload=envelope.model_dump_json().encode(),
-            properties=tuple(user_properties(envelope)),
+            payload=to_json(envelope),
+            properties=(*draft.properties, ("decision_id", copy_id)),
         )
-        self._held[held.copy_id] = held
+        self._held[copy_id] = held
         return held
 
     def restore(self, copies: Iterable[HeldCopy]) -> None:

@@ -769,6 +769,9 @@ class Gateway:
                     user_properties=held.properties,
                     on_done=functools.partial(self._analytics_sent, held),
                 )
+            except PublishFailed as error:
+                # Refused before it left (over the packet size): as if the broker refused it.
+                self._analytics_sent(held, error)
             except BaseException:
                 for unsent in due[index:]:
                     self.analytics.unsent(unsent.copy_id)

@@ -13,7 +13,8 @@ import pytest
 
 from intercom_gateway.analytics import AnalyticsWindows, Draft, coarse_occurred_at, floor_to
 from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import decide
+from intercom_gateway.decision import decide, user_properties
+from intercom_gateway.models import Forwarded
 from intercom_gateway.policy import PartnerRegistry, Policy
 from tests.factories import event
 
@@ -139,3 +140,33 @@ def test_a_window_must_have_a_length() -> None:
 def test_windows_are_counted_from_the_epoch() -> None:
     assert floor_to(T0 + timedelta(minutes=59), HOUR) == T0
     assert floor_to(T0 + timedelta(seconds=3), timedelta(seconds=2)) == T0 + timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("event_type", ["alarm", "device_failure", "visitor", "security"])
+def test_a_held_copy_is_a_valid_envelope_with_its_own_properties(
+    policy: Policy, partners: PartnerRegistry, event_type: str
+) -> None:
+    """The bytes are built without a model: they are the model's bytes all the same."""
+    happened = event(event_type, occurred_at=T0 + timedelta(minutes=3))
+    state = ConsentState(
+        building_id="b001",
+        dwelling_id="d0101",
+        registered=True,
+        accepted_policy_version=policy.version,
+        revision=1,
+    )
+    decision = decide(
+        happened,
+        state,
+        policy=policy,
+        partners=partners,
+        gateway_id="gw-1",
+        decision_id=uuid.uuid4(),
+        now=T0,
+    )
+    made = Draft.of(decision.outcome("analytics"), policy_version=policy.version, gateway_id="gw-1")
+    held = AnalyticsWindows(window=HOUR).hold(made, T0 + timedelta(minutes=30))
+    envelope = Forwarded.model_validate_json(held.payload)
+    assert envelope.model_dump_json().encode() == held.payload
+    assert held.properties == tuple(user_properties(envelope))
+    assert envelope.forwarded_at == T0 and envelope.event_id is None
