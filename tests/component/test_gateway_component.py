@@ -168,15 +168,21 @@ async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
 
 
 class _StallingBus(MemoryBus):
-    """Accepts the first publish, then stalls as a full publish window would."""
+    """Accepts the first ``accept`` publishes, then stalls as a full publish window would.
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    Only the cloud copy is published from within the handling of an event now (the
+    ledger's copies go out from its own task, and the analytics copy, which used to be
+    the second, is held for its window): the handling is caught in its first publish.
+    """
+
+    def __init__(self, broker: MemoryBroker, *, accept: int = 0) -> None:
         super().__init__(broker, "stalling")
         self.stalled = asyncio.Event()
+        self.accept = accept
         self.sent = 0
 
     async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        if self.sent >= 1:
+        if self.sent >= self.accept:
             self.stalled.set()
             await asyncio.Event().wait()  # never returns: cancelled by the shutdown
         self.sent += 1
