@@ -111,6 +111,14 @@ def _metrics_schema() -> dict[str, Any]:
             "settings": {**by_key, "description": "applied, refused, duplicate"},
             "publish_refused": counter,
             "acked": counter,
+            "analytics_held": {
+                **counter,
+                "description": "analytics copies held for their window, not yet acknowledged",
+            },
+            "analytics_released": {
+                **counter,
+                "description": "analytics copies released and acknowledged since start",
+            },
         },
         "additionalProperties": True,
     }
@@ -210,15 +218,23 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "De-identified copy (§5(5))",
                     policy,
                     event_id=False,
-                    summary="No event id, dwelling, building, device, image or free text;"
-                    " time coarsened to the hour. Not joinable to the identified copies.",
+                    summary="No event id, dwelling, building, device, image or free text."
+                    " Held and released per window (INTERCOM_ANALYTICS_WINDOW, an hour by"
+                    " default), all of a window together in shuffled order once it has ended:"
+                    " forwarded_at is the window's start, occurred_at is truncated to the window"
+                    " or the hour, whichever is longer; decision_id is random per copy. Not"
+                    " joinable to the identified copies by field, property or arrival time."
+                    " After a crash a copy may come again, the same bytes: de-duplicate by"
+                    " decision_id.",
                 ),
                 _forwarded(
                     "statisticsAggregate",
                     "Aggregate counts (§5(2)②)",
                     policy,
                     event_id=False,
-                    summary="Counts per window; counts under the minimum group size suppressed.",
+                    summary="Counts per window; counts under the minimum group size suppressed."
+                    " A window whose every count was suppressed is published with no counts and"
+                    " no categories, under the rule that counted it (statistics-counts).",
                 ),
                 _rejection(),
                 _message(
@@ -376,7 +392,7 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
         "analytics": _channel(
             _placeholders(topics.analytics, "eventType"),
             ["analyticsCopy"],
-            "De-identified copies (§5(5)).",
+            "De-identified copies (§5(5)), released per window in shuffled batches.",
             eventType=_event_type(routable(policy, DestinationKind.ANALYTICS)),
         ),
         "statistics": _channel(

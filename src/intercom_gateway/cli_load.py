@@ -54,7 +54,9 @@ from intercom_gateway.settings import Settings
     type=float,
     default=15.0,
     show_default=True,
-    help="Seconds to wait for the last arrivals after sending stopped.",
+    help="Seconds to wait for the last arrivals after sending stopped; against a running"
+    " gateway, longer than its INTERCOM_ANALYTICS_WINDOW (analytics copies are released per"
+    " window; the self-contained gateway uses 1 s windows).",
 )
 @click.option(
     "--out",

@@ -64,6 +64,10 @@ def run(
     the run and a fresh gateway per scenario. With --broker-port or --secrets-dir it
     uses a broker and gateway already running (start the gateway with the registry that
     `scenario registry FILE` prints). Exit status 0 only if every expectation held.
+
+    Analytics copies are held until their window ends (INTERCOM_ANALYTICS_WINDOW, an
+    hour by default): the self-contained gateway uses 0.5 s windows; start a running
+    gateway with a window of a second or so to judge analytics expectations against it.
     """
     from rich.console import Console
 

@@ -220,6 +220,8 @@ async def run_demo(
                 "log_events": False,
                 "gateway_id": f"demo-{uuid.uuid4().hex[:6]}",
                 "statistics_window": 10.0,
+                # Analytics copies come out in a batch when their window ends (§5(5)).
+                "analytics_window": 3.0,
             }
         )
         console.print(
@@ -365,3 +367,6 @@ async def _settle(gateway: Gateway, sent: int, *, limit: float = 30.0) -> None:
     while gateway.metrics.received < sent and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     await gateway.finish_in_flight()
+    # The analytics copies held for the last window come out when it ends.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(gateway.wait_analytics_released(), max(0.0, deadline - loop.time()))

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from intercom_gateway import topics
+from intercom_gateway.analytics import AnalyticsWindows, Draft, HeldCopy
 from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
 from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
@@ -140,6 +141,7 @@ class _Tracker:
     intents: list[LedgerRow] = field(default_factory=list)  # ledger rows written ahead
     provisions: list[LedgerRow] = field(default_factory=list)  # ...and acknowledged
     statistic: tuple[str, str, datetime] | None = None  # building, type, occurred_at
+    analytics: Draft | None = None  # held at completion, released with its window
     receipt: Target | None = None  # the panel's event this message settles (receipts.py)
 
     @property
@@ -183,6 +185,8 @@ class Gateway:
             min_group_size=settings.statistics_min_group,
             delay=timedelta(seconds=settings.statistics_delay),
         )
+        self.analytics = AnalyticsWindows(window=timedelta(seconds=settings.analytics_window))
+        self._analytics_changed = asyncio.Condition()
         self.ledger = WriteAhead(store)
         self._trackers: deque[_Tracker] = deque()
         self._unflushed: list[_Tracker] = []
@@ -234,6 +238,7 @@ class Gateway:
             )
         counts, closed_before = await self.store.statistics_windows()
         self.statistics.restore(counts, closed_before=closed_before)
+        self.analytics.restore(await self.store.analytics_held())
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -257,6 +262,7 @@ class Gateway:
             background = [
                 tasks.create_task(self._flush_loop(), name="store-flush"),
                 tasks.create_task(self._report_loop(bus), name="metrics-and-statistics"),
+                tasks.create_task(self._release_loop(bus), name="analytics-release"),
             ]
             consume = tasks.create_task(self._consume(bus), name="consume")
             stopping = tasks.create_task(stop.wait(), name="stop-signal")
@@ -411,6 +417,14 @@ class Gateway:
                 # Counted when the event is committed, in the same batch (_settle).
                 tracker.statistic = (event.building_id, str(event.type), event.occurred_at)
             if outcome.payload is None or outcome.topic is None:
+                continue
+            if outcome.kind is DestinationKind.ANALYTICS:
+                # §5(5): held when the event is committed (_settle), released per window.
+                tracker.analytics = Draft.of(
+                    outcome,
+                    policy_version=decision.policy_version,
+                    gateway_id=self.settings.gateway_id,
+                )
                 continue
             payload, properties = envelopes.encode(outcome)
             provision = (
@@ -593,10 +607,14 @@ class Gateway:
         store.record_delivered(tracker.provisions)
         event_id = tracker.event_id
         if event_id is not None:
-            if tracker.statistic is not None and self._first_completion(event_id):
+            first = self._first_completion(event_id)
+            if tracker.statistic is not None and first:
                 window = self.statistics.add(*tracker.statistic)
                 if window is not None:
                     store.record_statistic(window, tracker.statistic[1])
+            if tracker.analytics is not None and first:
+                # In the batch that completes the event: on record before its ack.
+                store.record_analytics_held(self.analytics.hold(tracker.analytics, self.clock()))
             store.record_completed(event_id, self.clock().timestamp())
             self._committing.add(event_id)
         self._unflushed.append(tracker)
@@ -691,6 +709,8 @@ class Gateway:
                     **self.progress(),
                     "statistics_late": self.statistics.late,
                     "ledger_intents": self.ledger.intents,
+                    "analytics_held": self.analytics.held,
+                    "analytics_released": self.analytics.released,
                     "ledger_commits": self.ledger.commits,
                 }
             ),
@@ -703,12 +723,19 @@ class Gateway:
         # Every count of these windows is committed before it is published.
         await self._flush()
         for index, aggregate in enumerate(due):
-            envelope = aggregate.message(
-                policy=self.policy,
-                gateway_id=self.settings.gateway_id,
-                decision_id=aggregate.id,  # the same if it is published again
-                now=now,
-            )
+            try:
+                envelope = aggregate.message(
+                    policy=self.policy,
+                    gateway_id=self.settings.gateway_id,
+                    decision_id=aggregate.id,  # the same if it is published again
+                    now=now,
+                )
+            except ValueError as error:
+                # No rule of this policy counted them (a window restored under another
+                # policy): nothing flows without a rule. Kept in the store.
+                log.error("statistics window not published", error=str(error))
+                self.statistics.abandon(aggregate.window)
+                continue
             try:
                 await bus.send(
                     aggregate.topic,
@@ -733,6 +760,63 @@ class Gateway:
             self.statistics.abandon(window)  # kept in the store: a restart tries again
         else:
             self.statistics.unsent(window)  # the next report publishes it
+
+    # --- analytics: held per window, released together (analytics.py) ---------------------
+
+    async def _release_loop(self, bus: Bus) -> None:
+        while True:
+            await self.release_analytics(bus)
+            wait = (self.analytics.next_release(self.clock()) - self.clock()).total_seconds()
+            await asyncio.sleep(max(wait, 0.001))  # until the current window ends
+
+    async def release_analytics(self, bus: Bus) -> int:
+        """Publish every held copy whose window has ended, back to back, in shuffled
+        order; each leaves the store once the broker acknowledged it. How many."""
+        now = self.clock()
+        if not self.analytics.any_due(now):
+            return 0
+        # Every copy of an ended window was held by a completion before it ended: once
+        # this batch is committed, each is on record before it is published.
+        await self._flush()
+        due = self.analytics.due(now)
+        for index, held in enumerate(due):
+            try:
+                await bus.send(
+                    held.topic,
+                    held.payload,
+                    user_properties=held.properties,
+                    on_done=functools.partial(self._analytics_sent, held),
+                )
+            except PublishFailed as error:
+                # Refused before it left (over the packet size): as if the broker refused it.
+                self._analytics_sent(held, error)
+            except BaseException:
+                for unsent in due[index:]:
+                    self.analytics.unsent(unsent.copy_id)
+                raise
+        return len(due)
+
+    def _analytics_sent(self, held: HeldCopy, error: BaseException | None) -> None:
+        if error is None:
+            self.analytics.published(held.copy_id)
+            self.store.record_analytics_released(held.copy_id)
+        elif isinstance(error, PublishFailed):
+            self.metrics.publish_refused += 1
+            log.error("analytics copy refused", topic=error.topic, error=str(error))
+            self.analytics.abandon(held.copy_id)  # kept in the store: a restart tries again
+        else:
+            self.analytics.unsent(held.copy_id)  # the next release publishes it
+        if not self.analytics.held:
+            asyncio.get_running_loop().create_task(self._notify_analytics())
+
+    async def _notify_analytics(self) -> None:
+        async with self._analytics_changed:
+            self._analytics_changed.notify_all()
+
+    async def wait_analytics_released(self) -> None:
+        """Wait until no analytics copy is held (tests, the demo, the scenario runner)."""
+        async with self._analytics_changed:
+            await self._analytics_changed.wait_for(lambda: not self.analytics.held)
 
     def reset_in_flight(self) -> None:
         """After a lost connection: what was not acknowledged will be delivered again."""

@@ -9,7 +9,11 @@ envelope's): the event's own per-device ``seq`` numbers it, and a map event id -
 time kept here gives the latency. What each destination is entitled to is computed
 with the gateway's own pure ``decide`` and the dwelling's consent from the registry,
 so a lost event is one the policy says must arrive and that never did. Analytics
-copies carry no event id by design (§5(5)): they are counted, not matched.
+copies carry no event id by design (§5(5)): they are counted, not matched, and have no
+latency: the gateway holds them and releases them per window (``INTERCOM_ANALYTICS_WINDOW``),
+so they arrive up to a window after their events. The self-contained gateway uses
+windows of ``ANALYTICS_WINDOW`` seconds; against a running gateway, ``--settle`` must
+outlast its window for the analytics count to be complete.
 
 Pure parts first (``percentile``, ``Tracker``, ``Entitlements``), then the I/O shell
 (``run_load``, the self-contained broker and gateway, the PNG and JSON reports).
@@ -47,6 +51,7 @@ from intercom_gateway.policy import DestinationKind, PartnerRegistry, Policy
 from intercom_gateway.registry import Registry, dump_registry
 
 ANALYTICS = "analytics"
+ANALYTICS_WINDOW = 1.0  # seconds, for the self-contained gateway (settings.analytics_window)
 PERCENTILES = (50.0, 90.0, 99.0)
 
 
@@ -478,7 +483,12 @@ async def gateway_process(
     argv += ["--broker-port", str(port), "--secrets-dir", str(credentials.directory)]
     argv += ["--registry", str(registry_path), "--db", str(workdir / "gateway.sqlite")]
     argv += ["--gateway-id", gateway_id]
-    env = {**os.environ, "INTERCOM_LOG_EVENTS": "false", "INTERCOM_BROKER_HOST": "127.0.0.1"}
+    env = {
+        "INTERCOM_ANALYTICS_WINDOW": str(ANALYTICS_WINDOW),  # the environment may say otherwise
+        **os.environ,
+        "INTERCOM_LOG_EVENTS": "false",
+        "INTERCOM_BROKER_HOST": "127.0.0.1",
+    }
     with (workdir / "gateway.log").open("ab") as log:
         process = await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=log, env=env)
     try:

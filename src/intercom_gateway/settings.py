@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="seconds after a window ends before it is published: events still on"
         " their way, or delivered again after a restart, are counted in it",
     )
+    analytics_window: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="seconds per analytics window (§5(5)): analytics copies are held, durably,"
+        " and released together in shuffled order once their window has ended, with no time"
+        " in them finer than the window",
+    )
     log_level: str = "INFO"
     log_events: bool = Field(default=True, description="one log line per processed event")
     metrics_interval: float = Field(

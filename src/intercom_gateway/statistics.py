@@ -8,6 +8,11 @@ is handed back again if the publish failed. A count below the minimum group size
 point at one dwelling, so it is left out; the aggregate says how many counts were left
 out but not how many events they held (that number would give the hidden count back).
 
+A window whose every count was left out is still published, with no counts and no
+categories, under the policy rule that counted its events (``statistics-counts``): it
+says the window existed and how many counts were hidden, as any other aggregate does,
+and its ``rule_id`` is a rule of the policy like every forwarded message's.
+
 An aggregate's id (the envelope's ``decision_id``) is derived from its building and
 window, so an aggregate published again after a crash (between the broker's
 acknowledgement and the store's record of it) is recognisably the same one.
@@ -56,6 +61,7 @@ class Aggregate:
     counts: dict[str, int]  # event type → count, only counts >= min_group_size
     suppressed: int  # how many event types were left out for being too small
     min_group_size: int
+    counted: tuple[str, ...] = ()  # every event type counted, those left out included
 
     @property
     def topic(self) -> str:
@@ -82,10 +88,17 @@ class Aggregate:
     def message(
         self, *, policy: Policy, gateway_id: str, decision_id: UUID, now: datetime
     ) -> Forwarded:
-        """The envelope to publish on ``self.topic``, naming the statistics rules applied."""
-        categories = sorted({policy.event_types[EventType(t)].category for t in self.counts})
-        rules = [policy.rule_for(DestinationKind.STATISTICS, c) for c in categories]
+        """The envelope to publish on ``self.topic``, naming the statistics rules applied.
+
+        The rules are those that counted the window's events, shown or left out; the
+        categories are those of the counts it shows (none when every one was left out).
+        """
+        categories = sorted({_category(policy, t) for t in self.counts})
+        counted = {_category(policy, t) for t in (*self.counted, *self.counts)}
+        rules = [policy.rule_for(DestinationKind.STATISTICS, c) for c in sorted(counted)]
         applied = sorted({r.id: r.clause for r in rules if r is not None}.items())
+        if not applied:
+            raise ValueError(f"no statistics rule counted the events of {self.window}")
         return Forwarded(
             decision_id=decision_id,
             event_id=None,
@@ -95,10 +108,14 @@ class Aggregate:
             purposes=("statistics",),
             categories=tuple(categories),
             policy_version=policy.version,
-            rule_id="+".join(r for r, _ in applied) or "statistics",
-            clause="; ".join(c for _, c in applied) or "§5(2)②",
+            rule_id="+".join(r for r, _ in applied),
+            clause="; ".join(c for _, c in applied),
             event=self.payload(),
         )
+
+
+def _category(policy: Policy, event_type: str) -> str:
+    return policy.event_types[EventType(event_type)].category
 
 
 class StatisticsAggregator:
@@ -207,6 +224,7 @@ class StatisticsAggregator:
             counts=kept,
             suppressed=len(counts) - len(kept),
             min_group_size=self.min_group_size,
+            counted=tuple(sorted(counts)),
         )
 
     @property

@@ -9,7 +9,8 @@ per ``flush`` (each awaited aiosqlite call costs ~0.3 ms: pitfalls #9), and the
 gateway acknowledges an event to the broker only after its batch is committed. The one
 exception is the ledger's write-ahead record (``write_intents``): a provision is
 committed before its copy is published, in commits of its own (``ledger.WriteAhead``).
-The statistics tables are ``store_statistics``'s, written in the same batches.
+The statistics tables are ``store_statistics``'s, and the held analytics copies
+``store_analytics``'s, written in the same batches.
 
 A later, clustered deployment replaces this class with one over a shared database;
 nothing outside this module speaks SQL.
@@ -31,10 +32,12 @@ from typing import Any
 
 import aiosqlite
 
-from intercom_gateway import store_statistics
+from intercom_gateway import store_analytics, store_statistics
+from intercom_gateway.analytics import HeldCopy
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.registry import Registry
 from intercom_gateway.statistics import Window
+from intercom_gateway.store_analytics import AnalyticsBatch
 from intercom_gateway.store_statistics import StatisticsBatch
 
 _DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
@@ -206,6 +209,7 @@ class _Batch:
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
     statistics: StatisticsBatch = field(default_factory=StatisticsBatch)
+    analytics: AnalyticsBatch = field(default_factory=AnalyticsBatch)
 
     def __bool__(self) -> bool:
         return bool(
@@ -217,6 +221,7 @@ class _Batch:
             or self.completed
             or self.rejections
             or self.statistics
+            or self.analytics
         )
 
 
@@ -268,7 +273,10 @@ class Store:
             # WAL with synchronous=NORMAL survives a crash of the process; only a
             # power loss could take back the last commits.
             await connection.executescript(
-                SCHEMA + store_statistics.SCHEMA + "PRAGMA synchronous = NORMAL;"
+                SCHEMA
+                + store_statistics.SCHEMA
+                + store_analytics.SCHEMA
+                + "PRAGMA synchronous = NORMAL;"
             )
             await _migrate_decisions(connection)
             await _migrate_ledger(connection)
@@ -460,6 +468,18 @@ class Store:
         """The open windows' counts and the start of the oldest window still open."""
         return await store_statistics.load(self._db)
 
+    def record_analytics_held(self, copy: HeldCopy) -> None:
+        """One analytics copy held for its window; written with its event's completion."""
+        self._batch.analytics.hold(copy)
+
+    def record_analytics_released(self, copy_id: str) -> None:
+        """The broker acknowledged a held analytics copy: it can go."""
+        self._batch.analytics.release(copy_id)
+
+    async def analytics_held(self) -> list[HeldCopy]:
+        """The analytics copies held and not yet acknowledged by the broker."""
+        return await store_analytics.load(self._db)
+
     def record_completed(self, event_id: str, at: float) -> None:
         self._batch.completed.append((event_id, at))
 
@@ -528,6 +548,8 @@ class Store:
             )
         if batch.statistics:
             await store_statistics.write(db, batch.statistics)
+        if batch.analytics:
+            await store_analytics.write(db, batch.analytics)
         await db.commit()
 
     async def begin_attempt(self, key: str) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +141,17 @@ async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
 async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
     world: tuple[Gateway, MemoryBus, MemoryBus],
 ) -> None:
-    """§5(5): no event id, no shared decision id, no dwelling in the analytics copy."""
+    """§5(5): no event id, no shared decision id, no dwelling in the analytics copy, and
+    no time finer than its window: it is held, and released once the window has ended."""
     gateway, bus, observer = world
     data = event_dict("alarm", dwelling="d0002")
     await gateway.handle(bus, inbound(*panel_message(data)))
     await gateway.finish_in_flight()
+    assert gateway.analytics.held == 1
+    assert await gateway.release_analytics(bus) == 0  # its window is still open
+    window_end = gateway.analytics.next_release(gateway.clock())
+    gateway.clock = lambda: window_end
+    assert await gateway.release_analytics(bus) == 1
     messages = await collect_until(observer, "analytics/")  # published last
     analytics = [m for m in messages if m.topic.startswith("analytics/")]
     cloud = [m for m in messages if m.topic.startswith("cloud/")]
@@ -154,18 +161,28 @@ async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
     assert analytics[0].properties("decision_id") != cloud[0].properties("decision_id")
     assert data["event_id"] not in analytics[0].payload.decode()
     assert "d0002" not in analytics[0].payload.decode()
+    copy, identified = json.loads(analytics[0].payload), json.loads(cloud[0].payload)
+    assert copy["forwarded_at"] != identified["forwarded_at"]
+    start = window_end - gateway.analytics.window
+    assert datetime.fromisoformat(copy["forwarded_at"]) == start
 
 
 class _StallingBus(MemoryBus):
-    """Accepts the first publish, then stalls as a full publish window would."""
+    """Accepts the first ``accept`` publishes, then stalls as a full publish window would.
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    Only the cloud copy is published from within the handling of an event now (the
+    ledger's copies go out from its own task, and the analytics copy, which used to be
+    the second, is held for its window): the handling is caught in its first publish.
+    """
+
+    def __init__(self, broker: MemoryBroker, *, accept: int = 0) -> None:
         super().__init__(broker, "stalling")
         self.stalled = asyncio.Event()
+        self.accept = accept
         self.sent = 0
 
     async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        if self.sent >= 1:
+        if self.sent >= self.accept:
             self.stalled.set()
             await asyncio.Event().wait()  # never returns: cancelled by the shutdown
         self.sent += 1

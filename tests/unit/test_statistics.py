@@ -178,3 +178,22 @@ def test_an_aggregates_id_depends_on_its_building_and_window_only() -> None:
     assert aggregate_id(window) != aggregate_id(window._replace(building_id="bldg-2"))
     assert aggregate_id(window) != aggregate_id(window._replace(end=T0 + timedelta(hours=2)))
     assert aggregate_id(window).version == 5
+
+
+def test_a_window_whose_every_count_is_hidden_names_the_rule_that_counted_it(
+    policy: Policy,
+) -> None:
+    """Issue 14: an empty aggregate carried ``rule_id: statistics``, no rule of the policy."""
+    agg = StatisticsAggregator(min_group_size=5)
+    _add(agg, "bldg-1", EventType.ALARM, 2)
+    _add(agg, "bldg-1", EventType.UNLOCK_MODE, 1)
+    (aggregate,) = agg.flush(T0 + timedelta(hours=1))
+    assert aggregate.counts == {} and aggregate.suppressed == 2
+    message = aggregate.message(
+        policy=policy, gateway_id="gw-1", decision_id=uuid.uuid4(), now=T0 + timedelta(hours=1)
+    )
+    assert message.rule_id == "statistics-counts"
+    assert message.rule_id in {rule.id for rule in policy.rules}
+    assert message.clause == "§3(2), §5(2)②"
+    assert message.categories == ()  # it carries no count of any category
+    assert message.event["counts"] == {}

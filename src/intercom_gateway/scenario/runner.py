@@ -7,7 +7,8 @@ from before the first step, and publishes as the ``fleet`` account, on the panel
 
 "Does not receive" is decided after a barrier, never after a fixed sleep: in-process,
 the runner waits until the gateway has acknowledged every message the steps sent (it
-acknowledges only after publishing and storing) and then sends a sentinel through the
+acknowledges only after publishing and storing) and has released every analytics copy
+it held (windows of ``ANALYTICS_WINDOW`` seconds), then sends a sentinel through the
 broker behind the gateway's output; against an external gateway it sends a probe the
 gateway must reject and waits for that rejection, which the gateway publishes after
 everything sent before it.
@@ -72,6 +73,9 @@ from intercom_gateway.store import Store
 from intercom_gateway.testing import RunningGateway, running_gateway, sentinel_topic, start_broker
 
 BARRIER_TIMEOUT = 15.0
+# Analytics copies are held until their window ends (§5(5)): a self-contained scenario's
+# gateway uses short windows (a scenario's setup.gateway may say otherwise).
+ANALYTICS_WINDOW = 0.5
 _SENTINEL = sentinel_topic("zz-scenario-barrier")
 
 
@@ -154,6 +158,14 @@ class InProcessBarrier:
                 f"the gateway finished {done} of the {harness.inbound} messages sent "
                 f"within {BARRIER_TIMEOUT:.0f} s"
             ) from None
+        try:
+            await asyncio.wait_for(self.running.gateway.wait_analytics_released(), BARRIER_TIMEOUT)
+        except TimeoutError:
+            held = self.running.gateway.analytics.held
+            raise StepFailed(
+                f"the gateway still held {held} analytics copies after {BARRIER_TIMEOUT:.0f} s"
+                " (is setup.gateway.analytics_window longer than that?)"
+            ) from None
         token = uuid.uuid4().hex
         await self.account.publish(_SENTINEL, token.encode())
         await _await_token(harness.collector, token, "the sentinel")
@@ -206,7 +218,11 @@ class SelfContained:
     @contextlib.asynccontextmanager
     async def harness(self, loaded: LoadedScenario, workdir: Path) -> AsyncIterator[Harness]:
         world = build_world(loaded.scenario, source=loaded.path, workdir=workdir)
-        overrides = {"partners_path": world.partners_path, **world.overrides}
+        overrides = {
+            "partners_path": world.partners_path,
+            "analytics_window": ANALYTICS_WINDOW,
+            **world.overrides,
+        }
         async with (
             running_gateway(self.broker, world.registry, workdir, **overrides) as running,
             running.client(OPERATOR) as operator,
