@@ -211,7 +211,9 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
 
     def by_topic(prefix: str) -> wire.OnPublish:
         def arrived(topic: str, payload: bytes) -> None:
-            count(topic.split("/", 1)[0], topic.startswith(prefix), payload)
+            # An event's image comes in a message of its own: a copy, not a delivery.
+            primary = topic.startswith(prefix) and not topics.is_image(topic)
+            count(topic.split("/", 1)[0], primary, payload)
 
         return arrived
 

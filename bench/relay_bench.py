@@ -111,9 +111,12 @@ class Workload:
     messages: list[tuple[str, str]]  # (panel topic, JSON payload)
     event_ids: list[str]
     fanout: dict[str, list[str]]  # event type -> destinations with a per-event copy
-    copies: list[int]  # per-event copies the gateway publishes, by event index
+    copies: list[int]  # per-event copies to the fan-out's destinations, by event index
     mean_bytes: float
     kinds: dict[str, int]
+    # Per-event copies the gateway publishes: ``copies`` plus an event's image, which
+    # travels in a message of its own wherever it may go (spec item 2).
+    gateway_copies: list[int]
 
 
 def prepare(registry: Registry, count: int, *, seed: int) -> Workload:
@@ -127,14 +130,18 @@ def prepare(registry: Registry, count: int, *, seed: int) -> Workload:
     messages: list[tuple[str, str]] = []
     ids: list[str] = []
     copies: list[int] = []
+    gateway_copies: list[int] = []
     fanout: dict[str, list[str]] = {}
+    # The gateway's copies per (event type, with an image): an image is one more.
+    published: dict[tuple[str, bool], int] = {}
     kinds: dict[str, int] = {}
     stamp = now - timedelta(minutes=1)
     for index in range(count):
         event: Event = next(source).model_copy(
             update={"occurred_at": stamp + timedelta(microseconds=index)}
         )
-        if event.type not in fanout:
+        shape = (event.type, event.__dict__.get("image") is not None)
+        if shape not in published:
             consent = consent_from_registry(
                 event.building_id, dwellings[(event.building_id, event.dwelling_id)], now=now
             )
@@ -147,21 +154,23 @@ def prepare(registry: Registry, count: int, *, seed: int) -> Workload:
                 decision_id=uuid.uuid4(),
                 now=now,
             )
-            fanout[event.type] = [
-                o.destination
+            per_event = [
+                o
                 for o in decision.outcomes
                 if o.forwarded
                 and o.payload is not None
-                and o.topic is not None
                 and o.kind is not DestinationKind.ANALYTICS  # held per window, not per event
             ]
+            fanout.setdefault(event.type, [o.destination for o in per_event])
+            published[shape] = sum(len(o.copies) for o in per_event)
         topic = topics.panel_events(event.building_id, event.device.id, event.type)
         messages.append((topic, event.model_dump_json()))
         ids.append(str(event.event_id))
         copies.append(len(fanout[event.type]))
+        gateway_copies.append(published[shape])
         kinds[event.type] = kinds.get(event.type, 0) + 1
     mean = sum(len(p) for _, p in messages) / max(1, len(messages))
-    return Workload(messages, ids, fanout, copies, mean, kinds)
+    return Workload(messages, ids, fanout, copies, mean, kinds, gateway_copies)
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -278,7 +287,12 @@ class Bench:
         workdir.mkdir()
         counter = workdir / "delivered.counter"
         SharedCounter.create(counter)
-        copies = count if scenario in ("raw", "passthrough") else sum(self.workload.copies[:count])
+        if scenario in ("raw", "passthrough"):
+            copies = count
+        elif scenario.startswith("gateway"):
+            copies = sum(self.workload.gateway_copies[:count])
+        else:
+            copies = sum(self.workload.copies[:count])
         subscriber_user = GATEWAY if scenario.startswith("raw") else OPERATOR
         filters = {"raw": [topics.PANEL_EVENTS_FILTER], "passthrough": ["cloud/#"]}
         connections = self.direct_subscribers() if scenario == "raw-fanout" else None

@@ -13,6 +13,7 @@ checks that it is current and valid for the official AsyncAPI parser.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from intercom_gateway import __version__, topics
 from intercom_gateway.models import EventType, RejectReason
 from intercom_gateway.policy import (
     BASE_FIELDS,
+    IMAGE_FIELD,
     DestinationKind,
     PartnerRegistry,
     PartnerService,
@@ -146,7 +148,8 @@ def user_property_headers(policy: Policy, *, event_id: bool) -> dict[str, Any]:
         "policy_version": {"type": "string", "examples": [policy.version]},
         "rule_id": {
             "type": "string",
-            "description": "the policy rule(s) that allowed it, joined with '+'",
+            "description": "the one policy rule that allowed it: an event's image has a"
+            " message and a rule of its own",
         },
         "decision_id": {"type": "string", "format": "uuid"},
     }
@@ -213,6 +216,16 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "Receipt",
                 ),
                 _forwarded("forwarded", "Forwarded event", policy, event_id=True),
+                _forwarded(
+                    "forwardedImage",
+                    "An event's image, alone (§3(3)/(4))",
+                    policy,
+                    event_id=True,
+                    summary="The image reference and the base fields naming its event"
+                    f" ({', '.join(BASE_FIELDS)}), under the image rule, tagged with its"
+                    " purposes and the image category only. Same event_id and decision_id"
+                    " as the event's own message: re-associate them by event id.",
+                ),
                 _forwarded(
                     "analyticsCopy",
                     "De-identified copy (§5(5))",
@@ -379,6 +392,11 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             "The operator's server (§1(4)).",
             routable(policy, DestinationKind.CLOUD),
         ),
+        "cloudImages": _images(
+            topics.cloud,
+            "Images of the cloud's events, each alone, for resident confirmation (§3(3)).",
+            imaged(policy, DestinationKind.CLOUD),
+        ),
         "group": _destination(
             topics.group,
             "Joint use within the group (§4): no images.",
@@ -387,7 +405,22 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
     }
     for service in sorted(partners.services, key=lambda s: s.id):
         allowed = routable(policy, service.destination_kind)
-        found[f"partner-{service.id}"] = _partner_channel(service, allowed)
+        found[f"partner-{service.id}"] = _partner_channel(service, allowed, policy)
+        images = [
+            et
+            for et in imaged(policy, service.destination_kind)
+            if IMAGE_FIELD in (service.fields_for(et) or ())
+        ]
+        if images:
+            found[f"partner-{service.id}-images"] = _images(
+                functools.partial(topics.partner, service.id),
+                f"{service.name}: the images it declared, each alone, for the image purposes"
+                f" it shares with the policy's image rule (§3(3)/(4)): "
+                f"{', '.join(p for p in service.purposes if _image_purpose(policy, p))}."
+                f" Broker account"
+                f" `{service.id}` may read only {topics.partner_filter(service.id)}.",
+                images,
+            )
     found |= {
         "analytics": _channel(
             _placeholders(topics.analytics, "eventType"),
@@ -418,6 +451,32 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
     return found
 
 
+def _image_purpose(policy: Policy, purpose: str) -> bool:
+    found = policy.purposes.get(purpose)
+    return found is not None and found.images
+
+
+def imaged(policy: Policy, kind: DestinationKind) -> list[EventType]:
+    """The event types whose image some image rule lets reach destinations of ``kind``."""
+    return [
+        et
+        for et in routable(policy, kind)
+        if (image := policy.event_types[et].image_category) and policy.rule_for(kind, image)
+    ]
+
+
+def _images(builder: Any, description: str, kinds: list[EventType]) -> dict[str, Any]:
+    """The image topic beside each event topic of ``builder`` (``topics.image``)."""
+    return _channel(
+        topics.image(_placeholders(builder, "building", "dwelling", "eventType")),
+        ["forwardedImage"],
+        description,
+        building=BUILDING,
+        dwelling=DWELLING,
+        eventType=_event_type(kinds),
+    )
+
+
 def _destination(builder: Any, description: str, kinds: list[EventType]) -> dict[str, Any]:
     return _channel(
         _placeholders(builder, "building", "dwelling", "eventType"),
@@ -429,15 +488,25 @@ def _destination(builder: Any, description: str, kinds: list[EventType]) -> dict
     )
 
 
-def _partner_channel(service: PartnerService, allowed: list[EventType]) -> dict[str, Any]:
+def _partner_channel(
+    service: PartnerService, allowed: list[EventType], policy: Policy
+) -> dict[str, Any]:
     kinds = [et for et in allowed if et in service.events]
-    fields = "; ".join(f"{et.value}: {', '.join(service.events[et]) or '-'}" for et in kinds)
+    fields = "; ".join(
+        f"{et.value}: {', '.join(f for f in service.events[et] if f != IMAGE_FIELD) or '-'}"
+        for et in kinds
+    )
+    # Image-only purposes (§3(3)/(4)) tag the images' own messages, never these.
+    purposes = [
+        p for p in service.purposes if p in policy.purposes and not _image_purpose(policy, p)
+    ]
     address = topics.partner(service.id, "{building}", "{dwelling}", "{eventType}")
     description = (
         f"{service.name} ({service.kind}, operated by {service.operator or 'n/a'}). Only while "
         f"the dwelling uses the service and has not stopped provision to it (§5(1)②, §8). "
-        f"Purposes at most: {', '.join(service.purposes)}. Fields beyond the base fields "
-        f"({', '.join(BASE_FIELDS)}) per event type: {fields}. Broker account `{service.id}` "
+        f"Purposes at most: {', '.join(purposes) or '-'}. Fields beyond the base fields "
+        f"({', '.join(BASE_FIELDS)}) per event type: {fields}; never an image (a declared "
+        f"image comes on its own channel). Broker account `{service.id}` "
         f"may read only {topics.partner_filter(service.id)}."
     )
     return _channel(
@@ -513,7 +582,10 @@ def document(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
                 "Topics of the apartment-intercom gateway. Panels publish events; the gateway "
                 "applies each dwelling's consent and the privacy policy "
                 f"(version {policy.version}) and forwards only what a rule allows, tagged "
-                "with its purposes as MQTT 5 user properties. Every publish is QoS 1 (at "
+                "with its purposes as MQTT 5 user properties. Each message is produced "
+                "under one rule and its tags hold for everything in it: an event's image "
+                "is a message of its own, on the event's topic plus `/image`, tagged for "
+                "the image's purposes only. Every publish is QoS 1 (at "
                 "least once): de-duplicate by `event_id`. Generated by "
                 "`intercom-gateway asyncapi`; do not edit."
             ),

@@ -4,6 +4,11 @@
 the consent in force; this module cannot go stale). Everything that depends only on the
 policy and the partner registry is compiled once into routes, so a decision is a few
 dictionary lookups and one ``model_dump`` of the event.
+
+A forwarded outcome publishes one copy per rule that allowed a part of the event: the
+event's facts under the rule for its category, and its image, if the destination may
+have it, in a copy of its own under the image rule (spec item 2; ``tags.py``). No copy
+is produced whose tags ``tags.untrue_tags`` finds untrue.
 """
 
 from __future__ import annotations
@@ -32,6 +37,20 @@ from intercom_gateway.policy import (
     Provision,
     Rule,
 )
+from intercom_gateway.tags import IMAGE_COPY_FIELDS, Copy, Part, Tags, untrue_tags
+
+__all__ = [
+    "Copy",
+    "Decision",
+    "Envelopes",
+    "Outcome",
+    "Part",
+    "Reason",
+    "Tags",
+    "Withhold",
+    "decide",
+    "user_properties",
+]
 
 
 class Reason(enum.StrEnum):
@@ -49,6 +68,9 @@ class Reason(enum.StrEnum):
     OTHER_UNLOCK_SERVICE = "other_unlock_service"
     PURPOSES_OPTED_OUT = "purposes_opted_out"
     NO_COMMON_PURPOSE = "no_common_purpose"
+    # A copy whose tags would not hold for everything in it (tags.untrue_tags): only a
+    # policy that skipped the loader's checks can get here, and then nothing is sent.
+    UNTRUE_TAGS = "untrue_tags"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,33 +81,20 @@ class Withhold:
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
-    """One rule's share of an outcome: the event itself, or its image."""
-
-    rule_id: str
-    clause: str
-    category: str
-    purposes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     destination: str  # "cloud", "group", "partner:<id>", "analytics", ...
     kind: DestinationKind
     provision: Provision  # the ledger records third_party; group is joint_use (§8)
     forwarded: bool
     detail: str
-    topic: str | None = None
-    purposes: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    fields: tuple[str, ...] = ()
-    grants: tuple[Grant, ...] = ()
-    payload: dict[str, Any] | None = None  # None when withheld, and for statistics
+    # Forwarded: what to publish, the event's facts first, then its image when this
+    # destination may have it, each a copy under exactly one rule. Empty when withheld.
+    copies: tuple[Copy, ...] = ()
     reason: Reason | None = None
-    clause: str | None = None
-    # The grants' rules joined by "+", None when withheld. A field, not derived on each
-    # read: the gateway reads it for every copy, log entry and ledger row.
-    rule_id: str | None = None
+    clause: str | None = None  # withheld: the reason's; forwarded: the event copy's rule's
+    # Forwarded, but a copy the rules would allow was not produced because its tags
+    # would not hold for everything in it (tags.untrue_tags): why. Fail closed.
+    untrue: str | None = None
 
     @property
     def third_party(self) -> bool:
@@ -95,10 +104,52 @@ class Outcome:
     def joint_use(self) -> bool:
         return self.provision is Provision.JOINT_USE
 
-    def forwarded_message(self, decision: Decision, now: datetime) -> Forwarded:
-        """The envelope to publish on ``self.topic``; statistics go via the aggregator."""
-        if not self.forwarded or self.payload is None or self.rule_id is None:
+    @property
+    def event_copy(self) -> Copy | None:
+        """The copy of the event's facts (never with the image); None when withheld."""
+        return self.copies[0] if self.copies else None
+
+    @property
+    def image_copy(self) -> Copy | None:
+        """The copy of the event's image alone, when this destination gets one."""
+        return self.copies[1] if len(self.copies) > 1 else None
+
+    # The event copy's tags, topic and payload: what the event's facts carry. The image
+    # has its own (``image_copy``); nothing here is a union of the two.
+
+    @property
+    def topic(self) -> str | None:
+        return self.copies[0].topic if self.copies else None
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        return self.copies[0].payload if self.copies else None
+
+    @property
+    def rule_id(self) -> str | None:
+        return self.copies[0].tags.rule_id if self.copies else None
+
+    @property
+    def purposes(self) -> tuple[str, ...]:
+        return self.copies[0].tags.purposes if self.copies else ()
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.copies[0].tags.categories if self.copies else ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.copies[0].tags.fields if self.copies else ()
+
+    def forwarded_message(
+        self, decision: Decision, now: datetime, copy: Copy | None = None
+    ) -> Forwarded:
+        """The envelope of ``copy`` (default: the event copy) to publish on its topic;
+        statistics go via the aggregator."""
+        copy = copy or self.event_copy
+        if not self.forwarded or copy is None or copy.payload is None:
             raise ValueError(f"{self.destination}: nothing to publish per event")
+        tags = copy.tags
         analytics = self.kind is DestinationKind.ANALYTICS
         return Forwarded(
             # §5(5): an analytics copy must not be joinable to the identified copies,
@@ -108,12 +159,12 @@ class Outcome:
             gateway_id=decision.gateway_id,
             forwarded_at=now,
             destination=self.destination,
-            purposes=self.purposes,
-            categories=self.categories,
+            purposes=tags.purposes,
+            categories=tags.categories,
             policy_version=decision.policy_version,
-            rule_id=self.rule_id,
-            clause=self.clause or "",
-            event=self.payload,
+            rule_id=tags.rule_id,
+            clause=tags.clause,
+            event=copy.payload,
         )
 
 
@@ -147,9 +198,11 @@ class Decision:
     def messages(self, now: datetime) -> list[tuple[str, Forwarded]]:
         """(topic, envelope) for every per-event publication, in destination order."""
         return [
-            (o.topic, o.forwarded_message(self, now))
+            (c.topic, o.forwarded_message(self, now, c))
             for o in self.outcomes
-            if o.forwarded and o.payload is not None and o.topic is not None
+            if o.forwarded
+            for c in o.copies
+            if c.payload is not None and c.topic is not None
         ]
 
     def explain(self) -> str:
@@ -158,17 +211,24 @@ class Decision:
             f"{self.building_id}/{self.dwelling_id}, policy {self.policy_version}, "
             f"consent revision {self.consent_revision}"
         ]
-        lines += [_explain_line(o) for o in self.outcomes]
+        lines += [line for o in self.outcomes for line in _explain_lines(o)]
         return "\n".join(lines)
 
 
-def _explain_line(o: Outcome) -> str:
-    if o.forwarded:
-        why = f"rule {o.rule_id} ({o.clause}); purposes {', '.join(o.purposes)}"
-        return f"  {o.destination:<24} forwarded  {why}; fields {', '.join(o.fields) or '-'}"
-    reason = o.reason.value if o.reason else "?"
-    clause = f" ({o.clause})" if o.clause else ""
-    return f"  {o.destination:<24} withheld   {reason}{clause}: {o.detail}"
+def _explain_lines(o: Outcome) -> list[str]:
+    """One line per copy of a forwarded outcome (the image's is its own message)."""
+    if not o.forwarded:
+        reason = o.reason.value if o.reason else "?"
+        clause = f" ({o.clause})" if o.clause else ""
+        return [f"  {o.destination:<24} withheld   {reason}{clause}: {o.detail}"]
+    lines = []
+    for c in o.copies:
+        head = f"{o.destination:<24} forwarded " if c.part is Part.EVENT else f"{'':<24} + image   "
+        why = f"rule {c.rule_id} ({c.clause}); purposes {', '.join(c.purposes)}"
+        lines.append(f"  {head} {why}; fields {', '.join(c.fields) or '-'}")
+    if o.untrue:
+        lines.append(f"  {'':<24} not sent   {o.untrue}")
+    return lines
 
 
 def user_properties(message: Forwarded) -> list[tuple[str, str]]:
@@ -212,11 +272,19 @@ class Envelopes:
             )
         )
 
-    def encode(self, outcome: Outcome) -> tuple[bytes, list[tuple[str, str]]]:
-        """(payload, user properties) of the copy ``outcome`` sends to its topic."""
-        if outcome.payload is None or not outcome.forwarded:
+    def encode(self, outcome: Outcome, copy: Copy) -> tuple[bytes, list[tuple[str, str]]]:
+        """(payload, user properties) of ``copy``, one of ``outcome``'s copies."""
+        if copy.payload is None or not outcome.forwarded:
             raise ValueError(f"{outcome.destination}: nothing to publish per event")
-        route = _route_part(outcome, self._decision.policy_version)
+        tags = copy.tags
+        route = _route_part_of(
+            outcome.destination,
+            tags.purposes,
+            tags.categories,
+            self._decision.policy_version,
+            tags.rule_id,
+            tags.clause,
+        )
         if outcome.kind is DestinationKind.ANALYTICS:
             # §5(5): an analytics copy carries neither the event id nor the shared
             # decision id, so it cannot be joined to the identified copies; every other
@@ -231,7 +299,7 @@ class Envelopes:
                 ("decision_id", self.decision_id),
                 ("event_id", self._event_id),
             ]
-        body = (head, self._common, route.json, b',"event":', to_json(outcome.payload), b"}")
+        body = (head, self._common, route.json, b',"event":', to_json(copy.payload), b"}")
         return b"".join(body), properties
 
 
@@ -247,19 +315,6 @@ class _RoutePart:
 
 # Bound of the caches of parts that do not depend on the event itself.
 _STATIC_CACHE_SIZE = 4096
-
-
-def _route_part(outcome: Outcome, policy_version: str) -> _RoutePart:
-    if outcome.rule_id is None:
-        raise ValueError(f"{outcome.destination}: nothing to publish per event")
-    return _route_part_of(
-        outcome.destination,
-        outcome.purposes,
-        outcome.categories,
-        policy_version,
-        outcome.rule_id,
-        outcome.clause or "",
-    )
 
 
 @functools.lru_cache(maxsize=_STATIC_CACHE_SIZE)
@@ -481,7 +536,7 @@ def decide(
     if gate is not None:
         outcomes = tuple(_withheld(t, gate) for t in compiled.targets)
     else:
-        ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image)
+        ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image, policy)
         outcomes = tuple(_outcome(t, r, withheld, ctx) for t, r, withheld in compiled.plans[et])
     return Decision(
         decision_id=decision_id,
@@ -525,6 +580,7 @@ class _Context:
     consent: ConsentState
     dump: dict[str, Any]
     has_image: bool
+    policy: Policy
 
 
 _Made = TypeVar("_Made")
@@ -575,49 +631,69 @@ def _withheld(target: _Target, why: Withhold) -> Outcome:
 class _Static:
     """What a forwarded outcome says that does not depend on the event itself."""
 
-    grants: tuple[Grant, ...]
+    event: Tags
+    image: Tags | None  # None: no image for this destination, or none in the event
     detail: str
-    purposes: tuple[str, ...]
-    categories: tuple[str, ...]
-    fields: tuple[str, ...]
-    clause: str
-    rule_id: str
+    untrue: str | None = None  # why an image copy the rules allow is not produced
 
 
 _WITHHELD: dict[tuple[Any, ...], tuple[object, Any]] = {}
 _STATICS: dict[tuple[Any, ...], tuple[object, Any]] = {}
 
 
-def _static_parts(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
-    """The grants of a route for an event with or without image, under these opt-outs."""
+def _static_parts(
+    target: _Target, route: _Route, ctx: _Context, opted_out: tuple[str, ...]
+) -> _Static | Withhold:
+    """The copies' tags of a route for an event with or without image, under these opt-outs."""
     return _once_per(
-        _STATICS, route, (has_image, opted_out), lambda: _grants(route, has_image, opted_out)
+        _STATICS,
+        route,
+        (ctx.has_image, opted_out),
+        lambda: _tags(target.kind, route, ctx.has_image, opted_out, ctx.policy),
     )
 
 
-def _grants(route: _Route, has_image: bool, opted_out: tuple[str, ...]) -> _Static | Withhold:
+def _tags(
+    kind: DestinationKind,
+    route: _Route,
+    has_image: bool,
+    opted_out: tuple[str, ...],
+    policy: Policy,
+) -> _Static | Withhold:
+    """One copy per rule: the event's facts, and the image on its own (spec item 2)."""
     assert route.base is not None  # a route without a withheld reason has a rule
     base_purposes = tuple(p for p in route.base_purposes if p not in opted_out)
     if not base_purposes:
         detail = f"dwelling opted out of every purpose of rule {route.base.id}"
         return Withhold(Reason.PURPOSES_OPTED_OUT, detail, "§8")
-    grants = [Grant(route.base.id, route.base.clause, route.category, base_purposes)]
-    image_purposes = tuple(p for p in route.image_purposes if p not in opted_out)
-    if has_image and route.image is not None and route.image_category and image_purposes:
-        image = Grant(route.image.id, route.image.clause, route.image_category, image_purposes)
-        grants.append(image)
-    with_image = len(grants) > 1
-    return _Static(
-        grants=tuple(grants),
-        detail="; ".join(f"{g.rule_id} for {', '.join(g.purposes)}" for g in grants),
-        purposes=tuple(sorted({p for g in grants for p in g.purposes})),
-        categories=tuple(sorted(g.category for g in grants)),
-        fields=tuple(sorted((*route.field_names, IMAGE_FIELD)))
-        if with_image
-        else route.field_names,
-        clause="; ".join(g.clause for g in grants),
-        rule_id="+".join(g.rule_id for g in grants),
+    event = Tags(
+        Part.EVENT,
+        route.base.id,
+        route.base.clause,
+        base_purposes,
+        (route.category,),
+        route.field_names,
     )
+    untrue = untrue_tags(event, kind=kind, policy=policy)
+    if untrue is not None:
+        return Withhold(Reason.UNTRUE_TAGS, f"event copy not produced: {untrue}", route.base.clause)
+    detail = f"{route.base.id} for {', '.join(base_purposes)}"
+    image_purposes = tuple(p for p in route.image_purposes if p not in opted_out)
+    if not (has_image and route.image is not None and route.image_category and image_purposes):
+        return _Static(event, None, detail)
+    image = Tags(
+        Part.IMAGE,
+        route.image.id,
+        route.image.clause,
+        image_purposes,
+        (route.image_category,),
+        IMAGE_COPY_FIELDS,
+    )
+    untrue = untrue_tags(image, kind=kind, policy=policy)
+    if untrue is not None:
+        return _Static(event, None, detail, untrue=f"image copy not produced: {untrue}")
+    detail += f"; the image on its own: {route.image.id} for {', '.join(image_purposes)}"
+    return _Static(event, image, detail)
 
 
 def _service_gate(service: PartnerService, ctx: _Context) -> Withhold | None:
@@ -641,36 +717,34 @@ def _outcome(target: _Target, route: _Route, withheld: Outcome | None, ctx: _Con
             return _withheld(target, why)
     if withheld is not None:
         return withheld  # the route's own, built when it was compiled
-    static = _static_parts(route, ctx.has_image, ctx.consent.opted_out)
+    static = _static_parts(target, route, ctx, ctx.consent.opted_out)
     if isinstance(static, Withhold):
         return _withheld(target, static)
     return _forwarded(target, route, ctx, static)
 
 
 def _forwarded(target: _Target, route: _Route, ctx: _Context, static: _Static) -> Outcome:
-    with_image = len(static.grants) > 1
-    payload = (
-        None if route.aggregate else _project(ctx.dump, route.paths, with_image, route.coarsen)
-    )
+    topic = _topic(target, ctx)
+    if route.aggregate:
+        copies: tuple[Copy, ...] = (Copy(static.event, topic, None),)
+    else:
+        copies = (Copy(static.event, topic, _project(ctx.dump, route.paths, route.coarsen)),)
+        if static.image is not None:
+            copies += (Copy(static.image, topics.image(topic), _image_payload(ctx.dump)),)
     return Outcome(
         destination=target.destination,
         kind=target.kind,
         provision=target.provision,
         forwarded=True,
         detail=static.detail,
-        topic=_topic(target, ctx),
-        purposes=static.purposes,
-        categories=static.categories,
-        fields=static.fields,
-        grants=static.grants,
-        payload=payload,
-        clause=static.clause,
-        rule_id=static.rule_id,
+        copies=copies,
+        clause=static.event.clause,
+        untrue=static.untrue,
     )
 
 
 def _project(
-    dump: dict[str, Any], paths: tuple[tuple[str, str | None], ...], with_image: bool, coarsen: bool
+    dump: dict[str, Any], paths: tuple[tuple[str, str | None], ...], coarsen: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for top, sub in paths:
@@ -680,10 +754,15 @@ def _project(
             out[top] = dict(value) if isinstance(value, dict) else value
         elif isinstance(value, dict):
             out.setdefault(top, {})[sub] = value.get(sub)
-    if with_image:
-        out[IMAGE_FIELD] = dict(dump[IMAGE_FIELD])
     if coarsen and "occurred_at" in out:
         out["occurred_at"] = _hour(out["occurred_at"])
+    return out
+
+
+def _image_payload(dump: dict[str, Any]) -> dict[str, Any]:
+    """The image and the base fields that tie it to its event: nothing of the facts."""
+    out = {name: dump[name] for name in BASE_FIELDS}
+    out[IMAGE_FIELD] = dict(dump[IMAGE_FIELD])
     return out
 
 

@@ -100,13 +100,29 @@ def render_logged(row: dict[str, Any]) -> str:
     ]
     for o in row["outcomes"]:
         if o["forwarded"]:
-            lines.append(
-                f"  {o['destination']:<24} forwarded  rule {o['rule_id']} ({o['clause']});"
-                f" purposes {', '.join(o['purposes'])}; fields {', '.join(o['fields']) or '-'}"
-            )
+            lines += _forwarded_lines(o)
         else:
             clause = f" ({o['clause']})" if o.get("clause") else ""
             lines.append(
                 f"  {o['destination']:<24} withheld   {o['reason']}{clause}: {o['detail']}"
             )
     return "\n".join(lines)
+
+
+def _forwarded_lines(o: dict[str, Any]) -> list[str]:
+    """One line per message the destination got: the event's facts, then its image on
+    its own (spec item 2). Entries logged before the split name one message, the
+    destination's own tags."""
+    messages = o.get("messages") or [{**o, "part": "event"}]
+    lines = []
+    for m in messages:
+        head = (
+            f"{o['destination']:<24} forwarded " if m["part"] == "event" else f"{'':<24} + image   "
+        )
+        lines.append(
+            f"  {head} rule {m['rule_id']} ({m['clause']}); purposes {', '.join(m['purposes'])};"
+            f" fields {', '.join(m['fields']) or '-'}"
+        )
+    if o.get("untrue"):
+        lines.append(f"  {'':<24} not sent   {o['untrue']}")
+    return lines

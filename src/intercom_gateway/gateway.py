@@ -31,7 +31,14 @@ from intercom_gateway.analytics import AnalyticsWindows, Draft, HeldCopy
 from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
 from intercom_gateway.bus_paho import PahoBus
 from intercom_gateway.consent import ConsentState, apply_change
-from intercom_gateway.decision import Decision, Envelopes, Outcome, decide, user_properties
+from intercom_gateway.decision import (
+    Copy,
+    Decision,
+    Envelopes,
+    Outcome,
+    decide,
+    user_properties,
+)
 from intercom_gateway.errors import BusError, PublishFailed, SessionTakenOver
 from intercom_gateway.ingress import (
     DeviceIndex,
@@ -426,13 +433,19 @@ class Gateway:
                     gateway_id=self.settings.gateway_id,
                 )
                 continue
-            payload, properties = envelopes.encode(outcome)
-            provision = (
-                _provision(decision, outcome, now, event_id, envelopes.decision_id)
-                if outcome.provision in _LEDGER
-                else None
-            )
-            await self._send(bus, tracker, outcome.topic, payload, properties, provision)
+            # One publish per copy: the event's facts, and its image in a message of its
+            # own (spec item 2). Each copy to a recipient has its own ledger row, written
+            # ahead of that copy's publish.
+            for copy in outcome.copies:
+                if copy.payload is None or copy.topic is None:
+                    continue
+                payload, properties = envelopes.encode(outcome, copy)
+                provision = (
+                    _provision(decision, outcome, copy, now, event_id, envelopes.decision_id)
+                    if outcome.provision in _LEDGER
+                    else None
+                )
+                await self._send(bus, tracker, copy.topic, payload, properties, provision)
         if self.settings.log_events:
             log.info(
                 "event",
@@ -889,14 +902,17 @@ def _log_key(o: Outcome) -> tuple[Any, ...]:
         o.clause,
         o.reason,
         o.detail,
+        tuple(c.tags for c in o.copies),
+        o.untrue,
     )
 
 
 def _log_entry(key: tuple[Any, ...]) -> dict[str, Any]:
-    destination, forwarded, purposes, fields, rule_id, clause, reason, detail = key
-    return {
+    destination, forwarded, purposes, fields, rule_id, clause, reason, detail, copies, untrue = key
+    entry = {
         "destination": destination,
         "forwarded": forwarded,
+        # The event copy's tags; every message the destination got is in "messages".
         "purposes": list(purposes),
         "fields": list(fields),
         "rule_id": rule_id,
@@ -904,6 +920,21 @@ def _log_entry(key: tuple[Any, ...]) -> dict[str, Any]:
         "reason": reason.value if reason else None,
         "detail": detail,
     }
+    if forwarded:
+        entry["messages"] = [
+            {
+                "part": tags.part.value,
+                "rule_id": tags.rule_id,
+                "clause": tags.clause,
+                "purposes": list(tags.purposes),
+                "categories": list(tags.categories),
+                "fields": list(tags.fields),
+            }
+            for tags in copies
+        ]
+    if untrue:
+        entry["untrue"] = untrue  # a copy not produced: its tags would not hold
+    return entry
 
 
 @functools.lru_cache(maxsize=4_096)
@@ -922,8 +953,15 @@ def logged_outcomes(decision: Decision) -> str:
 
 
 def _provision(
-    decision: Decision, outcome: Outcome, now: datetime, event_id: str, decision_id: str
+    decision: Decision,
+    outcome: Outcome,
+    copy: Copy,
+    now: datetime,
+    event_id: str,
+    decision_id: str,
 ) -> LedgerRow:
+    """The ledger row of one copy to a recipient: its own items, purposes and rule."""
+    tags = copy.tags
     return LedgerRow(
         at=now,
         recipient=outcome.destination,
@@ -933,12 +971,13 @@ def _provision(
         dwelling_id=decision.dwelling_id,
         event_id=event_id,
         event_type=decision.event_type.value,
-        items=outcome.fields,
-        image="image" in outcome.fields,
-        purposes=outcome.purposes,
-        rule_id=outcome.rule_id or "",
+        items=tags.fields,
+        image="image" in tags.fields,
+        purposes=tags.purposes,
+        rule_id=tags.rule_id,
         policy_version=decision.policy_version,
         decision_id=decision_id,
+        part=tags.part.value,
     )
 
 

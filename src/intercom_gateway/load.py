@@ -43,7 +43,7 @@ from intercom_gateway import topics
 from intercom_gateway.broker import FLEET, OPERATOR, Credentials, Mosquitto, generate_credentials
 from intercom_gateway.bus import BrokerAddress, Message, MqttBus
 from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import decide
+from intercom_gateway.decision import Part, decide
 from intercom_gateway.errors import GatewayError
 from intercom_gateway.gateway import consent_from_registry
 from intercom_gateway.models import Event, GatewayStatus, utc_now
@@ -52,6 +52,7 @@ from intercom_gateway.registry import Registry, dump_registry
 
 ANALYTICS = "analytics"
 ANALYTICS_WINDOW = 1.0  # seconds, for the self-contained gateway (settings.analytics_window)
+IMAGE = "/image"  # suffix of a destination's image copies, e.g. "partner:concierge/image"
 PERCENTILES = (50.0, 90.0, 99.0)
 
 
@@ -134,7 +135,9 @@ class Tracker:
         self.outstanding += len(wanted)
 
     def destination_of(self, topic: str) -> str | None:
-        return next((d for d, f in self.destinations.items() if topics.matches(f, topic)), None)
+        found = next((d for d, f in self.destinations.items() if topics.matches(f, topic)), None)
+        # An image travels in a message of its own: counted as a destination of its own.
+        return found + IMAGE if found is not None and topics.is_image(topic) else found
 
     def arrived(self, destination: str, event_id: str | None, *, at: float) -> None:
         """One message on ``destination``'s topics about ``event_id``, received at ``at``."""
@@ -244,9 +247,10 @@ class Entitlements:
             now=utc_now(),
         )
         return [
-            o.destination
+            o.destination if c.part is Part.EVENT else o.destination + IMAGE
             for o in decision.outcomes
             if o.forwarded and o.kind is not DestinationKind.STATISTICS
+            for c in o.copies
         ]
 
 

@@ -9,6 +9,8 @@ Installed with the package and registered as the ``pytest11`` entry point
         await intercom_panels.send("visitor", dwelling="d0001", outcome="missed")
         envelope = await partner.next()
         assert envelope.event["outcome"] == "missed"
+        image = await partner.next_image()  # the visitor's image, a message of its own
+        assert image.event_id == envelope.event_id
 
 The async fixtures are ``pytest_asyncio.fixture``s, so they work with pytest-asyncio in
 ``auto`` mode and in ``strict`` mode (there, mark the tests ``@pytest.mark.asyncio``).
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -151,20 +154,45 @@ class Panels:
 
 
 class PartnerClient:
-    """A partner service's own subscription to its topics (``partners/<id>/#``)."""
+    """A partner service's own subscription to its topics (``partners/<id>/#``).
+
+    An event's image comes in a message of its own, on the event's topic plus
+    ``/image``, tagged for the image's purposes only (README, "Topics"): ``next()``
+    returns the next event, ``next_image()`` the next image, each setting the other
+    kind aside for its own call, so neither depends on which of the two came first.
+    """
 
     def __init__(self, partner_id: str, bus: MqttBus) -> None:
         self.partner_id = partner_id
         self.bus = bus
         self._messages = bus.messages()
+        self._set_aside: deque[Message] = deque()
 
     async def next_message(self, *, timeout: float = 5.0) -> Message:
-        return await asyncio.wait_for(anext(self._messages), timeout)
+        """The next message of either kind, in arrival order."""
+        return await self._take(lambda message: True, timeout)
 
     async def next(self, *, timeout: float = 5.0) -> Forwarded:
-        """The next envelope the gateway forwarded to this partner."""
-        message = await self.next_message(timeout=timeout)
+        """The next event the gateway forwarded to this partner (never an image)."""
+        message = await self._take(lambda m: not topics.is_image(m.topic), timeout)
         return Forwarded.model_validate_json(message.payload)
+
+    async def next_image(self, *, timeout: float = 5.0) -> Forwarded:
+        """The next image: ``event["image"]`` and the base fields naming its event."""
+        message = await self._take(lambda m: topics.is_image(m.topic), timeout)
+        return Forwarded.model_validate_json(message.payload)
+
+    async def _take(self, wanted: Callable[[Message], bool], timeout: float) -> Message:
+        for message in self._set_aside:
+            if wanted(message):
+                self._set_aside.remove(message)
+                return message
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await anext(self._messages)
+                if wanted(message):
+                    return message
+                self._set_aside.append(message)
 
 
 @pytest.fixture(scope="session")

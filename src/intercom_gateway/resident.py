@@ -187,7 +187,9 @@ def _flow(
         "event_type": et.value,
         "rule_id": base.id,
         "clause": base.clause,
-        "purposes": sorted({*purposes, *image_purposes}),
+        # The event's facts; the image travels in its own message, for its own
+        # purposes (spec item 2), told apart as "image_rule".
+        "purposes": sorted(purposes),
         "fields": _fields(base, declared),
         "image": bool(image_purposes),
     }
@@ -231,6 +233,7 @@ CSV_COLUMNS = (
     "rule_id",
     "policy_version",
     "decision_id",
+    "part",  # event (its facts) or image (the image alone, its own message and purposes)
     "status",  # delivered, unconfirmed (may or may not have reached it) or intended
 )
 

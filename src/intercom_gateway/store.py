@@ -55,6 +55,28 @@ _DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
 # the acknowledgement, are "delivered".
 LEDGER_STATUSES = ("intended", "delivered", "unconfirmed")
 _LEDGER_STATUS_COLUMN = "status TEXT NOT NULL DEFAULT 'delivered'"
+# One row per message to a recipient: an event's facts ("event") and its image ("image")
+# are separate messages under separate rules and purposes (spec item 2), so separate
+# provisions. Rows from before the split are "event" rows; their items say whether the
+# image came with them.
+_LEDGER_TABLE = (
+    """CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
+    recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
+    purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
+    decision_id TEXT NOT NULL, part TEXT NOT NULL DEFAULT 'event', """
+    + _LEDGER_STATUS_COLUMN
+    + """,
+    UNIQUE (event_id, recipient, part));"""
+)
+# "One dwelling's records for a year" (§8 disclosure) is a range scan of ledger_dwelling;
+# purge by age is a range scan of ledger_at.
+_LEDGER_INDEXES = """
+CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, at);
+CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
+"""
 
 SCHEMA = (
     """
@@ -89,21 +111,9 @@ CREATE TABLE IF NOT EXISTS outcome_sets (
     id TEXT PRIMARY KEY, outcomes TEXT NOT NULL) WITHOUT ROWID;
 """
     + _DECISIONS_TABLE
+    + _LEDGER_TABLE
+    + _LEDGER_INDEXES
     + """
-CREATE TABLE IF NOT EXISTS ledger (
-    id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
-    recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
-    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
-    event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
-    purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
-    decision_id TEXT NOT NULL, """
-    + _LEDGER_STATUS_COLUMN
-    + """,
-    UNIQUE (event_id, recipient));
--- "One dwelling's records for a year" (§8 disclosure) is a range scan of this index;
--- purge by age is a range scan of ledger_at.
-CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, at);
-CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY, at TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     topic TEXT NOT NULL, payload TEXT NOT NULL);
@@ -136,6 +146,7 @@ class LedgerRow:
     rule_id: str
     policy_version: str
     decision_id: str
+    part: str = "event"  # "image": the event's image, a message of its own (tags.Part)
 
     def as_params(self) -> tuple[Any, ...]:
         return (
@@ -153,6 +164,7 @@ class LedgerRow:
             self.rule_id,
             self.policy_version,
             self.decision_id,
+            self.part,
         )
 
 
@@ -204,8 +216,9 @@ class _Batch:
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     ledger: list[tuple[Any, ...]] = field(default_factory=list)  # delivered provisions
-    delivered: list[tuple[str, str]] = field(default_factory=list)  # intents, (event, recipient)
-    unconfirmed: list[tuple[str, str]] = field(default_factory=list)  # (event, recipient)
+    # Intents' keys: (event, recipient, part).
+    delivered: list[tuple[str, str, str]] = field(default_factory=list)
+    unconfirmed: list[tuple[str, str, str]] = field(default_factory=list)
     completed: list[tuple[str, float]] = field(default_factory=list)
     rejections: list[tuple[Any, ...]] = field(default_factory=list)
     statistics: StatisticsBatch = field(default_factory=StatisticsBatch)
@@ -243,9 +256,9 @@ _DECISION_COLUMNS = (
 
 _LEDGER_COLUMNS = (
     "at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id, "
-    "event_type, items, image, purposes, rule_id, policy_version, decision_id, status"
+    "event_type, items, image, purposes, rule_id, policy_version, decision_id, part, status"
 )
-_LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+_LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 class Store:
@@ -280,6 +293,7 @@ class Store:
             )
             await _migrate_decisions(connection)
             await _migrate_ledger(connection)
+            await _migrate_ledger_parts(connection)
             await connection.executescript(
                 "CREATE INDEX IF NOT EXISTS decisions_dwelling"
                 " ON decisions (building_id, dwelling_id, decided_at);"
@@ -440,11 +454,11 @@ class Store:
 
     def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
         """Like ``record_provisions``, for rows whose intent is committed: a key is enough."""
-        self._batch.delivered.extend((row.event_id, row.recipient) for row in rows)
+        self._batch.delivered.extend((row.event_id, row.recipient, row.part) for row in rows)
 
     def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
         """Intents whose publish this process lost track of; a delivered row stays so."""
-        self._batch.unconfirmed.extend((row.event_id, row.recipient) for row in rows)
+        self._batch.unconfirmed.extend((row.event_id, row.recipient, row.part) for row in rows)
 
     async def mark_unconfirmed(self) -> int:
         """At start: what a stopped process intended but never completed (§8: kept, as
@@ -521,21 +535,22 @@ class Store:
             # Before the deliveries: a redelivery in the same batch upgrades it again.
             await db.executemany(
                 "UPDATE ledger SET status = 'unconfirmed'"
-                " WHERE event_id = ? AND recipient = ? AND status = 'intended'",
+                " WHERE event_id = ? AND recipient = ? AND part = ? AND status = 'intended'",
                 batch.unconfirmed,
             )
         if batch.ledger:
-            # The UNIQUE (event_id, recipient) key makes a redelivered event's second
-            # provision an update of the first row's status: the ledger never counts one
-            # twice, and keeps what the first record said.
+            # The UNIQUE (event_id, recipient, part) key makes a redelivered event's
+            # second provision an update of the first row's status: the ledger never
+            # counts one twice, and keeps what the first record said.
             await db.executemany(
                 f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'delivered')"
-                " ON CONFLICT (event_id, recipient) DO UPDATE SET status = 'delivered'",
+                " ON CONFLICT (event_id, recipient, part) DO UPDATE SET status = 'delivered'",
                 batch.ledger,
             )
         if batch.delivered:
             await db.executemany(
-                "UPDATE ledger SET status = 'delivered' WHERE event_id = ? AND recipient = ?",
+                "UPDATE ledger SET status = 'delivered'"
+                " WHERE event_id = ? AND recipient = ? AND part = ?",
                 batch.delivered,
             )
         if batch.completed:
@@ -801,6 +816,31 @@ async def _migrate_ledger(connection: aiosqlite.Connection) -> None:
         columns = {row[1] for row in await cursor.fetchall()}
     if "status" not in columns:
         await connection.execute(f"ALTER TABLE ledger ADD COLUMN {_LEDGER_STATUS_COLUMN}")
+
+
+async def _migrate_ledger_parts(connection: aiosqlite.Connection) -> None:
+    """Key the ledger by (event, recipient, part): an image is a provision of its own.
+
+    SQLite cannot change a table's UNIQUE constraint, so a ledger keyed by (event,
+    recipient) is copied into the new layout, ids and all, its rows "event" rows: each
+    was one message, the image inside it if its items say so.
+    """
+    async with connection.execute("PRAGMA table_info(ledger)") as cursor:
+        columns = [row[1] for row in await cursor.fetchall()]
+    if "part" in columns:
+        return
+    kept = ", ".join(columns)
+    # The old table's indexes go with it (their names would stop the new ones).
+    await connection.executescript(
+        "BEGIN;"
+        " DROP INDEX IF EXISTS ledger_dwelling; DROP INDEX IF EXISTS ledger_at;"
+        " DROP INDEX IF EXISTS ledger_intended;"
+        " ALTER TABLE ledger RENAME TO ledger_before_parts;"
+        f" {_LEDGER_TABLE} {_LEDGER_INDEXES}"
+        f" INSERT INTO ledger ({kept}) SELECT {kept} FROM ledger_before_parts ORDER BY id;"
+        " DROP TABLE ledger_before_parts;"
+        " COMMIT;"
+    )
 
 
 async def _migrate_decisions(connection: aiosqlite.Connection) -> None:

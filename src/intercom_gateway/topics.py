@@ -7,8 +7,10 @@
 | ``intercom/v1/{building}/{device}/settings/ack`` | gateway | settings acknowledgements |
 | ``intercom/v1/{building}/{device}/receipts`` | gateway | events decided and on record |
 | ``cloud/v1/{building}/{dwelling}/{event_type}`` | gateway | the operator's server |
+| ``cloud/v1/{building}/{dwelling}/{event_type}/image`` | gateway | an event's image, alone |
 | ``group/v1/{building}/{dwelling}/{event_type}`` | gateway | joint use (§4) |
 | ``partners/{partner}/v1/{building}/{dwelling}/{event_type}`` | gateway | partner services |
+| ``partners/{partner}/v1/{building}/{dwelling}/{event_type}/image`` | gateway | an event's image |
 | ``analytics/v1/{event_type}`` | gateway | de-identified copies (§5(5)) |
 | ``statistics/v1/{building}`` | gateway | aggregates (§5(2)②) |
 | ``gateway/v1/rejected/{reason}`` | gateway | rejected input |
@@ -29,6 +31,7 @@ METRICS = "gateway/v1/metrics"
 REJECTED_FILTER = "gateway/v1/rejected/#"
 DEADLETTER = "gateway/v1/deadletter"
 RECEIPTS_FILTER = "intercom/v1/+/+/receipts"
+IMAGE_LEVEL = "image"  # the last level of an image's own topic, below its event's
 # Limits at the door: a topic longer or deeper than any the grammar makes is refused
 # before it is matched, and never echoed whole (a 32 KB level once made the echo
 # larger than the broker's packet limit).
@@ -93,6 +96,23 @@ def group(building: str, dwelling: str, event_type: str) -> str:
 
 def partner(partner_id: str, building: str, dwelling: str, event_type: str) -> str:
     return f"partners/{partner_id}/v1/{building}/{dwelling}/{event_type}"
+
+
+def image(event_topic: str) -> str:
+    """Where the image of an event goes, beside the event's own ``event_topic``.
+
+    An image is allowed under other purposes than its event's facts (§3(3)/(4)), so it
+    travels in a message of its own (spec item 2), one level below the event's topic: a
+    subscriber to the event topic does not get images by accident, and ``cloud/#`` or
+    ``partners/<id>/#`` covers both. Wildcards pass through: ``image(cloud("+", "+", "+"))``
+    is the filter of every cloud image.
+    """
+    return f"{event_topic}/{IMAGE_LEVEL}"
+
+
+def is_image(topic: str) -> bool:
+    """Whether ``topic`` is an image topic (no other output topic ends with this level)."""
+    return topic.endswith(f"/{IMAGE_LEVEL}")
 
 
 def partner_filter(partner_id: str) -> str:

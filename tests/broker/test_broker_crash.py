@@ -40,6 +40,7 @@ from tests.broker.test_nothing_lost import (
     StatusWatch,
     World,
     entitled,
+    ledger_key,
     make_events,
 )
 
@@ -176,9 +177,9 @@ async def ledger_gaps(world: World, recorder: Recorder) -> tuple[int, int, int]:
     """(partner deliveries seen, of them without a ledger row, duplicate ledger rows)."""
     async with Store.open(world.workdir / "gateway.sqlite") as store:
         rows = await store.provisions()
-    pairs = [(r["recipient"], r["event_id"]) for r in rows if r["third_party"]]
+    pairs = [(r["recipient"], r["event_id"], r["part"]) for r in rows if r["third_party"]]
     seen = {
-        (destination, event_id)
+        ledger_key(destination, event_id)
         for destination, ids in recorder.copies.items()
         if destination.startswith("partner:")
         for event_id in ids

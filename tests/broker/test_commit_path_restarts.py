@@ -46,6 +46,7 @@ from tests.broker.test_nothing_lost import (
     World,
     _resilient,
     entitled,
+    ledger_key,
     make_events,
     recording,
 )
@@ -233,13 +234,14 @@ async def test_statistics_windows_count_every_event_once_across_sigterm_and_sigk
 # --- ledger completeness -------------------------------------------------------------------
 
 
-def ledger_rows(world: World) -> list[tuple[str, str, str]]:
-    """(event, recipient, status) of every ledger row, read while the gateway may run."""
+def ledger_rows(world: World) -> list[tuple[str, str, str, str]]:
+    """(recipient, event, part, status) of every ledger row, read while the gateway may
+    run."""
     path = world.workdir / "gateway.sqlite"
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return [
-            (str(e), str(r), str(s))
-            for e, r, s in db.execute("SELECT event_id, recipient, status FROM ledger")
+            (str(r), str(e), str(p), str(s))
+            for r, e, p, s in db.execute("SELECT recipient, event_id, part, status FROM ledger")
         ]
 
 
@@ -247,13 +249,13 @@ def check_rows(world: World, recorder: Recorder) -> dict[str, Any]:
     """Every partner copy seen so far has exactly one row. The rows are read after the
     copies, so a copy seen has had its row committed before it (write-ahead)."""
     seen = {
-        (event_id, destination)
+        ledger_key(destination, event_id)
         for destination, ids in list(recorder.copies.items())
         if destination.startswith("partner:")
         for event_id in list(ids)
     }
     rows = ledger_rows(world)
-    keys = Counter((e, r) for e, r, _ in rows)
+    keys = Counter((r, e, p) for r, e, p, _ in rows)
     missing = seen - set(keys)
     assert not missing, f"{len(missing)} partner copies without a ledger row: {sorted(missing)[:5]}"
     assert max(keys.values(), default=1) == 1, "a provision recorded twice"

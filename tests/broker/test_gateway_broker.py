@@ -154,23 +154,36 @@ async def test_each_partner_receives_exactly_what_it_is_entitled_to(
         for bus in partners.values():
             await bus.__aexit__(None, None, None)
 
+    # Images the partners declared, each in a message of its own (spec item 2).
+    images = {"concierge": {"visitor-1"}, "elder-watch": set(), "parcel-unlock": {"unlock-1"}}
+    image_purposes = {
+        "concierge": ["resident_confirmation"],  # §3(3)
+        "parcel-unlock": ["unlock_service_security", "unlock_visitor_confirmation"],  # §3(4)
+    }
     for pid, messages in received.items():
-        names = {by_id[json.loads(m.payload)["event_id"]] for m in messages}
+        facts = [m for m in messages if not topics.is_image(m.topic)]
+        pictures = [m for m in messages if topics.is_image(m.topic)]
+        names = {by_id[json.loads(m.payload)["event_id"]] for m in facts}
         assert names == entitled[pid], pid
-        assert len(messages) == len(entitled[pid]), f"{pid} got duplicates"
+        assert len(facts) == len(entitled[pid]), f"{pid} got duplicates"
+        assert {by_id[json.loads(m.payload)["event_id"]] for m in pictures} == images[pid]
+        assert len(pictures) == len(images[pid]), f"{pid} got duplicate images"
         for message in messages:
             assert message.topic.startswith(f"partners/{pid}/v1/")
-            payload = json.loads(message.payload)["event"]
-            if pid == "elder-watch":
-                assert "image" not in payload  # declared without the image
-            if payload["type"] == "visitor" and pid == "concierge":
-                assert "image" in payload
-                assert "resident_confirmation" in message.properties("purpose")  # §3(3)
+        for message in facts:
+            # The facts never carry the image, nor a purpose of the image's.
+            assert "image" not in json.loads(message.payload)["event"]
+            assert message.properties("purpose") == ["partner_provision"]
+        for message in pictures:
+            assert "image" in json.loads(message.payload)["event"]
+            assert sorted(message.properties("purpose")) == image_purposes[pid]
     rows = await running.gateway.store.provisions()
-    third_party = {(r["recipient"], by_id[r["event_id"]]) for r in rows if r["third_party"]}
-    assert third_party == {
-        (f"partner:{pid}", name) for pid, names in entitled.items() for name in names
+    third_party = {
+        (r["recipient"], by_id[r["event_id"]], r["part"]) for r in rows if r["third_party"]
     }
+    assert third_party == {
+        (f"partner:{pid}", name, "event") for pid, names in entitled.items() for name in names
+    } | {(f"partner:{pid}", name, "image") for pid, names in images.items() for name in names}
 
 
 async def test_a_consent_change_on_the_panel_applies_to_the_very_next_event(

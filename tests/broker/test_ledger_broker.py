@@ -72,17 +72,22 @@ async def _delivered(
             await bus.__aexit__(None, None, None)
 
 
-def _pairs(received: dict[str, list[Message]]) -> list[tuple[str, str]]:
+def _part(message: Message) -> str:
+    """The ledger's part of a message: an event's image is a provision of its own."""
+    return "image" if topics.is_image(message.topic) else "event"
+
+
+def _pairs(received: dict[str, list[Message]]) -> list[tuple[str, str, str]]:
     pairs = []
     for reader, messages in received.items():
         for message in messages:
             recipient = "group" if reader == "group" else f"partner:{reader}"
-            pairs.append((json.loads(message.payload)["event_id"], recipient))
+            pairs.append((json.loads(message.payload)["event_id"], recipient, _part(message)))
     return sorted(pairs)
 
 
-def _ledger_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted((r["event_id"], r["recipient"]) for r in rows)
+def _ledger_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted((r["event_id"], r["recipient"], r["part"]) for r in rows)
 
 
 async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
@@ -102,6 +107,11 @@ async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
 
     assert _ledger_pairs(rows) == _pairs(received)  # same pairs, and no pair twice
     assert len(rows) == sum(len(messages) for messages in received.values())
+    # An image a partner received is a row of its own, for the image's purposes only.
+    images = [r for r in rows if r["part"] == "image"]
+    assert {r["recipient"] for r in images} == {"partner:concierge", "partner:parcel-unlock"}
+    assert all(r["image"] and "partner_provision" not in r["purposes"] for r in images)
+    assert not any(r["image"] for r in rows if r["part"] == "event")
     assert received["concierge"] and received["elder-watch"] and received["parcel-unlock"]
     # §4: joint use is recorded, marked as not a provision to a third party.
     assert {r["third_party"] for r in rows if r["recipient"] == "group"} == {False}
@@ -125,7 +135,11 @@ async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
 
 def _message_for(received: dict[str, list[Message]], row: dict[str, Any]) -> Message:
     reader = "group" if row["recipient"] == "group" else row["recipient"].split(":", 1)[1]
-    return next(m for m in received[reader] if json.loads(m.payload)["event_id"] == row["event_id"])
+    return next(
+        m
+        for m in received[reader]
+        if json.loads(m.payload)["event_id"] == row["event_id"] and _part(m) == row["part"]
+    )
 
 
 async def test_a_replayed_event_adds_no_ledger_row(running: RunningGateway) -> None:

@@ -187,13 +187,26 @@ class Recorder:
                 await asyncio.wait_for(self._grew.wait_for(complete), timeout)
 
 
+# A destination's image copies are counted apart, as "<destination>/image": an image is
+# a message of its own (spec item 2), one more copy to lose or to duplicate.
+IMAGE = "/image"
+
+
 def _destination(topic: str) -> str | None:
     parts = topic.split("/")
     if parts[0] in ("cloud", "group"):
-        return parts[0]
-    if parts[0] == "partners":
-        return f"partner:{parts[1]}"
-    return None
+        name = parts[0]
+    elif parts[0] == "partners":
+        name = f"partner:{parts[1]}"
+    else:
+        return None
+    return name + IMAGE if topics.is_image(topic) else name
+
+
+def ledger_key(destination: str, event_id: str) -> tuple[str, str, str]:
+    """(recipient, event, part): the ledger's key of a copy counted for ``destination``."""
+    part = "image" if destination.endswith(IMAGE) else "event"
+    return destination.removesuffix(IMAGE), event_id, part
 
 
 # --- expectations -------------------------------------------------------------------------
@@ -219,6 +232,8 @@ def entitled(events: list[Event], registry: Registry) -> dict[str, set[str]]:
         for outcome in decision.forwarded:
             if outcome.kind.value in ("cloud", "group", "partner", "unlock_service"):
                 expected[outcome.destination].add(str(event.event_id))
+                if outcome.image_copy is not None:
+                    expected[outcome.destination + IMAGE].add(str(event.event_id))
     return expected
 
 
@@ -357,9 +372,11 @@ async def _check_ledger(world: World, expected: dict[str, set[str]]) -> None:
 
     async with Store.open(world.workdir / "gateway.sqlite") as store:
         rows = await store.provisions()
-    pairs = [(r["recipient"], r["event_id"]) for r in rows if r["third_party"]]
+    pairs = [(r["recipient"], r["event_id"], r["part"]) for r in rows if r["third_party"]]
     assert len(pairs) == len(set(pairs))
-    third = {(d, e) for d, ids in expected.items() if d.startswith("partner:") for e in ids}
+    third = {
+        ledger_key(d, e) for d, ids in expected.items() if d.startswith("partner:") for e in ids
+    }
     assert set(pairs) == third
 
 

@@ -59,6 +59,20 @@ async def test_return_home_off_stops_it(intercom_panels, intercom_partner, inter
 
 
 @pytest.mark.asyncio
+async def test_the_unlock_image_comes_on_its_own_in_either_order(
+    intercom_panels, intercom_partner
+):
+    parcel = await intercom_partner("parcel-unlock")
+    sent = await intercom_panels.send("unlock_mode", dwelling="d0002")
+    image = await parcel.next_image()  # the operation, if first, is set aside for next()
+    envelope = await parcel.next()
+    assert str(image.event_id) == str(envelope.event_id) == sent["event_id"]
+    assert sorted(image.purposes) == ["unlock_service_security", "unlock_visitor_confirmation"]
+    assert image.event["image"] == sent["image"] and "result" not in image.event
+    assert "image" not in envelope.event and envelope.purposes == ("partner_provision",)
+
+
+@pytest.mark.asyncio
 async def test_panels_keep_their_events_until_a_receipt_names_them(intercom_panels):
     for dwelling in ("d0001", "d0002", "d0003"):
         await intercom_panels.send("visitor", dwelling=dwelling)
@@ -71,4 +85,4 @@ async def test_panels_keep_their_events_until_a_receipt_names_them(intercom_pane
 def test_the_fixtures_work_in_strict_mode(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_strict=STRICT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=strict")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)

@@ -63,7 +63,13 @@ WRONG = {
             match: {event: caller}
           - no_ledger_row: {event: caller, recipient: partner:concierge}
         """,
-        ["seen: 1 matching message(s)", "partners/concierge/v1/b001/d0001/visitor", "from caller"],
+        # Two messages: the visitor's facts, and its image on a topic of its own.
+        [
+            "seen: 2 matching message(s)",
+            "partners/concierge/v1/b001/d0001/visitor",
+            "partners/concierge/v1/b001/d0001/visitor/image",
+            "from caller",
+        ],
     ),
 }
 

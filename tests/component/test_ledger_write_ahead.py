@@ -13,11 +13,13 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from intercom_gateway import topics
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway import Gateway
@@ -36,6 +38,14 @@ def _recipient(topic: str) -> str:
     return "group" if topic.startswith("group/") else f"partner:{topic.split('/')[1]}"
 
 
+def _part(topic: str) -> str:
+    """The ledger's part of a copy: an image travels, and is recorded, on its own."""
+    return "image" if topics.is_image(topic) else "event"
+
+
+Key = tuple[str, str, str]  # (event, recipient, part): the ledger's key
+
+
 class WitnessBus(MemoryBus):
     """Records what the ledger file holds for each ledger copy as it is published, and
     can make chosen copies fail: ``fail(topic)`` returns the error to report, if any,
@@ -44,12 +54,12 @@ class WitnessBus(MemoryBus):
     def __init__(self, broker: MemoryBroker, db_path: Path) -> None:
         super().__init__(broker, "gateway")
         self.db_path = db_path
-        self.seen: dict[tuple[str, str], str | None] = {}
+        self.seen: dict[Key, str | None] = {}
         self.fail: Callable[[str], tuple[BaseException, bool] | None] = lambda topic: None
 
     async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if topic.startswith(LEDGER_PREFIXES):
-            key = (json.loads(payload)["event_id"], _recipient(topic))
+            key = (json.loads(payload)["event_id"], _recipient(topic), _part(topic))
             self.seen[key] = _status(self.db_path, *key)
         failure = self.fail(topic)
         if failure is None:
@@ -61,10 +71,11 @@ class WitnessBus(MemoryBus):
         kwargs["on_done"](error)
 
 
-def _status(db_path: Path, event_id: str, recipient: str) -> str | None:
+def _status(db_path: Path, event_id: str, recipient: str, part: str) -> str | None:
     with contextlib.closing(sqlite3.connect(db_path)) as db:
         row = db.execute(
-            "SELECT status FROM ledger WHERE event_id = ? AND recipient = ?", (event_id, recipient)
+            "SELECT status FROM ledger WHERE event_id = ? AND recipient = ? AND part = ?",
+            (event_id, recipient, part),
         ).fetchone()
     return None if row is None else str(row[0])
 
@@ -96,9 +107,9 @@ def inbound(topic: str, payload: bytes, *, mid: int = 1, dup: bool = False) -> M
     return Message(topic=topic, payload=payload, qos=1, dup=dup, mid=mid)
 
 
-async def _rows(gateway: Gateway) -> dict[tuple[str, str], dict[str, Any]]:
+async def _rows(gateway: Gateway) -> dict[Key, dict[str, Any]]:
     rows = await gateway.store.provisions()
-    keyed = {(r["event_id"], r["recipient"]): r for r in rows}
+    keyed = {(r["event_id"], r["recipient"], r["part"]): r for r in rows}
     assert len(keyed) == len(rows)  # never two rows for one provision
     return keyed
 
@@ -111,7 +122,7 @@ async def test_a_provision_is_on_record_before_its_copy_is_published(settings: S
         copies = await collect(observer, 3)  # group, concierge and parcel-unlock
         rows = await _rows(gateway)
 
-    keys = {(data["event_id"], _recipient(m.topic)) for m in copies}
+    keys = {(data["event_id"], _recipient(m.topic), _part(m.topic)) for m in copies}
     assert len(keys) == 3
     assert bus.seen == dict.fromkeys(keys, "intended")  # committed before it left
     assert {k: r["status"] for k, r in rows.items()} == dict.fromkeys(keys, "delivered")
@@ -129,7 +140,8 @@ async def test_a_copy_whose_acknowledgement_was_lost_stays_on_record_until_redel
         )
         await gateway.handle(bus, inbound(*panel_message(data), mid=1))
         await gateway.finish_in_flight()
-        received = {_recipient(m.topic) for m in await collect(observer, 2)}
+        # group, and concierge's two messages: the visitor's facts and its image
+        received = {(_recipient(m.topic), _part(m.topic)) for m in await collect(observer, 3)}
         after_loss = await _rows(gateway)
         assert bus.acked == []  # not acknowledged: the broker delivers it again
 
@@ -138,16 +150,18 @@ async def test_a_copy_whose_acknowledgement_was_lost_stays_on_record_until_redel
         await gateway.finish_in_flight()
         after_redelivery = await _rows(gateway)
 
-    concierge = (data["event_id"], "partner:concierge")
-    assert "partner:concierge" in received
-    assert after_loss[concierge]["status"] == "unconfirmed"
+    concierge = [(data["event_id"], "partner:concierge", part) for part in ("event", "image")]
+    assert {("partner:concierge", "event"), ("partner:concierge", "image")} <= received
+    for key in concierge:
+        assert after_loss[key]["status"] == "unconfirmed"
     # The copies the broker did acknowledge are on record as delivered already.
-    assert {k: r["status"] for k, r in after_loss.items() if k != concierge} == {
-        (data["event_id"], "group"): "delivered"
+    assert {k: r["status"] for k, r in after_loss.items() if k not in concierge} == {
+        (data["event_id"], "group", "event"): "delivered"
     }
     assert after_redelivery.keys() == after_loss.keys()  # upgraded, not added
-    assert after_redelivery[concierge]["status"] == "delivered"
-    assert after_redelivery[concierge]["id"] == after_loss[concierge]["id"]
+    for key in concierge:
+        assert after_redelivery[key]["status"] == "delivered"
+        assert after_redelivery[key]["id"] == after_loss[key]["id"]
     assert [m.mid for m in bus.acked] == [2]
 
 
@@ -165,7 +179,7 @@ async def test_a_refused_copy_is_unconfirmed_and_its_event_still_completes(
         rows = await _rows(gateway)
         completed = await gateway.store.recent_completed(10)
 
-    assert rows[(data["event_id"], "partner:elder-watch")]["status"] == "unconfirmed"
+    assert rows[(data["event_id"], "partner:elder-watch", "event")]["status"] == "unconfirmed"
     assert {r["status"] for k, r in rows.items() if k[1] != "partner:elder-watch"} == {"delivered"}
     assert gateway.metrics.publish_refused == 1
     assert data["event_id"] in completed and [m.mid for m in bus.acked] == [1]
@@ -185,11 +199,14 @@ async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_r
         await gateway.finish_in_flight()
         after = await _rows(gateway)
 
-    key = (data["event_id"], "partner:concierge")
+    key = (data["event_id"], "partner:concierge", "event")
+    image = (data["event_id"], "partner:concierge", "image")
     assert {k: r["status"] for k, r in at_start.items()} == {key: "unconfirmed"}
     assert after[key]["status"] == "delivered"
     assert after[key]["decision_id"] == "first"  # the first record, completed
-    assert after.keys() == {key, (data["event_id"], "group")}
+    # The image, a provision of its own that the first process never intended, is new.
+    assert after[image]["status"] == "delivered" and after[image]["rule_id"] == "partner-images"
+    assert after.keys() == {key, image, (data["event_id"], "group", "event")}
 
 
 async def test_a_delivered_row_is_never_marked_unconfirmed(tmp_path: Path) -> None:
@@ -216,7 +233,7 @@ async def test_a_ledger_of_the_first_layout_gains_a_status_and_keeps_its_rows(
             "INSERT INTO ledger (at, recipient, recipient_kind, third_party, building_id,"
             " dwelling_id, event_id, event_type, items, image, purposes, rule_id,"
             " policy_version, decision_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ledger_row(event_id="old").as_params(),
+            ledger_row(event_id="old").as_params()[:14],  # the first layout has no part
         )
         db.commit()
     async with Store.open(path) as store:
@@ -225,6 +242,7 @@ async def test_a_ledger_of_the_first_layout_gains_a_status_and_keeps_its_rows(
         summary = await store.ledger_summary("b001", "d0001")
 
     assert rows["old"]["status"] == "delivered"  # written after its PUBACK, as all were
+    assert rows["old"]["part"] == "event"
     assert rows["new"]["status"] == "intended"
     assert summary["by_status"] == {"intended": 1, "delivered": 1, "unconfirmed": 0}
     assert summary["by_recipient"][0]["unconfirmed"] == 0
@@ -264,9 +282,58 @@ async def test_no_copy_waits_for_the_batch_timer_and_intents_share_commits(
             panel = broker.client("panel")
             for data in events:
                 await panel.send(*panel_message(data))
-            copies = await collect(observer, len(events), timeout=10)
+            # Concierge gets each visitor's facts and, in a message of its own, its image.
+            copies = await collect(observer, 2 * len(events), timeout=10)
             stop.set()
             await asyncio.wait_for(serving, 10)
-    assert {json.loads(m.payload)["event_id"] for m in copies} == {e["event_id"] for e in events}
-    assert gateway.ledger.intents == 2 * len(events)  # group and concierge
+    facts = [m for m in copies if not topics.is_image(m.topic)]
+    assert {json.loads(m.payload)["event_id"] for m in facts} == {e["event_id"] for e in events}
+    assert len(facts) == len(events)
+    # Group, concierge's facts, concierge's image: each copy its own intent.
+    assert gateway.ledger.intents == 3 * len(events)
     assert gateway.ledger.commits < gateway.ledger.intents
+
+
+async def test_a_ledger_keyed_by_event_and_recipient_is_rekeyed_by_part(tmp_path: Path) -> None:
+    """A store from before images were messages of their own: its rows keep their ids and
+    statuses as "event" rows, and the same event's image to the same recipient, a
+    provision of its own now, gets a row of its own."""
+    path = tmp_path / "second.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(FIRST_LAYOUT + "ALTER TABLE ledger ADD COLUMN status TEXT NOT NULL;")
+        combined = replace(
+            ledger_row(event_id="old"),
+            items=("event_id", "image", "origin"),
+            image=True,
+            purposes=("partner_provision", "resident_confirmation"),
+            rule_id="partner-events+partner-images",
+        )
+        db.execute(
+            "INSERT INTO ledger (id, at, recipient, recipient_kind, third_party, building_id,"
+            " dwelling_id, event_id, event_type, items, image, purposes, rule_id,"
+            " policy_version, decision_id, status)"
+            " VALUES (7, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'unconfirmed')",
+            combined.as_params()[:14],
+        )
+        db.commit()
+    image = replace(ledger_row(event_id="old"), part="image", rule_id="partner-images")
+    async with Store.open(path) as store:
+        await store.write_intents([image])
+        rows = {(r["event_id"], r["part"]): r for r in await store.provisions()}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    old = rows["old", "event"]
+    # What was recorded stays as it was recorded: one message, the image inside it.
+    assert (old["id"], old["status"], old["rule_id"]) == (
+        7,
+        "unconfirmed",
+        "partner-events+partner-images",
+    )
+    assert old["image"] and old["items"] == ["event_id", "image", "origin"]
+    assert rows["old", "image"]["status"] == "intended"
+    assert {"ledger_dwelling", "ledger_at", "ledger_intended"} <= indexes
+    assert "ledger_before_parts" not in tables

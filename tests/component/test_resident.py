@@ -141,9 +141,11 @@ def test_cli_disclose_counts_what_is_held_for_this_dwelling_only(settings: Setti
     answer = _json_cli(settings, "resident", "disclose", "b001", "d0001")
     assert answer["decision_log"]["events"] == 3
     recipients = {r["recipient"]: r["n"] for r in answer["provision_ledger"]["by_recipient"]}
+    # One row per message: concierge got the visitor's facts and, in a message of its
+    # own, its image (two provisions), and the delivery-box event.
     assert recipients == {
         "group": 3,
-        "partner:concierge": 2,
+        "partner:concierge": 3,
         "partner:elder-watch": 1,
         "partner:parcel-unlock": 1,
     }
@@ -154,19 +156,37 @@ def test_cli_disclose_counts_what_is_held_for_this_dwelling_only(settings: Setti
 
 def test_cli_provisions_as_json_and_csv_within_a_range(settings: Settings) -> None:
     answer = _json_cli(settings, "resident", "provisions", "b001", "d0001")
-    assert len(answer["records"]) == 7
+    assert len(answer["records"]) == 8  # the visitor's image is a provision of its own
     assert {r["dwelling_id"] for r in answer["records"]} == {"d0001"}
     assert {r["recipient"] for r in answer["records"] if not r["third_party"]} == {"group"}
     text = _cli(settings, "resident", "provisions", "b001", "d0001", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert sorted((r["event_id"], r["recipient"]) for r in rows) == sorted(
-        (r["event_id"], r["recipient"]) for r in answer["records"]
+    assert sorted((r["event_id"], r["recipient"], r["part"]) for r in rows) == sorted(
+        (r["event_id"], r["recipient"], r["part"]) for r in answer["records"]
     )
-    visitor = next(
-        r for r in rows if r["recipient"] == "partner:concierge" and r["image"] == "true"
+    image = next(r for r in rows if r["recipient"] == "partner:concierge" and r["image"] == "true")
+    assert "image" in image["items"].split(";")
+    # The image was provided for resident confirmation only, under its own rule; the
+    # visitor's facts, in their own row, without it, for partner provision (§3(3)).
+    assert (image["part"], image["purposes"], image["rule_id"]) == (
+        "image",
+        "resident_confirmation",
+        "partner-images",
     )
-    assert "image" in visitor["items"].split(";")
+    facts = next(
+        r
+        for r in rows
+        if r["recipient"] == "partner:concierge"
+        and r["event_id"] == image["event_id"]
+        and r["part"] == "event"
+    )
+    assert (facts["image"], facts["purposes"], facts["rule_id"]) == (
+        "false",
+        "partner_provision",
+        "partner-events",
+    )
+    assert "image" not in facts["items"].split(";")
     tomorrow = (utc_now() + timedelta(days=1)).date().isoformat()
     later = _json_cli(settings, "resident", "provisions", "b001", "d0001", "--from", tomorrow)
     assert later["records"] == []

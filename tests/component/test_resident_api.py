@@ -102,7 +102,7 @@ async def test_api_purposes_and_disclosure(client: httpx.AsyncClient) -> None:
     assert purposes["dwelling_id"] == "d0001" and purposes["stopped"] is None
     assert "partner:concierge" in {d["destination"] for d in purposes["destinations"]}
     disclosure = (await client.get(BASE + "/disclosure")).json()
-    assert disclosure["provision_ledger"]["rows"] == 7
+    assert disclosure["provision_ledger"]["rows"] == 8  # the image is a provision of its own
     assert disclosure["decision_log"]["events"] == 3
     assert [r["kind"] for r in disclosure["requests"]] == ["purposes"]
 
@@ -110,12 +110,13 @@ async def test_api_purposes_and_disclosure(client: httpx.AsyncClient) -> None:
 async def test_api_provisions_never_include_another_dwelling(client: httpx.AsyncClient) -> None:
     mine = (await client.get(BASE + "/provisions")).json()["records"]
     theirs = (await client.get("/dwellings/b001/d0002/provisions")).json()["records"]
-    assert {r["dwelling_id"] for r in mine} == {"d0001"} and len(mine) == 7
-    assert {r["dwelling_id"] for r in theirs} == {"d0002"} and len(theirs) == 4
+    # One row per message: each visitor's image to concierge is a provision of its own.
+    assert {r["dwelling_id"] for r in mine} == {"d0001"} and len(mine) == 8
+    assert {r["dwelling_id"] for r in theirs} == {"d0002"} and len(theirs) == 5
     assert not {r["event_id"] for r in mine} & {r["event_id"] for r in theirs}
     third = await client.get(BASE + "/provisions", params={"third_party_only": "true"})
     records = third.json()["records"]
-    assert len(records) == 4 and all(r["third_party"] for r in records)
+    assert len(records) == 5 and all(r["third_party"] for r in records)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ async def test_api_provisions_csv_in_a_date_range(client: httpx.AsyncClient) -> 
     response = await client.get(BASE + "/provisions", params=params)
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert len(rows) == 7 and {r["dwelling_id"] for r in rows} == {"d0001"}
+    assert len(rows) == 8 and {r["dwelling_id"] for r in rows} == {"d0001"}
     params["from"], params["to"] = params["to"], (today + timedelta(days=2)).isoformat()
     empty = await client.get(BASE + "/provisions", params=params)
     assert empty.text.strip() == ",".join(CSV_COLUMNS)
@@ -166,7 +167,7 @@ async def test_api_stop_provision_stop_use_and_erasure(
     assert erased["erased"] == {"decisions": 3, "rejections": 1}
     assert {k["what"] for k in erased["kept"]} >= {"provision ledger"}
     disclosure = (await client.get(BASE + "/disclosure")).json()
-    assert disclosure["provision_ledger"]["rows"] == 7
+    assert disclosure["provision_ledger"]["rows"] == 8  # the image is a provision of its own
     assert disclosure["decision_log"]["events"] == 0
     assert [(r["kind"], r["via"]) for r in disclosure["requests"]] == [
         ("stop_provision", "api"),

@@ -74,6 +74,25 @@ def test_one_channel_per_partner_with_only_its_declared_kinds(generated: dict[st
             assert "unlock_mode" not in kinds  # §1(8)
 
 
+def test_images_have_channels_of_their_own_where_an_image_rule_lets_them_go(
+    generated: dict[str, Any],
+) -> None:
+    channels = generated["channels"]
+    cloud = channels["cloudImages"]
+    assert cloud["address"] == "cloud/v1/{building}/{dwelling}/{eventType}/image"
+    assert cloud["parameters"]["eventType"]["enum"] == ["visitor", "return_home"]  # §3(3)
+    assert set(cloud["messages"]) == {"forwardedImage"}
+    # A partner gets an image channel only for the images it declared (§3(3)/(4)).
+    assert channels["partner-concierge-images"]["parameters"]["eventType"]["enum"] == ["visitor"]
+    unlock = channels["partner-parcel-unlock-images"]
+    assert unlock["parameters"]["eventType"]["enum"] == ["unlock_mode"]
+    assert "partner-elder-watch-images" not in channels  # declared return_home without it
+    assert not {"groupImages", "analyticsImages"} & set(channels)  # item 3: never there
+    image = generated["components"]["messages"]["forwardedImage"]
+    assert "event_id" in image["headers"]["required"]
+    assert "joined" not in image["headers"]["properties"]["rule_id"]["description"]
+
+
 def test_purposes_travel_as_documented_user_properties(generated: dict[str, Any]) -> None:
     messages = generated["components"]["messages"]
     headers = messages["forwarded"]["headers"]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from intercom_gateway.consent import ConsentState, apply_change
-from intercom_gateway.decision import Decision, Outcome, Reason, decide, user_properties
+from intercom_gateway.decision import Decision, Outcome, Part, Reason, decide, user_properties
 from intercom_gateway.models import (
     EVENT_MODELS,
     AlarmEvent,
@@ -198,38 +198,69 @@ def test_item1_a_policy_without_rules_forwards_nothing(
 
 
 @pytest.mark.parametrize(
-    ("event_type", "destination", "rule_id", "categories", "purposes"),
+    ("event_type", "destination", "part", "rule_id", "categories", "purposes"),
     [
+        # Item 2: the event's facts and its image never share one message's tags. The
+        # cloud copy of a visitor with its image was once one message tagged with both
+        # rules' purposes ("cloud-events+cloud-images", marketing on the image).
         pytest.param(
             EventType.VISITOR,
             "cloud",
-            "cloud-events+cloud-images",
-            ("mobile_security_event", "visitor_image"),
-            (
-                *("backup", "improvement", "marketing", "own_services", "profiling"),
-                *("resident_confirmation", "support"),
-            ),
-            id="§3(2)+§3(3)-cloud",
+            Part.EVENT,
+            "cloud-events",
+            ("mobile_security_event",),
+            ("backup", "improvement", "marketing", "own_services", "profiling", "support"),
+            id="§3(2)-cloud-facts",
+        ),
+        pytest.param(
+            EventType.VISITOR,
+            "cloud",
+            Part.IMAGE,
+            "cloud-images",
+            ("visitor_image",),
+            ("resident_confirmation",),
+            id="§3(3)-cloud-image",
         ),
         pytest.param(
             EventType.VISITOR,
             "partner:concierge",
-            "partner-events+partner-images",
-            ("mobile_security_event", "visitor_image"),
-            ("partner_provision", "resident_confirmation"),
-            id="§5(1)②-concierge",
+            Part.EVENT,
+            "partner-events",
+            ("mobile_security_event",),
+            ("partner_provision",),
+            id="§5(1)②-concierge-facts",
+        ),
+        pytest.param(
+            EventType.VISITOR,
+            "partner:concierge",
+            Part.IMAGE,
+            "partner-images",
+            ("visitor_image",),
+            ("resident_confirmation",),
+            id="§3(3)-concierge-image",
         ),
         pytest.param(
             EventType.UNLOCK_MODE,
             "partner:parcel-unlock",
-            "unlock-service-operation+unlock-service-images",
-            ("unlock_mode_image", "unlock_mode_operation"),
-            ("partner_provision", "unlock_service_security", "unlock_visitor_confirmation"),
-            id="§3(4)-unlock",
+            Part.EVENT,
+            "unlock-service-operation",
+            ("unlock_mode_operation",),
+            ("partner_provision",),
+            id="§5(1)②-unlock-facts",
+        ),
+        pytest.param(
+            EventType.UNLOCK_MODE,
+            "partner:parcel-unlock",
+            Part.IMAGE,
+            "unlock-service-images",
+            ("unlock_mode_image",),
+            ("unlock_service_security", "unlock_visitor_confirmation"),
+            id="§3(4)-unlock-image",
         ),
         pytest.param(
             EventType.SECURITY,
             "group",
+            Part.EVENT,
             "group-joint-use",
             ("security_arming",),
             ("improvement", "marketing", "support"),
@@ -240,6 +271,7 @@ def test_item1_a_policy_without_rules_forwards_nothing(
 def test_item2_messages_carry_purposes_categories_version_and_rule(
     event_type: EventType,
     destination: str,
+    part: Part,
     rule_id: str,
     categories: tuple[str, ...],
     purposes: tuple[str, ...],
@@ -247,13 +279,17 @@ def test_item2_messages_carry_purposes_categories_version_and_rule(
     partners: PartnerRegistry,
 ) -> None:
     decision = run(make_event(event_type, image=True), consent(policy), policy, partners)
-    message = decision.outcome(destination).forwarded_message(decision, NOW)
+    outcome = decision.outcome(destination)
+    (copy,) = [c for c in outcome.copies if c.part is part]
+    message = outcome.forwarded_message(decision, NOW, copy)
     assert message.rule_id == rule_id
     assert message.categories == categories
     assert message.purposes == purposes
     assert message.policy_version == "2026-04-01"
     assert message.decision_id == DECISION_ID
+    assert message.event_id == decision.event_id  # ties the image to its event
     assert message.clause.startswith("§")
+    assert ("image" in message.event) is (part is Part.IMAGE)
     props = user_properties(message)
     assert [v for k, v in props if k == "purpose"] == list(purposes)
     assert ("rule_id", rule_id) in props
@@ -263,7 +299,9 @@ def test_item2_messages_carry_purposes_categories_version_and_rule(
 
 
 def _image_of(outcome: Outcome) -> Any:
-    return None if outcome.payload is None else outcome.payload.get("image")
+    """The image a destination gets: only ever in its image copy."""
+    image = outcome.image_copy
+    return None if image is None or image.payload is None else image.payload.get("image")
 
 
 @pytest.mark.parametrize(
@@ -295,8 +333,17 @@ def test_item3_images_only_where_the_policy_allows(
     outcome = run(event, consent(policy), policy, partners).outcome(destination)
     assert outcome.forwarded, outcome.detail
     assert (_image_of(outcome) is not None) is gets_image
-    assert ("image" in outcome.fields) is gets_image
-    assert any(c.endswith("_image") for c in outcome.categories) is gets_image
+    # The event's facts never carry the image nor its category (item 2): it travels in a
+    # copy of its own, whose fields and categories say so.
+    assert outcome.payload is not None and "image" not in outcome.payload
+    assert "image" not in outcome.fields
+    assert not any(c.endswith("_image") for c in outcome.categories)
+    image = outcome.image_copy
+    assert (image is not None) is gets_image
+    if image is not None:
+        assert "image" in image.fields
+        assert all(c.endswith("_image") for c in image.categories)
+        assert image.topic == f"{outcome.topic}/image"
 
 
 def test_item3_partner_gets_an_image_only_if_it_declared_the_field(policy: Policy) -> None:
@@ -312,6 +359,7 @@ def test_item3_partner_gets_an_image_only_if_it_declared_the_field(policy: Polic
     )
     assert outcome.forwarded
     assert _image_of(outcome) is None
+    assert outcome.image_copy is None
     assert outcome.categories == ("mobile_security_event",)
 
 
@@ -730,7 +778,9 @@ def test_no_event_reaches_a_partner_the_dwelling_does_not_use(
             assert declared is not None
             assert outcome.payload is not None
             allowed = {*BASE_FIELDS, *(f.split(".")[0] for f in declared)}
-            assert set(outcome.payload) <= allowed
+            for copy in outcome.copies:
+                assert copy.payload is not None
+                assert set(copy.payload) <= allowed
 
 
 @_PROPERTY
@@ -755,9 +805,11 @@ def test_no_image_reaches_analytics_statistics_or_group(
             DestinationKind.STATISTICS,
             DestinationKind.GROUP,
         }:
-            assert "image" not in (outcome.payload or {})
-            assert not any(c.endswith("_image") for c in outcome.categories)
-            assert IMAGE.sha256 not in _flat_strings(outcome.payload or {})
+            for copy in outcome.copies:
+                assert copy.part is Part.EVENT
+                assert "image" not in (copy.payload or {})
+                assert not any(c.endswith("_image") for c in copy.categories)
+                assert IMAGE.sha256 not in _flat_strings(copy.payload or {})
 
 
 @_PROPERTY
@@ -799,9 +851,11 @@ def test_every_forwarded_outcome_has_a_purpose_and_a_rule(
     state = scenario[1]
     rule_ids = {r.id for r in _POLICY_FOR_STRATEGIES.rules}
     for outcome in _decide(scenario).forwarded:
-        assert outcome.purposes
-        assert not set(outcome.purposes) & set(state.opted_out)
-        assert outcome.rule_id is not None
-        assert set(outcome.rule_id.split("+")) <= rule_ids
-        assert outcome.topic is not None
+        assert outcome.copies
+        for copy in outcome.copies:
+            assert copy.purposes
+            assert not set(copy.purposes) & set(state.opted_out)
+            assert copy.rule_id in rule_ids  # one rule: never several joined
+            assert copy.topic is not None
+            assert copy.clause
         assert outcome.clause

@@ -15,7 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import Decision, Envelopes, decide, user_properties
+from intercom_gateway.decision import (
+    Copy,
+    Decision,
+    Envelopes,
+    Outcome,
+    Part,
+    decide,
+    user_properties,
+)
 from intercom_gateway.models import Event, Forwarded
 from intercom_gateway.policy import DestinationKind, PartnerRegistry, Policy
 
@@ -35,42 +43,56 @@ _MOMENTS = st.datetimes(
 ) | st.just(datetime(2026, 4, 2, 9, 30, tzinfo=timezone(timedelta(hours=9))))
 
 
-def _slow(decision: Decision, now: datetime) -> dict[str, tuple[Forwarded, list[tuple[str, str]]]]:
-    """Per destination: the envelope model and the properties, the obvious way."""
+_Slow = dict[tuple[str, Part], tuple[Forwarded, list[tuple[str, str]]]]
+
+
+def _slow(decision: Decision, now: datetime) -> _Slow:
+    """Per destination and part: the envelope model and the properties, the obvious way."""
     copies = {}
     for outcome in decision.outcomes:
-        if not outcome.forwarded or outcome.payload is None:
+        if not outcome.forwarded:
             continue
-        message = outcome.forwarded_message(decision, now)
-        properties = user_properties(message)
-        if message.event_id is not None:
-            properties.append(("event_id", str(message.event_id)))
-        copies[outcome.destination] = (message, properties)
+        for copy in outcome.copies:
+            if copy.payload is None:
+                continue
+            message = outcome.forwarded_message(decision, now, copy)
+            properties = user_properties(message)
+            if message.event_id is not None:
+                properties.append(("event_id", str(message.event_id)))
+            copies[outcome.destination, copy.part] = (message, properties)
     return copies
 
 
 def _assert_same(decision: Decision, now: datetime) -> int:
-    for outcome in decision.outcomes:  # a field now, no longer derived on each read
-        assert outcome.rule_id == ("+".join(g.rule_id for g in outcome.grants) or None)
+    for outcome in decision.outcomes:  # the event copy's rule: one rule, never joined
+        assert outcome.rule_id == (outcome.copies[0].rule_id if outcome.copies else None)
     slow = _slow(decision, now)
     envelopes = Envelopes(decision, now)
     for outcome in decision.outcomes:
-        if outcome.destination not in slow:
-            continue
-        payload, properties = envelopes.encode(outcome)
-        fast = Forwarded.model_validate_json(payload)  # valid per the model (strict)
-        message, expected = slow[outcome.destination]
-        if outcome.kind is DestinationKind.ANALYTICS:
-            # A fresh decision id per analytics copy, on both paths (§5(5)).
-            assert fast.decision_id not in {message.decision_id, decision.decision_id}
-            message = message.model_copy(update={"decision_id": fast.decision_id})
-            expected = [
-                (k, str(fast.decision_id) if k == "decision_id" else v) for k, v in expected
-            ]
-        assert fast == message
-        assert payload == message.model_dump_json().encode()
-        assert properties == expected
+        for copy in outcome.copies:
+            if (outcome.destination, copy.part) in slow:
+                _assert_copy_same(envelopes, outcome, copy, slow[outcome.destination, copy.part])
     return len(slow)
+
+
+def _assert_copy_same(
+    envelopes: Envelopes,
+    outcome: Outcome,
+    copy: Copy,
+    slow: tuple[Forwarded, list[tuple[str, str]]],
+) -> None:
+    payload, properties = envelopes.encode(outcome, copy)
+    fast = Forwarded.model_validate_json(payload)  # valid per the model (strict)
+    message, expected = slow
+    if outcome.kind is DestinationKind.ANALYTICS:
+        # A fresh decision id per analytics copy, on both paths (§5(5)).
+        assert fast.decision_id != message.decision_id
+        assert str(fast.decision_id) != envelopes.decision_id
+        message = message.model_copy(update={"decision_id": fast.decision_id})
+        expected = [(k, str(fast.decision_id) if k == "decision_id" else v) for k, v in expected]
+    assert fast == message
+    assert payload == message.model_dump_json().encode()
+    assert properties == expected
 
 
 def _decide(
@@ -118,5 +140,6 @@ def test_a_withheld_outcome_has_no_envelope(policy: Policy, partners: PartnerReg
     idle = [o for o in decision.outcomes if not o.forwarded or o.payload is None]
     assert idle
     for outcome in idle:
-        with pytest.raises(ValueError, match="nothing to publish"):
-            envelopes.encode(outcome)
+        for copy in outcome.copies or decision.outcome("cloud").copies:
+            with pytest.raises(ValueError, match="nothing to publish"):
+                envelopes.encode(outcome, copy)

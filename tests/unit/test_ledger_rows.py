@@ -9,6 +9,7 @@ from dataclasses import replace
 from hypothesis import given
 
 from intercom_gateway.consent import ConsentState
+from intercom_gateway.decision import Part
 from intercom_gateway.gateway import _LEDGER, _provision
 from intercom_gateway.models import Event
 from intercom_gateway.policy import PartnerRegistry
@@ -35,6 +36,7 @@ def _obvious(row: LedgerRow) -> tuple[object, ...]:
         row.rule_id,
         row.policy_version,
         row.decision_id,
+        row.part,
     )
 
 
@@ -49,13 +51,17 @@ def test_provision_rows_of_a_decision_are_stored_as_before(
     for outcome in decision.forwarded:
         if outcome.provision not in _LEDGER:
             continue
-        row = _provision(decision, outcome, NOW, *ids)
-        assert row.as_params() == _obvious(row)
-        assert row.as_params() == _obvious(row)  # now from the cache
-        assert (row.event_id, row.decision_id) == ids
-        assert (row.recipient, row.rule_id) == (outcome.destination, outcome.rule_id)
-        assert (row.items, row.purposes) == (outcome.fields, outcome.purposes)
-        assert row.image == ("image" in outcome.fields)
+        # One row per message: the event's facts and its image are separate provisions,
+        # each with its own items, purposes and single rule.
+        for copy in outcome.copies:
+            row = _provision(decision, outcome, copy, NOW, *ids)
+            assert row.as_params() == _obvious(row)
+            assert row.as_params() == _obvious(row)  # now from the cache
+            assert (row.event_id, row.decision_id) == ids
+            assert (row.recipient, row.rule_id) == (outcome.destination, copy.rule_id)
+            assert (row.items, row.purposes) == (copy.fields, copy.purposes)
+            assert row.image == ("image" in copy.fields) == (copy.part is Part.IMAGE)
+            assert row.part == copy.part.value
 
 
 def test_rows_with_other_lists_do_not_share_an_encoding() -> None:

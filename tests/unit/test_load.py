@@ -167,6 +167,10 @@ def test_entitlements_follow_the_policy(registry: Registry, entitlements: Entitl
         assert "statistics" not in wanted  # aggregated, never matched per event
         if event.type == "unlock_mode":
             assert not {"partner:concierge", "partner:elder-watch"} & set(wanted)  # §1(8)
+        # An image is a message of its own, awaited apart; never to group or analytics.
+        image = event.__dict__.get("image") is not None
+        assert ("cloud/image" in wanted) is (image and event.type in {"visitor", "return_home"})
+        assert not {"group/image", "analytics/image"} & set(wanted)
     kinds = {event.type for event in events}
     assert {"visitor", "return_home", "delivery_box", "unlock_mode"} <= kinds
 
@@ -232,3 +236,19 @@ def test_histogram_is_a_png_even_without_samples(tmp_path: Path) -> None:
     for name, latencies in [("some", {"cloud": [0.002, 0.003, 0.010]}), ("none", {})]:
         path = write_histogram(tmp_path / f"{name}.png", latencies)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_image_copy_is_counted_apart_not_as_a_duplicate() -> None:
+    t = Tracker(destination_filters(["concierge"]))
+    t.expect("e1", seq=0, at=0.0, destinations=["cloud", "cloud/image", "partner:concierge"])
+    assert t.destination_of("cloud/v1/b001/d0001/visitor") == "cloud"
+    image = t.destination_of("cloud/v1/b001/d0001/visitor/image")
+    assert image == "cloud/image"
+    assert t.destination_of("partners/concierge/v1/b001/d0001/visitor/image") == (
+        "partner:concierge/image"
+    )
+    t.arrived("cloud", "e1", at=1.0)
+    t.arrived(image, "e1", at=1.5)
+    assert not t.duplicates and t.outstanding == 1  # concierge's facts still awaited
+    t.arrived("partner:concierge/image", "e1", at=2.0)  # an image concierge is not owed
+    assert t.unexpected["partner:concierge/image"] == 1

@@ -148,16 +148,17 @@ def test_scenario_check_and_schema_commands(tmp_path: Path) -> None:
 
 
 def forwarded(**event: object) -> Message:
+    """A visitor's image as concierge gets it: a message of its own, one rule's purposes."""
     envelope = {
         "event_id": "e-1",
-        "purposes": ["partner_provision", "resident_confirmation"],
-        "rule_id": "partner-events+partner-images",
+        "purposes": ["resident_confirmation"],
+        "rule_id": "partner-images",
         "event": {"type": "visitor", "dwelling_id": "d0001", **event},
     }
     return Message(
-        "partners/concierge/v1/b001/d0001/visitor",
+        "partners/concierge/v1/b001/d0001/visitor/image",
         json.dumps(envelope).encode(),
-        user_properties=(("purpose", "partner_provision"), ("purpose", "resident_confirmation")),
+        user_properties=(("purpose", "resident_confirmation"),),
     )
 
 
@@ -191,5 +192,17 @@ def test_purposes_in_the_envelope_and_the_user_properties_must_agree() -> None:
     lying = Message(message.topic, message.payload, user_properties=(("purpose", "backup"),))
     observed = observe(lying, destination_filters(["concierge"]), at=0.0)
     assert observed is not None
-    [problem] = mismatches(observed, Match(purposes_include=["partner_provision"]), REFS)
+    [problem] = mismatches(observed, Match(purposes_include=["resident_confirmation"]), REFS)
     assert "differ from the user properties" in problem
+
+
+def test_a_destination_s_images_are_observed_as_that_destination() -> None:
+    filters = destination_filters(["concierge"])
+    for topic, destination in [
+        ("cloud/v1/b001/d0001/visitor", "cloud"),
+        ("cloud/v1/b001/d0001/visitor/image", "cloud"),
+        ("group/v1/b001/d0001/visitor/image", "group"),  # never sent: a scenario can say so
+        ("partners/concierge/v1/b001/d0001/visitor/image", "partner:concierge"),
+    ]:
+        observed = observe(Message(topic, b"{}"), filters, at=0.0)
+        assert observed is not None and observed.destination == destination

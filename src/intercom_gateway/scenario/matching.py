@@ -47,9 +47,11 @@ class Observed:
 
 def destination_filters(partner_ids: Iterable[str]) -> dict[str, str]:
     """The topic filter of every destination a scenario can name."""
+    # "#" in the event type's place: a destination's events and the images that go with
+    # them, each a message of its own one level below (topics.image).
     filters = {
-        "cloud": topics.cloud("+", "+", "+"),
-        "group": topics.group("+", "+", "+"),
+        "cloud": topics.cloud("+", "+", "#"),
+        "group": topics.group("+", "+", "#"),
         "analytics": topics.analytics("+"),
         "statistics": topics.statistics("+"),
         "rejected": topics.REJECTED_FILTER,
