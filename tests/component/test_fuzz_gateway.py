@@ -40,6 +40,7 @@ from intercom_gateway.bus import MemoryBroker, Message
 from intercom_gateway.decision import decide
 from intercom_gateway.gateway import Gateway
 from intercom_gateway.models import Rejection, RejectReason, parse_event
+from intercom_gateway.policy import DestinationKind
 from intercom_gateway.registry import dump_registry, generate_registry
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
@@ -381,5 +382,9 @@ def _entitled(world: World, data: dict[str, Any]) -> list[str]:
         now=NOW,
     )
     return sorted(
-        o.topic for o in decision.forwarded if o.topic is not None and o.payload is not None
+        copy.topic
+        for o in decision.forwarded
+        if o.kind is not DestinationKind.ANALYTICS  # held, released per window
+        for copy in o.copies
+        if copy.topic is not None and copy.payload is not None
     )
