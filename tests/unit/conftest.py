@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -9,6 +12,13 @@ import pytest
 from intercom_gateway.policy import PartnerRegistry, Policy, default_policy, sample_partners
 
 NOW = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)
+
+# Module-level caches of the core, by module: scripts/mutate empties them before each test.
+_CORE_CACHES = {
+    "intercom_gateway.decision": ("_CACHE", "_WITHHELD", "_STATICS"),
+    "intercom_gateway.policy": (),
+    "intercom_gateway.rejections": (),
+}
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +29,31 @@ def policy() -> Policy:
 @pytest.fixture(scope="session")
 def partners() -> PartnerRegistry:
     return sample_partners()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_core_caches() -> Iterator[None]:
+    """Under mutation testing only, start every test with the core's caches empty.
+
+    mutmut (scripts/mutate, docs/mutation.md) runs each mutant in a process forked from
+    one that already ran the tests unmutated: a route compiled and cached there would
+    answer for the mutant, and its map of which tests reach which function would credit
+    only the first test that compiled a route. mutmut sets MUTANT_UNDER_TEST in every
+    phase; a plain pytest run keeps its caches.
+    """
+    if "MUTANT_UNDER_TEST" in os.environ:
+        _clear_core_caches()
+    yield
+
+
+def _clear_core_caches() -> None:
+    for name, dicts in _CORE_CACHES.items():
+        module = importlib.import_module(name)
+        for attribute in dicts:
+            cache = getattr(module, attribute, None)  # gone once decision holds a Router
+            if isinstance(cache, dict):
+                cache.clear()
+        for value in vars(module).values():
+            cache_clear = getattr(value, "cache_clear", None)  # functools.cache, lru_cache
+            if callable(cache_clear):
+                cache_clear()
