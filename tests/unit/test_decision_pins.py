@@ -1,0 +1,258 @@
+"""Pins of privacy behaviours that mutation testing found no test holding (issue 14).
+
+Each table below fails on a mutant of decision.py that survived every tier before
+(docs/mutation.md lists them). They read only ``decide``'s public result (outcomes,
+reasons, purposes, topics, payloads), so they hold whatever shape the routing takes
+inside.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from intercom_gateway import topics
+from intercom_gateway.consent import ConsentState
+from intercom_gateway.decision import Decision, Outcome, Reason, decide
+from intercom_gateway.models import EVENT_MODELS, Event, EventType
+from intercom_gateway.policy import PartnerRegistry, PartnerService, Policy
+from tests.factories import event
+
+from .conftest import NOW
+
+BUILDING, DWELLING = "b007", "d0703"
+SUPERSEDED = "2022-06-01"  # the packaged policy's `supersedes`
+NEXT = "2027-01-01"
+
+
+def _consent(policy: Policy, *, services: tuple[str, ...] = (), **fields: Any) -> ConsentState:
+    return ConsentState(
+        **{
+            "building_id": BUILDING,
+            "dwelling_id": DWELLING,
+            "registered": True,
+            "accepted_policy_version": policy.version,
+            "services_used": services,
+            **fields,
+        }
+    )
+
+
+def _decide(
+    happened: Event, state: ConsentState, policy: Policy, partners: PartnerRegistry
+) -> Decision:
+    return decide(
+        happened,
+        state,
+        policy=policy,
+        partners=partners,
+        gateway_id="gw-pins",
+        decision_id=uuid.uuid4(),
+        now=NOW,
+    )
+
+
+def _event(event_type: EventType, *, image: bool = False, dwelling: str = DWELLING) -> Event:
+    """An event of ``event_type`` from the factories, with its image only if asked."""
+    drop = {} if image or "image" not in EVENT_MODELS[event_type].model_fields else {"image": None}
+    return event(event_type.value, building=BUILDING, dwelling=dwelling, **drop)
+
+
+def _policy(base: Policy, **changes: Any) -> Policy:
+    """``base`` with top-level fields or rules' purposes (``rules={id: [...]}``) replaced."""
+    data = base.model_dump(mode="json")
+    for rule in data["rules"]:
+        rule["purposes"] = changes.get("rules", {}).get(rule["id"], rule["purposes"])
+    data.update({k: v for k, v in changes.items() if k != "rules"})
+    return Policy.model_validate(data)
+
+
+def _service(purposes: tuple[str, ...], **events: list[str]) -> PartnerService:
+    return PartnerService.model_validate(
+        {"id": "svc-pin", "name": "Pinned", "kind": "partner", "purposes": purposes}
+        | {"events": events}
+    )
+
+
+def _copies_to(decision: Decision, partner_id: str) -> list[Outcome]:
+    """Every forwarded outcome published under the partner's own topic tree."""
+    return [
+        o
+        for o in decision.forwarded
+        if o.topic is not None and topics.matches(topics.partner_filter(partner_id), o.topic)
+    ]
+
+
+# --- 1. §10: consent is consent to a known version -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accepted", "policy_changes", "passes"),
+    [
+        pytest.param("current", {}, True, id="current"),
+        pytest.param(SUPERSEDED, {}, True, id="superseded-without-reacceptance"),
+        pytest.param("1999-01-01", {}, False, id="unknown-version"),
+        pytest.param("2026-04-01-draft", {}, False, id="unknown-near-current"),
+        pytest.param(None, {}, False, id="none-accepted"),
+        pytest.param(
+            "2026-04-01",
+            {"version": NEXT, "supersedes": ["2026-04-01"], "requires_reacceptance": True},
+            False,
+            id="superseded-with-reacceptance",
+        ),
+        pytest.param(
+            NEXT,
+            {"version": NEXT, "supersedes": ["2026-04-01"], "requires_reacceptance": True},
+            True,
+            id="reaccepted",
+        ),
+    ],
+)
+def test_only_a_known_accepted_policy_version_lets_events_flow(
+    policy: Policy,
+    partners: PartnerRegistry,
+    accepted: str | None,
+    policy_changes: dict[str, Any],
+    passes: bool,
+) -> None:
+    in_force = _policy(policy, **policy_changes) if policy_changes else policy
+    version = in_force.version if accepted == "current" else accepted
+    state = _consent(in_force, accepted_policy_version=version)
+    decision = _decide(_event(EventType.ALARM), state, in_force, partners)
+    if passes:
+        assert decision.gate is None
+        assert decision.outcome("cloud").forwarded
+        return
+    assert decision.gate is not None
+    assert (decision.gate.reason, decision.gate.clause) == (Reason.POLICY_NOT_ACCEPTED, "§10")
+    assert decision.forwarded == ()
+    assert {o.reason for o in decision.outcomes} == {Reason.POLICY_NOT_ACCEPTED}
+    assert decision.messages(NOW) == []
+
+
+# --- 2. A partner copy carries only purposes both the rule and the partner name ------
+
+
+@pytest.mark.parametrize(
+    ("rule_purposes", "declared", "expected"),
+    [
+        pytest.param(None, ("partner_provision",), ("partner_provision",), id="same"),
+        pytest.param(
+            ["partner_provision", "marketing"],
+            ("partner_provision",),
+            ("partner_provision",),
+            id="rule-wider-than-partner",
+        ),
+        pytest.param(
+            ["partner_provision", "marketing"],
+            ("marketing", "partner_provision", "resident_confirmation"),
+            ("marketing", "partner_provision"),
+            id="partner-wider-than-rule",
+        ),
+        pytest.param(None, ("resident_confirmation",), None, id="no-common-purpose"),
+        pytest.param(["partner_provision", "marketing"], ("support",), None, id="disjoint"),
+    ],
+)
+def test_partner_copies_carry_only_purposes_the_partner_declared(
+    policy: Policy,
+    rule_purposes: list[str] | None,
+    declared: tuple[str, ...],
+    expected: tuple[str, ...] | None,
+) -> None:
+    in_force = _policy(policy, rules={"partner-events": rule_purposes}) if rule_purposes else policy
+    service = _service(declared, alarm=["kind", "severity"])
+    registry = PartnerRegistry(services=(service,))
+    state = _consent(in_force, services=(service.id,))
+    decision = _decide(_event(EventType.ALARM), state, in_force, registry)
+    outcome = decision.outcome(f"partner:{service.id}")
+    if expected is None:
+        rule_clause = next(r.clause for r in in_force.rules if r.id == "partner-events")
+        assert not outcome.forwarded
+        assert (outcome.reason, outcome.clause) == (Reason.NO_COMMON_PURPOSE, rule_clause)
+        assert _copies_to(decision, service.id) == []
+        return
+    assert outcome.forwarded
+    assert outcome.purposes == expected
+    assert all(set(o.purposes) <= set(declared) for o in _copies_to(decision, service.id))
+
+
+# --- 4. A partner's topic names the dwelling the event is about ----------------------
+
+_TOPIC = {
+    "cloud": "cloud/v1/{b}/{d}/{t}",
+    "group": "group/v1/{b}/{d}/{t}",
+    "partner:concierge": "partners/concierge/v1/{b}/{d}/{t}",
+    "partner:elder-watch": "partners/elder-watch/v1/{b}/{d}/{t}",
+    "partner:parcel-unlock": "partners/parcel-unlock/v1/{b}/{d}/{t}",
+    "analytics": "analytics/v1/{t}",
+    "statistics": "statistics/v1/{b}",
+}
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+@pytest.mark.parametrize("dwelling", ["d0703", "d0102"])
+def test_every_copy_goes_to_the_topic_of_its_destination_and_dwelling(
+    policy: Policy, partners: PartnerRegistry, event_type: EventType, dwelling: str
+) -> None:
+    services = tuple(s.id for s in partners.services)
+    state = _consent(policy, services=services, dwelling_id=dwelling)
+    decision = _decide(_event(event_type, dwelling=dwelling), state, policy, partners)
+    published = {o.destination: o.topic for o in decision.forwarded}
+    expected = {
+        name: _TOPIC[name].format(b=BUILDING, d=dwelling, t=event_type.value) for name in published
+    }
+    assert "cloud" in published
+    assert published == expected
+
+
+# --- 5. No image travels to a destination that shares none of the image rule's purposes
+
+
+@pytest.mark.parametrize(
+    ("declared", "fields", "gets_image"),
+    [
+        pytest.param(
+            ("partner_provision", "resident_confirmation"), ["origin", "image"], True, id="asked"
+        ),
+        pytest.param(("partner_provision",), ["origin", "image"], False, id="no-image-purpose"),
+        pytest.param(
+            ("partner_provision", "resident_confirmation"), ["origin"], False, id="not-declared"
+        ),
+    ],
+)
+def test_an_image_goes_only_where_an_image_purpose_is_shared(
+    policy: Policy, declared: tuple[str, ...], fields: list[str], gets_image: bool
+) -> None:
+    service = _service(declared, visitor=fields)
+    registry = PartnerRegistry(services=(service,))
+    state = _consent(policy, services=(service.id,))
+    decision = _decide(_event(EventType.VISITOR, image=True), state, policy, registry)
+    copies = _copies_to(decision, service.id)
+    assert copies, "the event itself still goes to the partner"
+    with_image = [o for o in copies if "image" in (o.payload or {})]
+    assert bool(with_image) is gets_image
+    for copy in with_image:
+        assert "image" in copy.fields
+        assert "visitor_image" in copy.categories
+        assert "resident_confirmation" in copy.purposes
+    for copy in copies:
+        if copy not in with_image:
+            assert "image" not in copy.fields
+            assert "visitor_image" not in copy.categories
+            assert "resident_confirmation" not in copy.purposes
+
+
+@pytest.mark.parametrize("opted_out", [(), ("marketing", "profiling")])
+def test_an_image_never_rides_on_a_copy_without_an_image_purpose(
+    policy: Policy, partners: PartnerRegistry, opted_out: tuple[str, ...]
+) -> None:
+    """Across the sample destinations: where the image goes, an image purpose goes too."""
+    image_purposes = {k for k, p in policy.purposes.items() if p.images}
+    state = _consent(policy, services=tuple(s.id for s in partners.services), opted_out=opted_out)
+    for event_type in EventType:
+        decision = _decide(_event(event_type, image=True), state, policy, partners)
+        for copy in decision.forwarded:
+            if "image" in (copy.payload or {}):
+                assert image_purposes & set(copy.purposes), (event_type, copy.destination)
