@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import settings
 
 from intercom_gateway.policy import PartnerRegistry, Policy, default_policy, sample_partners
 
@@ -19,6 +20,25 @@ _CORE_CACHES = {
     "intercom_gateway.policy": (),
     "intercom_gateway.rejections": (),
 }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under mutation testing only, cap every property test's examples.
+
+    A surviving mutant runs every test that reaches its function; the property tests
+    (up to 700 examples) are nine tenths of that time. scripts/mutate sets the cap
+    (INTERCOM_MUTATION_EXAMPLES); a plain pytest run is untouched.
+    """
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    cap = int(os.environ.get("INTERCOM_MUTATION_EXAMPLES", "25"))
+    for item in items:
+        test = getattr(item, "obj", None)
+        # Where @settings(...) leaves them; the explicit settings beat any profile.
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if isinstance(current, settings) and current.max_examples > cap:
+            capped = settings(current, max_examples=cap)
+            test._hypothesis_internal_use_settings = capped  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="session")
