@@ -124,6 +124,8 @@ def test_only_a_known_accepted_policy_version_lets_events_flow(
     if passes:
         assert decision.gate is None
         assert decision.outcome("cloud").forwarded
+        cloud_topic = f"cloud/v1/{BUILDING}/{DWELLING}/alarm"
+        assert cloud_topic in [topic for topic, _ in decision.messages(NOW)]
         return
     assert decision.gate is not None
     assert (decision.gate.reason, decision.gate.clause) == (Reason.POLICY_NOT_ACCEPTED, "§10")
@@ -256,3 +258,33 @@ def test_an_image_never_rides_on_a_copy_without_an_image_purpose(
         for copy in decision.forwarded:
             if "image" in (copy.payload or {}):
                 assert image_purposes & set(copy.purposes), (event_type, copy.destination)
+
+
+# --- §8: an opt-out takes the purpose off every copy, and a copy left with none stays --
+
+
+@pytest.mark.parametrize(
+    ("opted_out", "group_purposes"),
+    [
+        pytest.param((), ("marketing",), id="none"),
+        pytest.param(("profiling",), ("marketing",), id="profiling"),
+        pytest.param(("marketing", "profiling"), None, id="every-purpose-of-the-group-rule"),
+    ],
+)
+def test_opted_out_purposes_leave_every_copy(
+    policy: Policy,
+    partners: PartnerRegistry,
+    opted_out: tuple[str, ...],
+    group_purposes: tuple[str, ...] | None,
+) -> None:
+    in_force = _policy(policy, rules={"group-joint-use": ["marketing"]})
+    state = _consent(in_force, opted_out=opted_out)
+    decision = _decide(_event(EventType.ALARM), state, in_force, partners)
+    assert all(not set(opted_out) & set(o.purposes) for o in decision.forwarded)
+    assert decision.outcome("cloud").forwarded
+    group = decision.outcome("group")
+    if group_purposes is None:
+        assert not group.forwarded
+        assert (group.reason, group.clause) == (Reason.PURPOSES_OPTED_OUT, "§8")
+    else:
+        assert group.purposes == group_purposes
