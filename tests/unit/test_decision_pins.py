@@ -288,3 +288,58 @@ def test_opted_out_purposes_leave_every_copy(
         assert (group.reason, group.clause) == (Reason.PURPOSES_OPTED_OUT, "§8")
     else:
         assert group.purposes == group_purposes
+
+
+# --- A partner's own gates, each with its clause ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("used", "stopped", "service_id", "reason", "clause"),
+    [
+        pytest.param(("parcel-unlock",), (), "parcel-unlock", None, None, id="its-own-unlock"),
+        pytest.param((), ("parcel-unlock",), "parcel-unlock", Reason.PROVISION_STOPPED, "§8",
+                     id="provision-stopped"),
+        pytest.param((), (), "parcel-unlock", Reason.SERVICE_NOT_USED, "§5(1)②", id="not-used"),
+        pytest.param(("parcel-unlock",), (), "other-unlock", Reason.OTHER_UNLOCK_SERVICE, "§3(4)",
+                     id="another-services-unlock"),
+    ],
+)  # fmt: skip
+def test_a_service_gets_an_unlock_only_when_used_and_its_own(
+    policy: Policy,
+    partners: PartnerRegistry,
+    used: tuple[str, ...],
+    stopped: tuple[str, ...],
+    service_id: str,
+    reason: Reason | None,
+    clause: str | None,
+) -> None:
+    state = _consent(policy, services=used, provision_stopped=stopped)
+    unlock = event("unlock_mode", building=BUILDING, dwelling=DWELLING, service_id=service_id)
+    outcome = _decide(unlock, state, policy, partners).outcome("partner:parcel-unlock")
+    assert outcome.forwarded is (reason is None)
+    assert (outcome.reason, outcome.clause if reason else None) == (reason, clause)
+
+
+# --- Payloads: exact time where identified, hour-coarse in analytics, nothing shared --
+
+
+def test_only_the_analytics_copy_is_coarsened_and_no_two_copies_share_an_object(
+    policy: Policy, partners: PartnerRegistry
+) -> None:
+    state = _consent(policy, services=tuple(s.id for s in partners.services))
+    alarm = _event(EventType.ALARM)
+    decision = _decide(alarm, state, policy, partners)
+    exact = alarm.occurred_at.isoformat().replace("+00:00", "Z")
+    hour = alarm.occurred_at.strftime("%Y-%m-%dT%H:00:00Z")
+    times = {o.destination: (o.payload or {}).get("occurred_at") for o in decision.forwarded}
+    assert times == {
+        "cloud": exact,
+        "group": exact,
+        "partner:elder-watch": exact,
+        "analytics": hour,
+        "statistics": None,  # counted, never forwarded per event
+    }
+    cloud, group = decision.outcome("cloud").payload, decision.outcome("group").payload
+    assert cloud is not None and group is not None
+    assert cloud["device"] == group["device"]
+    assert cloud["device"] is not group["device"]

@@ -118,6 +118,12 @@ def test_user_properties_up_to_the_limit_pass_and_one_more_is_refused() -> None:
             RejectReason.TOO_DEEP,
             id="depth-outside-strings",
         ),
+        pytest.param(
+            b"[" * DEEPEST + b"]" * DEEPEST + b"[]",  # more brackets than the limit, not deeper
+            b"[" * (DEEPEST + 1) + b"]" * (DEEPEST + 1),
+            RejectReason.TOO_DEEP,
+            id="depth-counted-exactly",
+        ),
     ],
 )
 def test_payload_size_and_nesting_at_their_limits(
