@@ -17,7 +17,13 @@ from intercom_gateway import topics
 from intercom_gateway.consent import ConsentState
 from intercom_gateway.decision import Decision, Outcome, Reason, decide
 from intercom_gateway.models import EVENT_MODELS, Event, EventType
-from intercom_gateway.policy import PartnerRegistry, PartnerService, Policy
+from intercom_gateway.policy import (
+    DestinationKind,
+    PartnerRegistry,
+    PartnerService,
+    Policy,
+    Provision,
+)
 from tests.factories import event
 
 from .conftest import NOW
@@ -343,3 +349,64 @@ def test_only_the_analytics_copy_is_coarsened_and_no_two_copies_share_an_object(
     assert cloud is not None and group is not None
     assert cloud["device"] == group["device"]
     assert cloud["device"] is not group["device"]
+
+
+# --- The decision's own record, and the clauses of whole-event gates -----------------
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_a_decision_records_what_it_decided_about(
+    policy: Policy, partners: PartnerRegistry, image: bool
+) -> None:
+    state = _consent(policy, revision=9)
+    visitor = _event(EventType.VISITOR, image=image)
+    decision = _decide(visitor, state, policy, partners)
+    assert (decision.event_id, decision.event_type, decision.decided_at) == (
+        visitor.event_id, EventType.VISITOR, NOW,
+    )  # fmt: skip
+    assert (decision.building_id, decision.dwelling_id) == (BUILDING, DWELLING)
+    assert (decision.policy_version, decision.consent_revision) == (policy.version, 9)
+    with_image = ("mobile_security_event", "visitor_image")
+    assert decision.categories == (with_image if image else ("mobile_security_event",))
+
+
+def test_return_home_off_withholds_under_its_clause(
+    policy: Policy, partners: PartnerRegistry
+) -> None:
+    state = _consent(policy, return_home_enabled=False)
+    decision = _decide(_event(EventType.RETURN_HOME), state, policy, partners)
+    assert decision.gate is not None
+    assert (decision.gate.reason, decision.gate.clause) == (Reason.RETURN_HOME_OFF, "§7(1)②")
+    assert {(o.reason, o.clause) for o in decision.outcomes} == {(Reason.RETURN_HOME_OFF, "§7(1)②")}
+
+
+def test_a_withheld_outcome_keeps_its_destination_kind_provision_and_clause(
+    policy: Policy, partners: PartnerRegistry
+) -> None:
+    """The decision log and `explain` show who did not get the event, and why."""
+    decision = _decide(_event(EventType.ALARM), _consent(policy), policy, partners)
+    withheld = {o.destination: o for o in decision.outcomes if not o.forwarded}
+    contractor = withheld["contractor"]
+    assert (contractor.kind, contractor.provision) == (
+        DestinationKind.CONTRACTOR, policy.destinations[DestinationKind.CONTRACTOR].provision,
+    )  # fmt: skip
+    assert contractor.reason is Reason.NO_RULE
+    assert contractor.clause == policy.destinations[DestinationKind.CONTRACTOR].clause
+    concierge = withheld["partner:concierge"]  # not declared for alarms
+    assert (concierge.kind, concierge.provision) == (
+        DestinationKind.PARTNER, Provision.THIRD_PARTY,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_a_copy_names_the_clauses_of_exactly_its_rules(
+    policy: Policy, partners: PartnerRegistry, image: bool
+) -> None:
+    state = _consent(policy, services=tuple(s.id for s in partners.services))
+    clauses = {rule.id: rule.clause for rule in policy.rules}
+    for event_type in EventType:
+        decision = _decide(_event(event_type, image=image), state, policy, partners)
+        for copy in decision.forwarded:
+            assert copy.rule_id is not None and copy.clause is not None
+            rules = copy.rule_id.split("+")
+            assert copy.clause.split("; ") == [clauses[r] for r in rules], copy.destination
