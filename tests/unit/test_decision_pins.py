@@ -370,14 +370,29 @@ def test_a_decision_records_what_it_decided_about(
     assert decision.categories == (with_image if image else ("mobile_security_event",))
 
 
-def test_return_home_off_withholds_under_its_clause(
-    policy: Policy, partners: PartnerRegistry
+@pytest.mark.parametrize(
+    ("changes", "reason", "clause"),
+    [
+        pytest.param({"return_home_enabled": False}, Reason.RETURN_HOME_OFF, "§7(1)②",
+                     id="return-home-off"),
+        pytest.param({"registered": False}, Reason.NOT_REGISTERED, "§7(1)①", id="initialised"),
+        pytest.param({"dwelling_id": "d0799"}, Reason.CONSENT_MISMATCH, None,
+                     id="another-dwellings-consent"),
+    ],
+)  # fmt: skip
+def test_a_whole_event_gate_withholds_everything_under_its_clause(
+    policy: Policy,
+    partners: PartnerRegistry,
+    changes: dict[str, Any],
+    reason: Reason,
+    clause: str | None,
 ) -> None:
-    state = _consent(policy, return_home_enabled=False)
+    state = _consent(policy, **changes)
     decision = _decide(_event(EventType.RETURN_HOME), state, policy, partners)
     assert decision.gate is not None
-    assert (decision.gate.reason, decision.gate.clause) == (Reason.RETURN_HOME_OFF, "§7(1)②")
-    assert {(o.reason, o.clause) for o in decision.outcomes} == {(Reason.RETURN_HOME_OFF, "§7(1)②")}
+    assert (decision.gate.reason, decision.gate.clause) == (reason, clause)
+    outcomes = {(o.forwarded, o.reason, o.clause) for o in decision.outcomes}
+    assert outcomes == {(False, reason, clause)}
 
 
 def test_a_withheld_outcome_keeps_its_destination_kind_provision_and_clause(
