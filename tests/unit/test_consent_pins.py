@@ -142,3 +142,13 @@ def _apply(
         change=body,
     )
     return apply_change(state, change, policy=policy, partners=partners, now=NOW)
+
+
+def test_a_refused_opt_out_names_the_purposes_a_resident_may_opt_out_of(
+    policy: Policy, partners: PartnerRegistry
+) -> None:
+    result = _apply(_state(policy), PurposeOptOut(purpose="support", opted_out=True), policy,
+                    partners)  # fmt: skip
+    allowed = ", ".join(sorted(k for k, p in policy.purposes.items() if p.opt_out))
+    assert allowed == "direct_mail, marketing, profiling"
+    assert result.detail == f"purpose 'support' cannot be opted out of (only: {allowed})"
