@@ -231,11 +231,18 @@ def test_dwelling_panel_speaks_for_its_own_dwelling(event_type: str) -> None:
 
 @pytest.mark.parametrize(
     "age",
-    [timedelta(0), LIMITS.max_age - timedelta(seconds=1), -LIMITS.max_skew + timedelta(seconds=1)],
+    [
+        timedelta(0),
+        LIMITS.max_age - timedelta(seconds=1),
+        -LIMITS.max_skew + timedelta(seconds=1),
+        LIMITS.max_age,  # the window's edges are inside it
+        -LIMITS.max_skew,
+    ],
 )
 def test_timestamps_inside_the_window_pass(age: timedelta) -> None:
     data = A | {"occurred_at": (NOW - age).isoformat()}
-    check_event(topic_of(data), dumps(data), devices=DEVICES, limits=LIMITS, now=NOW)
+    accepted = check_event(topic_of(data), dumps(data), devices=DEVICES, limits=LIMITS, now=NOW)
+    assert (accepted.event_id, accepted.occurred_at) == (uuid.UUID(data["event_id"]), NOW - age)
 
 
 def test_own_settings_pass() -> None:

@@ -196,7 +196,11 @@ def test_partner_declaring_unlock_mode_is_refused_naming_file_and_partner(
 def test_unlock_service_may_declare_unlock_mode(tmp_path: Path) -> None:
     ok = _service(kind="unlock_service", events={"unlock_mode": ["result", "image"]})
     registry = load_partners(_write(tmp_path, "partners.yaml", {"services": [ok]}))
-    assert registry.get("watch") is not None
+    service = registry.get("watch")
+    assert service is not None
+    assert service.destination_kind is DestinationKind.UNLOCK_SERVICE
+    assert service.fields_for(EventType.UNLOCK_MODE) == ("result", "image")
+    assert service.fields_for(EventType.ALARM) is None
 
 
 @pytest.mark.parametrize(
