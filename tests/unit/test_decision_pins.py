@@ -237,19 +237,21 @@ def test_an_image_goes_only_where_an_image_purpose_is_shared(
     registry = PartnerRegistry(services=(service,))
     state = _consent(policy, services=(service.id,))
     decision = _decide(_event(EventType.VISITOR, image=True), state, policy, registry)
-    copies = _copies_to(decision, service.id)
-    assert copies, "the event itself still goes to the partner"
-    with_image = [o for o in copies if "image" in (o.payload or {})]
+    outcomes = _copies_to(decision, service.id)
+    assert outcomes, "the event itself still goes to the partner"
+    # Every message the partner gets: the event's facts, and its image in a copy of its own.
+    copies = [copy for o in outcomes for copy in o.copies]
+    with_image = [c for c in copies if "image" in (c.payload or {})]
     assert bool(with_image) is gets_image
     for copy in with_image:
-        assert "image" in copy.fields
-        assert "visitor_image" in copy.categories
-        assert "resident_confirmation" in copy.purposes
+        assert "image" in copy.tags.fields
+        assert "visitor_image" in copy.tags.categories
+        assert "resident_confirmation" in copy.tags.purposes
     for copy in copies:
         if copy not in with_image:
-            assert "image" not in copy.fields
-            assert "visitor_image" not in copy.categories
-            assert "resident_confirmation" not in copy.purposes
+            assert "image" not in copy.tags.fields
+            assert "visitor_image" not in copy.tags.categories
+            assert "resident_confirmation" not in copy.tags.purposes
 
 
 @pytest.mark.parametrize("opted_out", [(), ("marketing", "profiling")])
