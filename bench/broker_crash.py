@@ -39,11 +39,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from intercom_gateway import topics
-from intercom_gateway.broker import DEFAULT_CONFIG, FLEET, GATEWAY, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
+from intercom_gateway.broker.mosquitto import (
+    DEFAULT_CONFIG,
+    FLEET,
+    GATEWAY,
+    Mosquitto,
+    generate_credentials,
+)
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.errors import BusError
-from intercom_gateway.registry import generate_registry
 
 RESULTS = Path("bench/results")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import wire
-from intercom_gateway import topics
-from intercom_gateway.bus import BrokerAddress, Message, MqttBus
+from intercom_gateway.bus.mqtt import BrokerAddress, Message, MqttBus
+from intercom_gateway.core import topics
 
 _COUNTER = struct.Struct("<Q")
 _EVENT_ID = b'"event_id":"'

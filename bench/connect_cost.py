@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from intercom_gateway import broker as broker_module
-from intercom_gateway.broker import CLOUD, GATEWAY, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
+from intercom_gateway.broker import mosquitto as broker_module
+from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.errors import ConnectFailed
-from intercom_gateway.registry import generate_registry
 
 
 @contextlib.contextmanager

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.relay_bench import SERVICES, prepare
-from intercom_gateway.bus import MemoryBroker
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.bus.mqtt import MemoryBroker
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from intercom_gateway import topics
-from intercom_gateway.bus import MemoryBroker
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.models import utc_now
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.bus.mqtt import MemoryBroker
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import LedgerRow, Store
+from intercom_gateway.store.sqlite import LedgerRow, Store
 
 RESULTS = Path(__file__).parent / "results" / "ledger.json"
 SERVICES = ("concierge", "elder-watch", "parcel-unlock")

@@ -54,20 +54,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from simulators.panels import iter_events
-
 from bench.clients import SharedCounter
 from bench.stats import Delivery, cpu_per_10k, latency_summary, ratio, spread, steady_rate
-from intercom_gateway import topics
-from intercom_gateway.broker import CLOUD, FLEET, GATEWAY, OPERATOR, Mosquitto
-from intercom_gateway.bus import MqttBus
-from intercom_gateway.decision import decide
-from intercom_gateway.gateway import consent_from_registry
-from intercom_gateway.models import Event
-from intercom_gateway.policy import DestinationKind, load_partners, load_policy
-from intercom_gateway.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.broker.mosquitto import CLOUD, FLEET, GATEWAY, OPERATOR, Mosquitto
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.decision import decide
+from intercom_gateway.core.models import Event
+from intercom_gateway.core.policy import DestinationKind, load_partners, load_policy
+from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.gateway.service import consent_from_registry
+from intercom_gateway.qa.testing import start_broker
 from intercom_gateway.settings import Settings
-from intercom_gateway.testing import start_broker
+from intercom_gateway.simulators.panels import iter_events
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"

@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from intercom_gateway.store import DecisionRow, LedgerRow, Store
+from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, Store
 
 RECIPIENTS = (
     ("partner:concierge", "partner", True),

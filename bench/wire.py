@@ -6,7 +6,7 @@ set into a ``Properties`` object and does a few system calls per packet; this cl
 reads whatever the socket has in one call, parses only the fixed header, topic and
 payload, and writes a whole batch of packets (or PUBACKs) at once. It is not a general
 client: no TLS, no QoS 2, no reconnect, no keepalive, nothing but what is measured.
-Its packets are made by ``intercom_gateway.mqtt5``, the codec of the gateway's own
+Its packets are made by ``intercom_gateway.bus.mqtt5``, the codec of the gateway's own
 transport, which tests/unit/test_mqtt5.py checks against paho's.
 """
 
@@ -16,8 +16,8 @@ import asyncio
 import struct
 from collections.abc import Callable, Sequence
 
-from intercom_gateway import mqtt5
-from intercom_gateway.mqtt5 import CONNACK, PUBACK, PUBLISH, SUBACK
+from intercom_gateway.bus import mqtt5
+from intercom_gateway.bus.mqtt5 import CONNACK, PUBACK, PUBLISH, SUBACK
 
 _PACKET_ID = struct.Struct("!H")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.registry import Registry, generate_registry
+from intercom_gateway.core.registry import Registry, generate_registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE_SERVICES = ("concierge", "elder-watch", "parcel-unlock")

@@ -9,15 +9,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from intercom_gateway import topics
-from intercom_gateway.models import (
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import (
     DeviceRole,
     Event,
     SettingsChange,
     parse_event,
     utc_now,
 )
-from intercom_gateway.store import LedgerRow
+from intercom_gateway.store.sqlite import LedgerRow
 
 _seq = itertools.count(1)
 IMAGE = {

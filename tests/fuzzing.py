@@ -24,12 +24,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from simulators import bad_input
-from simulators.panels import iter_events
 
-from intercom_gateway import topics
-from intercom_gateway.models import EVENT_ADAPTER, EVENTS_BY_ROLE, EventType
-from intercom_gateway.registry import Registry
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import EVENT_ADAPTER, EVENTS_BY_ROLE, EventType
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.simulators import bad_input
+from intercom_gateway.simulators.panels import iter_events
 from tests.conftest import FIXTURES
 
 # --- budgets -------------------------------------------------------------------------------

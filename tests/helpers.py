@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from intercom_gateway.bus import Bus, Message
+from intercom_gateway.bus.mqtt import Bus, Message
 
 
 async def collect(bus: Bus, count: int, *, timeout: float = 10.0) -> list[Message]:

@@ -1,3 +1,3 @@
-from intercom_gateway.cli import main
+from intercom_gateway.cli.main import main
 
 main()

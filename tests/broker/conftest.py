@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from intercom_gateway.broker import Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
-from intercom_gateway.registry import Registry
+from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core.registry import Registry
 from tests.conftest import SAMPLE_SERVICES
 
 

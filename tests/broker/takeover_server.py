@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from intercom_gateway import mqtt5
+from intercom_gateway.bus import mqtt5
 
 SESSION_TAKEN_OVER = b"\xe0\x02\x8e\x00"  # DISCONNECT, reason 0x8E, no properties
 

@@ -1,9 +1,9 @@
 """End to end, nothing lost even when the broker crashes: panels resend until a receipt.
 
 Real Mosquitto with the project's ``mosquitto.conf``, the gateway as a real process,
-panels that follow the panel protocol (``simulators.outbox``: keep each event until the
-gateway's receipt names it, send it again, identical, after a timeout). The gateway is
-down while the panels queue a backlog, then Mosquitto is SIGKILLed at random points
+panels that follow the panel protocol (``intercom_gateway.simulators.outbox``: keep each
+event until the gateway's receipt names it, send it again, identical, after a timeout).
+The gateway is down while the panels queue a backlog, then Mosquitto is SIGKILLed at random points
 (one while the backlog is queued, more while the gateway drains it), so it loses what it
 accepted since its last save (docs/benchmarks.md, "Broker crashes"). Once every event
 has its receipt, every copy cloud, group and each partner are entitled to must have
@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simulators.outbox import Outbox, ResendPolicy, keep
 
-from intercom_gateway import topics
-from intercom_gateway.broker import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
+from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Event
+from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import BusError
-from intercom_gateway.models import Event
-from intercom_gateway.registry import dump_registry, generate_registry
-from intercom_gateway.store import Store
+from intercom_gateway.simulators.outbox import Outbox, ResendPolicy, keep
+from intercom_gateway.store.sqlite import Store
 from tests.broker.test_nothing_lost import (
     SERVICES,
     Recorder,

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.broker import CLOUD, GATEWAY, Credentials, Mosquitto
-from intercom_gateway.bus import Message, MqttBus, Will
-from intercom_gateway.bus_paho import PahoBus
+from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Credentials, Mosquitto
+from intercom_gateway.bus.mqtt import Message, MqttBus, Will
+from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from tests.helpers import collect
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.broker import Mosquitto
-from intercom_gateway.registry import Registry, dump_registry
+from intercom_gateway.broker.mosquitto import Mosquitto
+from intercom_gateway.core.registry import Registry, dump_registry
 from tests.factories import event_dict
 
 

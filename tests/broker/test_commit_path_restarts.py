@@ -30,14 +30,14 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.broker import ANALYTICS, FLEET, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
-from intercom_gateway.decision import decide
-from intercom_gateway.gateway import consent_from_registry
-from intercom_gateway.models import Event, utc_now
-from intercom_gateway.policy import DestinationKind, default_policy, sample_partners
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.broker.mosquitto import ANALYTICS, FLEET, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.decision import decide
+from intercom_gateway.core.models import Event, utc_now
+from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import consent_from_registry
 from tests.broker.test_nothing_lost import (
     SERVICES,
     Publisher,

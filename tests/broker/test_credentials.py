@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from intercom_gateway import topics
-from intercom_gateway.broker import (
+from intercom_gateway.broker.mosquitto import (
     GATEWAY,
     Mosquitto,
     generate_credentials,
     load_credentials,
     rotate_password,
 )
-from intercom_gateway.bus import BrokerAddress, MqttBus
-from intercom_gateway.cli_security import credentials as credentials_cli
+from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
+from intercom_gateway.cli.security import credentials as credentials_cli
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.errors import ConnectFailed, ConnectionLost
-from intercom_gateway.registry import generate_registry
 from tests.helpers import collect
 
 PARTNER = "concierge"

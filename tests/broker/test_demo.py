@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from intercom_gateway.demo import run_demo
-from intercom_gateway.models import EventType
+from intercom_gateway.core.models import EventType
+from intercom_gateway.qa.demo import run_demo
 
 
 async def test_the_demo_shows_every_kind_reaching_its_destinations(tmp_path: Path) -> None:

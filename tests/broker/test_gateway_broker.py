@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simulators.bad_input import all_samples
 
-from intercom_gateway import topics
-from intercom_gateway.broker import GATEWAY, OPERATOR, Mosquitto
-from intercom_gateway.bus import Message
-from intercom_gateway.models import EventType, RejectReason, utc_now
-from intercom_gateway.registry import Registry
-from intercom_gateway.testing import (
+from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto
+from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import EventType, RejectReason, utc_now
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.testing import (
     RunningGateway,
     collect_until_quiet,
     publish_as_fleet,
     running_gateway,
     sentinel_topic,
 )
+from intercom_gateway.simulators.bad_input import all_samples
 from tests.factories import event_dict, panel_message, settings_message
 from tests.helpers import collect
 

@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from intercom_gateway import topics
-from intercom_gateway.broker import (
+from intercom_gateway.broker.mosquitto import (
     CLOUD,
     DEFAULT_CONFIG,
     FLEET,
@@ -30,15 +29,16 @@ from intercom_gateway.broker import (
     Credentials,
     Mosquitto,
 )
-from intercom_gateway.broker_plugin import build_plugin
-from intercom_gateway.bus import BrokerAddress, MqttBus
-from intercom_gateway.bus_paho import PahoBus
-from intercom_gateway.cli_security import credentials
+from intercom_gateway.broker.plugin import build_plugin
+from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
+from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.cli.security import credentials
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import Registry
 from intercom_gateway.errors import BrokerError, ConnectFailed, ConnectionLost, SessionTakenOver
-from intercom_gateway.gateway import Gateway, run_gateway
-from intercom_gateway.registry import Registry
+from intercom_gateway.gateway.service import Gateway, run_gateway
+from intercom_gateway.qa.testing import publish_as_fleet, running_gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.testing import publish_as_fleet, running_gateway
 from tests.broker.takeover_server import TakeoverServer
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect
@@ -169,7 +169,7 @@ async def test_a_refused_id_does_not_disturb_the_session_it_names(broker: Mosqui
 def _mosquitto_version() -> tuple[int, ...]:
     import subprocess
 
-    from intercom_gateway.broker import find_binary
+    from intercom_gateway.broker.mosquitto import find_binary
 
     words = subprocess.run(
         [find_binary("mosquitto"), "-h"], capture_output=True, text=True, check=False

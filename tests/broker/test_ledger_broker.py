@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.broker import GATEWAY, OPERATOR, Mosquitto
-from intercom_gateway.bus import Message, MqttBus
-from intercom_gateway.registry import Registry
-from intercom_gateway.resident import mqtt_channel, open_desk
-from intercom_gateway.testing import (
+from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto
+from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.testing import (
     RunningGateway,
     collect_until_quiet,
     publish_as_fleet,
     running_gateway,
 )
+from intercom_gateway.resident.service import mqtt_channel, open_desk
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.broker import GATEWAY, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus, Will
-from intercom_gateway.registry import Registry, dump_registry
+from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus, Will
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import Registry, dump_registry
 from tests.conftest import SAMPLE_SERVICES
 
 
@@ -168,7 +168,7 @@ async def test_a_client_leaving_on_an_error_has_its_will_published(
     ready = asyncio.Event()
     follower = asyncio.create_task(status.follow(ready))
     await asyncio.wait_for(ready.wait(), 10)
-    from intercom_gateway.gateway import status_payload
+    from intercom_gateway.gateway.service import status_payload
 
     will = Will(topics.STATUS, status_payload(gateway_id, "offline"))
     address = own_broker.address(GATEWAY)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from intercom_gateway.load import LoadPlan, Progress, passed, run_load
-from intercom_gateway.policy import load_partners, load_policy
-from intercom_gateway.registry import generate_registry
+from intercom_gateway.core.policy import load_partners, load_policy
+from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.qa.load import LoadPlan, Progress, passed, run_load
 from intercom_gateway.settings import Settings
 
 

@@ -26,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simulators.panels import iter_events
 
-from intercom_gateway import topics
-from intercom_gateway.broker import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import decide
+from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.decision import decide
+from intercom_gateway.core.models import Event, utc_now
+from intercom_gateway.core.policy import default_policy, sample_partners
+from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
 from intercom_gateway.errors import BusError
-from intercom_gateway.gateway import consent_from_registry
-from intercom_gateway.models import Event, utc_now
-from intercom_gateway.policy import default_policy, sample_partners
-from intercom_gateway.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.gateway.service import consent_from_registry
+from intercom_gateway.simulators.panels import iter_events
 
 pytestmark = pytest.mark.slow
 
@@ -368,7 +368,7 @@ async def settle_and_check(
 
 async def _check_ledger(world: World, expected: dict[str, set[str]]) -> None:
     """The ledger counts each third-party provision exactly once."""
-    from intercom_gateway.store import Store
+    from intercom_gateway.store.sqlite import Store
 
     async with Store.open(world.workdir / "gateway.sqlite") as store:
         rows = await store.provisions()

@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simulators import bad_input
-from simulators.bad_input import Sample
 
-from intercom_gateway import topics
-from intercom_gateway.broker import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus import MqttBus
-from intercom_gateway.models import Event, RejectReason, utc_now
-from intercom_gateway.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Event, RejectReason, utc_now
+from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.simulators import bad_input
+from intercom_gateway.simulators.bad_input import Sample
 from tests.broker.test_nothing_lost import (
     SERVICES,
     Recorder,

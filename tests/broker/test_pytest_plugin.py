@@ -31,7 +31,7 @@ def test_the_readme_example_passes_in_auto_mode(pytester: pytest.Pytester) -> No
 STRICT = """
 import pytest
 
-from intercom_gateway.models import ReturnHomeNotification
+from intercom_gateway.core.models import ReturnHomeNotification
 
 
 @pytest.mark.asyncio

@@ -9,20 +9,19 @@ from textwrap import dedent
 
 from click.testing import CliRunner
 
-from intercom_gateway.broker import Mosquitto
-from intercom_gateway.cli import main
-from intercom_gateway.scenario.loader import LoadedScenario, load_scenarios, parse_scenario
-from intercom_gateway.scenario.report import junit_xml
-from intercom_gateway.scenario.runner import (
+from intercom_gateway.broker.mosquitto import Mosquitto
+from intercom_gateway.cli.main import main
+from intercom_gateway.cli.scenario import LIBRARY
+from intercom_gateway.qa.scenario.loader import LoadedScenario, load_scenarios, parse_scenario
+from intercom_gateway.qa.scenario.report import junit_xml
+from intercom_gateway.qa.scenario.runner import (
     External,
     ScenarioResult,
     SelfContained,
     run_scenarios,
 )
-from intercom_gateway.scenario.world import build_world
-from intercom_gateway.testing import running_gateway
-
-LIBRARY = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
+from intercom_gateway.qa.scenario.world import build_world
+from intercom_gateway.qa.testing import running_gateway
 
 # Each must fail: (scenario, words its failure must contain).
 WRONG = {

@@ -6,13 +6,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from simulators.fleet import run_fleet
 
-from intercom_gateway import topics
-from intercom_gateway.broker import FLEET, GATEWAY, Mosquitto, generate_credentials
-from intercom_gateway.bus import Message, MqttBus
-from intercom_gateway.models import Event, parse_event
-from intercom_gateway.registry import generate_registry
+from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, Mosquitto, generate_credentials
+from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Event, parse_event
+from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.simulators.fleet import run_fleet
 
 COUNT = 200
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from intercom_gateway import topics
-from intercom_gateway.broker import GATEWAY, Credentials, Mosquitto
-from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions
-from intercom_gateway.cli_security import tls
+from intercom_gateway.broker.mosquitto import GATEWAY, Credentials, Mosquitto
+from intercom_gateway.broker.tls import TlsFiles, generate_dev_pki
+from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus, TlsOptions
+from intercom_gateway.cli.security import tls
+from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectFailed
-from intercom_gateway.tls import TlsFiles, generate_dev_pki
 from tests.broker.conftest import client
 from tests.helpers import collect
 

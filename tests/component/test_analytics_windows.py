@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import ConnectionLost, PublishFailed
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect

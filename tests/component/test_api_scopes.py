@@ -22,14 +22,14 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from starlette.routing import BaseRoute, Route
 
-from intercom_gateway.api import create_app
-from intercom_gateway.cli import main
-from intercom_gateway.models import utc_now
-from intercom_gateway.policy import load_partners, load_policy
-from intercom_gateway.resident import StoreChannel
+from intercom_gateway.cli.main import main
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.core.policy import load_partners, load_policy
+from intercom_gateway.resident.api import create_app
+from intercom_gateway.resident.service import StoreChannel
+from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
-from intercom_gateway.tokens import TokenBook
+from intercom_gateway.store.sqlite import Store
 from tests.component.test_resident import _populate
 
 OPERATOR = "test-operator-token"

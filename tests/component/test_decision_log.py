@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.decision import Decision, decide
-from intercom_gateway.explain import explain_logged, render_logged
-from intercom_gateway.gateway import _decision_row, decision_outcomes
-from intercom_gateway.models import EventType
-from intercom_gateway.policy import default_policy, sample_partners
+from intercom_gateway.core.decision import Decision, decide
+from intercom_gateway.core.models import EventType
+from intercom_gateway.core.policy import default_policy, sample_partners
+from intercom_gateway.gateway.explain import explain_logged, render_logged
+from intercom_gateway.gateway.service import _decision_row, decision_outcomes
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.unit.conftest import NOW
 from tests.unit.test_decision import consent, make_event
 

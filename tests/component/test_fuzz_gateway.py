@@ -35,15 +35,16 @@ from hypothesis import event, given, target
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from intercom_gateway import mqtt5, topics
-from intercom_gateway.bus import MemoryBroker, Message
-from intercom_gateway.decision import decide
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.models import Rejection, RejectReason, parse_event
-from intercom_gateway.policy import DestinationKind
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.bus import mqtt5
+from intercom_gateway.bus.mqtt import MemoryBroker, Message
+from intercom_gateway.core import topics
+from intercom_gateway.core.decision import decide
+from intercom_gateway.core.models import Rejection, RejectReason, parse_event
+from intercom_gateway.core.policy import DestinationKind
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests import fuzzing
 from tests.conftest import FIXTURES, SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message

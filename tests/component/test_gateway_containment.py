@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import gateway as gateway_module
-from intercom_gateway import topics
-from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import PublishFailed
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.gateway import service as gateway_module
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 

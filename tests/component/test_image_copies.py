@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.bus import Message
-from intercom_gateway.explain import render_logged
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.models import Forwarded
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Forwarded
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.core.tags import IMAGE_COPY_FIELDS
+from intercom_gateway.gateway.explain import render_logged
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.tags import IMAGE_COPY_FIELDS
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect

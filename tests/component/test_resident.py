@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from intercom_gateway import topics
-from intercom_gateway.bus import MemoryBroker, Message
-from intercom_gateway.cli import main
-from intercom_gateway.gateway import Gateway
-from intercom_gateway.models import utc_now
-from intercom_gateway.registry import dump_registry, generate_registry
-from intercom_gateway.resident import CSV_COLUMNS
+from intercom_gateway.bus.mqtt import MemoryBroker, Message
+from intercom_gateway.cli.main import main
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.service import Gateway
+from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, ledger_row, panel_message
 

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from intercom_gateway.api import create_app
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.errors import ConfigError
-from intercom_gateway.models import utc_now
-from intercom_gateway.policy import load_partners, load_policy
-from intercom_gateway.resident import CSV_COLUMNS, StoreChannel
+from intercom_gateway.resident.api import create_app
+from intercom_gateway.resident.service import CSV_COLUMNS, StoreChannel
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.component.test_resident import _populate
 
 TOKEN = "test-operator-token"

@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from intercom_gateway.store import DecisionRow, Store, outcome_set_id
+from intercom_gateway.store.sqlite import DecisionRow, Store, outcome_set_id
 from tests.unit.conftest import NOW
 
 FORWARDED = json.dumps([{"destination": "cloud", "forwarded": True, "purposes": ["p1"]}])

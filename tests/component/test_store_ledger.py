@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import Store
 from tests.factories import ledger_row
 
 ROW = ledger_row()

@@ -15,11 +15,11 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from intercom_gateway.cli import main
-from intercom_gateway.models import utc_now
+from intercom_gateway.cli.main import main
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.resident.tokens import TOKEN_PATTERN, TokenBook, TokenRefused, UnknownToken
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
-from intercom_gateway.tokens import TOKEN_PATTERN, TokenBook, TokenRefused, UnknownToken
+from intercom_gateway.store.sqlite import Store
 from tests.component.test_resident import _populate
 
 # Broker options shared with every command that connects (main's own have no help yet).

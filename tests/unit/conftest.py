@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import settings
 
-from intercom_gateway.policy import PartnerRegistry, Policy, default_policy, sample_partners
+from intercom_gateway.core.policy import PartnerRegistry, Policy, default_policy, sample_partners
 
 NOW = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)
 
 # Module-level caches of the core, by module: scripts/mutate empties them before each test.
 _CORE_CACHES = {
-    "intercom_gateway.decision": ("_CACHE", "_WITHHELD", "_STATICS"),
-    "intercom_gateway.policy": (),
-    "intercom_gateway.rejections": (),
+    "intercom_gateway.core.decision": ("_CACHE", "_WITHHELD", "_STATICS"),
+    "intercom_gateway.core.policy": (),
+    "intercom_gateway.core.rejections": (),
 }
 
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from intercom_gateway.analytics import AnalyticsWindows, Draft, coarse_occurred_at, floor_to
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import decide, user_properties
-from intercom_gateway.models import Forwarded
-from intercom_gateway.policy import PartnerRegistry, Policy
+from intercom_gateway.core.analytics import AnalyticsWindows, Draft, coarse_occurred_at, floor_to
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.decision import decide, user_properties
+from intercom_gateway.core.models import Forwarded
+from intercom_gateway.core.policy import PartnerRegistry, Policy
 from tests.factories import event
 
 T0 = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from intercom_gateway import asyncapi
-from intercom_gateway.models import RejectReason
-from intercom_gateway.policy import load_partners, load_policy
+from intercom_gateway.contract import asyncapi
+from intercom_gateway.core.models import RejectReason
+from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.broker import DEFAULT_CONFIG, Credentials, render_config
+from intercom_gateway.broker.mosquitto import DEFAULT_CONFIG, Credentials, render_config
 from intercom_gateway.errors import ConfigError
 
 

@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from intercom_gateway.cli_security import credentials, tls
-from intercom_gateway.policy import data_path
-from intercom_gateway.registry import dump_registry, generate_registry
+from intercom_gateway.cli.security import credentials, tls
+from intercom_gateway.core.policy import data_path
+from intercom_gateway.core.registry import dump_registry, generate_registry
 
 PARTNERS = data_path("partners.sample.yaml")
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from intercom_gateway.consent import ChangeResult, ConsentState, apply_change
-from intercom_gateway.models import (
+from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
+from intercom_gateway.core.models import (
     AcceptPolicy,
     Initialise,
     PurposeOptOut,
@@ -18,7 +18,7 @@ from intercom_gateway.models import (
     SettingsChange,
     SettingsChangeBody,
 )
-from intercom_gateway.policy import PartnerRegistry, Policy
+from intercom_gateway.core.policy import PartnerRegistry, Policy
 
 from .conftest import NOW
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.consent import ChangeResult, ConsentState, apply_change
-from intercom_gateway.decision import Reason, decide
-from intercom_gateway.models import AcceptPolicy, Register, SettingsChange
-from intercom_gateway.policy import PartnerRegistry, Policy
+from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
+from intercom_gateway.core.decision import Reason, decide
+from intercom_gateway.core.models import AcceptPolicy, Register, SettingsChange
+from intercom_gateway.core.policy import PartnerRegistry, Policy
 from tests.factories import event
 
 from .conftest import NOW

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intercom_gateway.date_bounds import DateBoundError, check_bound, check_order, parse_bound
+from intercom_gateway.core.dates import DateBoundError, check_bound, check_order, parse_bound
 
 
 @pytest.mark.parametrize(

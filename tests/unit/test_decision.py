@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from intercom_gateway.consent import ConsentState, apply_change
-from intercom_gateway.decision import Decision, Outcome, Part, Reason, decide, user_properties
-from intercom_gateway.models import (
+from intercom_gateway.core.consent import ConsentState, apply_change
+from intercom_gateway.core.decision import Decision, Outcome, Part, Reason, decide, user_properties
+from intercom_gateway.core.models import (
     EVENT_MODELS,
     AlarmEvent,
     DeliveryBoxEvent,
@@ -30,7 +30,7 @@ from intercom_gateway.models import (
     UnlockModeEvent,
     VisitorEvent,
 )
-from intercom_gateway.policy import (
+from intercom_gateway.core.policy import (
     BASE_FIELDS,
     IDENTIFYING_FIELDS,
     DestinationKind,

@@ -6,10 +6,10 @@ import json
 
 from hypothesis import given
 
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.gateway import decision_outcomes, logged_outcomes
-from intercom_gateway.models import Event
-from intercom_gateway.policy import PartnerRegistry
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.models import Event
+from intercom_gateway.core.policy import PartnerRegistry
+from intercom_gateway.gateway.service import decision_outcomes, logged_outcomes
 
 from .test_decision import _POLICY_FOR_STRATEGIES, _PROPERTY, run, scenarios
 

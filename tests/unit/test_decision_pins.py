@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway import topics
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import Decision, Outcome, Reason, decide
-from intercom_gateway.models import EVENT_MODELS, Event, EventType
-from intercom_gateway.policy import (
+from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.decision import Decision, Outcome, Reason, decide
+from intercom_gateway.core.models import EVENT_MODELS, Event, EventType
+from intercom_gateway.core.policy import (
     DestinationKind,
     PartnerRegistry,
     PartnerService,

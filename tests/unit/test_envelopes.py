@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import (
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.decision import (
     Copy,
     Decision,
     Envelopes,
@@ -24,8 +24,8 @@ from intercom_gateway.decision import (
     decide,
     user_properties,
 )
-from intercom_gateway.models import Event, Forwarded
-from intercom_gateway.policy import DestinationKind, PartnerRegistry, Policy
+from intercom_gateway.core.models import Event, Forwarded
+from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
 
 from .conftest import NOW
 from .test_decision import (

@@ -23,8 +23,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intercom_gateway.ingress import InputRejected, check_event, check_settings
-from intercom_gateway.models import (
+from intercom_gateway.core.ingress import InputRejected, check_event, check_settings
+from intercom_gateway.core.models import (
     EVENTS_BY_ROLE,
     SETTINGS_ADAPTER,
     DeviceRole,
@@ -32,8 +32,8 @@ from intercom_gateway.models import (
     SettingsChange,
     parse_event,
 )
-from intercom_gateway.registry import Device
-from intercom_gateway.topics import PanelTopic, parse_panel_topic
+from intercom_gateway.core.registry import Device
+from intercom_gateway.core.topics import PanelTopic, parse_panel_topic
 from tests import fuzzing
 from tests.fuzzing import OFFSETS, budget, payload_depth
 from tests.unit.test_ingress import DEVICES, LIMITS, NOW, REGISTRY, event

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.health import verdict
+from intercom_gateway.core.health import verdict
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 ONLINE = {"gateway_id": "gw-1", "state": "online", "since": "2026-11-29T11:00:00Z"}

@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.ingress import DeviceIndex, InputRejected, Limits, check_event, check_settings
-from intercom_gateway.models import RejectReason
-from intercom_gateway.registry import generate_registry
-from intercom_gateway.topics import PanelTopic
+from intercom_gateway.core.ingress import (
+    DeviceIndex,
+    InputRejected,
+    Limits,
+    check_event,
+    check_settings,
+)
+from intercom_gateway.core.models import RejectReason
+from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.core.topics import PanelTopic
 from tests.factories import event_dict
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

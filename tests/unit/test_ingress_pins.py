@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from intercom_gateway.ingress import (
+from intercom_gateway.core.ingress import (
     InputRejected,
     Limits,
     check_properties,
@@ -17,8 +17,8 @@ from intercom_gateway.ingress import (
     check_topic,
     json_depth,
 )
-from intercom_gateway.models import RejectReason
-from intercom_gateway.topics import MAX_TOPIC_LENGTH, MAX_TOPIC_LEVELS, PanelTopic
+from intercom_gateway.core.models import RejectReason
+from intercom_gateway.core.topics import MAX_TOPIC_LENGTH, MAX_TOPIC_LEVELS, PanelTopic
 
 LIMITS = Limits()
 MOST, DEEPEST = LIMITS.max_bytes, LIMITS.max_depth

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simulators.panels import iter_events
 
-from intercom_gateway.bus import Message
-from intercom_gateway.load import (
+from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.core.policy import load_partners, load_policy
+from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.qa.load import (
     Entitlements,
     LatencySummary,
     LoadPlan,
@@ -25,9 +26,8 @@ from intercom_gateway.load import (
     percentile,
     write_histogram,
 )
-from intercom_gateway.policy import load_partners, load_policy
-from intercom_gateway.registry import Registry, generate_registry
 from intercom_gateway.settings import Settings
+from intercom_gateway.simulators.panels import iter_events
 
 SERVICES = ("concierge", "elder-watch", "parcel-unlock")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from intercom_gateway.models import (
+from intercom_gateway.core.models import (
     EVENTS_BY_ROLE,
     SETTINGS_ADAPTER,
     DeviceRole,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
-from intercom_gateway import mqtt5
+from intercom_gateway.bus import mqtt5
 
 # Text that MQTT allows in a UTF-8 string: no NUL, no surrogates (MQTT 5.0, 1.5.4).
 text = st.text(

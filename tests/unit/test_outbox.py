@@ -8,13 +8,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from simulators.fleet import run_fleet
-from simulators.outbox import Outbox, ResendPolicy, event_id_of
 
-from intercom_gateway import topics
-from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
-from intercom_gateway.models import Receipt, utc_now
-from intercom_gateway.registry import generate_registry
+from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Receipt, utc_now
+from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.simulators.fleet import run_fleet
+from intercom_gateway.simulators.outbox import Outbox, ResendPolicy, event_id_of
 
 START = datetime(2026, 4, 1, 9, tzinfo=UTC)
 

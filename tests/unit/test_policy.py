@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from intercom_gateway.errors import ConfigError
-from intercom_gateway.models import EventType
-from intercom_gateway.policy import (
+from intercom_gateway.core.models import EventType
+from intercom_gateway.core.policy import (
     DEFAULT_POLICY_FILE,
     DestinationKind,
     PartnerRegistry,
@@ -20,6 +19,7 @@ from intercom_gateway.policy import (
     load_partners,
     load_policy,
 )
+from intercom_gateway.errors import ConfigError
 
 
 def _policy_data() -> dict[str, Any]:

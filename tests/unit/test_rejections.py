@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from intercom_gateway import topics
-from intercom_gateway.ingress import DeviceIndex, InputRejected
-from intercom_gateway.models import RejectReason
-from intercom_gateway.registry import generate_registry
-from intercom_gateway.rejections import WITHHELD_DETAIL, Consent, RejectedInput, known_fields
+from intercom_gateway.core import topics
+from intercom_gateway.core.ingress import DeviceIndex, InputRejected
+from intercom_gateway.core.models import RejectReason
+from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.core.rejections import WITHHELD_DETAIL, Consent, RejectedInput, known_fields
 from tests.factories import event_dict, panel_message
 
 DEVICES = DeviceIndex.from_registry(generate_registry(buildings=1, dwellings=3))

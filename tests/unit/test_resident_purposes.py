@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.consent import ConsentState
-from intercom_gateway.decision import decide
-from intercom_gateway.models import EventType, utc_now
-from intercom_gateway.policy import DestinationKind, default_policy, sample_partners
-from intercom_gateway.resident import purposes_in_force
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.decision import decide
+from intercom_gateway.core.models import EventType, utc_now
+from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
+from intercom_gateway.resident.service import purposes_in_force
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event
 

@@ -9,20 +9,24 @@ from textwrap import dedent
 
 import pytest
 from click.testing import CliRunner
-from simulators.bad_input import GENERATORS
 
-from intercom_gateway.bus import Message
-from intercom_gateway.cli import main
+from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.cli.main import main
+from intercom_gateway.cli.scenario import LIBRARY
 from intercom_gateway.errors import ConfigError
-from intercom_gateway.scenario.loader import (
+from intercom_gateway.qa.scenario.loader import (
     ScenarioFileError,
     load_scenarios,
     parse_scenario,
 )
-from intercom_gateway.scenario.matching import Sent, destination_filters, mismatches, observe
-from intercom_gateway.scenario.model import BAD_INPUT_CLASSES, Match, SendStep, scenario_json_schema
-
-LIBRARY = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
+from intercom_gateway.qa.scenario.matching import Sent, destination_filters, mismatches, observe
+from intercom_gateway.qa.scenario.model import (
+    BAD_INPUT_CLASSES,
+    Match,
+    SendStep,
+    scenario_json_schema,
+)
+from intercom_gateway.simulators.bad_input import GENERATORS
 
 GOOD = """\
 name: good

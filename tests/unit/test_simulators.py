@@ -12,23 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
-from simulators import bad_input
-from simulators.fleet import FleetSummary, iter_events, run_fleet
-from simulators.images import fake_image_bytes, image_ref
-from simulators.rates import Rates
-from simulators.settings import (
-    accept_policy,
-    initialise,
-    purpose_opt_out,
-    register,
-    return_home_notification,
-    send_settings,
-    service_use,
-)
 
-from intercom_gateway import ingress, topics
-from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
-from intercom_gateway.models import (
+from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core import ingress, topics
+from intercom_gateway.core.models import (
     SETTINGS_ADAPTER,
     DeliveryBoxEvent,
     DeviceRole,
@@ -39,7 +26,20 @@ from intercom_gateway.models import (
     VisitorEvent,
     parse_event,
 )
-from intercom_gateway.registry import Registry, generate_registry
+from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.simulators import bad_input
+from intercom_gateway.simulators.fleet import FleetSummary, iter_events, run_fleet
+from intercom_gateway.simulators.images import fake_image_bytes, image_ref
+from intercom_gateway.simulators.rates import Rates
+from intercom_gateway.simulators.settings import (
+    accept_policy,
+    initialise,
+    purpose_opt_out,
+    register,
+    return_home_notification,
+    send_settings,
+    service_use,
+)
 
 START = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intercom_gateway.models import EventType
-from intercom_gateway.policy import Policy
-from intercom_gateway.statistics import StatisticsAggregator, Window, aggregate_id
+from intercom_gateway.core.models import EventType
+from intercom_gateway.core.policy import Policy
+from intercom_gateway.core.statistics import StatisticsAggregator, Window, aggregate_id
 
 T0 = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
 

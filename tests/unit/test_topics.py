@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intercom_gateway import topics
+from intercom_gateway.core import topics
 
 LEVEL = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,15}\Z")
 

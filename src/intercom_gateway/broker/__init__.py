@@ -1,0 +1,1 @@
+"""Mosquitto for development and tests: configuration, accounts, ACL, TLS, plugin."""

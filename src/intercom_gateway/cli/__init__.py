@@ -1,0 +1,1 @@
+"""The intercom-gateway command line, grouped by who uses it."""

@@ -1,0 +1,236 @@
+"""``intercom-gateway load``: the load generator's command line, progress and summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
+from rich.table import Table
+
+from intercom_gateway.errors import GatewayError
+from intercom_gateway.settings import Settings
+
+
+@click.command()
+@click.option("--buildings", type=int, default=100, show_default=True, help="Fleet to generate.")
+@click.option("--dwellings", type=int, default=100, show_default=True, help="...per building.")
+@click.option(
+    "--services",
+    help="Comma-separated partner services every dwelling uses [default: all registered].",
+)
+@click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use this device registry instead (with --broker-port: the one the gateway runs).",
+)
+@click.option("--rate", type=float, help="Target events per second [default 200].")
+@click.option(
+    "--acceleration",
+    type=float,
+    help="Pace by simulated time instead: simulated seconds per real second (1: realistic).",
+)
+@click.option("--duration", type=float, help="Seconds of sending [default 10 unless --events].")
+@click.option("--events", type=int, help="Stop after this many events.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--publish-window",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Most QoS 1 publishes unacknowledged at once.",
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds to wait for the last arrivals after sending stopped; against a running"
+    " gateway, longer than its INTERCOM_ANALYTICS_WINDOW (analytics copies are released per"
+    " window; the self-contained gateway uses 1 s windows).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/load"),
+    show_default=True,
+    help="Folder for load-result.json and load-latency.png.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Self-contained: where broker, accounts and store go [default: a temporary folder].",
+)
+@click.option("--broker-host", help="With --broker-port: a running broker's host.")
+@click.option(
+    "--broker-port",
+    type=int,
+    help="Use a running broker and gateway (accounts from --secrets-dir) instead of starting both.",
+)
+@click.option("--secrets-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def load(ctx: click.Context, /, **options: Any) -> None:
+    """Drive a large simulated fleet through Mosquitto and the gateway and measure it.
+
+    Reports delivered, lost, duplicated and misdirected events per destination and
+    end-to-end latency percentiles, writes a JSON result and a latency histogram, and
+    exits 1 unless every entitled event arrived exactly once and nowhere else.
+    """
+    from intercom_gateway.qa.load import LoadPlan
+
+    settings: Settings = ctx.obj["settings"]
+    try:
+        plan = LoadPlan(
+            rate=options["rate"] or (None if options["acceleration"] else 200.0),
+            acceleration=options["acceleration"],
+            duration=options["duration"] or (None if options["events"] else 10.0),
+            events=options["events"],
+            seed=options["seed"],
+            publish_window=options["publish_window"],
+            settle=options["settle"],
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    console = Console(stderr=True)
+    try:
+        data = _execute(plan, settings, options, console)
+    except GatewayError as error:
+        raise click.ClickException(str(error)) from error
+    out = Console() if Console().is_terminal else Console(width=120)
+    out.print(summary_table(data))
+    from intercom_gateway.qa.load import passed
+
+    console.print(f"result: {data['files']['json']}  histogram: {data['files']['histogram']}")
+    sys.exit(0 if passed(data) else 1)
+
+
+def _execute(
+    plan: Any, settings: Settings, options: dict[str, Any], console: Console
+) -> dict[str, Any]:
+    from intercom_gateway.broker.mosquitto import load_credentials
+    from intercom_gateway.core.policy import load_partners, load_policy
+    from intercom_gateway.qa.load import External, run_load
+
+    policy = load_policy(settings.policy_path)
+    partners = load_partners(settings.partners_path, policy=policy)
+    registry = _registry(options, [s.id for s in partners.services])
+    external = None
+    if options["broker_port"] is not None:
+        credentials = load_credentials(options["secrets_dir"] or settings.secrets_dir)
+        host = options["broker_host"] or settings.broker_host
+        external = External(credentials, host, options["broker_port"])
+    dwellings = sum(1 for _ in registry.dwellings())
+    console.print(f"fleet: {len(registry.buildings)} buildings, {dwellings} dwellings")
+    with _workdir(options["workdir"]) as workdir, _progress(console) as show:
+        return asyncio.run(
+            run_load(
+                plan,
+                registry=registry,
+                policy=policy,
+                partners=partners,
+                out_dir=options["out"],
+                workdir=workdir,
+                external=external,
+                progress=show,
+            )
+        )
+
+
+def _registry(options: dict[str, Any], partner_ids: list[str]) -> Any:
+    from intercom_gateway.core.registry import generate_registry, load_registry
+
+    if options["registry_path"] is not None:
+        return load_registry(options["registry_path"])
+    services = options["services"]
+    chosen = tuple(s for s in services.split(",") if s) if services is not None else partner_ids
+    unknown = set(chosen) - set(partner_ids)
+    if unknown:
+        raise click.UsageError(f"unknown services: {', '.join(sorted(unknown))}")
+    return generate_registry(
+        buildings=options["buildings"], dwellings=options["dwellings"], services=tuple(chosen)
+    )
+
+
+@contextlib.contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="intercom-load-") as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def _progress(console: Console) -> Iterator[Callable[[Any], None]]:
+    """A live bar on a terminal; nothing otherwise (the summary says it all)."""
+    bar = Bar(
+        TextColumn("{task.fields[phase]:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("delivered {task.fields[delivered]}  awaited {task.fields[outstanding]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task("load", total=None, phase="starting", delivered=0, outstanding=0)
+
+    def show(snapshot: Any) -> None:
+        bar.update(
+            task,
+            completed=snapshot.sent,
+            total=snapshot.planned,
+            phase=snapshot.phase,
+            delivered=snapshot.delivered,
+            outstanding=snapshot.outstanding,
+        )
+
+    with bar:
+        yield show
+
+
+def summary_table(data: dict[str, Any]) -> Table:
+    rate = data["events_per_second"]
+    table = Table(
+        title=f"{data['sent']} events sent in {data['send_seconds']:.1f} s ({rate} events/s)"
+        f" to {data['fleet']['dwellings']} dwellings; lost {data['lost']},"
+        f" duplicates {data['duplicates']}, misdirected {data['unexpected']}",
+    )
+    for column in ("destination", "expected", "delivered", "lost", "dup", "p50 ms"):
+        table.add_column(column, justify="left" if column == "destination" else "right")
+    for column in ("p90 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    for name, row in data["destinations"].items():
+        lat = row["latency_ms"]
+        cells = [lat[k] for k in ("p50", "p90", "p99", "max")]
+        table.add_row(
+            name,
+            *(str(row[k]) for k in ("expected", "delivered", "lost", "duplicates")),
+            *("-" if c is None else f"{c:.1f}" for c in cells),
+        )
+    analytics = data["analytics"]
+    table.add_row("analytics (count)", str(analytics["expected"]), str(analytics["received"]))
+    notes = []
+    if not data["complete"]:
+        notes.append(
+            f"still awaited when the {data['plan']['settle']:.0f} s settle time ran out:"
+            " counted as lost (raise --settle, or lower --rate, to tell slow from lost)"
+        )
+    if data["behind_schedule_seconds"] > 1:
+        notes.append(
+            f"the generator fell {data['behind_schedule_seconds']:.1f} s behind its schedule:"
+            " this machine, not the gateway, limited the rate"
+        )
+    if data["rejected"]:
+        notes.append(f"rejected by the gateway: {data['rejected']}")
+    table.caption = "\n".join(notes) or None
+    return table

@@ -1,0 +1,241 @@
+"""``intercom-gateway token``: resident API tokens, one dwelling each (see ``tokens``).
+
+The secret of a token is printed once, when it is issued, and never stored; every issue
+and revoke is written to the audit trail with who did it (``cli:<user>``) and when.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from intercom_gateway.cli.resident import _run, _settings, db_option
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.errors import ConfigError, GatewayError
+from intercom_gateway.resident.tokens import TokenBook, TokenInfo, UnknownToken, token_id_of
+
+T = TypeVar("T")
+
+MAX_LABEL = 200
+MAX_EXPIRES_DAYS = 3_650  # ten years; a token is renewed by issuing a new one
+
+
+def _actor() -> str:
+    """Who is at the command line, for the audit trail."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return f"cli:uid-{os.getuid()}"
+
+
+def _with_book(
+    ctx: click.Context, db_path: Path | None, work: Callable[[Any, TokenBook], Awaitable[T]]
+) -> T:
+    from intercom_gateway.store.sqlite import Store
+
+    settings = _settings(ctx, db_path=db_path)
+    if not settings.db_path.exists():
+        raise click.ClickException(
+            str(ConfigError("no store here: has the gateway run?", path=str(settings.db_path)))
+        )
+
+    async def go() -> T:
+        async with Store.open(settings.db_path) as store:
+            return await work(store, await TokenBook.open(store.connection))
+
+    return _run(go)
+
+
+def _label(_: click.Context, __: click.Parameter, value: str) -> str:
+    if len(value) > MAX_LABEL or not value.isprintable():
+        raise click.BadParameter(f"one printable line of at most {MAX_LABEL} characters")
+    return value
+
+
+def _dwelling_pair(building: str | None, dwelling: str | None) -> tuple[str | None, str | None]:
+    if (building is None) != (dwelling is None):
+        raise click.UsageError("give both BUILDING and DWELLING, or neither")
+    return building, dwelling
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group()
+def token() -> None:
+    """Resident API tokens: each reaches one dwelling's routes of the HTTP API only.
+
+    Give one to a resident's app instead of the operator's INTERCOM_API_TOKEN. Every
+    issue and revoke is on record (`token audit`).
+    """
+
+
+@token.command("issue")
+@click.argument("building")
+@click.argument("dwelling")
+@click.option(
+    "--label",
+    default="",
+    callback=_label,
+    help="A note for operators: whose app it is for (shown by `token list`; not in the "
+    "resident's disclosure).",
+)
+@click.option(
+    "--expires-days",
+    type=click.IntRange(1, MAX_EXPIRES_DAYS),
+    default=365,
+    show_default=True,
+    help=f"Days until the token stops working (at most {MAX_EXPIRES_DAYS}).",
+)
+@json_option
+@db_option
+@click.pass_context
+def issue(
+    ctx: click.Context,
+    /,
+    building: str,
+    dwelling: str,
+    label: str,
+    expires_days: int,
+    as_json: bool,
+    db_path: Path | None,
+) -> None:
+    """Issue a token for BUILDING/DWELLING and print it, once: only its hash is kept."""
+
+    async def work(store: Any, book: TokenBook) -> Any:
+        if not await store.dwelling_known(building, dwelling):
+            raise GatewayError(f"unknown dwelling {building}/{dwelling}")
+        now = utc_now().replace(microsecond=0)
+        expires_at = now + timedelta(days=expires_days)
+        return await book.issue(
+            building, dwelling, label=label, expires_at=expires_at, actor=_actor(), now=now
+        )
+
+    issued = _with_book(ctx, db_path, work)
+    if as_json:
+        click.echo(json.dumps({**issued.info.listed(utc_now()), "token": issued.token}, indent=2))
+        return
+    info = issued.info
+    click.echo(f"token id: {info.token_id}")
+    click.echo(f"dwelling: {info.building_id}/{info.dwelling_id}")
+    click.echo(f"expires:  {info.expires_at.isoformat() if info.expires_at else 'never'}")
+    click.echo(f"token:    {issued.token}")
+    click.echo(
+        "The token is shown this once (only its hash is stored). Revoke it with "
+        f"`intercom-gateway token revoke {info.token_id}`.",
+        err=True,
+    )
+
+
+@token.command("list")
+@click.argument("building", required=False)
+@click.argument("dwelling", required=False)
+@json_option
+@db_option
+@click.pass_context
+def list_tokens(
+    ctx: click.Context,
+    /,
+    building: str | None,
+    dwelling: str | None,
+    as_json: bool,
+    db_path: Path | None,
+) -> None:
+    """List tokens (of BUILDING DWELLING, or all): id, dwelling, label, dates, state.
+
+    Never the secret: it is not stored.
+    """
+    key = _dwelling_pair(building, dwelling)
+    infos: list[TokenInfo] = _with_book(ctx, db_path, lambda _, book: book.tokens(*key))
+    now = utc_now()
+    rows = [info.listed(now) for info in infos]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = ("token_id", "dwelling", "state", "created_at", "expires_at", "revoked_at", "label")
+    table = [
+        {**row, "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
+        | {k: _short(row[k]) for k in ("created_at", "expires_at", "revoked_at")}
+        for row in rows
+    ]
+    _table(columns, table)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@db_option
+@click.pass_context
+def revoke(ctx: click.Context, /, token_id: str, db_path: Path | None) -> None:
+    """Revoke a token at once, by its id (or the token itself, if that is what you hold).
+
+    A request already under way finishes; every later one with the token answers 401.
+    """
+    wanted = token_id_of(token_id)
+    if wanted is None:
+        raise click.BadParameter(
+            "not a token id (16 hex digits) or a token (icrt_...)", param_hint="TOKEN_ID"
+        )
+
+    async def work(_: Any, book: TokenBook) -> tuple[TokenInfo, bool]:
+        before = await book.get(wanted)
+        if before is None:
+            raise UnknownToken(wanted)
+        after = await book.revoke(wanted, actor=_actor(), now=utc_now())
+        return after, before.revoked_at is None
+
+    info, changed = _with_book(ctx, db_path, work)
+    assert info.revoked_at is not None
+    what = "revoked" if changed else "was already revoked"
+    click.echo(
+        f"token {info.token_id} of {info.building_id}/{info.dwelling_id} {what}"
+        f" at {info.revoked_at.isoformat()}"
+    )
+
+
+@token.command("audit")
+@click.argument("building", required=False)
+@click.argument("dwelling", required=False)
+@json_option
+@db_option
+@click.pass_context
+def audit(
+    ctx: click.Context,
+    /,
+    building: str | None,
+    dwelling: str | None,
+    as_json: bool,
+    db_path: Path | None,
+) -> None:
+    """The audit trail of issues and revokes (of BUILDING DWELLING, or all): who, when, what."""
+    key = _dwelling_pair(building, dwelling)
+    entries = _with_book(ctx, db_path, lambda _, book: book.audit(*key))
+    rows = [entry.listed() for entry in entries]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [
+        {**row, "at": _short(row["at"]), "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
+        for row in rows
+    ]
+    _table(("at", "action", "token_id", "dwelling", "actor", "detail"), table)
+
+
+def _short(moment: str | None) -> str:
+    return moment[:19].replace("T", " ") + "Z" if moment else "-"
+
+
+def _table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())

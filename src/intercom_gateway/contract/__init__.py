@@ -1,0 +1,1 @@
+"""The published contract: JSON schemas and the AsyncAPI document."""

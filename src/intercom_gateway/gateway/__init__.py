@@ -1,0 +1,1 @@
+"""The gateway process: load, subscribe, check, decide, plan, send and record, ack."""

@@ -1,0 +1,130 @@
+"""The provision ledger's write-ahead: no copy reaches a recipient before its record.
+
+A copy that makes a ledger row (a provision to a partner or unlock-mode service, §8 and
+APPI's record of provision; joint use within the group, §4) is not published when its
+event is handled. Its row is committed as "intended" first, and the publish is released
+when that commit is done; the row becomes "delivered" on the broker's acknowledgement,
+in the batch that completes the event (``Store.record_provisions``). So no crash of the
+gateway or the broker can leave a delivered copy without its row.
+
+Commits are grouped: one starts as soon as an intent is waiting and the previous commit
+has finished (a task of its own, started on demand, so the gateway's loop never waits
+for the store). Under load one commit carries the intents of many events; an idle gateway
+commits a lone intent at once, without waiting for the store's batch timer. Copies
+without a ledger row (cloud, analytics, rejections, acknowledgements) never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.errors import BusError, ConnectionLost
+from intercom_gateway.store.sqlite import LedgerRow, Store
+
+__all__ = ["WriteAhead"]
+
+log = structlog.get_logger("intercom_gateway.gateway.ledger")
+
+DoneCallback = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """A copy waiting for its ledger row to be committed."""
+
+    row: LedgerRow
+    bus: Bus
+    topic: str
+    payload: bytes
+    properties: Sequence[tuple[str, str]]
+    on_done: DoneCallback
+
+
+class WriteAhead:
+    """Group commit of the ledger's intents, then the publishes they guard."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[_Publish] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.commits = 0  # how many group commits, for the metrics
+        self.intents = 0  # how many intents they carried
+
+    def submit(
+        self,
+        row: LedgerRow,
+        bus: Bus,
+        topic: str,
+        payload: bytes,
+        properties: Sequence[tuple[str, str]],
+        on_done: DoneCallback,
+    ) -> None:
+        """Publish ``payload`` once ``row`` is committed; ``on_done`` as for ``Bus.send``."""
+        self._waiting.append(_Publish(row, bus, topic, payload, properties, on_done))
+        if self._committer is None:
+            self._idle.clear()
+            self._committer = asyncio.get_running_loop().create_task(
+                self._commit_waiting(), name="ledger-write-ahead"
+            )
+
+    @property
+    def pending(self) -> int:
+        """Copies whose intent is not yet committed."""
+        return len(self._waiting)
+
+    async def drain(self) -> None:
+        """Wait until every copy submitted so far has been handed to its bus."""
+        await self._idle.wait()
+
+    async def _commit_waiting(self) -> None:
+        # One commit at a time; what arrives during a commit goes in the next one.
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._commit_and_publish(batch)
+        finally:
+            self._committer = None
+            self._idle.set()
+
+    async def _commit_and_publish(self, batch: list[_Publish]) -> None:
+        try:
+            await self._store.write_intents([p.row for p in batch])
+        except asyncio.CancelledError:
+            _fail(batch, ConnectionLost("stopped before the publish"))
+            raise
+        except Exception as error:
+            # Without its record a copy is not published: its message stays
+            # unacknowledged, and the broker delivers it again.
+            log.error("ledger intents not committed; copies withheld", error=repr(error))
+            _fail(batch, error)
+            return
+        self.commits += 1
+        self.intents += len(batch)
+        for index, publish in enumerate(batch):
+            try:
+                await publish.bus.send(
+                    publish.topic,
+                    publish.payload,
+                    qos=1,
+                    user_properties=publish.properties,
+                    on_done=publish.on_done,
+                )
+            except BusError as error:
+                # Refused before it left (too large) or the connection is gone: the
+                # intent stays on record and the copy's owner hears of the failure.
+                publish.on_done(error)
+            except asyncio.CancelledError:
+                _fail(batch[index:], ConnectionLost("stopped before the publish"))
+                raise
+
+
+def _fail(batch: Sequence[_Publish], error: BaseException) -> None:
+    for publish in batch:
+        publish.on_done(error)

@@ -1,0 +1,1 @@
+"""QA tooling: the broker/gateway runner, pytest plugin, scenarios, load and demo."""

@@ -1,0 +1,379 @@
+"""``intercom-gateway demo``: Mosquitto, the gateway and simulated panels, shown live.
+
+Starts a Mosquitto with the project's configuration on a free port (unless a broker
+is given), generates its accounts, runs the gateway and the panel simulators in this
+process, and shows what the panels send and what arrives on which topic, with its
+purposes. Now and then it sends bad input and a resident's settings change, so the
+rejected topic and a consent change show too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from intercom_gateway import logs
+from intercom_gateway.broker.mosquitto import (
+    FLEET,
+    OPERATOR,
+    Credentials,
+    Mosquitto,
+    generate_credentials,
+)
+from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.core import topics
+from intercom_gateway.core.models import Event, EventType, utc_now
+from intercom_gateway.core.policy import load_partners, load_policy
+from intercom_gateway.core.registry import Registry, load_registry
+from intercom_gateway.gateway.service import Gateway, run_gateway
+from intercom_gateway.settings import Settings
+
+MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
+OUTPUT_FILTERS = (
+    "cloud/#",
+    "group/#",
+    "partners/#",
+    "analytics/#",
+    "statistics/#",
+    "gateway/v1/rejected/#",
+    "intercom/v1/+/+/settings/ack",
+)
+
+
+@dataclass
+class View:
+    """What the demo has seen; rendered live on a terminal, as lines otherwise."""
+
+    console: Console
+    live: bool
+    sent: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    arrived: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    sent_by_type: Counter[str] = field(default_factory=Counter)
+    arrived_by_kind: Counter[str] = field(default_factory=Counter)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def panel_sent(self, topic: str, event: Event) -> None:
+        self.sent_by_type[event.type] += 1
+        line = (
+            f"{event.occurred_at:%a %H:%M} {event.type:<14} {event.building_id}/{event.dwelling_id}"
+        )
+        self._add(self.sent, f"[cyan]panel[/]  {line}  via {topic}")
+
+    def note(self, text: str) -> None:
+        self._add(self.sent, f"[magenta]{text}[/]")
+
+    def destination(self, message: Message) -> None:
+        kind = message.topic.split("/", 1)[0]
+        purposes = ",".join(message.properties("purpose"))
+        if message.topic.startswith("gateway/v1/rejected/"):
+            reason = message.topic.rsplit("/", 1)[1]
+            self.rejected_by_reason[reason] += 1
+            self._add(self.arrived, f"[red]rejected[/] {reason}")
+            return
+        if message.topic.endswith("/settings/ack"):
+            ack = json.loads(message.payload)
+            self._add(self.arrived, f"[magenta]settings ack[/] {ack['detail']}")
+            return
+        self.arrived_by_kind[kind] += 1
+        self._add(self.arrived, f"[green]{message.topic}[/]  [dim]{purposes}[/]")
+
+    def _add(self, lines: deque[str], text: str) -> None:
+        lines.append(text)
+        if not self.live:
+            self.console.print(text, highlight=False)
+
+    def render(self) -> Group:
+        left = Table(title="Panels → Mosquitto", expand=True, show_header=False)
+        left.add_column()
+        for line in self.sent:
+            left.add_row(line)
+        right = Table(title="Gateway → destinations (purposes)", expand=True, show_header=False)
+        right.add_column()
+        for line in self.arrived:
+            right.add_row(line)
+        return Group(left, right, self.totals())
+
+    def totals(self) -> Table:
+        table = Table(title="Totals", expand=True)
+        table.add_column("sent by panels")
+        table.add_column("arrived per destination")
+        table.add_column("rejected")
+        table.add_row(
+            _counts(self.sent_by_type),
+            _counts(self.arrived_by_kind),
+            _counts(self.rejected_by_reason),
+        )
+        return table
+
+
+def _counts(counter: Counter[str]) -> str:
+    return "\n".join(f"{key}: {value}" for key, value in sorted(counter.items())) or "-"
+
+
+@click.command()
+@click.option(
+    "--duration",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to run; 0 runs until Ctrl-C.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
+@click.option(
+    "--acceleration",
+    type=float,
+    default=7200.0,
+    show_default=True,
+    help="Simulated seconds per real second (7200: two hours a second).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the broker, store and generated accounts go [default: a temporary folder].",
+)
+@click.option(
+    "--broker-port", type=int, help="Use a running broker with accounts from --secrets-dir."
+)
+@click.option("--secrets-dir", type=click.Path(path_type=Path))
+def demo(
+    duration: float,
+    seed: int,
+    acceleration: float,
+    workdir: Path | None,
+    broker_port: int | None,
+    secrets_dir: Path | None,
+) -> None:
+    """Run Mosquitto, the gateway and simulated panels, and show the flow live."""
+    console = Console() if Console().is_terminal else Console(width=160)
+    # The view shows rejections and consent changes itself; keep the log for errors.
+    logs.configure("ERROR")
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="intercom-demo-"))
+            )
+        try:
+            asyncio.run(
+                run_demo(
+                    console=console,
+                    workdir=workdir,
+                    duration=duration or None,
+                    seed=seed,
+                    acceleration=acceleration,
+                    broker_port=broker_port,
+                    secrets_dir=secrets_dir,
+                )
+            )
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
+@contextlib.asynccontextmanager
+async def _broker(
+    workdir: Path,
+    registry: Registry,
+    partner_ids: list[str],
+    port: int | None,
+    secrets_dir: Path | None,
+) -> AsyncIterator[tuple[int, Credentials]]:
+    from intercom_gateway.broker.mosquitto import load_credentials
+
+    if port is not None:
+        yield port, load_credentials(secrets_dir or Path(".secrets/broker"))
+        return
+    credentials = generate_credentials(workdir / "secrets", registry, partner_ids)
+    async with Mosquitto(workdir=workdir / "broker", credentials=credentials) as mosquitto:
+        yield mosquitto.port, credentials
+
+
+async def run_demo(
+    *,
+    console: Console,
+    workdir: Path,
+    duration: float | None,
+    seed: int,
+    acceleration: float,
+    broker_port: int | None = None,
+    secrets_dir: Path | None = None,
+) -> View:
+    defaults = Settings()
+    registry = load_registry(defaults.registry_path)
+    partners = load_partners(defaults.partners_path, policy=load_policy(defaults.policy_path))
+    view = View(console, live=console.is_terminal)
+    async with _broker(
+        workdir, registry, [s.id for s in partners.services], broker_port, secrets_dir
+    ) as (
+        port,
+        credentials,
+    ):
+        settings = defaults.model_copy(
+            update={
+                "broker_port": port,
+                "secrets_dir": credentials.directory,
+                "db_path": workdir / "gateway.sqlite",
+                "log_events": False,
+                "gateway_id": f"demo-{uuid.uuid4().hex[:6]}",
+                "statistics_window": 10.0,
+                # Analytics copies come out in a batch when their window ends (§5(5)).
+                "analytics_window": 3.0,
+            }
+        )
+        console.print(
+            f"Mosquitto on 127.0.0.1:{port} (project mosquitto.conf), store {settings.db_path}",
+            highlight=False,
+        )
+        stop = asyncio.Event()
+        ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+        live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
+        observer_address = credentials.address(OPERATOR, port=port)
+        fleet_address = credentials.address(FLEET, port=port)
+        async with (
+            MqttBus(observer_address, client_id=observer_address.client_id("demo")) as observer,
+            MqttBus(fleet_address, client_id=fleet_address.client_id("demo")) as fleet,
+            asyncio.TaskGroup() as tasks,
+        ):
+            await observer.subscribe(*OUTPUT_FILTERS, topics.STATUS)
+            gateway_task = tasks.create_task(
+                run_gateway(settings, stop=stop, ready=ready.set_result)
+            )
+            watcher = tasks.create_task(_watch(observer, view))
+            gateway = await ready
+            # Its subscriptions must exist before any panel speaks: a first session
+            # has nothing queued for messages published before it subscribed.
+            await gateway.online.wait()
+            with live or contextlib.nullcontext():
+                refresher = tasks.create_task(_refresh(live, view)) if live else None
+                sent = await _drive(
+                    fleet, registry, view, seed=seed, acceleration=acceleration, duration=duration
+                )
+                await _settle(gateway, sent)
+                stop.set()
+                await gateway_task
+                watcher.cancel()
+                if refresher:
+                    refresher.cancel()
+        console.print(view.totals())
+    return view
+
+
+async def _watch(bus: MqttBus, view: View) -> None:
+    async for message in bus.messages():
+        if message.topic == topics.STATUS:
+            view.note(f"gateway {json.loads(message.payload)['state']}")
+            continue
+        view.destination(message)
+
+
+async def _refresh(live: Live | None, view: View) -> None:
+    while live is not None:
+        live.update(view.render())
+        await asyncio.sleep(0.25)  # screen refresh period
+
+
+async def _drive(
+    fleet: MqttBus,
+    registry: Registry,
+    view: View,
+    *,
+    seed: int,
+    acceleration: float,
+    duration: float | None,
+) -> int:
+    """A tour of every event kind, then the panel simulators, with every class of bad
+    input and one settings change on the way."""
+    from intercom_gateway.simulators.bad_input import all_samples
+    from intercom_gateway.simulators.fleet import run_fleet
+    from intercom_gateway.simulators.settings import return_home_notification, send_settings
+
+    async def extras() -> int:
+        await asyncio.sleep(2)  # let some normal traffic show first
+        view.note("resident of b001/d0104 switches return-home notification off (§7(1)②)")
+        await send_settings(
+            fleet,
+            "b001",
+            "panel-b001-d0104",
+            return_home_notification("b001", "d0104", enabled=False),
+        )
+        # Over the broker's max_packet_size, a message never reaches the gateway: Mosquitto
+        # disconnects the sender. The demo shows what the gateway itself rejects.
+        bad = [
+            s
+            for s in all_samples(registry, now=utc_now(), seed=seed, properties=True)
+            if s.reason is not None and len(s.payload) < MAX_PACKET
+        ]
+        for sample in bad:
+            await asyncio.sleep(0.5)  # spread them out so they can be read
+            view.note(f"bad input sent: {sample.reason}")
+            await fleet.publish(sample.topic, sample.payload, user_properties=sample.properties)
+        return len(bad) + 1
+
+    toured = await _tour(fleet, registry, view, seed=seed)
+    extra = asyncio.create_task(extras())
+    # Panels stamp events with simulated time; start the simulated span far enough in
+    # the past that it ends about now, or the gateway would rightly refuse future events.
+    span = timedelta(seconds=(duration or 0) * acceleration)
+    summary = await run_fleet(
+        fleet,
+        registry,
+        seed=seed,
+        acceleration=acceleration,
+        duration=duration,
+        start=utc_now() - span,
+        on_event=view.panel_sent,
+    )
+    if not extra.done():
+        extra.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await extra
+        return summary.published + toured
+    return summary.published + toured + extra.result()
+
+
+# Dwellings of the sample registry that use partner services, so a tour shows them too.
+TOUR_DWELLINGS = frozenset({("b001", "d0101"), ("b002", "d0201")})
+
+
+async def _tour(fleet: MqttBus, registry: Registry, view: View, *, seed: int) -> int:
+    """One event of every kind first, so each shows however short the run (some are rare)."""
+    from intercom_gateway.simulators.panels import iter_events
+
+    now = utc_now()
+    missing = set(EventType)
+    for event in iter_events(registry, seed=seed, start=now):
+        kind = EventType(event.type)
+        if kind not in missing or (event.building_id, event.dwelling_id) not in TOUR_DWELLINGS:
+            continue
+        missing.discard(kind)
+        event = event.model_copy(update={"occurred_at": utc_now()})
+        topic = topics.panel_events(event.building_id, event.device.id, event.type)
+        view.panel_sent(topic, event)
+        await fleet.publish(topic, event.model_dump_json().encode())
+        if not missing:
+            return len(EventType)
+    raise AssertionError("unreachable: the simulator's stream is endless")
+
+
+async def _settle(gateway: Gateway, sent: int, *, limit: float = 30.0) -> None:
+    """Wait until the gateway has taken and finished everything the demo sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    # The gateway is in-process and its counter is the signal; a demo may poll it.
+    while gateway.metrics.received < sent and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await gateway.finish_in_flight()
+    # The analytics copies held for the last window come out when it ends.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(gateway.wait_analytics_released(), max(0.0, deadline - loop.time()))

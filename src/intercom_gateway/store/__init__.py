@@ -1,0 +1,1 @@
+"""The durable store behind one small interface (SQLite today)."""
