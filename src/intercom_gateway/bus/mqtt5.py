@@ -20,6 +20,8 @@ import functools
 import struct
 from dataclasses import dataclass, field
 
+from intercom_gateway.errors import MalformedPacket as MalformedPacket
+
 CONNECT = 0x10
 CONNACK = 0x20
 PUBLISH = 0x30
@@ -126,10 +128,6 @@ REASONS: dict[int, str] = {
     0xA1: "Subscription identifiers not supported",
     0xA2: "Wildcard subscriptions not supported",
 }
-
-
-class MalformedPacket(ValueError):
-    """Bytes from the broker that are not the MQTT 5 the transport understands."""
 
 
 def reason_name(code: int) -> str:

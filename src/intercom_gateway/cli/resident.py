@@ -117,10 +117,13 @@ def disclose(ctx: click.Context, building: str, dwelling: str, db_path: Path | N
     _echo(_ask(ctx, db_path, lambda desk: desk.disclose(building, dwelling)))
 
 
-class DateError(click.ClickException):
+def _date_error(message: str) -> click.ClickException:
     """A date bound out of range: one line, and click's exit status for a usage error."""
-
-    exit_code = 2
+    error = click.ClickException(message)
+    # click's own usage errors exit 2 but print the usage too; errors.py (home of every
+    # error class) does not import click, so the status is set on the instance.
+    error.exit_code = 2  # type: ignore[misc]
+    return error
 
 
 def _bound(_: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -131,7 +134,7 @@ def _bound(_: click.Context, param: click.Parameter, value: str | None) -> datet
     try:
         return parse_bound(value, name=param.opts[0])
     except DateBoundError as error:
-        raise DateError(str(error)) from None
+        raise _date_error(str(error)) from None
 
 
 _BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
@@ -181,7 +184,7 @@ def provisions(
     try:
         check_order(start, end)
     except DateBoundError as error:
-        raise DateError(f"--from/--to: {error}") from None
+        raise _date_error(f"--from/--to: {error}") from None
     answer = _ask(
         ctx,
         db_path,
@@ -289,7 +292,7 @@ def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None)
 
     settings = _settings(ctx, db_path=db_path, ledger_retention_days=older_than_days)
     if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
-        raise DateError(
+        raise _date_error(
             f"INTERCOM_LEDGER_RETENTION_DAYS={settings.ledger_retention_days}"
             f" is more than {MAX_RETENTION_DAYS} days (100 years)"
         )

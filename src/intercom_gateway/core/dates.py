@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from intercom_gateway.errors import DateBoundError as DateBoundError
+
 MIN_YEAR = 2000
 MAX_YEAR = 2999
 MAX_OFFSET = timedelta(hours=14)
 # The longest ISO date-time with room to spare: 2026-04-01T09:00:00.000000+09:00:00 is 41.
 MAX_LENGTH = 64
-
-
-class DateBoundError(ValueError):
-    """A bound that cannot be used; the message says which and why, on one line."""
 
 
 def parse_bound(text: str, *, name: str = "date") -> datetime:

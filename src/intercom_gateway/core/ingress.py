@@ -28,16 +28,9 @@ from intercom_gateway.core.topics import (
     PanelTopic,
     parse_panel_topic,
 )
-from intercom_gateway.errors import GatewayError
+from intercom_gateway.errors import InputRejected as InputRejected
 
 _EVENT_TYPES = frozenset(t.value for t in EventType)
-
-
-class InputRejected(GatewayError):
-    def __init__(self, reason: RejectReason, detail: str) -> None:
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

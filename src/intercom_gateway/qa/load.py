@@ -51,7 +51,7 @@ from intercom_gateway.core.decision import Part, decide
 from intercom_gateway.core.models import Event, GatewayStatus, utc_now
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
 from intercom_gateway.core.registry import Registry, dump_registry
-from intercom_gateway.errors import GatewayError
+from intercom_gateway.errors import LoadError
 from intercom_gateway.gateway.service import consent_from_registry
 from intercom_gateway.simulators.panels import iter_events
 
@@ -59,10 +59,6 @@ ANALYTICS = "analytics"
 ANALYTICS_WINDOW = 1.0  # seconds, for the self-contained gateway (settings.analytics_window)
 IMAGE = "/image"  # suffix of a destination's image copies, e.g. "partner:concierge/image"
 PERCENTILES = (50.0, 90.0, 99.0)
-
-
-class LoadError(GatewayError):
-    """The load run could not be set up (broker or gateway did not come up)."""
 
 
 # --- pure: statistics and matching -----------------------------------------------------

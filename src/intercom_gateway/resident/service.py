@@ -49,6 +49,9 @@ from intercom_gateway.core.policy import (
     load_policy,
 )
 from intercom_gateway.errors import ConfigError, GatewayError
+from intercom_gateway.errors import PendingChange as PendingChange
+from intercom_gateway.errors import UnknownDwelling as UnknownDwelling
+from intercom_gateway.errors import UnknownPartner as UnknownPartner
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import RequestRow, Store
@@ -61,19 +64,6 @@ class RequestKind(enum.StrEnum):
     STOP_PROVISION = "stop_provision"  # §8 suspension of provision to a third party
     STOP_USE = "stop_use"  # §8 suspension of use
     ERASURE = "erasure"  # §8 erasure
-
-
-class UnknownDwelling(GatewayError):
-    def __init__(self, building_id: str, dwelling_id: str) -> None:
-        super().__init__(f"unknown dwelling {building_id}/{dwelling_id}")
-        self.building_id = building_id
-        self.dwelling_id = dwelling_id
-
-
-class UnknownPartner(GatewayError):
-    def __init__(self, partner_id: str) -> None:
-        super().__init__(f"unknown partner service {partner_id!r}")
-        self.partner_id = partner_id
 
 
 # --- notification of purposes (pure) --------------------------------------------------
@@ -373,17 +363,6 @@ async def send_as_panel(
             return await asyncio.wait_for(_ack_for(bus, change), timeout)
         except TimeoutError:
             raise PendingChange(change, timeout) from None
-
-
-class PendingChange(GatewayError):
-    """Sent, not acknowledged in time: the broker keeps it for the gateway's session."""
-
-    def __init__(self, change: SettingsChange, timeout: float) -> None:
-        super().__init__(
-            f"no acknowledgement of change {change.change_id} in {timeout:g} s: is the gateway"
-            " running? The change is queued on the broker and applies when it starts."
-        )
-        self.change = change
 
 
 async def _ack_for(bus: Any, change: SettingsChange) -> SettingsAck:

@@ -34,6 +34,8 @@ from typing import Any, Literal
 import aiosqlite
 
 from intercom_gateway.errors import GatewayError
+from intercom_gateway.errors import TokenRefused as TokenRefused
+from intercom_gateway.errors import UnknownToken as UnknownToken
 
 PREFIX = "icrt_"
 _ID_HEX = 16
@@ -59,20 +61,6 @@ SCHEMA = (
 _COLUMNS = "token_id, building_id, dwelling_id, label, created_at, expires_at, revoked_at"
 
 TokenState = Literal["active", "expired", "revoked"]
-
-
-class TokenRefused(GatewayError):
-    """A bearer token that does not authenticate; ``reason`` says why (for the 401)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class UnknownToken(GatewayError):
-    def __init__(self, token_id: str) -> None:
-        super().__init__(f"no resident token with id {token_id!r} (see `token list`)")
-        self.token_id = token_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from intercom_gateway.errors import ConfigError
+from intercom_gateway.errors import ScenarioFileError as ScenarioFileError
 from intercom_gateway.qa.scenario.model import Scenario, references
 
 Loc = tuple[str | int, ...]
@@ -31,15 +32,6 @@ class Problem:
     def render(self, path: Path | str) -> str:
         where = f" {self.location}:" if self.location else ""
         return f"{path}:{self.line}:{where} {self.message}"
-
-
-class ScenarioFileError(ConfigError):
-    """A scenario file that cannot be used, with every problem and its line."""
-
-    def __init__(self, path: Path, problems: Sequence[Problem]) -> None:
-        self.problems = tuple(problems)
-        self.file = path
-        super().__init__("\n".join(p.render(path) for p in self.problems))
 
 
 @dataclass

@@ -40,7 +40,7 @@ from intercom_gateway.core.models import (
     utc_now,
 )
 from intercom_gateway.core.registry import Registry
-from intercom_gateway.errors import GatewayError
+from intercom_gateway.errors import GatewayError, StepFailed
 from intercom_gateway.qa.scenario import matching
 from intercom_gateway.qa.scenario.judge import (
     Collector,
@@ -82,10 +82,6 @@ BARRIER_TIMEOUT = 15.0
 # gateway uses short windows (a scenario's setup.gateway may say otherwise).
 ANALYTICS_WINDOW = 0.5
 _SENTINEL = sentinel_topic("zz-scenario-barrier")
-
-
-class StepFailed(GatewayError):
-    pass
 
 
 # --- results -------------------------------------------------------------------------
