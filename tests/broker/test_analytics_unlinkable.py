@@ -210,7 +210,7 @@ async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: Tuned
     events = make_events(world.registry, 400, seed=61)
     wanted = analytics_entitled(events, world.registry)
     failures = [e for e in make_events(world.registry, 3000, seed=62) if e.type == "device_failure"]
-    tracers = [
+    tracers: list[Event] = [
         failures[index % len(failures)].model_copy(
             update={"event_id": uuid.uuid4(), "code": f"T-{index:04d}"}
         )
@@ -351,4 +351,4 @@ def _report(result: dict[str, Any]) -> None:
     existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     existing[result["scenario"]] = result
     REPORT.write_text(json.dumps(existing, indent=2))
-    sys.__stdout__.write(f"\n[analytics-windows] {json.dumps(result)}\n")
+    print(f"\n[analytics-windows] {json.dumps(result)}", file=sys.__stdout__)

@@ -192,12 +192,13 @@ def _report(result: dict[str, Any]) -> None:
     existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     existing[result["scenario"]] = result
     REPORT.write_text(json.dumps(existing, indent=2))
-    sys.__stdout__.write(
+    print(
         f"\n[broker-crash] {result['scenario']}: sent {result['sent']}, broker SIGKILLs "
         f"{result['broker_kills']}, panel resends {result['panel_resends']}, receipts "
         f"{result['confirmed']}, copies {sum(result['delivered_distinct'].values())} "
         f"(distinct), lost {sum(result['lost'].values())}, partner deliveries without a "
-        f"ledger row {result['ledger_missing']}\n"
+        f"ledger row {result['ledger_missing']}",
+        file=sys.__stdout__,
     )
 
 
@@ -297,4 +298,4 @@ def _report_control(sent: int, lost: dict[str, int]) -> None:
     existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     existing["control-no-resend"] = {"sent": sent, "lost": lost}
     REPORT.write_text(json.dumps(existing, indent=2))
-    sys.__stdout__.write(f"\n[broker-crash] control, no resend: sent {sent}, lost {lost}\n")
+    print(f"\n[broker-crash] control, no resend: sent {sent}, lost {lost}", file=sys.__stdout__)

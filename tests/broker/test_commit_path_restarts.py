@@ -309,4 +309,4 @@ def _report(result: dict[str, Any]) -> None:
     existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     existing[result["scenario"]] = result
     REPORT.write_text(json.dumps(existing, indent=2))
-    sys.__stdout__.write(f"\n[commit-path] {json.dumps(result)}\n")
+    print(f"\n[commit-path] {json.dumps(result)}", file=sys.__stdout__)

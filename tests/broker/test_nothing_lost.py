@@ -391,7 +391,7 @@ def _report(result: dict[str, Any]) -> None:
         f"duplicates before de-dup {sum(result['duplicates_before_dedup'].values())}, "
         f"lost {sum(result['lost'].values())}"
     )
-    sys.__stdout__.write(summary + "\n")
+    print(summary, file=sys.__stdout__)
 
 
 # --- the scenarios ------------------------------------------------------------------------

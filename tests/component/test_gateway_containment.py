@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core import decision as core_decision
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import PublishFailed
@@ -142,7 +143,7 @@ async def test_an_error_of_ours_becomes_an_internal_error_rejection_and_the_loop
 ) -> None:
     gateway, bus, seen = world
     poison = event_dict("visitor", dwelling="d0001")
-    real_decide = gateway_module.decide
+    real_decide = core_decision.decide
 
     def decide(event: Any, *args: Any, **kwargs: Any) -> Any:
         if str(event.event_id) == poison["event_id"]:
@@ -174,7 +175,7 @@ async def test_a_message_that_kept_killing_the_process_is_dead_lettered(
     such deliveries it is set aside, and a neighbour that was redelivered too is not."""
     poison = event_dict("alarm", dwelling="d0001")
     neighbour = event_dict("alarm", dwelling="d0002")
-    real_decide = gateway_module.decide
+    real_decide = core_decision.decide
 
     def decide(event: Any, *args: Any, **kwargs: Any) -> Any:
         if str(event.event_id) == poison["event_id"]:

@@ -60,7 +60,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SpyBus]]:
     async with Store.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         spy = SpyBus(MemoryBroker().client("gateway"), settings.db_path)
-        gateway._bus = spy  # type: ignore[assignment]  # handle() is driven directly
+        gateway._bus = spy  # handle() is driven directly
         yield gateway, spy
 
 
@@ -69,7 +69,7 @@ _mid = iter(range(1, 10_000))
 
 async def handle(gateway: Gateway, spy: SpyBus, topic: str, payload: bytes, **kw: Any) -> None:
     message = Message(topic=topic, payload=payload, qos=1, mid=next(_mid), **kw)
-    await gateway.handle(spy, message)  # type: ignore[arg-type]
+    await gateway.handle(spy, message)
 
 
 def named(receipts: Sequence[tuple[str, Receipt, set[str]]]) -> dict[str, set[str]]:

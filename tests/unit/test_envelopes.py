@@ -24,14 +24,13 @@ from intercom_gateway.core.decision import (
     decide,
     user_properties,
 )
-from intercom_gateway.core.models import Event, Forwarded
+from intercom_gateway.core.models import Event, EventType, Forwarded
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
 
 from .conftest import NOW
 from .test_decision import (
     _POLICY_FOR_STRATEGIES,
     _PROPERTY,
-    EventType,
     consent,
     make_event,
     scenarios,

@@ -82,7 +82,7 @@ async def test_at_the_bound_a_new_event_waits_for_a_receipt() -> None:
 def test_a_resend_policy_refuses_nonsense() -> None:
     for bad in ({"timeout": 0}, {"backoff": 0.5}, {"timeout": 10, "max_timeout": 5}, {"limit": 0}):
         with pytest.raises(ValueError):
-            ResendPolicy(**bad)  # type: ignore[arg-type]
+            ResendPolicy(**bad)
 
 
 async def test_the_fleet_resends_identical_events_until_receipts_name_them() -> None:
