@@ -48,7 +48,7 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     if log_level:
         settings = settings.model_copy(update={"log_level": log_level.upper()})
     logs.configure(settings.log_level)
-    ctx.obj = {"settings": settings, "debug": debug}
+    ctx.obj = {"settings": settings}  # --debug is read by common.debugging
 
 
 for module in (gateway, resident, tokens, qa, security):
