@@ -123,3 +123,27 @@ def test_explain_of_an_unknown_event_id_says_why_it_may_be_missing(env: dict[str
     result = cli("explain", "--event-id", str(uuid.uuid4()), env=env)
     assert result.returncode != 0
     assert b"no store here" in result.stderr or b"no decision" in result.stderr
+
+
+def test_a_change_no_gateway_acknowledges_is_one_line_and_status_3(env: dict[str, str]) -> None:
+    result = cli(
+        "consent", "set", "b001", "d0001", "--stop", "concierge", "--timeout", "0.5", env=env
+    )
+    assert result.returncode == 3, result.stderr
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("Error: no acknowledgement of change") and "gateway" in line
+
+
+def test_errors_of_a_real_process_are_one_line_with_their_status(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    invalid = json.dumps(event_dict("visitor", seq="not a number")).encode()
+    explained = cli("explain", "-", env=env, stdin=invalid)
+    assert explained.returncode == 4
+    assert explained.stderr.decode().splitlines() == [
+        "Error: not a valid event: visitor.seq: Input should be a valid integer"
+    ]
+    unreachable = cli("health", "--broker-port", "1", env=env)
+    assert unreachable.returncode == 3
+    [line] = unreachable.stderr.decode().splitlines()
+    assert line.startswith("Error: cannot reach broker 127.0.0.1:1")

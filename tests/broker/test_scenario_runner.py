@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from intercom_gateway.broker.mosquitto import Mosquitto
 from intercom_gateway.cli.main import main
-from intercom_gateway.cli.scenario import LIBRARY
+from intercom_gateway.cli.qa import LIBRARY
 from intercom_gateway.qa.scenario.loader import LoadedScenario, load_scenarios, parse_scenario
 from intercom_gateway.qa.scenario.report import junit_xml
 from intercom_gateway.qa.scenario.runner import (

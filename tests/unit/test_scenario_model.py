@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from intercom_gateway.bus.mqtt import Message
 from intercom_gateway.cli.main import main
-from intercom_gateway.cli.scenario import LIBRARY
+from intercom_gateway.cli.qa import LIBRARY
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.qa.scenario.loader import (
     ScenarioFileError,

@@ -1,4 +1,5 @@
-"""``intercom-gateway load``: the load generator's command line, progress and summary."""
+"""``intercom-gateway load``: the load generator's command line, progress and summary
+(with the other QA commands of ``cli/qa.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from intercom_gateway.errors import GatewayError
+from intercom_gateway.cli.common import EXIT_NO, settings_of
 from intercom_gateway.settings import Settings
 
 
@@ -41,7 +42,7 @@ from intercom_gateway.settings import Settings
 )
 @click.option("--duration", type=float, help="Seconds of sending [default 10 unless --events].")
 @click.option("--events", type=int, help="Stop after this many events.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
 @click.option(
     "--publish-window",
     type=int,
@@ -76,7 +77,11 @@ from intercom_gateway.settings import Settings
     type=int,
     help="Use a running broker and gateway (accounts from --secrets-dir) instead of starting both.",
 )
-@click.option("--secrets-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --broker-port: the running broker's accounts (`credentials generate`).",
+)
 @click.pass_context
 def load(ctx: click.Context, /, **options: Any) -> None:
     """Drive a large simulated fleet through Mosquitto and the gateway and measure it.
@@ -87,7 +92,7 @@ def load(ctx: click.Context, /, **options: Any) -> None:
     """
     from intercom_gateway.qa.load import LoadPlan
 
-    settings: Settings = ctx.obj["settings"]
+    settings = settings_of(ctx)
     try:
         plan = LoadPlan(
             rate=options["rate"] or (None if options["acceleration"] else 200.0),
@@ -101,16 +106,13 @@ def load(ctx: click.Context, /, **options: Any) -> None:
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     console = Console(stderr=True)
-    try:
-        data = _execute(plan, settings, options, console)
-    except GatewayError as error:
-        raise click.ClickException(str(error)) from error
+    data = _execute(plan, settings, options, console)
     out = Console() if Console().is_terminal else Console(width=120)
     out.print(summary_table(data))
     from intercom_gateway.qa.load import passed
 
     console.print(f"result: {data['files']['json']}  histogram: {data['files']['histogram']}")
-    sys.exit(0 if passed(data) else 1)
+    sys.exit(0 if passed(data) else EXIT_NO)
 
 
 def _execute(

@@ -1,39 +1,194 @@
-"""``intercom-gateway resident``, ``ledger`` and ``api``: a resident's §8 requests, the
-provision ledger's retention, and the HTTP API that serves the same requests."""
+"""A resident's commands: their dwelling's consent (``consent``), their §8 requests
+(``resident``), and the HTTP API that serves the same requests (``api``).
+
+A consent change goes over MQTT exactly as the resident makes it on the dwelling panel;
+the requests are recorded with their outcome, whichever way they come in.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from intercom_gateway.core.models import utc_now
-from intercom_gateway.errors import GatewayError
+from intercom_gateway.cli.common import (
+    EXIT_NO,
+    broker_options,
+    db_option,
+    echo_json,
+    existing_store,
+    group,
+    options,
+    run,
+    settings_of,
+    usage_error,
+)
+from intercom_gateway.errors import ConfigError
 from intercom_gateway.settings import Settings
 
-T = TypeVar("T")
+timeout_option = click.option(
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the gateway's acknowledgement.",
+)
 
 
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    base: Settings = ctx.obj["settings"]
-    given = {key: value for key, value in overrides.items() if value is not None}
-    return base.model_copy(update=given) if given else base
+# --- consent ---------------------------------------------------------------------------
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except GatewayError as error:
-        raise click.ClickException(str(error)) from error
+@group()
+def consent() -> None:
+    """Show or change one dwelling's consent."""
 
 
-def _echo(answer: dict[str, Any]) -> None:
-    click.echo(json.dumps(answer, indent=2, default=str))
+@consent.command("show")
+@click.argument("building")
+@click.argument("dwelling")
+@db_option
+@click.option(
+    "--history/--no-history",
+    default=True,
+    show_default=True,
+    help="Also print every change to the consent, oldest first.",
+)
+@click.pass_context
+def show(
+    ctx: click.Context, building: str, dwelling: str, db_path: Path | None, history: bool
+) -> None:
+    """Print the dwelling's current consent and the history of changes to it."""
+    from intercom_gateway.store.sqlite import Store
+
+    path = existing_store(settings_of(ctx, db_path=db_path).db_path)
+
+    async def read() -> dict[str, Any]:
+        async with Store.open(path) as store:
+            state = (await store.consents()).get((building, dwelling))
+            changes = await store.consent_history(building, dwelling) if history else []
+        return {"current": state.model_dump(mode="json") if state else None, "history": changes}
+
+    echo_json(run(read))
+
+
+def _change_body(
+    register: str | None,
+    initialise: bool,
+    return_home: bool | None,
+    use: str | None,
+    stop: str | None,
+    opt_out: str | None,
+    opt_in: str | None,
+    accept: str | None,
+) -> dict[str, Any]:
+    bodies = [
+        {"kind": "register", "policy_version": register} if register else None,
+        {"kind": "initialise"} if initialise else None,
+        {"kind": "return_home_notification", "enabled": return_home}
+        if return_home is not None
+        else None,
+        {"kind": "service_use", "partner_id": use, "used": True} if use else None,
+        {"kind": "service_use", "partner_id": stop, "used": False} if stop else None,
+        {"kind": "purpose_opt_out", "purpose": opt_out, "opted_out": True} if opt_out else None,
+        {"kind": "purpose_opt_out", "purpose": opt_in, "opted_out": False} if opt_in else None,
+        {"kind": "accept_policy", "policy_version": accept} if accept else None,
+    ]
+    chosen = [body for body in bodies if body is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one change (see --help)")
+    return chosen[0]
+
+
+@consent.command("set")
+@click.argument("building")
+@click.argument("dwelling")
+@click.option("--register", metavar="VERSION", help="Move-in: register under a policy version.")
+@click.option("--initialise", is_flag=True, help="Move-out (§7(1)①): stop all collection.")
+@click.option(
+    "--return-home",
+    type=click.Choice(["on", "off"]),
+    help="Return-home notification (§7(1)②).",
+)
+@click.option("--use", metavar="SERVICE", help="Start using a partner or unlock-mode service.")
+@click.option("--stop", metavar="SERVICE", help="Stop provision to a service (§8).")
+@click.option("--opt-out", metavar="PURPOSE", help="Suspend an opt-out-able purpose (§8).")
+@click.option("--opt-in", metavar="PURPOSE", help="Resume a purpose opted out of.")
+@click.option("--accept", metavar="VERSION", help="Accept a new policy version (§10).")
+@broker_options
+@timeout_option
+@click.pass_context
+def set_(
+    ctx: click.Context,
+    /,
+    building: str,
+    dwelling: str,
+    return_home: str | None,
+    broker_host: str | None,
+    broker_port: int | None,
+    secrets_dir: Path | None,
+    timeout: float,
+    **changes: Any,
+) -> None:
+    """Change one setting, sent on the dwelling panel's settings topic as the panel.
+
+    The gateway applies it before the next message it takes, stores it in the
+    dwelling's history, and acknowledges; this command waits for and prints that
+    acknowledgement (exit 1 if the gateway refused the change, 3 if it did not answer).
+    """
+    from intercom_gateway.core.models import SETTINGS_ADAPTER, utc_now
+    from intercom_gateway.resident.service import send_as_panel
+
+    body = _change_body(return_home=None if return_home is None else return_home == "on", **changes)
+    change = SETTINGS_ADAPTER.validate_json(
+        json.dumps(
+            {
+                "change_id": str(uuid.uuid4()),
+                "building_id": building,
+                "dwelling_id": dwelling,
+                "requested_at": utc_now().isoformat(),
+                "change": body,
+            }
+        )
+    )
+    settings = settings_of(
+        ctx, broker_host=broker_host, broker_port=broker_port, secrets_dir=secrets_dir
+    )
+    device = _dwelling_panel(settings, building, dwelling)
+    ack = run(
+        lambda: send_as_panel(
+            change,
+            device=device,
+            host=settings.broker_host,
+            port=settings.broker_port,
+            secrets_dir=settings.secrets_dir,
+            timeout=timeout,
+        )
+    )
+    click.echo(ack.model_dump_json(indent=2))
+    if not ack.applied:
+        raise SystemExit(EXIT_NO)
+
+
+def _dwelling_panel(settings: Settings, building: str, dwelling: str) -> str:
+    from intercom_gateway.core.models import DeviceRole
+    from intercom_gateway.core.registry import load_registry
+
+    for b, device in load_registry(settings.registry_path).devices():
+        if (
+            b.id == building
+            and device.role is DeviceRole.DWELLING_PANEL
+            and device.dwelling == dwelling
+        ):
+            return device.id
+    raise ConfigError(f"no dwelling panel for {building}/{dwelling} in the registry")
+
+
+# --- resident requests (§8) --------------------------------------------------------------
 
 
 def _ask(
@@ -45,54 +200,42 @@ def _ask(
 ) -> dict[str, Any]:
     from intercom_gateway.resident.service import open_desk
 
-    settings = _settings(ctx, db_path=db_path)
+    settings = settings_of(ctx, db_path=db_path)
 
     async def go() -> dict[str, Any]:
         async with open_desk(settings, via="cli", channel=channel) as desk:
             return await request(desk)
 
-    return _run(go)
+    return run(go)
 
 
-db_option = click.option(
-    "--db", "db_path", type=click.Path(path_type=Path), help="SQLite store file."
+change_options = options(
+    click.option(
+        "--offline",
+        is_flag=True,
+        help="Write the change to the store instead of sending it to the gateway. "
+        "Only while no gateway runs on this store: a running one keeps consent in "
+        "memory and would not see it.",
+    ),
+    broker_options,
+    timeout_option,
 )
-
-
-def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option(
-                "--offline",
-                is_flag=True,
-                help="Write the change to the store instead of sending it to the gateway. "
-                "Only while no gateway runs on this store: a running one keeps consent in "
-                "memory and would not see it.",
-            ),
-            click.option("--broker-host"),
-            click.option("--broker-port", type=int),
-            click.option("--secrets-dir", type=click.Path(path_type=Path)),
-            click.option("--timeout", type=float, default=10.0, show_default=True),
-        ]
-    ):
-        func = option(func)
-    return func
 
 
 def _channel(ctx: click.Context, offline: bool, timeout: float, **broker: Any) -> Any:
     from intercom_gateway.resident.service import mqtt_channel
 
     # None: open_desk writes to the store (StoreChannel).
-    return None if offline else mqtt_channel(_settings(ctx, **broker), timeout=timeout)
+    return None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
 
 
 def _finish_change(answer: dict[str, Any]) -> None:
-    _echo(answer)
+    echo_json(answer)
     if answer["outcome"] != "done":
-        raise SystemExit(1)
+        raise SystemExit(EXIT_NO)
 
 
-@click.group()
+@group()
 def resident() -> None:
     """A resident's requests (§8) for one dwelling; each is recorded with its outcome."""
 
@@ -104,7 +247,7 @@ def resident() -> None:
 @click.pass_context
 def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
     """Notification of purposes: which destination gets which events, for what."""
-    _echo(_ask(ctx, db_path, lambda desk: desk.purposes(building, dwelling)))
+    echo_json(_ask(ctx, db_path, lambda desk: desk.purposes(building, dwelling)))
 
 
 @resident.command("disclose")
@@ -114,16 +257,7 @@ def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | N
 @click.pass_context
 def disclose(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
     """Disclosure of what is held about the dwelling."""
-    _echo(_ask(ctx, db_path, lambda desk: desk.disclose(building, dwelling)))
-
-
-def _date_error(message: str) -> click.ClickException:
-    """A date bound out of range: one line, and click's exit status for a usage error."""
-    error = click.ClickException(message)
-    # click's own usage errors exit 2 but print the usage too; errors.py (home of every
-    # error class) does not import click, so the status is set on the instance.
-    error.exit_code = 2  # type: ignore[misc]
-    return error
+    echo_json(_ask(ctx, db_path, lambda desk: desk.disclose(building, dwelling)))
 
 
 def _bound(_: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -134,7 +268,7 @@ def _bound(_: click.Context, param: click.Parameter, value: str | None) -> datet
     try:
         return parse_bound(value, name=param.opts[0])
     except DateBoundError as error:
-        raise _date_error(str(error)) from None
+        raise usage_error(str(error)) from None
 
 
 _BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
@@ -184,7 +318,7 @@ def provisions(
     try:
         check_order(start, end)
     except DateBoundError as error:
-        raise _date_error(f"--from/--to: {error}") from None
+        raise usage_error(f"--from/--to: {error}") from None
     answer = _ask(
         ctx,
         db_path,
@@ -195,7 +329,7 @@ def provisions(
     if fmt == "csv":
         click.echo(provisions_csv(answer["records"]), nl=False)
     else:
-        _echo(answer)
+        echo_json(answer)
 
 
 @resident.command("stop-provision")
@@ -265,72 +399,32 @@ def erase(
         click.confirm(
             f"Erase the decision log and rejected input of {building}/{dwelling}?", abort=True
         )
-    _echo(_ask(ctx, db_path, lambda desk: desk.erase(building, dwelling)))
+    echo_json(_ask(ctx, db_path, lambda desk: desk.erase(building, dwelling)))
 
 
-# A century: longer than any retention a law asks for, and far from the end of the
-# calendar, so "now minus the retention" can always be computed.
-MAX_RETENTION_DAYS = 36_525
-
-
-@click.group()
-def ledger() -> None:
-    """The provision ledger (§8, APPI): retention."""
-
-
-@ledger.command("purge")
-@click.option(
-    "--older-than-days",
-    type=click.IntRange(1, MAX_RETENTION_DAYS),
-    help="Retention in days [env INTERCOM_LEDGER_RETENTION_DAYS, default 1096: three years].",
-)
-@db_option
-@click.pass_context
-def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None) -> None:
-    """Delete ledger rows older than the retention period, and only those."""
-    from intercom_gateway.store.sqlite import Store
-
-    settings = _settings(ctx, db_path=db_path, ledger_retention_days=older_than_days)
-    if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
-        raise _date_error(
-            f"INTERCOM_LEDGER_RETENTION_DAYS={settings.ledger_retention_days}"
-            f" is more than {MAX_RETENTION_DAYS} days (100 years)"
-        )
-    if not settings.db_path.exists():
-        raise click.ClickException(f"no store at {settings.db_path}")
-    before = utc_now() - timedelta(days=settings.ledger_retention_days)
-
-    async def go() -> int:
-        async with Store.open(settings.db_path) as store:
-            return await store.purge_ledger(before=before)
-
-    deleted = _run(go)
-    _echo(
-        {"deleted": deleted, "before": before.isoformat(), "days": settings.ledger_retention_days}
-    )
+# --- the HTTP API ------------------------------------------------------------------------
 
 
 @click.command("api")
 @click.option("--host", help="Interface to listen on [env INTERCOM_API_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port [env INTERCOM_API_PORT, default 8080].")
-@click.option("--broker-host")
-@click.option("--broker-port", type=int)
-@click.option("--secrets-dir", type=click.Path(path_type=Path))
+@broker_options
 @db_option
 @click.pass_context
-def api(ctx: click.Context, /, host: str | None, port: int | None, **options: Any) -> None:
+def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any) -> None:
     """Serve the resident-request HTTP API (OpenAPI at /docs); needs INTERCOM_API_TOKEN.
 
     The operator's token reaches every dwelling; a resident token (`token issue`)
-    reaches its own dwelling's routes only.
+    reaches its own dwelling's routes only. The store must exist (the gateway makes it).
     """
     import uvicorn
 
     from intercom_gateway.resident.api import create_app
 
-    settings = _settings(ctx, api_host=host, api_port=port, **options)
-    try:
-        app = create_app(settings)
-    except GatewayError as error:
-        raise click.ClickException(str(error)) from error
+    settings = settings_of(ctx, api_host=host, api_port=port, **given)
+    existing_store(settings.db_path)
+    app = create_app(settings)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+COMMANDS = (consent, resident, api)

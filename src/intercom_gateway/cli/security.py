@@ -1,6 +1,7 @@
-"""Broker secrets from the command line: ``credentials ...`` and ``tls init``.
+"""Broker secrets from the command line: ``credentials ...`` (accounts and the ACL) and
+``tls init``.
 
-``cli.py`` registers both groups on the main command. Passwords are never printed:
+``cli/main.py`` registers both groups on the main command. Passwords are never printed:
 they go hashed into the password file and in clear only into ``credentials.json``
 (0600), which local clients (gateway, simulators) read.
 """
@@ -24,9 +25,9 @@ from intercom_gateway.broker.tls import (
     TlsFiles,
     generate_dev_pki,
 )
+from intercom_gateway.cli.common import group, settings_of
 from intercom_gateway.core.policy import load_partners
 from intercom_gateway.core.registry import Registry, load_registry
-from intercom_gateway.errors import GatewayError
 from intercom_gateway.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,18 +65,18 @@ def _secrets_option(command: F) -> F:
     )(command)
 
 
+def _settings() -> Settings:
+    return settings_of(click.get_current_context())
+
+
 def _load(registry_path: Path | None, partners_path: Path | None) -> tuple[Registry, list[str]]:
-    settings = Settings()
+    settings = _settings()
     registry = load_registry(registry_path or settings.registry_path)
     partners = load_partners(partners_path or settings.partners_path)
     return registry, [service.id for service in partners.services]
 
 
-def _fail(error: GatewayError) -> click.ClickException:
-    return click.ClickException(str(error))
-
-
-@click.group()
+@group()
 def credentials() -> None:
     """Broker accounts and the ACL, generated from the device and partner registries.
 
@@ -101,14 +102,11 @@ def generate(
     Passwords are random and never printed. Refuses to overwrite existing credentials
     without --force, since every panel and partner would then need new ones.
     """
-    directory = secrets_dir or Settings().secrets_dir
+    directory = secrets_dir or _settings().secrets_dir
     if (directory / "passwd").exists() and not force:
         raise click.ClickException(f"{directory / 'passwd'} exists; pass --force to replace it")
-    try:
-        registry, partner_ids = _load(registry_path, partners_path)
-        creds = broker.generate_credentials(directory, registry, partner_ids, fleet=fleet)
-    except GatewayError as error:
-        raise _fail(error) from error
+    registry, partner_ids = _load(registry_path, partners_path)
+    creds = broker.generate_credentials(directory, registry, partner_ids, fleet=fleet)
     devices = sum(1 for _ in registry.devices())
     click.echo(
         f"wrote {creds.passwd_file}: {len(creds.passwords)} accounts "
@@ -134,11 +132,8 @@ def rotate(user: str, secrets_dir: Path | None, pid: int | None) -> None:
     accepting the old password until it rereads its files on SIGHUP (--pid, or
     `kill -HUP`); then clients still logged in with the old one are disconnected.
     """
-    directory = secrets_dir or Settings().secrets_dir
-    try:
-        broker.rotate_password(directory, user)
-    except GatewayError as error:
-        raise _fail(error) from error
+    directory = secrets_dir or _settings().secrets_dir
+    broker.rotate_password(directory, user)
     click.echo(f"rotated the password of {user!r} in {directory} (not shown)")
     if pid is None:
         click.echo("the old password works until the broker reloads: kill -HUP <mosquitto pid>")
@@ -154,10 +149,7 @@ def rotate(user: str, secrets_dir: Path | None, pid: int | None) -> None:
 @_registry_options
 def show_acl(registry_path: Path | None, partners_path: Path | None, fleet: bool) -> None:
     """Print the ACL the registries produce (no secrets involved)."""
-    try:
-        registry, partner_ids = _load(registry_path, partners_path)
-    except GatewayError as error:
-        raise _fail(error) from error
+    registry, partner_ids = _load(registry_path, partners_path)
     click.echo(broker.acl_text(registry, partner_ids, fleet=fleet), nl=False)
 
 
@@ -171,16 +163,13 @@ def plugin(secrets_dir: Path | None) -> None:
     the system C compiler and Debian's mosquitto-dev (scripts/setup installs both);
     tests and the demo build it themselves.
     """
-    directory = secrets_dir or Settings().secrets_dir
-    try:
-        built = broker_plugin.install_plugin(directory)
-    except GatewayError as error:
-        raise _fail(error) from error
+    directory = secrets_dir or _settings().secrets_dir
+    built = broker_plugin.install_plugin(directory)
     click.echo(f"wrote {built}")
     click.echo("if you start Mosquitto as root it loads this as user mosquitto: chown it")
 
 
-@click.group()
+@group()
 def tls() -> None:
     """Certificates for the broker's TLS listener (mosquitto.conf, `listener 8883`)."""
 
@@ -235,10 +224,10 @@ def init(
     files = TlsFiles(directory)
     if files.exists() and not force:
         raise click.ClickException(f"{files.ca_cert} exists; pass --force to replace it")
-    try:
-        generate_dev_pki(directory, dns_names=dns_names, ip_addresses=ip_addresses, days=days)
-    except GatewayError as error:
-        raise _fail(error) from error
+    generate_dev_pki(directory, dns_names=dns_names, ip_addresses=ip_addresses, days=days)
     names = ", ".join([*dns_names, *ip_addresses])
     click.echo(f"wrote {files.ca_cert} (clients trust this) and {files.ca_key} (0600)")
     click.echo(f"wrote {files.server_cert} for {names} and {files.server_key} (0600)")
+
+
+COMMANDS = (credentials, tls)

@@ -1,4 +1,5 @@
-"""``intercom-gateway token``: resident API tokens, one dwelling each (see ``tokens``).
+"""``intercom-gateway token``: resident API tokens, one dwelling each (see
+``resident/tokens.py``); with ``consent``, ``resident`` and ``api`` the resident's side.
 
 The secret of a token is printed once, when it is issued, and never stored; every issue
 and revoke is written to the audit trail with who did it (``cli:<user>``) and when.
@@ -16,9 +17,17 @@ from typing import Any, TypeVar
 
 import click
 
-from intercom_gateway.cli.resident import _run, _settings, db_option
+from intercom_gateway.cli.common import (
+    db_option,
+    echo_table,
+    existing_store,
+    group,
+    json_option,
+    run,
+    settings_of,
+)
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.errors import ConfigError, GatewayError
+from intercom_gateway.errors import GatewayError
 from intercom_gateway.resident.tokens import TokenBook, TokenInfo, UnknownToken, token_id_of
 
 T = TypeVar("T")
@@ -40,17 +49,13 @@ def _with_book(
 ) -> T:
     from intercom_gateway.store.sqlite import Store
 
-    settings = _settings(ctx, db_path=db_path)
-    if not settings.db_path.exists():
-        raise click.ClickException(
-            str(ConfigError("no store here: has the gateway run?", path=str(settings.db_path)))
-        )
+    path = existing_store(settings_of(ctx, db_path=db_path).db_path)
 
     async def go() -> T:
-        async with Store.open(settings.db_path) as store:
+        async with Store.open(path) as store:
             return await work(store, await TokenBook.open(store.connection))
 
-    return _run(go)
+    return run(go)
 
 
 def _label(_: click.Context, __: click.Parameter, value: str) -> str:
@@ -65,10 +70,7 @@ def _dwelling_pair(building: str | None, dwelling: str | None) -> tuple[str | No
     return building, dwelling
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-@click.group()
+@group()
 def token() -> None:
     """Resident API tokens: each reaches one dwelling's routes of the HTTP API only.
 
@@ -165,7 +167,7 @@ def list_tokens(
         | {k: _short(row[k]) for k in ("created_at", "expires_at", "revoked_at")}
         for row in rows
     ]
-    _table(columns, table)
+    echo_table(columns, table)
 
 
 @token.command("revoke")
@@ -224,18 +226,11 @@ def audit(
         {**row, "at": _short(row["at"]), "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
         for row in rows
     ]
-    _table(("at", "action", "token_id", "dwelling", "actor", "detail"), table)
+    echo_table(("at", "action", "token_id", "dwelling", "actor", "detail"), table)
 
 
 def _short(moment: str | None) -> str:
     return moment[:19].replace("T", " ") + "Z" if moment else "-"
 
 
-def _table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
-    for row in rows:
-        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+COMMANDS = (token,)

@@ -17,10 +17,8 @@ checks that it is current and valid for the official AsyncAPI parser.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from intercom_gateway import __version__
@@ -126,35 +124,6 @@ def default_document(settings: Settings | None = None) -> str:
     settings = settings or Settings()
     policy = load_policy(settings.policy_path)
     return render(policy, load_partners(settings.partners_path, policy=policy))
-
-
-@click.command("asyncapi")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("docs/asyncapi.yaml"),
-    show_default=True,
-    help="Where to write the document ('-' for stdout).",
-)
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 if --out is not current.")
-@click.pass_context
-def asyncapi(ctx: click.Context, out: Path, check: bool) -> None:
-    """Generate the AsyncAPI 3.0 document of every topic, from the models and registries.
-
-    Validate it with the official parser: `cd tools/asyncapi && npm ci && npm run validate`.
-    """
-    text = default_document(ctx.obj["settings"] if ctx.obj else None)
-    if check:
-        current = out.read_text(encoding="utf-8") if out.exists() else None
-        if current != text:
-            raise click.ClickException(f"{out} is not current: run `intercom-gateway asyncapi`")
-        click.echo(f"{out} is current")
-    elif str(out) == "-":
-        click.echo(text, nl=False)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        click.echo(out)
 
 
 def _iter_refs(node: Any) -> Iterator[str]:

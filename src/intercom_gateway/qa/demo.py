@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import tempfile
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -20,12 +19,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import click
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from intercom_gateway import logs
 from intercom_gateway.broker.mosquitto import (
     FLEET,
     OPERATOR,
@@ -121,64 +118,6 @@ class View:
 
 def _counts(counter: Counter[str]) -> str:
     return "\n".join(f"{key}: {value}" for key, value in sorted(counter.items())) or "-"
-
-
-@click.command()
-@click.option(
-    "--duration",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to run; 0 runs until Ctrl-C.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
-@click.option(
-    "--acceleration",
-    type=float,
-    default=7200.0,
-    show_default=True,
-    help="Simulated seconds per real second (7200: two hours a second).",
-)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the broker, store and generated accounts go [default: a temporary folder].",
-)
-@click.option(
-    "--broker-port", type=int, help="Use a running broker with accounts from --secrets-dir."
-)
-@click.option("--secrets-dir", type=click.Path(path_type=Path))
-def demo(
-    duration: float,
-    seed: int,
-    acceleration: float,
-    workdir: Path | None,
-    broker_port: int | None,
-    secrets_dir: Path | None,
-) -> None:
-    """Run Mosquitto, the gateway and simulated panels, and show the flow live."""
-    console = Console() if Console().is_terminal else Console(width=160)
-    # The view shows rejections and consent changes itself; keep the log for errors.
-    logs.configure("ERROR")
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="intercom-demo-"))
-            )
-        try:
-            asyncio.run(
-                run_demo(
-                    console=console,
-                    workdir=workdir,
-                    duration=duration or None,
-                    seed=seed,
-                    acceleration=acceleration,
-                    broker_port=broker_port,
-                    secrets_dir=secrets_dir,
-                )
-            )
-        except KeyboardInterrupt:
-            console.print("stopped")
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,266 @@
+"""The operator's commands: run the gateway, check its health, explain its decisions,
+export its contract (JSON Schemas, AsyncAPI), and keep the provision ledger's retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from intercom_gateway.cli.common import (
+    EXIT_NO,
+    broker_address,
+    broker_options,
+    db_option,
+    echo_json,
+    existing_store,
+    group,
+    run,
+    settings_of,
+    stop_on_signals,
+    usage_error,
+)
+from intercom_gateway.core import topics
+
+# A century: longer than any retention a law asks for, and far from the end of the
+# calendar, so "now minus the retention" can always be computed.
+MAX_RETENTION_DAYS = 36_525
+
+
+@click.command("run")
+@broker_options
+@click.option("--gateway-id", help="Client id and name of this gateway [default gw-1].")
+@db_option
+@click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Device registry YAML [env INTERCOM_REGISTRY_PATH, default: the packaged sample].",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Privacy policy YAML [env INTERCOM_POLICY_PATH, default: the packaged policy].",
+)
+@click.option(
+    "--partners",
+    "partners_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Partner registry YAML [env INTERCOM_PARTNERS_PATH, default: the packaged sample].",
+)
+@click.option("--share-group", help="MQTT 5 shared-subscription group, for several gateways.")
+@click.pass_context
+def run_command(ctx: click.Context, /, **options: Any) -> None:
+    """Run the gateway until SIGTERM or Ctrl-C (it finishes in-flight events first)."""
+    from intercom_gateway.gateway.service import run_gateway
+
+    settings = settings_of(ctx, **options)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        metrics = await run_gateway(settings, stop=stop, ready=_freeze_heap)
+        click.echo(json.dumps(metrics.snapshot()), err=True)
+
+    run(serve)
+
+
+def _freeze_heap(_gateway: object) -> None:
+    """Take what start-up loaded out of the garbage collector's scans.
+
+    The policy, registry, consents and modules live as long as the process. Left in
+    the oldest generation, every full collection scanned them: 24-27 ms each, a stall
+    every few seconds at 1,000 events/s. Frozen, a full collection takes 0.5-1.3 ms
+    (docs/benchmarks.md). Only the ``run`` command does this; tests share a process.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+@click.command()
+@broker_options
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the retained status and metrics.",
+)
+@click.option(
+    "--stall-after",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds a message may wait for its acknowledgement before the gateway counts as stuck.",
+)
+@click.pass_context
+def health(ctx: click.Context, /, timeout: float, stall_after: float, **options: Any) -> None:
+    """Exit 0 if the gateway is online and making progress; print its status and metrics.
+
+    Online alone is not enough: its retained metrics must be fresh (a hung loop stops
+    publishing them) and no message may have waited longer than --stall-after.
+    """
+    from intercom_gateway.broker.mosquitto import OPERATOR
+    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.core.health import verdict
+    from intercom_gateway.core.models import utc_now
+
+    address = broker_address(settings_of(ctx, **options), OPERATOR)
+
+    async def check() -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        client_id = address.client_id(f"health-{uuid.uuid4().hex[:8]}")
+        async with MqttBus(address, client_id=client_id) as bus:
+            await bus.subscribe(topics.STATUS, topics.METRICS)
+
+            async def read() -> None:
+                async for message in bus.messages():
+                    found[message.topic] = json.loads(message.payload)
+                    if len(found) == 2:
+                        return
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(read(), timeout)
+        return found
+
+    found = run(check)
+    status, metrics = found.get(topics.STATUS), found.get(topics.METRICS)
+    click.echo(json.dumps({"status": status, "metrics": metrics}, indent=2))
+    result = verdict(status, metrics, now=utc_now(), stall_after=stall_after)
+    click.echo(f"health: {result.reason}", err=True)
+    if not result.healthy:
+        sys.exit(EXIT_NO)
+
+
+@click.command()
+@click.argument("event_file", type=click.File("rb"), required=False)
+@click.option("--event-id", help="Explain a past event from the decision log instead.")
+@click.option(
+    "--consent",
+    "consent_file",
+    type=click.File("rb"),
+    help="Consent state as JSON (default: the dwelling's consent in the store).",
+)
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def explain(
+    ctx: click.Context,
+    event_file: Any,
+    event_id: str | None,
+    consent_file: Any,
+    db_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Show, per destination, whether an event is forwarded and the rule or reason why.
+
+    EVENT_FILE is an event as a panel sends it ('-' for stdin). With --event-id the
+    answer comes from the decision log: where that event went, and why not elsewhere.
+    An event that is not valid is refused with its first invalid field (exit 4).
+    """
+    from intercom_gateway.gateway.explain import explain_event, explain_logged
+
+    settings = settings_of(ctx, db_path=db_path)
+    if event_id is not None:
+        text = run(lambda: explain_logged(settings, event_id, as_json=as_json))
+    elif event_file is not None:
+        consent = consent_file.read() if consent_file is not None else None
+        text = run(lambda: explain_event(settings, event_file.read(), consent, as_json=as_json))
+    else:
+        raise click.UsageError("give an EVENT_FILE (or '-') or --event-id")
+    click.echo(text)
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
+    help="Folder to write the JSON Schemas into.",
+)
+def schemas(out: Path) -> None:
+    """Export the JSON Schema of every event, settings change and output envelope."""
+    from intercom_gateway.contract.schemas import write_schemas
+
+    for path in write_schemas(out):
+        click.echo(path)
+
+
+@click.command("asyncapi")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/asyncapi.yaml"),
+    show_default=True,
+    help="Where to write the document ('-' for stdout).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if --out is not current.")
+@click.pass_context
+def asyncapi(ctx: click.Context, out: Path, check: bool) -> None:
+    """Generate the AsyncAPI 3.0 document of every topic, from the models and registries.
+
+    Validate it with the official parser: `cd tools/asyncapi && npm ci && npm run validate`.
+    """
+    from intercom_gateway.contract.asyncapi import default_document
+
+    text = default_document(settings_of(ctx))
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else None
+        if current != text:
+            raise click.ClickException(f"{out} is not current: run `intercom-gateway asyncapi`")
+        click.echo(f"{out} is current")
+    elif str(out) == "-":
+        click.echo(text, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        click.echo(out)
+
+
+@group()
+def ledger() -> None:
+    """The provision ledger (§8, APPI): retention."""
+
+
+@ledger.command("purge")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(1, MAX_RETENTION_DAYS),
+    help="Retention in days [env INTERCOM_LEDGER_RETENTION_DAYS, default 1096: three years].",
+)
+@db_option
+@click.pass_context
+def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None) -> None:
+    """Delete ledger rows older than the retention period, and only those."""
+    from intercom_gateway.core.models import utc_now
+    from intercom_gateway.store.sqlite import Store
+
+    settings = settings_of(ctx, db_path=db_path, ledger_retention_days=older_than_days)
+    if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
+        raise usage_error(
+            f"INTERCOM_LEDGER_RETENTION_DAYS={settings.ledger_retention_days}"
+            f" is more than {MAX_RETENTION_DAYS} days (100 years)"
+        )
+    path = existing_store(settings.db_path)
+    before = utc_now() - timedelta(days=settings.ledger_retention_days)
+
+    async def go() -> int:
+        async with Store.open(path) as store:
+            return await store.purge_ledger(before=before)
+
+    deleted = run(go)
+    days = settings.ledger_retention_days
+    echo_json({"deleted": deleted, "before": before.isoformat(), "days": days})
+
+
+COMMANDS = (run_command, health, explain, schemas, asyncapi, ledger)
