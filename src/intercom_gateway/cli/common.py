@@ -50,17 +50,20 @@ DEBUG_HINT = "run with --debug (or INTERCOM_DEBUG=1) for the traceback"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class CliError(click.ClickException):
-    """One ``Error:`` line and an exit status from the table above."""
+def cli_error(message: str, *, exit_code: int = EXIT_USER) -> click.ClickException:
+    """One ``Error:`` line and an exit status from the table above.
 
-    def __init__(self, message: str, *, exit_code: int = EXIT_USER) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar in click; ours varies
+    A plain ``click.ClickException`` with its status set on the instance: every error
+    class of the package lives in ``errors.py``, which does not import click.
+    """
+    error = click.ClickException(message)
+    error.exit_code = exit_code  # type: ignore[misc]  # a ClassVar in click; ours varies
+    return error
 
 
-def usage_error(message: str) -> CliError:
+def usage_error(message: str) -> click.ClickException:
     """A value out of range, said in one line (click's UsageError adds the usage text)."""
-    return CliError(message, exit_code=EXIT_USAGE)
+    return cli_error(message, exit_code=EXIT_USAGE)
 
 
 # --- errors to exit statuses -------------------------------------------------------------
@@ -171,7 +174,7 @@ class Group(click.Group):
             code, message = describe(error)
             if code == EXIT_INTERNAL and not debugging(ctx):
                 message = f"{message} ({DEBUG_HINT})"
-            raise CliError(message, exit_code=code) from error
+            raise cli_error(message, exit_code=code) from error
 
 
 def group(**attrs: Any) -> Callable[[Callable[..., Any]], Group]:

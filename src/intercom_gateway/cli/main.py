@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from intercom_gateway import logs
 from intercom_gateway.cli import gateway, qa, resident, security, tokens
-from intercom_gateway.cli.common import CliError, group, validation_line
+from intercom_gateway.cli.common import cli_error, group, validation_line
 from intercom_gateway.settings import Settings
 
 
@@ -44,7 +44,7 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     try:
         settings = Settings()
     except ValidationError as error:
-        raise CliError(f"bad INTERCOM_* environment: {validation_line(error)}") from error
+        raise cli_error(f"bad INTERCOM_* environment: {validation_line(error)}") from error
     if log_level:
         settings = settings.model_copy(update={"log_level": log_level.upper()})
     logs.configure(settings.log_level)
