@@ -1,7 +1,11 @@
-"""The bus contract on a real Mosquitto, for the lean ``MqttBus`` and paho's ``PahoBus``.
+"""Our transport against the reference, on a real Mosquitto: ``MqttBus`` and paho's
+``PahoBus`` (tests/reference_paho.py, paho-mqtt from the test extra).
 
 Both implement ``bus.Bus``; every test here runs on both, so where our MQTT code and
-paho's differ, a test fails. A few tests are for what only the lean bus does.
+paho's differ, a test fails, and the last tests put them side by side: the same
+messages sent by either, read by either, must arrive the same, and the broker's
+refusals must carry the same reason codes. A few tests are for what only our bus does.
+The contract both share with the in-memory bus is tests/contract/test_bus_contract.py.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Credentials, Mosquitto
-from intercom_gateway.bus.mqtt import Message, MqttBus, Will
-from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.bus import Message, MqttBus, Will
 from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectionLost, PublishFailed
-from tests.helpers import collect
+from tests.helpers import collect, unawaited
+from tests.reference_paho import PahoBus
 
 BusFactory = Callable[..., Any]
 CLOUD_TOPIC = topics.cloud("b001", "d0001", "visitor")
@@ -55,8 +59,11 @@ async def test_a_publish_arrives_with_its_user_properties_in_order(
     async with make(broker, CLOUD) as reader, make(broker, GATEWAY) as writer:
         await reader.subscribe("cloud/#")
         for index in range(50):
-            await writer.send(
-                CLOUD_TOPIC, f"m{index}".encode(), user_properties=[*properties, ("i", str(index))]
+            await writer.publish(
+                CLOUD_TOPIC,
+                f"m{index}".encode(),
+                user_properties=[*properties, ("i", str(index))],
+                on_done=unawaited,
             )
         await writer.drain()
         arrived = await collect(reader, 50)
@@ -73,7 +80,7 @@ async def test_more_publishes_than_the_window_all_complete(
     async with make(broker, CLOUD) as reader, make(broker, GATEWAY, publish_window=16) as writer:
         await reader.subscribe("cloud/#")
         for index in range(2_000):
-            await writer.send(CLOUD_TOPIC, index.to_bytes(4, "big"), on_done=done.append)
+            await writer.publish(CLOUD_TOPIC, index.to_bytes(4, "big"), on_done=done.append)
         await writer.drain()
         arrived = await collect(reader, 2_000)
     assert done == [None] * 2_000
@@ -125,7 +132,7 @@ async def test_a_lost_broker_fails_pending_publishes_and_ends_messages(
         assert own_broker.process is not None
         os.kill(own_broker.process.pid, signal.SIGSTOP)  # accepts bytes, answers nothing
         try:
-            await reader.send(CLOUD_TOPIC, b"never acked", on_done=outcomes.append)
+            await reader.publish(CLOUD_TOPIC, b"never acked", on_done=outcomes.append)
         finally:
             await asyncio.to_thread(own_broker.stop, kill=True)
         with pytest.raises(ConnectionLost):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import RejectReason
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
@@ -181,12 +181,12 @@ class _StallingBus(MemoryBus):
         self.accept = accept
         self.sent = 0
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if self.sent >= self.accept:
             self.stalled.set()
             await asyncio.Event().wait()  # never returns: cancelled by the shutdown
         self.sent += 1
-        await super().send(topic, payload, **kwargs)
+        await super().publish(topic, payload, **kwargs)
 
 
 async def test_shutdown_mid_message_finishes_and_leaves_that_message_unacknowledged(

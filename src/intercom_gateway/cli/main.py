@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import sys
 import uuid
@@ -18,7 +19,7 @@ import click
 from intercom_gateway import logs
 from intercom_gateway.core import topics
 from intercom_gateway.errors import GatewayError
-from intercom_gateway.settings import Settings
+from intercom_gateway.settings import Settings, retired_setting
 
 T = TypeVar("T")
 
@@ -79,6 +80,9 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 
     Start with `intercom-gateway demo`; every command explains itself with --help.
     """
+    retired = retired_setting(os.environ)
+    if retired is not None:
+        raise click.ClickException(retired)
     try:
         settings = Settings()
     except ValueError as error:
@@ -187,7 +191,7 @@ def simulate(
     or --events it runs until Ctrl-C.
     """
     from intercom_gateway.broker.mosquitto import load_credentials
-    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.bus import MqttBus
     from intercom_gateway.core.registry import generate_registry, load_registry
     from intercom_gateway.simulators.fleet import run_fleet
     from intercom_gateway.simulators.outbox import Outbox, ResendPolicy
@@ -318,7 +322,7 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
     publishing them) and no message may have waited longer than --stall-after.
     """
     from intercom_gateway.broker.mosquitto import OPERATOR, load_credentials
-    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.bus import MqttBus
     from intercom_gateway.core.health import verdict
     from intercom_gateway.core.models import utc_now
 
