@@ -9,6 +9,7 @@ import pytest
 
 from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
 from intercom_gateway.core.registry import Registry, generate_registry
+from tests.transports import MemoryTransport, MosquittoTransport, Transport
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE_SERVICES = ("concierge", "elder-watch", "parcel-unlock")
@@ -32,3 +33,11 @@ def broker(
     credentials = generate_credentials(workdir / "secrets", fleet_registry, SAMPLE_SERVICES)
     with Mosquitto(workdir=workdir, credentials=credentials) as mosquitto:
         yield mosquitto
+
+
+@pytest.fixture(params=["memory", pytest.param("mosquitto", marks=pytest.mark.broker)])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """The in-memory broker, then the real Mosquitto: tests written once run on both."""
+    if request.param == "memory":
+        return MemoryTransport()
+    return MosquittoTransport(request.getfixturevalue("broker"))

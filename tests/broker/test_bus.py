@@ -16,6 +16,7 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Credentials, Mosquitto
 from intercom_gateway.bus import Message, MqttBus, Will
 from intercom_gateway.core import topics
-from intercom_gateway.errors import ConnectionLost, PublishFailed
+from intercom_gateway.errors import ConnectFailed, ConnectionLost, PublishFailed
 from tests.helpers import collect, unawaited
 from tests.reference_paho import PahoBus
 
@@ -209,3 +210,84 @@ async def test_received_messages_keep_their_flags(broker: Mosquitto, make: BusFa
         [message] = await collect(reader, 1)
     assert isinstance(message, Message)
     assert (message.qos, message.retain, message.dup, message.payload) == (0, False, False, b"q0")
+
+
+# --- side by side: what ours and paho's send, receive and are refused must be alike -----
+
+
+async def test_ours_and_paho_send_and_receive_the_same_messages(broker: Mosquitto) -> None:
+    """Each writes the same messages; each reads both writers': four identical streams."""
+    building = f"b{uuid.uuid4().hex[:10]}"
+    batch: list[dict[str, Any]] = [
+        {"qos": 1, "user_properties": [("purpose", "care"), ("purpose", "delivery")]},
+        {"qos": 0, "user_properties": [("note", "日本語 ok"), ("empty", ""), ("emoji", "🔔")]},
+        {"qos": 1, "user_properties": []},
+        {"qos": 1, "user_properties": [(f"k{i}", "v" * i) for i in range(16)]},
+        {"qos": 1, "user_properties": [("big", "x" * 20_000)]},
+    ]
+    kinds = {"ours": MqttBus, "paho": PahoBus}
+
+    def bus(kind: str, user: str) -> Any:
+        address = broker.address(user)
+        return kinds[kind](address, client_id=address.client_id(uuid.uuid4().hex[:8]))
+
+    async with (
+        bus("ours", CLOUD) as our_reader,
+        bus("paho", CLOUD) as paho_reader,
+        bus("ours", GATEWAY) as our_writer,
+        bus("paho", GATEWAY) as paho_writer,
+    ):
+        for reader in (our_reader, paho_reader):
+            await reader.subscribe(f"cloud/v1/{building}/#")
+        for name, writer in (("ours", our_writer), ("paho", paho_writer)):
+            for index, options in enumerate(batch):
+                topic = topics.cloud(building, name, f"kind{index}")
+                await writer.publish(topic, f"payload {index}".encode(), **options)
+        read = {"ours": await collect(our_reader, 10), "paho": await collect(paho_reader, 10)}
+
+    def stream(messages: list[Message], writer: str) -> list[tuple[Any, ...]]:
+        prefix = topics.cloud(building, writer, "")
+        return [
+            (m.topic.removeprefix(prefix), m.payload, m.qos, m.retain, m.dup, m.user_properties)
+            for m in messages
+            if m.topic.startswith(prefix)
+        ]
+
+    expected = [
+        (f"kind{i}", f"payload {i}".encode(), o["qos"], False, False, tuple(o["user_properties"]))
+        for i, o in enumerate(batch)
+    ]
+    for reader in ("ours", "paho"):
+        for writer in ("ours", "paho"):
+            assert stream(read[reader], writer) == expected, (reader, writer)
+
+
+async def test_ours_and_paho_are_refused_with_the_same_reason_codes(broker: Mosquitto) -> None:
+    """A publish the ACL forbids (PUBACK), a wrong password and a client id bound to
+    another account (CONNACK): the same codes reach the caller from either bus."""
+
+    async def refusals(kind: Callable[..., Any]) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        address = broker.address(GATEWAY)
+        async with kind(address, client_id=address.client_id(uuid.uuid4().hex[:8])) as bus:
+            with pytest.raises(PublishFailed) as forbidden:
+                await bus.publish(topics.panel_events("b001", "panel-b001-d0001", "visitor"), b"x")
+            codes["publish to a topic the ACL forbids"] = forbidden.value.reason_code
+            await bus.publish(CLOUD_TOPIC, b"still connected")
+        wrong = replace(address, password="not-the-password")
+        with pytest.raises(ConnectFailed) as bad_password:
+            async with kind(wrong, client_id=wrong.client_id(uuid.uuid4().hex[:8])):
+                pass
+        codes["wrong password"] = bad_password.value.reason_code
+        cloud = broker.address(CLOUD)
+        with pytest.raises(ConnectFailed) as foreign_id:
+            async with kind(cloud, client_id=address.client_id(uuid.uuid4().hex[:8])):
+                pass
+        codes["another account's client id"] = foreign_id.value.reason_code
+        return codes
+
+    ours, paho = await refusals(MqttBus), await refusals(PahoBus)
+    assert ours == paho
+    assert ours["publish to a topic the ACL forbids"] == 0x87
+    assert ours["wrong password"] in {0x86, 0x87}  # Mosquitto 2.0 answers 0x87
+    assert ours["another account's client id"] == 0x87

@@ -6,7 +6,8 @@ encoded with its own packet id and decoded on delivery. A user property the code
 cannot carry, or reads back differently, fails here as it would on Mosquitto.
 
 What is modelled, as Mosquitto does it (the bus contract tests run both): wildcard
-routing, one copy per client at the highest QoS granted, retained messages (an empty
+routing, a copy for each matching subscription of a client (Mosquitto 2's
+``allow_duplicate_messages`` default), retained messages (an empty
 one clears) and retain handling, the RETAIN flag set only on retained copies sent at
 subscribe time, kept sessions (``session_expiry`` > 0) that queue QoS 1 messages while
 their client is away and deliver again, marked DUP, what a ``manual_ack`` client had
@@ -42,10 +43,9 @@ class _Session:
     queued: list[tuple[Message, int]] = field(default_factory=list)  # while away
     next_id: int = 0
 
-    def granted(self, topic: str) -> int | None:
-        """The highest QoS of this session's filters that match ``topic``; None: none."""
-        matching = [q for f, q in self.subscriptions.items() if topics.matches(f, topic)]
-        return max(matching) if matching else None
+    def granted(self, topic: str) -> list[int]:
+        """The QoS of each of this session's filters that matches ``topic``."""
+        return [q for f, q in self.subscriptions.items() if topics.matches(f, topic)]
 
     def allocate_id(self) -> int:
         packet_id = self.next_id
@@ -94,9 +94,9 @@ class MemoryBroker:
         for bus in list(self.buses):
             bus.deliver(message)
         for session in self.sessions.values():
-            granted = session.granted(message.topic)
-            if granted and message.qos:  # QoS 0 is not queued for a client that is away
-                session.queued.append((message, granted))
+            for granted in session.granted(message.topic):
+                if granted and message.qos:  # QoS 0 is not queued for a client away
+                    session.queued.append((message, granted))
 
     def _resume(self, bus: MemoryBus) -> bool:
         """Give ``bus`` its kept session, if there is one; whether there was."""
@@ -162,8 +162,7 @@ class MemoryBus:
 
     def deliver(self, message: Message) -> None:
         """The broker offers every message it routes; this client takes what it asked for."""
-        granted = self._session.granted(message.topic)
-        if granted is not None:
+        for granted in self._session.granted(message.topic):
             self._deliver(message, granted, retain=False)
 
     def _deliver(self, message: Message, granted: int, *, retain: bool) -> None:
