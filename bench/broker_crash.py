@@ -46,7 +46,7 @@ from intercom_gateway.broker.mosquitto import (
     Mosquitto,
     generate_credentials,
 )
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.errors import BusError
@@ -123,7 +123,7 @@ class Publisher:
                     # Pacing the offered load, not synchronising.
                     await asyncio.sleep(max(0.0, began + number / rate - loop.time()))
                     payload = json.dumps({"n": number, "pad": PAD}).encode()
-                    await bus.send(TOPIC, payload, on_done=self._done(number))
+                    await bus.publish(TOPIC, payload, on_done=self._done(number))
                     self.sent += 1
                 await bus.drain()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import wire
-from intercom_gateway.bus.mqtt import BrokerAddress, Message, MqttBus
+from intercom_gateway.bus import BrokerAddress, Message, MqttBus
 from intercom_gateway.core import topics
 
 _COUNTER = struct.Struct("<Q")
@@ -290,7 +290,13 @@ async def relay(config: dict[str, Any], ready: Callable[[], None]) -> dict[str, 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with MqttBus(
+    transport: Any = MqttBus
+    if config.get("transport") == "paho":
+        # The same relay on paho-mqtt, the tests' reference bus: what ours gains.
+        from tests.reference_paho import PahoBus
+
+        transport = PahoBus
+    async with transport(
         _address(config),
         client_id=config["client_id"],
         manual_ack=True,
@@ -321,7 +327,7 @@ async def relay(config: dict[str, Any], ready: Callable[[], None]) -> dict[str, 
                         bus.ack(message)
 
                 for target in targets:
-                    await bus.send(target, message.payload, qos=1, on_done=done)
+                    await bus.publish(target, message.payload, qos=1, on_done=done)
 
         task = asyncio.create_task(consume())
         await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")

@@ -23,7 +23,7 @@ from typing import Any
 
 from intercom_gateway.broker import mosquitto as broker_module
 from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.errors import ConnectFailed
 

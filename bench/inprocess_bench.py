@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.relay_bench import SERVICES, prepare
-from intercom_gateway.bus.mqtt import MemoryBroker
+from intercom_gateway.bus import MemoryBroker
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
@@ -62,7 +62,7 @@ async def run_once(
         await gateway.online.wait()
         cpu, main, wall = time.process_time(), time.thread_time(), time.perf_counter()
         for topic, payload in messages:
-            await panels.send(topic, payload)
+            await panels.publish(topic, payload)
         await gateway.wait_acked(len(messages))
         cpu, main = time.process_time() - cpu, time.thread_time() - main
         wall = time.perf_counter() - wall

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from intercom_gateway.bus.mqtt import MemoryBroker
+from intercom_gateway.bus import MemoryBroker
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.registry import dump_registry, generate_registry
@@ -232,7 +232,7 @@ async def throughput(workdir: Path, *, events: int, ledger: bool) -> dict[str, A
         await gateway.online.wait()
         began = time.perf_counter()
         for topic, payload in messages:
-            await panels.send(topic, payload)
+            await panels.publish(topic, payload)
         await gateway.wait_acked(events)
         elapsed = time.perf_counter() - began
         stop.set()

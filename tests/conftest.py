@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
 from intercom_gateway.core.registry import Registry, generate_registry
+from tests.transports import MemoryTransport, MosquittoTransport, Transport
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE_SERVICES = ("concierge", "elder-watch", "parcel-unlock")
@@ -16,3 +19,25 @@ SAMPLE_SERVICES = ("concierge", "elder-watch", "parcel-unlock")
 def fleet_registry() -> Registry:
     """Two buildings of four dwellings, every dwelling using the three sample services."""
     return generate_registry(buildings=2, dwellings=4, services=SAMPLE_SERVICES)
+
+
+@pytest.fixture(scope="session")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, fleet_registry: Registry
+) -> Iterator[Mosquitto]:
+    """One real Mosquitto per test session, on a free loopback port, running the
+    project's own mosquitto.conf with generated credentials. Started only by a test
+    that asks for it: the broker tier, and the Mosquitto cases (marked ``broker``) of
+    the contract and component tests that run on both buses."""
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    credentials = generate_credentials(workdir / "secrets", fleet_registry, SAMPLE_SERVICES)
+    with Mosquitto(workdir=workdir, credentials=credentials) as mosquitto:
+        yield mosquitto
+
+
+@pytest.fixture(params=["memory", pytest.param("mosquitto", marks=pytest.mark.broker)])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """The in-memory broker, then the real Mosquitto: tests written once run on both."""
+    if request.param == "memory":
+        return MemoryTransport()
+    return MosquittoTransport(request.getfixturevalue("broker"))

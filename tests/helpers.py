@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from intercom_gateway.bus.mqtt import Bus, Message
+from intercom_gateway.bus import Bus, Message
 
 
 async def collect(bus: Bus, count: int, *, timeout: float = 10.0) -> list[Message]:
@@ -41,3 +41,8 @@ async def collect_until(bus: Bus, topic_prefix: str, *, timeout: float = 10.0) -
         arrived = [m.topic for m in seen]
         raise AssertionError(f"no {topic_prefix}... message; got {arrived}") from None
     return seen
+
+
+def unawaited(_error: BaseException | None) -> None:
+    """``on_done`` for a publish nobody waits on (the caller drains, or a receipt settles
+    it): ``publish`` then returns once the message is queued, as ``send`` used to."""

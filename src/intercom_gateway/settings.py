@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA = Path(__file__).parent / "data"
+
+# Settings that are gone. Naming one in the environment stops the CLI with one line
+# rather than being ignored: whoever set INTERCOM_MQTT_CLIENT=paho expects paho.
+RETIRED = {
+    "INTERCOM_MQTT_CLIENT": "the gateway has one MQTT transport (bus.MqttBus); paho-mqtt"
+    " is only the tests' reference now (tests/reference_paho.py)",
+}
+
+
+def retired_setting(environ: Mapping[str, str]) -> str | None:
+    """The complaint about the first retired setting set in ``environ``; None if none."""
+    names = {name.upper() for name in environ}
+    for name, why in RETIRED.items():
+        if name in names:
+            return f"{name} is no longer read: {why}; unset it"
+    return None
 
 
 class Settings(BaseSettings):
@@ -30,9 +46,6 @@ class Settings(BaseSettings):
     session_expiry: int = Field(default=86_400, description="seconds the broker keeps our session")
     receive_maximum: int = Field(default=1_000, description="unacknowledged inbound at once")
     publish_window: int = Field(default=5_000, description="unacknowledged outbound at once")
-    mqtt_client: Literal["lean", "paho"] = Field(
-        default="lean", description="the MQTT transport: ours (bus.MqttBus) or paho's"
-    )
     reconnect_min: float = 0.2
     reconnect_max: float = 10.0
 

@@ -1,33 +1,20 @@
-"""Broker tier: one real Mosquitto per test session, on a free loopback port, running
-the project's own mosquitto.conf with generated credentials."""
+"""Broker tier: every test here needs the real Mosquitto (the session's ``broker``
+fixture, in tests/conftest.py, shared with the contract and component tiers)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
-from intercom_gateway.core.registry import Registry
-from tests.conftest import SAMPLE_SERVICES
+from intercom_gateway.broker.mosquitto import Mosquitto
+from intercom_gateway.bus import MqttBus
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/broker/" in str(item.fspath):
             item.add_marker(pytest.mark.broker)
-
-
-@pytest.fixture(scope="session")
-def broker(
-    tmp_path_factory: pytest.TempPathFactory, fleet_registry: Registry
-) -> Iterator[Mosquitto]:
-    workdir = tmp_path_factory.mktemp("mosquitto")
-    credentials = generate_credentials(workdir / "secrets", fleet_registry, SAMPLE_SERVICES)
-    with Mosquitto(workdir=workdir, credentials=credentials) as mosquitto:
-        yield mosquitto
 
 
 def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:

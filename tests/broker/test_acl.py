@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from intercom_gateway.broker.mosquitto import ANALYTICS, CLOUD, FLEET, GATEWAY, OPERATOR, Mosquitto
-from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
+from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectFailed, PublishFailed, SubscribeRefused
 from tests.broker.conftest import client

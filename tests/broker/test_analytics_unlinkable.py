@@ -43,7 +43,7 @@ from intercom_gateway.broker.mosquitto import (
     Mosquitto,
     generate_credentials,
 )
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.decision import decide
 from intercom_gateway.core.models import Event, utc_now

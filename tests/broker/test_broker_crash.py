@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event
 from intercom_gateway.core.registry import dump_registry, generate_registry
@@ -43,6 +43,7 @@ from tests.broker.test_nothing_lost import (
     ledger_key,
     make_events,
 )
+from tests.helpers import unawaited
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,7 @@ class Panels:
                             await self.outbox.put(str(event.event_id), topic, payload)
                             queue.pop(0)
                             started.set()
-                            await bus.send(topic, payload, qos=1)
+                            await bus.publish(topic, payload, qos=1, on_done=unawaited)
                             await asyncio.sleep(1 / rate)  # pacing the panels, not syncing
                         while not await self.outbox.wait_empty(0.5):
                             if keeper.done():
@@ -281,7 +282,7 @@ async def test_without_resends_the_same_crash_loses_events(world: World) -> None
         async with MqttBus(world.broker.address(FLEET), client_id=f"{FLEET}.forgetful") as bus:
             for event in events:
                 topic = topics.panel_events(event.building_id, event.device.id, event.type)
-                await bus.send(topic, event.model_dump_json().encode(), qos=1)
+                await bus.publish(topic, event.model_dump_json().encode(), qos=1)
             await bus.drain()  # every event acknowledged by the broker
         await crash_broker(world, subscribers, 1)  # well within Mosquitto's 2 s save period
         await world.start_gateway(status)

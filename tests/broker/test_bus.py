@@ -1,7 +1,11 @@
-"""The bus contract on a real Mosquitto, for the lean ``MqttBus`` and paho's ``PahoBus``.
+"""Our transport against the reference, on a real Mosquitto: ``MqttBus`` and paho's
+``PahoBus`` (tests/reference_paho.py, paho-mqtt from the test extra).
 
 Both implement ``bus.Bus``; every test here runs on both, so where our MQTT code and
-paho's differ, a test fails. A few tests are for what only the lean bus does.
+paho's differ, a test fails, and the last tests put them side by side: the same
+messages sent by either, read by either, must arrive the same, and the broker's
+refusals must carry the same reason codes. A few tests are for what only our bus does.
+The contract both share with the in-memory bus is tests/contract/test_bus_contract.py.
 """
 
 from __future__ import annotations
@@ -12,17 +16,18 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Credentials, Mosquitto
-from intercom_gateway.bus.mqtt import Message, MqttBus, Will
-from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.bus import Message, MqttBus, Will
 from intercom_gateway.core import topics
-from intercom_gateway.errors import ConnectionLost, PublishFailed
-from tests.helpers import collect
+from intercom_gateway.errors import ConnectFailed, ConnectionLost, PublishFailed
+from tests.helpers import collect, unawaited
+from tests.reference_paho import PahoBus
 
 BusFactory = Callable[..., Any]
 CLOUD_TOPIC = topics.cloud("b001", "d0001", "visitor")
@@ -55,8 +60,11 @@ async def test_a_publish_arrives_with_its_user_properties_in_order(
     async with make(broker, CLOUD) as reader, make(broker, GATEWAY) as writer:
         await reader.subscribe("cloud/#")
         for index in range(50):
-            await writer.send(
-                CLOUD_TOPIC, f"m{index}".encode(), user_properties=[*properties, ("i", str(index))]
+            await writer.publish(
+                CLOUD_TOPIC,
+                f"m{index}".encode(),
+                user_properties=[*properties, ("i", str(index))],
+                on_done=unawaited,
             )
         await writer.drain()
         arrived = await collect(reader, 50)
@@ -73,7 +81,7 @@ async def test_more_publishes_than_the_window_all_complete(
     async with make(broker, CLOUD) as reader, make(broker, GATEWAY, publish_window=16) as writer:
         await reader.subscribe("cloud/#")
         for index in range(2_000):
-            await writer.send(CLOUD_TOPIC, index.to_bytes(4, "big"), on_done=done.append)
+            await writer.publish(CLOUD_TOPIC, index.to_bytes(4, "big"), on_done=done.append)
         await writer.drain()
         arrived = await collect(reader, 2_000)
     assert done == [None] * 2_000
@@ -125,7 +133,7 @@ async def test_a_lost_broker_fails_pending_publishes_and_ends_messages(
         assert own_broker.process is not None
         os.kill(own_broker.process.pid, signal.SIGSTOP)  # accepts bytes, answers nothing
         try:
-            await reader.send(CLOUD_TOPIC, b"never acked", on_done=outcomes.append)
+            await reader.publish(CLOUD_TOPIC, b"never acked", on_done=outcomes.append)
         finally:
             await asyncio.to_thread(own_broker.stop, kill=True)
         with pytest.raises(ConnectionLost):
@@ -202,3 +210,84 @@ async def test_received_messages_keep_their_flags(broker: Mosquitto, make: BusFa
         [message] = await collect(reader, 1)
     assert isinstance(message, Message)
     assert (message.qos, message.retain, message.dup, message.payload) == (0, False, False, b"q0")
+
+
+# --- side by side: what ours and paho's send, receive and are refused must be alike -----
+
+
+async def test_ours_and_paho_send_and_receive_the_same_messages(broker: Mosquitto) -> None:
+    """Each writes the same messages; each reads both writers': four identical streams."""
+    building = f"b{uuid.uuid4().hex[:10]}"
+    batch: list[dict[str, Any]] = [
+        {"qos": 1, "user_properties": [("purpose", "care"), ("purpose", "delivery")]},
+        {"qos": 0, "user_properties": [("note", "日本語 ok"), ("empty", ""), ("emoji", "🔔")]},
+        {"qos": 1, "user_properties": []},
+        {"qos": 1, "user_properties": [(f"k{i}", "v" * i) for i in range(16)]},
+        {"qos": 1, "user_properties": [("big", "x" * 20_000)]},
+    ]
+    kinds = {"ours": MqttBus, "paho": PahoBus}
+
+    def bus(kind: str, user: str) -> Any:
+        address = broker.address(user)
+        return kinds[kind](address, client_id=address.client_id(uuid.uuid4().hex[:8]))
+
+    async with (
+        bus("ours", CLOUD) as our_reader,
+        bus("paho", CLOUD) as paho_reader,
+        bus("ours", GATEWAY) as our_writer,
+        bus("paho", GATEWAY) as paho_writer,
+    ):
+        for reader in (our_reader, paho_reader):
+            await reader.subscribe(f"cloud/v1/{building}/#")
+        for name, writer in (("ours", our_writer), ("paho", paho_writer)):
+            for index, options in enumerate(batch):
+                topic = topics.cloud(building, name, f"kind{index}")
+                await writer.publish(topic, f"payload {index}".encode(), **options)
+        read = {"ours": await collect(our_reader, 10), "paho": await collect(paho_reader, 10)}
+
+    def stream(messages: list[Message], writer: str) -> list[tuple[Any, ...]]:
+        prefix = topics.cloud(building, writer, "")
+        return [
+            (m.topic.removeprefix(prefix), m.payload, m.qos, m.retain, m.dup, m.user_properties)
+            for m in messages
+            if m.topic.startswith(prefix)
+        ]
+
+    expected = [
+        (f"kind{i}", f"payload {i}".encode(), o["qos"], False, False, tuple(o["user_properties"]))
+        for i, o in enumerate(batch)
+    ]
+    for reader in ("ours", "paho"):
+        for writer in ("ours", "paho"):
+            assert stream(read[reader], writer) == expected, (reader, writer)
+
+
+async def test_ours_and_paho_are_refused_with_the_same_reason_codes(broker: Mosquitto) -> None:
+    """A publish the ACL forbids (PUBACK), a wrong password and a client id bound to
+    another account (CONNACK): the same codes reach the caller from either bus."""
+
+    async def refusals(kind: Callable[..., Any]) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        address = broker.address(GATEWAY)
+        async with kind(address, client_id=address.client_id(uuid.uuid4().hex[:8])) as bus:
+            with pytest.raises(PublishFailed) as forbidden:
+                await bus.publish(topics.panel_events("b001", "panel-b001-d0001", "visitor"), b"x")
+            codes["publish to a topic the ACL forbids"] = forbidden.value.reason_code
+            await bus.publish(CLOUD_TOPIC, b"still connected")
+        wrong = replace(address, password="not-the-password")
+        with pytest.raises(ConnectFailed) as bad_password:
+            async with kind(wrong, client_id=wrong.client_id(uuid.uuid4().hex[:8])):
+                pass
+        codes["wrong password"] = bad_password.value.reason_code
+        cloud = broker.address(CLOUD)
+        with pytest.raises(ConnectFailed) as foreign_id:
+            async with kind(cloud, client_id=address.client_id(uuid.uuid4().hex[:8])):
+                pass
+        codes["another account's client id"] = foreign_id.value.reason_code
+        return codes
+
+    ours, paho = await refusals(MqttBus), await refusals(PahoBus)
+    assert ours == paho
+    assert ours["publish to a topic the ACL forbids"] == 0x87
+    assert ours["wrong password"] in {0x86, 0x87}  # Mosquitto 2.0 answers 0x87
+    assert ours["another account's client id"] == 0x87

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import ANALYTICS, FLEET, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.decision import decide
 from intercom_gateway.core.models import Event, utc_now
@@ -50,6 +50,7 @@ from tests.broker.test_nothing_lost import (
     make_events,
     recording,
 )
+from tests.helpers import unawaited
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ async def send_stamped(broker: Mosquitto, pool: list[Event], *, rate: float) -> 
         for event in pool:
             stamped = event.model_copy(update={"occurred_at": utc_now()})
             topic = topics.panel_events(stamped.building_id, stamped.device.id, stamped.type)
-            await bus.send(topic, stamped.model_dump_json().encode())
+            await bus.publish(topic, stamped.model_dump_json().encode(), on_done=unawaited)
             sent.append(stamped)
             await asyncio.sleep(1 / rate)  # pacing the panels, not syncing
         await bus.drain()

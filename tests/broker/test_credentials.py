@@ -17,7 +17,7 @@ from intercom_gateway.broker.mosquitto import (
     load_credentials,
     rotate_password,
 )
-from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
+from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.cli.security import credentials as credentials_cli
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import generate_registry

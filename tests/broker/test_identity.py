@@ -30,8 +30,7 @@ from intercom_gateway.broker.mosquitto import (
     Mosquitto,
 )
 from intercom_gateway.broker.plugin import build_plugin
-from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
-from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.cli.security import credentials
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
@@ -42,6 +41,7 @@ from intercom_gateway.settings import Settings
 from tests.broker.takeover_server import TakeoverServer
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect
+from tests.reference_paho import PahoBus
 
 NOT_AUTHORISED = 0x87
 PANEL = "panel-b001-d0001"
@@ -65,14 +65,13 @@ def bus_kind(request: pytest.FixtureRequest) -> BusFactory:
 # --- (a) nobody else can take the gateway's session --------------------------------
 
 
-@pytest.mark.parametrize("mqtt_client", ["lean", "paho"])
 async def test_no_other_account_can_take_the_stopped_gateways_backlog(
-    own_broker: Mosquitto, fleet_registry: Registry, tmp_path: Path, mqtt_client: str
+    own_broker: Mosquitto, fleet_registry: Registry, tmp_path: Path
 ) -> None:
     """With the gateway away and events queued in its session, every other account's
     clean start with the gateway's client id is refused; the gateway comes back to all."""
     gateway_id = f"gw-identity-{uuid.uuid4().hex[:6]}"
-    overrides = {"gateway_id": gateway_id, "session_expiry": 3600, "mqtt_client": mqtt_client}
+    overrides = {"gateway_id": gateway_id, "session_expiry": 3600}
     workdir = tmp_path / "gw"
     async with running_gateway(own_broker, fleet_registry, workdir, **overrides):
         pass  # connected, subscribed with a kept session, then left cleanly
@@ -217,10 +216,7 @@ async def test_the_bus_raises_session_taken_over_on_disconnect_0x8e(bus_kind: Bu
 # --- the gateway reports a takeover and a lost session --------------------------------
 
 
-@pytest.mark.parametrize("mqtt_client", ["lean", "paho"])
-async def test_the_gateway_reports_a_takeover_and_the_session_it_lost(
-    tmp_path: Path, mqtt_client: str
-) -> None:
+async def test_the_gateway_reports_a_takeover_and_the_session_it_lost(tmp_path: Path) -> None:
     """DISCONNECT 0x8E: an error line and ``session_takeovers``; the reconnect finds no
     session (CONNACK Session Present 0): another error line and ``sessions_lost``."""
     async with TakeoverServer(session_present=False).running() as server:
@@ -230,7 +226,6 @@ async def test_the_gateway_reports_a_takeover_and_the_session_it_lost(
                 "broker_password": SecretStr("-"),
                 "db_path": tmp_path / "gateway.sqlite",
                 "gateway_id": "gw-takeover",
-                "mqtt_client": mqtt_client,
                 "session_expiry": 3600,
                 "reconnect_min": 0.05,
                 "log_events": False,

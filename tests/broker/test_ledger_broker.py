@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto
-from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.qa.testing import (

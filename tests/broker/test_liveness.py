@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus, Will
+from intercom_gateway.bus import MqttBus, Will
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, dump_registry
 from tests.conftest import SAMPLE_SERVICES

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decision import decide
@@ -314,7 +314,7 @@ class Publisher:
                     address, client_id=address.client_id(f"pub-{uuid.uuid4().hex[:6]}")
                 ) as bus:
                     for event in pending:
-                        await bus.send(*_message(event), on_done=self._done(str(event.event_id)))
+                        await bus.publish(*_message(event), on_done=self._done(str(event.event_id)))
                         if rate:
                             await asyncio.sleep(1 / rate)  # pacing the panels, not syncing
                     await bus.drain()

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, RejectReason, utc_now
 from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
@@ -51,6 +51,7 @@ from tests.broker.test_nothing_lost import (
     make_events,
     recording,
 )
+from tests.helpers import unawaited
 
 pytestmark = pytest.mark.slow
 
@@ -194,23 +195,35 @@ async def publish(
     step = max(1, len(events) // (len(bad) + 1))
     async with fleet(broker) as bus:
         for index, event in enumerate(events):
-            await bus.send(*_message(event))
+            await bus.publish(*_message(event), on_done=unawaited)
             if index % step == step - 1 and bad:
                 sample, retain = bad.pop(0)
-                await bus.send(
-                    sample.topic, sample.payload, retain=retain, user_properties=sample.properties
+                await bus.publish(
+                    sample.topic,
+                    sample.payload,
+                    retain=retain,
+                    user_properties=sample.properties,
+                    on_done=unawaited,
                 )
         for sample, retain in bad:
-            await bus.send(
-                sample.topic, sample.payload, retain=retain, user_properties=sample.properties
+            await bus.publish(
+                sample.topic,
+                sample.payload,
+                retain=retain,
+                user_properties=sample.properties,
+                on_done=unawaited,
             )
         await bus.drain()
 
 
 async def send(broker: Mosquitto, sample: Sample, *, retain: bool = False) -> None:
     async with fleet(broker) as bus:
-        await bus.send(
-            sample.topic, sample.payload, retain=retain, user_properties=sample.properties
+        await bus.publish(
+            sample.topic,
+            sample.payload,
+            retain=retain,
+            user_properties=sample.properties,
+            on_done=unawaited,
         )
         await bus.drain()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, parse_event
 from intercom_gateway.core.registry import generate_registry

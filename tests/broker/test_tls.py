@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from intercom_gateway.broker.mosquitto import GATEWAY, Credentials, Mosquitto
 from intercom_gateway.broker.tls import TlsFiles, generate_dev_pki
-from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus, TlsOptions
+from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions
 from intercom_gateway.cli.security import tls
 from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectFailed
@@ -105,7 +105,7 @@ async def test_a_burst_of_large_messages_over_tls_all_arrive(broker: Mosquitto) 
     ):
         await reader.subscribe(topics.partner_filter(PARTNER))
         for index in range(count):
-            await writer.send(topic, index.to_bytes(4, "big") + b"x" * size)
+            await writer.publish(topic, index.to_bytes(4, "big") + b"x" * size)
         await writer.drain()
         arrived = await collect(reader, count, timeout=20)
     assert [int.from_bytes(m.payload[:4], "big") for m in arrived] == list(range(count))

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
@@ -42,11 +42,11 @@ class FlakyBus(MemoryBus):
         self.silent: Callable[[str], bool] = lambda topic: False  # never acknowledged
         self.sent: list[str] = []  # topics, in publish order
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         self.sent.append(topic)
         error, silent = self.fail(topic), self.silent(topic)
         if error is None and not silent:
-            await super().send(topic, payload, **kwargs)
+            await super().publish(topic, payload, **kwargs)
             return
         if isinstance(error, PublishFailed):
             kwargs["on_done"](error)
@@ -264,7 +264,7 @@ async def test_the_release_loop_publishes_each_window_after_it_ends(
             await asyncio.wait_for(gateway.online.wait(), 5)
             panel = broker.client("panel")
             for data in events:
-                await panel.send(*panel_message(data))
+                await panel.publish(*panel_message(data))
             copies = await collect(observer, len(events), timeout=10)
             await asyncio.wait_for(gateway.wait_analytics_released(), 5)
             stop.set()

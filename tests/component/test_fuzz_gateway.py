@@ -35,8 +35,7 @@ from hypothesis import event, given, target
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from intercom_gateway.bus import mqtt5
-from intercom_gateway.bus.mqtt import MemoryBroker, Message
+from intercom_gateway.bus import MemoryBroker, Message, mqtt5
 from intercom_gateway.core import topics
 from intercom_gateway.core.decision import decide
 from intercom_gateway.core.models import Rejection, RejectReason, parse_event

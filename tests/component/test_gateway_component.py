@@ -1,5 +1,13 @@
-"""The gateway on the in-memory bus with a real SQLite file: acknowledgement, de-duplication,
-replay and initialisation semantics, message by message."""
+"""The gateway with a real SQLite file: acknowledgement, de-duplication, replay and
+initialisation semantics, message by message.
+
+Written once, run on both transports (``transport`` fixture): the in-memory broker and
+the session's real Mosquitto, where the gateway publishes through ``MqttBus`` as its
+generated account and an operator account observes. The inbound messages are made
+here (their packet ids and DUP flags are the point of several tests), so the gateway's
+acknowledgements are recorded, not sent. The shutdown test is memory-only: it needs a
+bus that never completes a publish, which no broker can be asked to be.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import RejectReason
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
@@ -22,23 +31,29 @@ from intercom_gateway.store.sqlite import Store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 from tests.helpers import collect, collect_until
+from tests.transports import Transport
+
+# The gateway, its bus (with ``acked``) and an observer subscribed to everything.
+World = tuple[Gateway, Any, Any]
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, MemoryBus, MemoryBus]]:
+async def world(tmp_path: Path, transport: Transport) -> AsyncIterator[World]:
     registry_path = tmp_path / "registry.yaml"
     registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
     registry_path.write_text(dump_registry(registry))
     settings = Settings(
         db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
     )
-    broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with (
+        Store.open(settings.db_path) as store,
+        transport.bus(GATEWAY) as bus,
+        transport.bus(OPERATOR) as observer,
+    ):
         gateway = await Gateway.load(settings, store)
-        bus = broker.client("gateway")
         gateway._bus = bus  # handle() is driven directly below, without serve()
-        observer = broker.client("observer")
-        await observer.subscribe("#")
+        # Retain handling 2: on the shared Mosquitto, no other test's retained messages.
+        await observer.subscribe("#", retain_handling=2)
         yield gateway, bus, observer
 
 
@@ -47,12 +62,12 @@ def inbound(topic: str, payload: bytes, *, mid: int = 1, dup: bool = False) -> M
 
 
 async def test_an_event_is_acknowledged_only_after_its_records_are_committed(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, bus, _ = world
     data = event_dict("visitor", dwelling="d0001")
     await gateway.handle(bus, inbound(*panel_message(data)))
-    # Every publish is done (the memory bus acknowledges at once), the batch is not.
+    # The batch is not committed (on memory every publish is done already).
     assert bus.acked == []
     assert await gateway.store.decision(data["event_id"]) is None
     await gateway.finish_in_flight()
@@ -62,7 +77,7 @@ async def test_an_event_is_acknowledged_only_after_its_records_are_committed(
 
 
 async def test_acknowledgements_keep_arrival_order(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, bus, _ = world
     for mid in range(1, 6):
@@ -73,7 +88,7 @@ async def test_acknowledgements_keep_arrival_order(
 
 
 async def test_a_redelivered_completed_event_is_acknowledged_without_forwarding_again(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, bus, observer = world
     data = event_dict("delivery_box", dwelling="d0001")
@@ -92,7 +107,7 @@ async def test_a_redelivered_completed_event_is_acknowledged_without_forwarding_
 
 
 async def test_a_replay_without_the_dup_flag_is_rejected(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, bus, _ = world
     data = event_dict("security", dwelling="d0003")
@@ -104,7 +119,7 @@ async def test_a_replay_without_the_dup_flag_is_rejected(
 
 
 async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     """§7(1)①: after the move-out setting nothing of the dwelling flows or is kept."""
     gateway, bus, observer = world
@@ -124,7 +139,7 @@ async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
 
 
 async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, bus, _ = world
     topic, payload = settings_message(
@@ -139,7 +154,7 @@ async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
 
 
 async def test_an_analytics_copy_cannot_be_joined_to_the_identified_copies(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     """§5(5): no event id, no shared decision id, no dwelling in the analytics copy, and
     no time finer than its window: it is held, and released once the window has ended."""
@@ -181,16 +196,17 @@ class _StallingBus(MemoryBus):
         self.accept = accept
         self.sent = 0
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if self.sent >= self.accept:
             self.stalled.set()
             await asyncio.Event().wait()  # never returns: cancelled by the shutdown
         self.sent += 1
-        await super().send(topic, payload, **kwargs)
+        await super().publish(topic, payload, **kwargs)
 
 
+@pytest.mark.parametrize("transport", ["memory"], indirect=True)
 async def test_shutdown_mid_message_finishes_and_leaves_that_message_unacknowledged(
-    world: tuple[Gateway, MemoryBus, MemoryBus],
+    world: World,
 ) -> None:
     gateway, _, _ = world
     bus = _StallingBus(MemoryBroker())

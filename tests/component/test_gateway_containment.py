@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import decision as core_decision
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import dump_registry, generate_registry
@@ -255,10 +255,10 @@ async def test_a_rejection_echo_carries_no_image_and_no_free_text(world: World) 
 class _RefusingBus(MemoryBus):
     """Refuses every rejection echo before it leaves, as an oversized packet would be."""
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if topic.startswith("gateway/v1/rejected/"):
             raise PublishFailed("too large", topic=topic, reason_code=0x95)
-        await super().send(topic, payload, **kwargs)
+        await super().publish(topic, payload, **kwargs)
 
 
 async def test_a_publish_refused_before_it_leaves_does_not_stop_the_loop(

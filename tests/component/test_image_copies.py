@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.bus import Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Forwarded
 from intercom_gateway.core.registry import dump_registry, generate_registry

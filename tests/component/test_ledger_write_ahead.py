@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import ConnectionLost, PublishFailed
@@ -57,17 +57,17 @@ class WitnessBus(MemoryBus):
         self.seen: dict[Key, str | None] = {}
         self.fail: Callable[[str], tuple[BaseException, bool] | None] = lambda topic: None
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if topic.startswith(LEDGER_PREFIXES):
             key = (json.loads(payload)["event_id"], _recipient(topic), _part(topic))
             self.seen[key] = _status(self.db_path, *key)
         failure = self.fail(topic)
         if failure is None:
-            await super().send(topic, payload, **kwargs)
+            await super().publish(topic, payload, **kwargs)
             return
         error, reached = failure
         if reached:  # the broker took it; its acknowledgement never came
-            await super().send(topic, payload, qos=1)
+            await super().publish(topic, payload, qos=1)
         kwargs["on_done"](error)
 
 
@@ -281,7 +281,7 @@ async def test_no_copy_waits_for_the_batch_timer_and_intents_share_commits(
             await asyncio.wait_for(gateway.online.wait(), 5)
             panel = broker.client("panel")
             for data in events:
-                await panel.send(*panel_message(data))
+                await panel.publish(*panel_message(data))
             # Concierge gets each visitor's facts and, in a message of its own, its image.
             copies = await collect(observer, 2 * len(events), timeout=10)
             stop.set()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Receipt, RejectReason
 from intercom_gateway.core.registry import dump_registry, generate_registry
@@ -41,12 +41,12 @@ class SpyBus:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.bus, name)
 
-    async def send(self, topic: str, payload: bytes, **options: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **options: Any) -> None:
         if topic.endswith("/receipts"):
             with contextlib.closing(sqlite3.connect(self.db_path)) as db:
                 committed = {row[0] for row in db.execute("SELECT event_id FROM completed")}
             self.receipts.append((topic, Receipt.model_validate_json(payload), committed))
-        await self.bus.send(topic, payload, **options)
+        await self.bus.publish(topic, payload, **options)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from intercom_gateway.bus.mqtt import MemoryBroker, Message
+from intercom_gateway.bus import MemoryBroker, Message
 from intercom_gateway.cli.main import main
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import utc_now

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.core.statistics import Window, aggregate_id
@@ -40,10 +40,10 @@ class FlakyBus(MemoryBus):
         self.lose: Callable[[str], bool] = lambda topic: False  # connection lost after it
         self.silent: Callable[[str], bool] = lambda topic: False  # never acknowledged
 
-    async def send(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         lose, silent = self.lose(topic), self.silent(topic)
         if not (lose or silent):
-            await super().send(topic, payload, **kwargs)
+            await super().publish(topic, payload, **kwargs)
             return
         self.broker.route(Message(topic, payload, 1, False, False, 0, ()))  # it got there
         if lose:
@@ -175,7 +175,7 @@ async def test_a_published_window_is_not_reopened_after_a_restart(settings: Sett
         assert gateway.statistics.late == 1  # a second count for it would slip past §5(2)②
         later(gateway, window.end + 2 * HOUR)
         await gateway.publish_reports(bus)
-        await bus.send("statistics/v1/sentinel", b"{}")
+        await bus.publish("statistics/v1/sentinel", b"{}")
         [message] = await collect(observer, 1)
         assert message.topic == "statistics/v1/sentinel"  # nothing more was published
 

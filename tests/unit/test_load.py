@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.bus import Message
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import Registry, generate_registry
 from intercom_gateway.qa.load import (

@@ -183,3 +183,37 @@ def test_reason_names_carry_their_code() -> None:
 def test_a_publish_with_qos_3_is_malformed() -> None:
     with pytest.raises(mqtt5.MalformedPacket, match="QoS 3"):
         mqtt5.read_publish(0x36, b"\x00\x01t\x00\x01\x00")
+
+
+_PAIRS = st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=8)
+
+
+@given(
+    topic=st.text(min_size=1, max_size=50),
+    payload=st.binary(max_size=300),
+    qos=st.integers(0, 1),
+    retain=st.booleans(),
+    pairs=_PAIRS,
+)
+def test_a_whole_publish_reads_back_as_the_message_it_was_made_from(
+    topic: str, payload: bytes, qos: int, retain: bool, pairs: list[tuple[str, str]]
+) -> None:
+    """What the memory bus does to every message: encode, split, decode."""
+    try:
+        packet = mqtt5.publish_packet(
+            topic, payload, qos=qos, retain=retain, packet_id=9, pairs=tuple(pairs)
+        )
+    except ValueError:  # a lone surrogate: no UTF-8, so no MQTT string
+        return
+    message = mqtt5.read_publish(*mqtt5.split_packet(packet))
+    assert message == mqtt5.Message(
+        topic, payload, qos, retain, False, 9 if qos else 0, tuple(pairs)
+    )
+
+
+def test_a_packet_is_split_only_when_its_length_matches_its_bytes() -> None:
+    packet = mqtt5.publish_packet("t", b"p", qos=0, retain=False, packet_id=0)
+    assert mqtt5.split_packet(packet) == (0x30, b"\x00\x01t\x00p")
+    for broken in (packet[:-1], packet + b"x", b"\x30"):
+        with pytest.raises(mqtt5.MalformedPacket):
+            mqtt5.split_packet(broken)

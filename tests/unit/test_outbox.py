@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Receipt, utc_now
 from intercom_gateway.core.registry import generate_registry

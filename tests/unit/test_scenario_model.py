@@ -10,7 +10,7 @@ from textwrap import dedent
 import pytest
 from click.testing import CliRunner
 
-from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.bus import Message
 from intercom_gateway.cli.main import main
 from intercom_gateway.cli.qa import LIBRARY
 from intercom_gateway.errors import ConfigError

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from intercom_gateway.bus.mqtt import MemoryBroker, MemoryBus, Message
+from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import ingress, topics
 from intercom_gateway.core.models import (
     SETTINGS_ADAPTER,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from intercom_gateway.broker.plugin import install_plugin
 from intercom_gateway.broker.tls import TlsFiles, generate_dev_pki
-from intercom_gateway.bus.mqtt import BrokerAddress, TlsOptions
+from intercom_gateway.bus import BrokerAddress, TlsOptions
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import DeviceRole
 from intercom_gateway.core.registry import Registry

@@ -1,20 +1,17 @@
-"""The one narrow interface to MQTT: publish, subscribe, iterate messages, acknowledge.
+"""The production MQTT transport: an MQTT v5 client on an asyncio protocol.
 
-``MqttBus`` is an MQTT v5 client on an asyncio protocol, speaking the packets of
-``mqtt5``. It is ours rather than a library's for two measured reasons:
+``MqttBus`` speaks the packets of ``mqtt5``. It is ours rather than a library's for
+two measured reasons:
 
 - the gateway must acknowledge an inbound QoS 1 message only after it has finished
   with it (aiomqtt acknowledges on receipt, its issue #345), and awaiting one future
-  per publish cost the gateway half its throughput: here a publish takes a callback;
+  per publish cost the gateway half its throughput: here a publish may take a callback;
 - paho, which we drove from the event loop before, spent 0.42 ms an event at the
   gateway's fan-out on per-packet objects (docs/benchmarks.md). This client writes
   every packet of a loop iteration in one system call and decodes only what it uses.
 
-``bus_paho.PahoBus`` is the same interface on paho-mqtt; the bus contract tests run on
-both, and ``INTERCOM_MQTT_CLIENT=paho`` runs the gateway on it.
-
-``MemoryBroker``/``MemoryBus`` are an in-memory stand-in with real wildcard matching
-for pure component tests. Nothing proves a feature on it alone.
+paho-mqtt stays as the reference it is checked against: ``tests/reference_paho.py`` is
+the same bus on paho, and the bus tests on a real Mosquitto run on both.
 """
 
 from __future__ import annotations
@@ -23,14 +20,12 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 from intercom_gateway.bus import mqtt5
-from intercom_gateway.bus.mqtt5 import Message, Will
-from intercom_gateway.core import topics
+from intercom_gateway.bus.base import BrokerAddress, DoneCallback, Message, UserProperties, Will
+from intercom_gateway.bus.inflight import Inflight, until_done
 from intercom_gateway.errors import (
     BusError,
     ConnectFailed,
@@ -40,149 +35,44 @@ from intercom_gateway.errors import (
     SubscribeRefused,
 )
 
-__all__ = [
-    "BrokerAddress",
-    "Bus",
-    "MemoryBroker",
-    "MemoryBus",
-    "Message",
-    "MqttBus",
-    "TlsOptions",
-    "Will",
-]
+__all__ = ["SESSION_TAKEN_OVER", "MqttBus", "check_granted"]
 
-UserProperties = Sequence[tuple[str, str]]
 # DISCONNECT reason: another connection with our client id took the session.
 SESSION_TAKEN_OVER = 0x8E
-DoneCallback = Callable[[BaseException | None], None]
 
 
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
+def check_granted(filters: Sequence[str], codes: Sequence[int]) -> None:
+    """Every SUBACK code checked: Mosquitto's ACL refusals are otherwise silent."""
+    if len(codes) != len(filters):
+        raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
+    for topic_filter, code in zip(filters, codes, strict=True):
+        if code >= 0x80:
+            raise SubscribeRefused(topic_filter, code)
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: TlsOptions | None = None
+class _Protocol(asyncio.Protocol):
+    """Hands the socket's events to its bus."""
 
-    def client_id(self, suffix: str) -> str:
-        """A client id this account may use: ``<username>.<suffix>``.
+    def __init__(self, bus: MqttBus) -> None:
+        self.bus = bus
 
-        The broker refuses any other id than the account's name or that form
-        (``data/broker/clientid_binding.c``, docs/security.md), so that no account can
-        take over another's session.
-        """
-        return suffix if self.username is None else f"{self.username}.{suffix}"
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport; uvloop's do not subclass asyncio.Transport, so no isinstance.
+        self.bus._transport = cast(asyncio.Transport, transport)
 
+    def data_received(self, data: bytes) -> None:
+        self.bus._received(data)
 
-class Bus(Protocol):
-    """What the gateway, simulators and tests need from MQTT."""
-
-    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None: ...
-
-    def messages(self) -> AsyncIterator[Message]: ...
-
-    def ack(self, message: Message) -> None: ...
-
-    async def send(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-        on_done: DoneCallback | None = None,
-    ) -> None: ...
-
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-    ) -> None: ...
-
-    async def drain(self) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bus._transport_closed(exc)
 
 
-class _Window:
-    """Caps unacknowledged publishes (paho's message ids are 16-bit, pitfall 3)."""
+class MqttBus:
+    """An MQTT v5 client on the running event loop. Use as ``async with``.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.in_flight = 0
-        self._space = asyncio.Event()
-        self._space.set()
-        self._empty = asyncio.Event()
-        self._empty.set()
-
-    async def acquire(self) -> None:
-        while self.in_flight >= self.size:
-            self._space.clear()
-            await self._space.wait()
-        self.in_flight += 1
-        self._empty.clear()
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight < self.size:
-            self._space.set()
-        if self.in_flight == 0:
-            self._empty.set()
-
-    async def wait_empty(self) -> None:
-        await self._empty.wait()
-
-
-class _Base:
-    """Publish plumbing shared by both buses."""
-
-    _window: _Window
-
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-    ) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def finish(error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-
-        await self.send(  # type: ignore[attr-defined]
-            topic, payload, qos=qos, retain=retain, user_properties=user_properties, on_done=finish
-        )
-        await done
-
-    async def drain(self) -> None:
-        """Wait until every publish sent so far is acknowledged."""
-        await self._window.wait_empty()
-
-
-class _Client(_Base):
-    """What both MQTT buses share: their options, the publish bookkeeping and failing.
-
-    ``MqttBus`` (ours) and ``bus_paho.PahoBus`` differ only in how packets are made
-    and moved.
+    Every packet made during one turn of the event loop (publishes, acknowledgements)
+    goes out in one write, at the end of that turn. Lost connections are not retried
+    here: the caller makes a new bus (the gateway with backoff, keeping its session).
     """
 
     def __init__(
@@ -209,130 +99,14 @@ class _Client(_Base):
         self._will = will
         self._connect_timeout = connect_timeout
         # Packet ids are 16-bit: no more unacknowledged publishes can exist.
-        self._window = _Window(min(publish_window, mqtt5.MAX_PACKET_ID))
-        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
-        self._subscribing: dict[int, asyncio.Future[Any]] = {}
+        self._inflight = Inflight(min(publish_window, mqtt5.MAX_PACKET_ID))
+        self._subscribing: dict[int, asyncio.Future[list[int]]] = {}
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         self._lost: BaseException | None = None
         self._closing = False
         # The CONNACK's Session Present flag: with clean_start=False, False means the
         # broker had no session for us (never had one, expired, or erased).
         self.session_present = False
-        self._setup()
-
-    def _setup(self) -> None:
-        """The state of one implementation."""
-
-    async def close(self, *, with_will: bool = False) -> None:
-        """Disconnect; ``with_will`` asks the broker to publish our last will all the same."""
-        raise NotImplementedError
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        # Leaving on an error, even a cancellation: whoever reads our will (the gateway's
-        # status) must learn we are gone; only a clean exit is a clean disconnect.
-        await self.close(with_will=exc_type is not None)
-
-    def _fail_pending(self, error: BaseException) -> None:
-        pending, self._pending = self._pending, {}
-        for _topic, callback in pending.values():
-            self._window.release()
-            if callback is not None:
-                callback(error)
-        for future in self._subscribing.values():
-            if not future.done():
-                future.set_exception(error)
-        self._subscribing.clear()
-
-    async def _reserve(self, qos: int) -> None:
-        """Take a place in the publish window for one publish on a live connection.
-
-        Waits only while the window is full; the place is given back if the publish
-        cannot go.
-        """
-        if qos not in (0, 1):
-            raise ValueError("the bus publishes at QoS 0 or 1")
-        await self._window.acquire()
-        try:
-            self._check()
-        except BusError:
-            self._window.release()
-            raise
-
-    def _sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
-        """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
-        if qos:
-            self._pending[packet_id] = (topic, on_done)
-            return
-        # QoS 0 has no acknowledgement; sent is all we will ever know.
-        self._window.release()
-        if on_done is not None:
-            on_done(None)
-
-    def _acknowledged(self, packet_id: int, reason: int, name: str) -> None:
-        """The broker's PUBACK for ``packet_id``, with its reason code."""
-        entry = self._pending.pop(packet_id, None)
-        if entry is None:
-            return
-        self._window.release()
-        topic, callback = entry
-        if callback is None:
-            return
-        if reason >= 0x80:
-            callback(
-                PublishFailed(f"broker refused publish: {name}", topic=topic, reason_code=reason)
-            )
-        else:
-            callback(None)
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(str(self._lost)) from self._lost
-        if self._closing:
-            raise ConnectionLost("bus closed")
-
-    @staticmethod
-    def _granted(filters: Sequence[str], codes: Sequence[int]) -> None:
-        """Every SUBACK code checked: Mosquitto's ACL refusals are otherwise silent."""
-        if len(codes) != len(filters):
-            raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
-        for topic_filter, code in zip(filters, codes, strict=True):
-            if code >= 0x80:
-                raise SubscribeRefused(topic_filter, code)
-
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._inbox.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-
-class _Protocol(asyncio.Protocol):
-    """Hands the socket's events to its bus."""
-
-    def __init__(self, bus: MqttBus) -> None:
-        self.bus = bus
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport; uvloop's do not subclass asyncio.Transport, so no isinstance.
-        self.bus._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.bus._received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.bus._transport_closed(exc)
-
-
-class MqttBus(_Client):
-    """An MQTT v5 client on the running event loop. Use as ``async with``.
-
-    Every packet made during one turn of the event loop (publishes, acknowledgements)
-    goes out in one write, at the end of that turn. Lost connections are not retried
-    here: the caller makes a new bus (the gateway with backoff, keeping its session).
-    """
-
-    def _setup(self) -> None:
         self._connack: asyncio.Future[tuple[int, mqtt5.Properties]] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
@@ -349,6 +123,11 @@ class MqttBus(_Client):
     async def __aenter__(self) -> MqttBus:
         await self._connect()
         return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # Leaving on an error, even a cancellation: whoever reads our will (the gateway's
+        # status) must learn we are gone; only a clean exit is a clean disconnect.
+        await self.close(with_will=exc_type is not None)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -401,7 +180,7 @@ class MqttBus(_Client):
         values = properties.values
         receive_maximum = values.get(mqtt5.RECEIVE_MAXIMUM)
         if isinstance(receive_maximum, int):  # the broker's limit on our unacked publishes
-            self._window.size = min(self._window.size, receive_maximum)
+            self._inflight.size = min(self._inflight.size, receive_maximum)
         maximum_packet = values.get(mqtt5.MAXIMUM_PACKET_SIZE)
         if isinstance(maximum_packet, int):
             self._max_packet = maximum_packet
@@ -434,6 +213,7 @@ class MqttBus(_Client):
                 self._queue(mqtt5.PING_PACKET)
 
     async def close(self, *, with_will: bool = False) -> None:
+        """Disconnect; ``with_will`` asks the broker to publish our last will all the same."""
         if self._closing:
             return
         self._closing = True
@@ -478,6 +258,19 @@ class MqttBus(_Client):
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(ConnectFailed(str(error)))
 
+    def _fail_pending(self, error: BaseException) -> None:
+        self._inflight.fail_all(error)
+        for future in self._subscribing.values():
+            if not future.done():
+                future.set_exception(error)
+        self._subscribing.clear()
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise ConnectionLost(str(self._lost)) from self._lost
+        if self._closing:
+            raise ConnectionLost("bus closed")
+
     # --- writing ---------------------------------------------------------------------
 
     def _queue(self, packet: bytes) -> None:
@@ -496,7 +289,7 @@ class MqttBus(_Client):
         packet_id = self._next_id
         while True:
             packet_id = packet_id % mqtt5.MAX_PACKET_ID + 1
-            if packet_id not in self._pending and packet_id not in self._subscribing:
+            if packet_id not in self._inflight and packet_id not in self._subscribing:
                 self._next_id = packet_id
                 return packet_id
 
@@ -537,7 +330,7 @@ class MqttBus(_Client):
 
     def _on_puback(self, body: bytes) -> None:
         packet_id, reason = mqtt5.read_ack(body)
-        self._acknowledged(packet_id, reason, mqtt5.reason_name(reason))
+        self._inflight.acknowledged(packet_id, reason, mqtt5.reason_name(reason))
 
     def _on_control(self, first: int, body: bytes) -> None:
         if first == mqtt5.CONNACK:
@@ -570,14 +363,21 @@ class MqttBus(_Client):
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._subscribing[packet_id] = future
         self._queue(mqtt5.subscribe(packet_id, filters, qos, retain_handling))
-        self._granted(filters, await future)
+        check_granted(filters, await future)
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
         if self._manual_ack and message.qos > 0 and self._lost is None and not self._closing:
             self._queue(mqtt5.puback(message.mid))
 
-    async def send(
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def publish(
         self,
         topic: str,
         payload: bytes,
@@ -587,12 +387,32 @@ class MqttBus(_Client):
         user_properties: UserProperties = (),
         on_done: DoneCallback | None = None,
     ) -> None:
-        """Queue a publish; ``on_done`` runs when the broker acknowledged it (or it failed).
+        """See ``base.Bus.publish``: with ``on_done``, queued; without, acknowledged."""
+        if on_done is not None:
+            await self._send(topic, payload, qos, retain, user_properties, on_done)
+        else:
+            await until_done(
+                lambda done: self._send(topic, payload, qos, retain, user_properties, done)
+            )
 
-        Waits only while the publish window is full.
-        """
-        await self._reserve(qos)
+    async def drain(self) -> None:
+        await self._inflight.drain()
+
+    async def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        user_properties: UserProperties,
+        on_done: DoneCallback,
+    ) -> None:
+        """Queue a publish; waits only while the publish window is full."""
+        if qos not in (0, 1):
+            raise ValueError("the bus publishes at QoS 0 or 1")
+        await self._inflight.reserve()
         try:
+            self._check()
             packet_id = self._allocate_id() if qos else 0
             properties = mqtt5.user_properties(tuple(user_properties))
             header = mqtt5.publish_header(
@@ -603,12 +423,15 @@ class MqttBus(_Client):
                 packet_id=packet_id,
                 properties=properties,
             )
+        except BusError:
+            self._inflight.release()
+            raise
         except ValueError as error:
-            self._window.release()
+            self._inflight.release()
             raise PublishFailed(str(error), topic=topic) from error
         size = len(header) + len(payload)
         if self._max_packet and size > self._max_packet:
-            self._window.release()
+            self._inflight.release()
             raise PublishFailed(
                 f"a {size:,}-byte packet is over the broker's maximum of {self._max_packet:,}",
                 topic=topic,
@@ -616,92 +439,4 @@ class MqttBus(_Client):
             )
         self._out.append(header)
         self._queue(payload)
-        self._sent(packet_id, qos, topic, on_done)
-
-
-# --- in-memory stand-in ------------------------------------------------------------
-
-
-@dataclass
-class MemoryBroker:
-    """A broker in one process: wildcard routing, retained messages, no persistence."""
-
-    buses: list[MemoryBus] = field(default_factory=list)
-    retained: dict[str, Message] = field(default_factory=dict)
-
-    def client(self, client_id: str = "memory") -> MemoryBus:
-        bus = MemoryBus(self, client_id)
-        self.buses.append(bus)
-        return bus
-
-    def route(self, message: Message) -> None:
-        if message.retain:
-            self.retained[message.topic] = message
-        for bus in self.buses:
-            bus.deliver(message)
-
-
-class MemoryBus(_Base):
-    def __init__(self, broker: MemoryBroker, client_id: str) -> None:
-        self.broker = broker
-        self.client_id = client_id
-        self.filters: list[str] = []
-        self.acked: list[Message] = []
-        self._inbox: deque[Message] = deque()
-        self._ready = asyncio.Event()
-        self._window = _Window(1_000)
-        self._next_mid = 0
-
-    async def __aenter__(self) -> MemoryBus:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.broker.buses.remove(self)
-
-    def deliver(self, message: Message) -> None:
-        if any(topics.matches(f, message.topic) for f in self.filters):
-            self._next_mid += 1
-            self._inbox.append(
-                Message(
-                    message.topic,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    False,
-                    self._next_mid,
-                    message.user_properties,
-                )
-            )
-            self._ready.set()
-
-    async def subscribe(self, *filters: str, qos: int = 1, retain_handling: int = 0) -> None:
-        self.filters.extend(filters)
-        if retain_handling == 2:
-            return
-        for message in list(self.broker.retained.values()):
-            if any(topics.matches(f, message.topic) for f in filters):
-                self.deliver(message)
-
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            while not self._inbox:
-                self._ready.clear()
-                await self._ready.wait()
-            yield self._inbox.popleft()
-
-    def ack(self, message: Message) -> None:
-        self.acked.append(message)
-
-    async def send(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-        on_done: DoneCallback | None = None,
-    ) -> None:
-        self.broker.route(Message(topic, payload, qos, retain, False, 0, tuple(user_properties)))
-        if on_done is not None:
-            on_done(None)
+        self._inflight.sent(packet_id, qos, topic, on_done)

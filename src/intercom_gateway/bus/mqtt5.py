@@ -1,6 +1,7 @@
 """MQTT v5 packets: the subset of the protocol the gateway's transport speaks.
 
-Encoding and decoding only; no I/O. ``bus.MqttBus`` drives it on an asyncio protocol.
+Encoding and decoding only; no I/O. ``mqtt.MqttBus`` drives it on an asyncio protocol, and
+``memory.MemoryBus`` puts every message through it, so component tests run the codec too.
 What is covered: CONNECT (clean start, keepalive, session expiry, receive maximum,
 will, user name and password), CONNACK, PUBLISH at QoS 0 and 1 with user properties,
 PUBACK with reason codes, SUBSCRIBE/SUBACK, PINGREQ/PINGRESP and DISCONNECT. QoS 2,
@@ -20,6 +21,9 @@ import functools
 import struct
 from dataclasses import dataclass, field
 
+# The values the codec reads and writes live with the seam (base.py); re-exported.
+from intercom_gateway.bus.base import Message as Message
+from intercom_gateway.bus.base import Will as Will
 from intercom_gateway.errors import MalformedPacket as MalformedPacket
 
 CONNECT = 0x10
@@ -178,30 +182,6 @@ def user_properties(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) 
     return varint(len(body)) + body
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """An inbound PUBLISH as the bus hands it over; ``mid`` is its packet id."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    mid: int = 0
-    user_properties: tuple[tuple[str, str], ...] = ()
-
-    def properties(self, name: str) -> list[str]:
-        return [value for key, value in self.user_properties if key == name]
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
 def connect(
     client_id: str,
     *,
@@ -261,6 +241,24 @@ def publish_header(
     variable += properties
     first = PUBLISH | (qos << 1) | (1 if retain else 0)
     return bytes((first,)) + varint(len(variable) + payload_length) + variable
+
+
+def publish_packet(
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int,
+    retain: bool,
+    packet_id: int,
+    pairs: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    """A whole PUBLISH with ``pairs`` as its user properties; raises ValueError for what
+    MQTT cannot carry (a string over 65,535 bytes, a lone surrogate)."""
+    properties = user_properties(pairs)
+    header = publish_header(
+        topic, len(payload), qos=qos, retain=retain, packet_id=packet_id, properties=properties
+    )
+    return header + payload
 
 
 def puback(packet_id: int) -> bytes:
@@ -350,6 +348,16 @@ def _read_utf8(body: bytes, cursor: int) -> tuple[str, int]:
     if end > len(body):
         raise MalformedPacket("string runs past the packet")
     return body[cursor + 2 : end].decode("utf-8"), end
+
+
+def split_packet(packet: bytes) -> tuple[int, bytes]:
+    """(first byte, body) of exactly one whole packet."""
+    if len(packet) < 2:
+        raise MalformedPacket("packet shorter than its fixed header")
+    length, cursor = read_varint(packet, 1, len(packet))
+    if cursor < 0 or cursor + length != len(packet):
+        raise MalformedPacket("packet length does not match its bytes")
+    return packet[0], packet[cursor:]
 
 
 def read_publish(first: int, body: bytes) -> Message:

@@ -34,7 +34,7 @@ from intercom_gateway.errors import BusError, ConfigError, GatewayError
 from intercom_gateway.settings import Settings
 
 if TYPE_CHECKING:
-    from intercom_gateway.bus.mqtt import BrokerAddress
+    from intercom_gateway.bus import BrokerAddress
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

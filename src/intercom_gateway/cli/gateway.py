@@ -110,7 +110,7 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
     publishing them) and no message may have waited longer than --stall-after.
     """
     from intercom_gateway.broker.mosquitto import OPERATOR
-    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.bus import MqttBus
     from intercom_gateway.core.health import verdict
     from intercom_gateway.core.models import utc_now
 

@@ -8,13 +8,15 @@ with the one mapping from errors to exit statuses.
 
 from __future__ import annotations
 
+import os
+
 import click
 from pydantic import ValidationError
 
 from intercom_gateway import logs
 from intercom_gateway.cli import gateway, qa, resident, security, tokens
 from intercom_gateway.cli.common import cli_error, group, validation_line
-from intercom_gateway.settings import Settings
+from intercom_gateway.settings import Settings, retired_setting
 
 
 @group()
@@ -41,6 +43,9 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     Exit status: 0 done, 1 no (or a user error), 2 usage, 3 broker or gateway
     unreachable, 4 invalid input, 70 internal error (README, "Exit codes").
     """
+    retired = retired_setting(os.environ)
+    if retired is not None:
+        raise click.ClickException(retired)
     try:
         settings = Settings()
     except ValidationError as error:

@@ -165,7 +165,7 @@ def simulate(
     They talk to the gateway only over MQTT, as real panels would. Without --duration
     or --events it runs until Ctrl-C.
     """
-    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.bus import MqttBus
     from intercom_gateway.core.registry import generate_registry, load_registry
     from intercom_gateway.simulators.fleet import run_fleet
     from intercom_gateway.simulators.outbox import Outbox, ResendPolicy

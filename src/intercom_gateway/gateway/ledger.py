@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.bus import Bus
 from intercom_gateway.errors import BusError, ConnectionLost
 from intercom_gateway.store.sqlite import LedgerRow, Store
 
@@ -66,7 +66,7 @@ class WriteAhead:
         properties: Sequence[tuple[str, str]],
         on_done: DoneCallback,
     ) -> None:
-        """Publish ``payload`` once ``row`` is committed; ``on_done`` as for ``Bus.send``."""
+        """Publish ``payload`` once ``row`` is committed; ``on_done`` as for ``Bus.publish``."""
         self._waiting.append(_Publish(row, bus, topic, payload, properties, on_done))
         if self._committer is None:
             self._idle.clear()
@@ -109,7 +109,7 @@ class WriteAhead:
         self.intents += len(batch)
         for index, publish in enumerate(batch):
             try:
-                await publish.bus.send(
+                await publish.bus.publish(
                     publish.topic,
                     publish.payload,
                     qos=1,

@@ -26,7 +26,7 @@ from datetime import datetime
 
 import structlog
 
-from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.bus import Bus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import RejectReason, utc_now
 from intercom_gateway.errors import PublishFailed
@@ -92,7 +92,7 @@ class Receipts:
             event_ids = list(ids)
             for start in range(0, len(event_ids), MAX_IDS_PER_RECEIPT):
                 chunk = event_ids[start : start + MAX_IDS_PER_RECEIPT]
-                await bus.send(
+                await bus.publish(
                     topics.receipts(building, device),
                     self._encode(chunk, at),
                     qos=1,

@@ -26,8 +26,7 @@ from typing import Any, Literal
 
 import structlog
 
-from intercom_gateway.bus.mqtt import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
-from intercom_gateway.bus.paho import PahoBus
+from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, TlsOptions, Will
 from intercom_gateway.core import topics
 from intercom_gateway.core.analytics import AnalyticsWindows, Draft, HeldCopy
 from intercom_gateway.core.consent import ConsentState, apply_change
@@ -587,7 +586,7 @@ class Gateway:
             self.ledger.submit(provision, bus, topic, payload, properties, done)
             return
         try:
-            await bus.send(topic, payload, qos=1, user_properties=properties, on_done=done)
+            await bus.publish(topic, payload, qos=1, user_properties=properties, on_done=done)
         except PublishFailed as error:
             # Refused before it left (e.g. over the broker's packet size): the same as a
             # refusal by the broker, never a reason to drop the connection.
@@ -713,7 +712,7 @@ class Gateway:
 
     async def publish_reports(self, bus: Bus) -> None:
         """Retained metrics and any closed statistics windows."""
-        await bus.send(
+        await bus.publish(
             topics.METRICS,
             _json(
                 {
@@ -728,6 +727,7 @@ class Gateway:
                 }
             ),
             retain=True,
+            on_done=lambda _error: None,  # not awaited: the next report replaces it
         )
         now = self.clock()
         due = self.statistics.flush(now)
@@ -750,7 +750,7 @@ class Gateway:
                 self.statistics.abandon(aggregate.window)
                 continue
             try:
-                await bus.send(
+                await bus.publish(
                     aggregate.topic,
                     envelope.model_dump_json().encode(),
                     user_properties=user_properties(envelope),
@@ -794,7 +794,7 @@ class Gateway:
         due = self.analytics.due(now)
         for index, held in enumerate(due):
             try:
-                await bus.send(
+                await bus.publish(
                     held.topic,
                     held.payload,
                     user_properties=held.properties,
@@ -1047,7 +1047,6 @@ async def run_gateway(
     address = broker_address(settings)
     # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
     client_id = address.client_id(settings.gateway_id)
-    transport = PahoBus if settings.mqtt_client == "paho" else MqttBus
     async with Store.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
@@ -1058,7 +1057,7 @@ async def run_gateway(
             connected_at: float | None = None
             acked_before = gateway.metrics.acked
             try:
-                async with transport(
+                async with MqttBus(
                     address,
                     client_id=client_id,
                     clean_start=False,  # keep our session: the broker queues while we are away

@@ -30,7 +30,7 @@ from intercom_gateway.broker.mosquitto import (
     Mosquitto,
     generate_credentials,
 )
-from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, EventType, utc_now
 from intercom_gateway.core.policy import load_partners, load_policy

@@ -44,7 +44,7 @@ from intercom_gateway.broker.mosquitto import (
     Mosquitto,
     generate_credentials,
 )
-from intercom_gateway.bus.mqtt import BrokerAddress, Message, MqttBus
+from intercom_gateway.bus import BrokerAddress, Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decision import Part, decide
@@ -401,7 +401,7 @@ async def _publish(
         event = event.model_copy(update={"occurred_at": _wall_clock()})
         destinations = entitlements.destinations(event)
         topic = topics.panel_events(event.building_id, event.device.id, event.type)
-        await fleet.send(topic, event.model_dump_json().encode(), on_done=stats.on_published)
+        await fleet.publish(topic, event.model_dump_json().encode(), on_done=stats.on_published)
         # No await between the send and this record: the listener cannot see the
         # arrival before its send time is known.
         tracker.expect(

@@ -42,7 +42,7 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from intercom_gateway.broker.mosquitto import Mosquitto
-from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import EventType, Forwarded, SettingsChangeBody, utc_now
 from intercom_gateway.core.policy import default_policy, load_partners

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from intercom_gateway.broker.mosquitto import FLEET, Mosquitto, generate_credentials
-from intercom_gateway.bus.mqtt import Message, MqttBus
+from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import Registry, dump_registry
@@ -114,7 +114,7 @@ async def publish_as_fleet(broker: Mosquitto, messages: Iterable[tuple[str, byte
     address = broker.address(FLEET)
     async with MqttBus(address, client_id=address.client_id(uuid.uuid4().hex[:8])) as bus:
         for topic, payload in messages:
-            await bus.send(topic, payload)
+            await bus.publish(topic, payload, on_done=lambda _error: None)  # drained below
             sent += 1
         await bus.drain()
     return sent

@@ -348,7 +348,7 @@ async def send_as_panel(
 ) -> SettingsAck:
     """Publish a settings change as the dwelling's panel and await the gateway's ack."""
     from intercom_gateway.broker.mosquitto import load_credentials
-    from intercom_gateway.bus.mqtt import MqttBus
+    from intercom_gateway.bus import MqttBus
 
     building = change.building_id
     address = load_credentials(secrets_dir).address(device, host=host, port=port)

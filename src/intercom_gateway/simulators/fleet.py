@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.bus import Bus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.registry import Registry
@@ -220,7 +220,7 @@ async def _publish(
         payload = event.model_dump_json().encode()
         if outbox is not None:
             await outbox.put(str(event.event_id), topic, payload)
-        await bus.send(topic, payload, qos=1, on_done=tally.done)
+        await bus.publish(topic, payload, qos=1, on_done=tally.done)
         tally.raise_if_failed()
         tally.add(event)
         if on_event is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.bus import Bus
 from intercom_gateway.core.models import Receipt
 
 
@@ -146,7 +146,8 @@ async def resend(bus: Bus, outbox: Outbox) -> None:
     """Send each kept event again, identical, whenever its wait is over."""
     while True:
         for topic, payload in outbox.due():
-            await bus.send(topic, payload, qos=1)
+            # Not awaited: its receipt, not its PUBACK, settles a kept event.
+            await bus.publish(topic, payload, qos=1, on_done=lambda _error: None)
         next_due = outbox.next_due()
         await outbox.changed(None if next_due is None else max(0.0, next_due - outbox.now()))
 

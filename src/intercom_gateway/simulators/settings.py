@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from intercom_gateway.bus.mqtt import Bus
+from intercom_gateway.bus import Bus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import (
     AcceptPolicy,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from intercom_gateway.bus.mqtt import MqttBus
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.qa.scenario import matching
 from intercom_gateway.qa.scenario.matching import Observed, Sent
 from intercom_gateway.qa.scenario.model import (

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from intercom_gateway.bus.mqtt import Message
+from intercom_gateway.bus import Message
 from intercom_gateway.core import topics
 from intercom_gateway.qa.scenario.model import LedgerMatch, Match
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, OPERATOR, Mosquitto, load_credentials
-from intercom_gateway.bus.mqtt import BrokerAddress, MqttBus
+from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import (
     DeviceRole,

@@ -1,9 +1,10 @@
-"""The bus on paho-mqtt: the reference the lean ``bus.MqttBus`` is checked against.
+"""The bus on paho-mqtt: the reference our transport, ``bus.MqttBus``, is checked against.
 
-Until the lean transport this was ``MqttBus``. It is kept for two reasons: the bus
-contract tests run on both, so a difference between our MQTT code and paho's shows as
-a failing test, and ``intercom-gateway bench`` can run the gateway on either
-(``INTERCOM_MQTT_CLIENT=paho``) to measure what the lean transport gains.
+Until our own transport this was the gateway's bus; now paho-mqtt is a test
+dependency only (the ``test`` extra). It is kept for two reasons: the bus tests on a
+real Mosquitto (tests/broker/test_bus.py) run on both, so a difference between our
+MQTT code and paho's shows as a failing test, and the relay benchmark runs its
+pass-through relay on either (``passthrough-paho``) to measure what ours gains.
 
 paho is driven from the asyncio event loop itself (the socket is watched with
 ``add_reader``/``add_writer``, as aiomqtt does), so no thread and no lock is involved.
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -24,15 +26,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from intercom_gateway.bus import mqtt5
-from intercom_gateway.bus.mqtt import (
-    SESSION_TAKEN_OVER,
-    DoneCallback,
-    Message,
-    UserProperties,
-    Will,
-    _Client,
-)
+from intercom_gateway.bus import BrokerAddress, Message, Will, mqtt5
+from intercom_gateway.bus.base import DoneCallback, UserProperties
+from intercom_gateway.bus.inflight import Inflight, until_done
+from intercom_gateway.bus.mqtt import SESSION_TAKEN_OVER, check_granted
 from intercom_gateway.errors import (
     BusError,
     ConnectFailed,
@@ -96,10 +93,38 @@ class _ReadBuffer:
         return getattr(self._sock, name)
 
 
-class PahoBus(_Client):
-    """An MQTT v5 client on the running event loop. Use as ``async with``."""
+class PahoBus:
+    """An MQTT v5 client on the running event loop, as ``MqttBus``. Use as ``async with``."""
 
-    def _setup(self) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        manual_ack: bool = False,
+        receive_maximum: int = 1000,
+        publish_window: int = 1000,
+        keepalive: int = 30,
+        will: Will | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self._clean_start = clean_start
+        self._session_expiry = session_expiry
+        self._manual_ack = manual_ack
+        self._receive_maximum = receive_maximum
+        self._keepalive = keepalive
+        self._will = will
+        self._connect_timeout = connect_timeout
+        self._inflight = Inflight(min(publish_window, mqtt5.MAX_PACKET_ID))
+        self._subscribing: dict[int, asyncio.Future[Any]] = {}
+        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._lost: BaseException | None = None
+        self._closing = False
+        self.session_present = False
         self._connected: asyncio.Future[ReasonCode] | None = None
         self._misc_task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -143,6 +168,22 @@ class PahoBus(_Client):
     async def __aenter__(self) -> PahoBus:
         await self._connect()
         return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        await self.close(with_will=exc_type is not None)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        self._inflight.fail_all(error)
+        for future in self._subscribing.values():
+            if not future.done():
+                future.set_exception(error)
+        self._subscribing.clear()
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise ConnectionLost(str(self._lost)) from self._lost
+        if self._closing:
+            raise ConnectionLost("bus closed")
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -300,7 +341,7 @@ class PahoBus(_Client):
     def _on_publish(
         self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        self._acknowledged(mid, reason.value, str(reason))
+        self._inflight.acknowledged(mid, reason.value, str(reason))
 
     def _on_subscribe(
         self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
@@ -320,14 +361,21 @@ class PahoBus(_Client):
             raise BusError(f"subscribe failed: {paho.error_string(rc)}")
         future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()
         self._subscribing[mid] = future
-        self._granted(filters, [reason.value for reason in await future])
+        check_granted(filters, [reason.value for reason in await future])
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
         if self._manual_ack and message.qos > 0 and self._lost is None:
             self._client.ack(message.mid, message.qos)
 
-    async def send(
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def publish(
         self,
         topic: str,
         payload: bytes,
@@ -337,15 +385,38 @@ class PahoBus(_Client):
         user_properties: UserProperties = (),
         on_done: DoneCallback | None = None,
     ) -> None:
-        """Queue a publish; ``on_done`` runs when the broker acknowledged it (or it failed).
+        """As ``MqttBus.publish``: with ``on_done``, queued; without, acknowledged."""
+        if on_done is not None:
+            await self._send(topic, payload, qos, retain, user_properties, on_done)
+        else:
+            await until_done(
+                lambda done: self._send(topic, payload, qos, retain, user_properties, done)
+            )
 
-        Waits only while the publish window is full.
-        """
-        await self._reserve(qos)
+    async def drain(self) -> None:
+        await self._inflight.drain()
+
+    async def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        user_properties: UserProperties,
+        on_done: DoneCallback,
+    ) -> None:
+        if qos not in (0, 1):
+            raise ValueError("the bus publishes at QoS 0 or 1")
+        await self._inflight.reserve()
+        try:
+            self._check()
+        except BusError:
+            self._inflight.release()
+            raise
         # paho only ever calls .pack() on the properties of an outgoing PUBLISH.
         properties = cast(Properties, _UserProperties(user_properties)) if user_properties else None
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._window.release()
+            self._inflight.release()
             raise PublishFailed(paho.error_string(info.rc), topic=topic, reason_code=int(info.rc))
-        self._sent(info.mid, qos, topic, on_done)
+        self._inflight.sent(info.mid, qos, topic, on_done)

@@ -1,0 +1,107 @@
+"""Publishes on their way: the window that caps them and the callbacks their PUBACKs run.
+
+Kept apart from the socket code of ``mqtt.MqttBus`` because it is the same bookkeeping
+whatever moves the packets (the paho reference bus of the tests uses it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from intercom_gateway.bus.base import DoneCallback
+from intercom_gateway.errors import PublishFailed
+
+__all__ = ["Inflight", "until_done"]
+
+
+class Inflight:
+    """Unacknowledged QoS 1 publishes by packet id, at most ``size`` at once.
+
+    Packet ids are 16-bit, so no more than 65,535 can exist; the broker's Receive
+    Maximum may lower the cap further once connected.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._count = 0
+        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
+        self._space = asyncio.Event()
+        self._space.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __contains__(self, packet_id: int) -> bool:
+        return packet_id in self._pending
+
+    async def reserve(self) -> None:
+        """Take a place for one publish, waiting while the window is full."""
+        while self._count >= self.size:
+            self._space.clear()
+            await self._space.wait()
+        self._count += 1
+        self._empty.clear()
+
+    def release(self) -> None:
+        """Give back a place: its publish is done, or never went."""
+        self._count -= 1
+        if self._count < self.size:
+            self._space.set()
+        if self._count == 0:
+            self._empty.set()
+
+    def sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
+        """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
+        if qos:
+            self._pending[packet_id] = (topic, on_done)
+            return
+        # QoS 0 has no acknowledgement; sent is all we will ever know.
+        self.release()
+        if on_done is not None:
+            on_done(None)
+
+    def acknowledged(self, packet_id: int, reason: int, name: str) -> None:
+        """The broker's PUBACK for ``packet_id``, with its reason code."""
+        entry = self._pending.pop(packet_id, None)
+        if entry is None:
+            return
+        self.release()
+        topic, callback = entry
+        if callback is None:
+            return
+        if reason >= 0x80:
+            callback(
+                PublishFailed(f"broker refused publish: {name}", topic=topic, reason_code=reason)
+            )
+        else:
+            callback(None)
+
+    def fail_all(self, error: BaseException) -> None:
+        """The connection is gone: every publish still waiting fails with ``error``."""
+        pending, self._pending = self._pending, {}
+        for _topic, callback in pending.values():
+            self.release()
+            if callback is not None:
+                callback(error)
+
+    async def drain(self) -> None:
+        await self._empty.wait()
+
+
+async def until_done(queue: Callable[[DoneCallback], Awaitable[None]]) -> None:
+    """Queue one publish through ``queue(on_done)`` and wait for its outcome.
+
+    How ``publish`` without ``on_done`` awaits the PUBACK: a refusal is raised here.
+    """
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    await queue(finish)
+    await done
