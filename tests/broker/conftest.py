@@ -1,16 +1,18 @@
 """Broker tier: one real Mosquitto per test session, on a free loopback port, running
-the project's own mosquitto.conf with generated credentials."""
+the project's own mosquitto.conf with generated credentials (``qa.runner``)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import Credentials, Mosquitto
 from intercom_gateway.bus.mqtt import MqttBus
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa import runner
 from tests.conftest import SAMPLE_SERVICES
 
 
@@ -25,15 +27,19 @@ def broker(
     tmp_path_factory: pytest.TempPathFactory, fleet_registry: Registry
 ) -> Iterator[Mosquitto]:
     workdir = tmp_path_factory.mktemp("mosquitto")
-    credentials = generate_credentials(workdir / "secrets", fleet_registry, SAMPLE_SERVICES)
-    with Mosquitto(workdir=workdir, credentials=credentials) as mosquitto:
+    with runner.start_broker(workdir, fleet_registry, SAMPLE_SERVICES) as mosquitto:
         yield mosquitto
 
 
-def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:
-    """A bus logged in as one of the generated accounts."""
-    # A fresh id each time: a reused id would take over the other client's session.
-    # "<user>.<suffix>": the broker refuses ids not bound to the account.
-    address = broker.address(user)
-    client_id = str(options.pop("client_id", address.client_id(uuid.uuid4().hex[:8])))
-    return MqttBus(address, client_id=client_id, **options)  # type: ignore[arg-type]
+@pytest.fixture
+async def own_broker(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Mosquitto]:
+    """A broker of this test's own with the shared one's accounts, for tests that stop or
+    freeze it, or whose sessions (kept for an hour) must stay out of the shared one."""
+    credentials = Credentials(broker.credentials.directory, broker.credentials.passwords)
+    async with Mosquitto(workdir=tmp_path / "own", credentials=credentials) as own:
+        yield own
+
+
+def client(broker: Mosquitto, user: str, **options: Any) -> MqttBus:
+    """A bus logged in as one of the generated accounts, with a fresh id bound to it."""
+    return runner.client(broker, user, **options)

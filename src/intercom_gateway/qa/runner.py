@@ -340,6 +340,10 @@ class GatewayProcess:
 
     async def start(self, status: StatusWatch, *, timeout: float = STARTUP) -> None:
         """Start it and wait for its retained "online" status (``status`` follows its id)."""
+        await status.wait_online(await self.launch(), timeout=timeout)
+
+    async def launch(self) -> asyncio.subprocess.Process:
+        """Start it without waiting: the caller awaits readiness its own way."""
         self.starts += 1
         with (self.workdir / f"gateway-{self.starts}.log").open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -351,7 +355,7 @@ class GatewayProcess:
                 stdout=log,
                 stderr=log,
             )
-        await status.wait_online(self.process, timeout=timeout)
+        return self.process
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM, *, timeout: float = 30) -> int:
         """Send ``sig`` (SIGTERM: graceful; SIGKILL: a crash) and return the exit status."""
