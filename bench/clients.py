@@ -193,7 +193,7 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
 
     One connection subscribed to ``filters`` counts copies by the first segment of
     their topic, and an event as delivered when a copy under ``primary`` (a topic
-    prefix) arrives. With ``connections`` instead, each entry is a connection of its
+    filter) arrives. With ``connections`` instead, each entry is a connection of its
     own, as a destination that subscribes to the broker directly would have: its
     copies are counted under its ``label``, and every copy it gets is a delivery if
     it is ``primary``.
@@ -209,10 +209,10 @@ async def subscribe(config: dict[str, Any], ready: Callable[[], None]) -> dict[s
         if tally.complete:
             finished.set()
 
-    def by_topic(prefix: str) -> wire.OnPublish:
+    def by_topic(primary_filter: str) -> wire.OnPublish:
         def arrived(topic: str, payload: bytes) -> None:
             # An event's image comes in a message of its own: a copy, not a delivery.
-            primary = topic.startswith(prefix) and not topics.is_image(topic)
+            primary = topics.matches(primary_filter, topic) and not topics.is_image(topic)
             count(topic.split("/", 1)[0], primary, payload)
 
         return arrived

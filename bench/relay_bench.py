@@ -64,7 +64,7 @@ from intercom_gateway.core.models import Event
 from intercom_gateway.core.policy import DestinationKind, load_partners, load_policy
 from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
 from intercom_gateway.gateway.service import consent_from_registry
-from intercom_gateway.qa.testing import start_broker
+from intercom_gateway.qa.runner import start_broker
 from intercom_gateway.settings import Settings
 from intercom_gateway.simulators.panels import iter_events
 
@@ -82,7 +82,7 @@ SCENARIOS = (
 # Analytics copies are not per-event output: the gateway holds them and releases them
 # once their window (an hour by default) has ended (§5(5)), so no run sees them; what
 # holding them costs (a row per copy in the store batch) is in the gateway's figures.
-OUTPUTS = ("cloud/#", "group/#", "partners/#")
+OUTPUTS = (topics.cloud_filter(), topics.group_filter(), topics.partners_filter())
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -302,8 +302,8 @@ class Bench:
         subscriber_user = GATEWAY if scenario.startswith("raw") else OPERATOR
         filters = {
             "raw": [topics.PANEL_EVENTS_FILTER],
-            "passthrough": ["cloud/#"],
-            "passthrough-paho": ["cloud/#"],
+            "passthrough": [topics.cloud_filter()],
+            "passthrough-paho": [topics.cloud_filter()],
         }
         connections = self.direct_subscribers() if scenario == "raw-fanout" else None
         subscriber = await client_process(
@@ -314,7 +314,9 @@ class Bench:
                 **self.account(subscriber_user),
                 "filters": filters.get(scenario, list(OUTPUTS)),
                 "connections": connections,
-                "primary": "intercom/" if scenario == "raw" else "cloud/",
+                "primary": (
+                    topics.PANEL_EVENTS_FILTER if scenario == "raw" else topics.cloud_filter()
+                ),
                 "expected_events": count,
                 "expected_copies": copies,
                 "counter": str(counter),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import Mosquitto
 from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.qa import runner
 from tests.transports import MemoryTransport, MosquittoTransport, Transport
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -30,8 +31,7 @@ def broker(
     that asks for it: the broker tier, and the Mosquitto cases (marked ``broker``) of
     the contract and component tests that run on both buses."""
     workdir = tmp_path_factory.mktemp("mosquitto")
-    credentials = generate_credentials(workdir / "secrets", fleet_registry, SAMPLE_SERVICES)
-    with Mosquitto(workdir=workdir, credentials=credentials) as mosquitto:
+    with runner.start_broker(workdir, fleet_registry, SAMPLE_SERVICES) as mosquitto:
         yield mosquitto
 
 

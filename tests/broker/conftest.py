@@ -1,14 +1,18 @@
 """Broker tier: every test here needs the real Mosquitto (the session's ``broker``
-fixture, in tests/conftest.py, shared with the contract and component tiers)."""
+fixture, in tests/conftest.py, started through ``qa.runner`` and shared with the
+contract and component tiers)."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import Mosquitto
+from intercom_gateway.broker.mosquitto import Credentials, Mosquitto
 from intercom_gateway.bus import MqttBus
+from intercom_gateway.qa import runner
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,10 +21,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.broker)
 
 
-def client(broker: Mosquitto, user: str, **options: object) -> MqttBus:
-    """A bus logged in as one of the generated accounts."""
-    # A fresh id each time: a reused id would take over the other client's session.
-    # "<user>.<suffix>": the broker refuses ids not bound to the account.
-    address = broker.address(user)
-    client_id = str(options.pop("client_id", address.client_id(uuid.uuid4().hex[:8])))
-    return MqttBus(address, client_id=client_id, **options)  # type: ignore[arg-type]
+@pytest.fixture
+async def own_broker(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Mosquitto]:
+    """A broker of this test's own with the shared one's accounts, for tests that stop or
+    freeze it, or whose sessions (kept for an hour) must stay out of the shared one."""
+    credentials = Credentials(broker.credentials.directory, broker.credentials.passwords)
+    async with Mosquitto(workdir=tmp_path / "own", credentials=credentials) as own:
+        yield own
+
+
+def client(broker: Mosquitto, user: str, **options: Any) -> MqttBus:
+    """A bus logged in as one of the generated accounts, with a fresh id bound to it."""
+    return runner.client(broker, user, **options)

@@ -24,7 +24,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -36,22 +35,14 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import (
-    ANALYTICS,
-    CLOUD,
-    GATEWAY,
-    Mosquitto,
-    generate_credentials,
-)
+from intercom_gateway.broker.mosquitto import ANALYTICS, CLOUD, GATEWAY, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
-from intercom_gateway.core.models import Event, utc_now
-from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
-from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
-from intercom_gateway.gateway.service import consent_from_registry
-from tests.broker.test_commit_path_restarts import TunedWorld
-from tests.broker.test_nothing_lost import SERVICES, Publisher, StatusWatch, make_events
+from intercom_gateway.core.models import Event
+from intercom_gateway.core.policy import DestinationKind
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.runner import StatusWatch
+from tests.broker.worlds import Publisher, World, decisions, make_events, open_world, report
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +56,9 @@ IDENTIFYING_EVENT = ("event_id", "building_id", "dwelling_id", "occurred_at")
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[TunedWorld]:
-    registry = generate_registry(buildings=2, dwellings=10, services=SERVICES)
-    (tmp_path / "registry.yaml").write_text(dump_registry(registry))
-    credentials = generate_credentials(tmp_path / "secrets", registry, SERVICES)
-    with Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as broker:
-        world = TunedWorld(tmp_path, registry, broker)
-        try:
-            yield world
-        finally:
-            if world.process is not None and world.process.returncode is None:
-                world.process.kill()
-                await world.process.wait()
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path, dwellings=10) as world:
+        yield world
 
 
 @dataclass
@@ -145,21 +127,8 @@ async def sentinel(broker: Mosquitto, subscriber: Subscriber) -> None:
 
 def analytics_entitled(events: list[Event], registry: Registry) -> list[Event]:
     """The events that get an analytics copy, by the gateway's own pure decision."""
-    policy, partners = default_policy(), sample_partners()
-    consents = {
-        (b.id, d.id): consent_from_registry(b.id, d, now=utc_now()) for b, d in registry.dwellings()
-    }
     kept = []
-    for event in events:
-        decision = decide(
-            event,
-            consents[(event.building_id, event.dwelling_id)],
-            policy=policy,
-            partners=partners,
-            gateway_id="expect",
-            decision_id=uuid.uuid4(),
-            now=utc_now(),
-        )
+    for event, decision in decisions(events, registry):
         if any(o.kind is DestinationKind.ANALYTICS for o in decision.forwarded):
             kept.append(event)
     return kept
@@ -204,7 +173,7 @@ def window_end(start: str, window: timedelta) -> float:
     return (datetime.fromisoformat(start) + window).timestamp()
 
 
-async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: TunedWorld) -> None:
+async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: World) -> None:
     window = timedelta(seconds=3)
     world.extra.update({"INTERCOM_ANALYTICS_WINDOW": "3"})
     events = make_events(world.registry, 400, seed=61)
@@ -216,8 +185,8 @@ async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: Tuned
         )
         for index in range(200)
     ]
-    cloud = Subscriber(world.broker, CLOUD, ("cloud/#",))
-    analytics = Subscriber(world.broker, ANALYTICS, ("analytics/#",))
+    cloud = Subscriber(world.broker, CLOUD, (topics.cloud_filter(),))
+    analytics = Subscriber(world.broker, ANALYTICS, (topics.analytics_filter(),))
     async with StatusWatch(world.broker, world.gateway_id) as status, subscribed(cloud, analytics):
         await world.start_gateway(status)
         await Publisher(world.broker).publish(events, rate=200)
@@ -281,21 +250,21 @@ async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: Tuned
     )
 
 
-def held_rows(world: TunedWorld) -> int:
+def held_rows(world: World) -> int:
     path = world.workdir / "gateway.sqlite"
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return int(db.execute("SELECT count(*) FROM analytics_held").fetchone()[0])
 
 
 async def test_a_window_held_through_a_sigkill_is_published_once_complete(
-    world: TunedWorld,
+    world: World,
 ) -> None:
     window = 10
     world.extra.update({"INTERCOM_ANALYTICS_WINDOW": str(window)})
     events = make_events(world.registry, 300, seed=71)
     wanted = analytics_entitled(events, world.registry)
-    cloud = Subscriber(world.broker, CLOUD, ("cloud/#",))
-    analytics = Subscriber(world.broker, ANALYTICS, ("analytics/#",))
+    cloud = Subscriber(world.broker, CLOUD, (topics.cloud_filter(),))
+    analytics = Subscriber(world.broker, ANALYTICS, (topics.analytics_filter(),))
     async with StatusWatch(world.broker, world.gateway_id) as status, subscribed(cloud, analytics):
         await world.start_gateway(status)
         # Start just after a window begins, so that the whole burst falls in it.
@@ -347,8 +316,4 @@ async def test_a_window_held_through_a_sigkill_is_published_once_complete(
 
 
 def _report(result: dict[str, Any]) -> None:
-    REPORT.parent.mkdir(exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    existing[result["scenario"]] = result
-    REPORT.write_text(json.dumps(existing, indent=2))
-    print(f"\n[analytics-windows] {json.dumps(result)}", file=sys.__stdout__)
+    report(REPORT, result["scenario"], result, f"\n[analytics-windows] {json.dumps(result)}")

@@ -14,34 +14,33 @@ counts are printed and written to reports/broker-crash.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
-import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import FLEET, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import BusError
+from intercom_gateway.qa.runner import StatusWatch, follow
 from intercom_gateway.simulators.outbox import Outbox, ResendPolicy, keep
 from intercom_gateway.store.sqlite import Store
-from tests.broker.test_nothing_lost import (
-    SERVICES,
+from tests.broker.worlds import (
     Recorder,
-    StatusWatch,
     World,
     entitled,
     ledger_key,
     make_events,
+    open_world,
+    output_subscriptions,
+    report,
 )
 from tests.helpers import unawaited
 
@@ -67,12 +66,18 @@ class Subscribers:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Subscribers:
-        accounts = [(OPERATOR, ["cloud/#", "group/#"])]
-        accounts += [(pid, [topics.partner_filter(pid)]) for pid in SERVICES]
-        for user, filters in accounts:
+        for user, filters in output_subscriptions():
             self.connections[user] = 0
             client_id = f"{user}.rec-{uuid.uuid4().hex[:6]}"
-            self._tasks.append(asyncio.create_task(self._follow(user, client_id, filters)))
+            subscriber = follow(
+                self.broker,
+                user,
+                filters,
+                self.recorder.on,
+                client_id=client_id,
+                connected=self._counter(user),
+            )
+            self._tasks.append(asyncio.create_task(subscriber))
         await self.all_connected(1)
         return self
 
@@ -81,23 +86,13 @@ class Subscribers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _follow(self, user: str, client_id: str, filters: list[str]) -> None:
-        while True:
-            try:
-                async with MqttBus(
-                    self.broker.address(user),
-                    client_id=client_id,
-                    clean_start=False,
-                    session_expiry=3600,
-                ) as bus:
-                    await bus.subscribe(*filters)
-                    async with self._connected:
-                        self.connections[user] += 1
-                        self._connected.notify_all()
-                    async for message in bus.messages():
-                        await self.recorder.on(message.topic, message.payload, message)
-            except BusError:
-                await asyncio.sleep(0.05)  # reconnect pace while the broker restarts
+    def _counter(self, user: str) -> Callable[[], Awaitable[None]]:
+        async def connected() -> None:
+            async with self._connected:
+                self.connections[user] += 1
+                self._connected.notify_all()
+
+        return connected
 
     async def all_connected(self, at_least: int) -> None:
         async with self._connected:
@@ -155,17 +150,8 @@ class Panels:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    registry = generate_registry(buildings=2, dwellings=5, services=SERVICES)
-    (tmp_path / "registry.yaml").write_text(dump_registry(registry))
-    credentials = generate_credentials(tmp_path / "secrets", registry, SERVICES)
-    with Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as broker:
-        world = World(tmp_path, registry, broker)
-        try:
-            yield world
-        finally:
-            if world.process is not None and world.process.returncode is None:
-                world.process.kill()
-                await world.process.wait()
+    async with open_world(tmp_path, dwellings=5) as world:
+        yield world
 
 
 async def crash_broker(world: World, subscribers: Subscribers, crashes: int) -> None:
@@ -189,18 +175,14 @@ async def ledger_gaps(world: World, recorder: Recorder) -> tuple[int, int, int]:
 
 
 def _report(result: dict[str, Any]) -> None:
-    REPORT.parent.mkdir(exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    existing[result["scenario"]] = result
-    REPORT.write_text(json.dumps(existing, indent=2))
-    print(
+    summary = (
         f"\n[broker-crash] {result['scenario']}: sent {result['sent']}, broker SIGKILLs "
         f"{result['broker_kills']}, panel resends {result['panel_resends']}, receipts "
         f"{result['confirmed']}, copies {sum(result['delivered_distinct'].values())} "
         f"(distinct), lost {sum(result['lost'].values())}, partner deliveries without a "
-        f"ledger row {result['ledger_missing']}",
-        file=sys.__stdout__,
+        f"ledger row {result['ledger_missing']}"
     )
+    report(REPORT, result["scenario"], result, summary)
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -295,8 +277,5 @@ async def test_without_resends_the_same_crash_loses_events(world: World) -> None
 
 
 def _report_control(sent: int, lost: dict[str, int]) -> None:
-    REPORT.parent.mkdir(exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    existing["control-no-resend"] = {"sent": sent, "lost": lost}
-    REPORT.write_text(json.dumps(existing, indent=2))
-    print(f"\n[broker-crash] control, no resend: sent {sent}, lost {lost}", file=sys.__stdout__)
+    summary = f"\n[broker-crash] control, no resend: sent {sent}, lost {lost}"
+    report(REPORT, "control-no-resend", {"sent": sent, "lost": lost}, summary)

@@ -15,14 +15,13 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Credentials, Mosquitto
+from intercom_gateway.broker.mosquitto import CLOUD, GATEWAY, Mosquitto
 from intercom_gateway.bus import Message, MqttBus, Will
 from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectFailed, ConnectionLost, PublishFailed
@@ -43,14 +42,6 @@ def make(request: pytest.FixtureRequest) -> BusFactory:
         return kind(address, client_id=client_id, **options)
 
     return build
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Mosquitto]:
-    """A broker of this test's own, for tests that stop or freeze it."""
-    credentials = Credentials(broker.credentials.directory, broker.credentials.passwords)
-    async with Mosquitto(workdir=tmp_path / "own", credentials=credentials) as own:
-        yield own
 
 
 async def test_a_publish_arrives_with_its_user_properties_in_order(

@@ -19,36 +19,32 @@ import json
 import random
 import signal
 import sqlite3
-import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import ANALYTICS, FLEET, Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import ANALYTICS, FLEET, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
 from intercom_gateway.core.models import Event, utc_now
-from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
-from intercom_gateway.core.registry import dump_registry, generate_registry
-from intercom_gateway.gateway.service import consent_from_registry
-from tests.broker.test_nothing_lost import (
-    SERVICES,
+from intercom_gateway.core.policy import DestinationKind
+from intercom_gateway.qa.runner import StatusWatch, following
+from tests.broker.worlds import (
     Publisher,
     Recorder,
-    StatusWatch,
     World,
-    _resilient,
+    decisions,
     entitled,
     ledger_key,
     make_events,
+    open_world,
     recording,
+    report,
 )
 from tests.helpers import unawaited
 
@@ -64,27 +60,10 @@ STATISTICS = {
 }
 
 
-@dataclass
-class TunedWorld(World):
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), **self.extra}
-
-
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[TunedWorld]:
-    registry = generate_registry(buildings=2, dwellings=10, services=SERVICES)
-    (tmp_path / "registry.yaml").write_text(dump_registry(registry))
-    credentials = generate_credentials(tmp_path / "secrets", registry, SERVICES)
-    with Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as broker:
-        world = TunedWorld(tmp_path, registry, broker)
-        try:
-            yield world
-        finally:
-            if world.process is not None and world.process.returncode is None:
-                world.process.kill()
-                await world.process.wait()
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path, dwellings=10) as world:
+        yield world
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -120,20 +99,11 @@ class Aggregates:
                 await asyncio.wait_for(self._grew.wait_for(covered), timeout)
 
 
-@contextlib.asynccontextmanager
-async def listening(broker: Mosquitto, aggregates: Aggregates) -> AsyncIterator[None]:
-    ready = asyncio.Event()
-    client_id = f"{ANALYTICS}.stats-{uuid.uuid4().hex[:6]}"
-    task = asyncio.create_task(
-        _resilient(broker, ANALYTICS, client_id, ["statistics/#"], aggregates.on, ready)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def listening(
+    broker: Mosquitto, aggregates: Aggregates
+) -> contextlib.AbstractAsyncContextManager[None]:
+    subscription = (ANALYTICS, [topics.statistics_filter()])
+    return following(broker, [subscription], aggregates.on, prefix="stats")
 
 
 async def send_stamped(broker: Mosquitto, pool: list[Event], *, rate: float) -> list[Event]:
@@ -154,22 +124,8 @@ async def send_stamped(broker: Mosquitto, pool: list[Event], *, rate: float) -> 
 
 def counted_windows(events: list[Event], world: World) -> dict[tuple[str, str], Counter[str]]:
     """(building, window start) -> counts per type, of the events statistics may count."""
-    policy, partners = default_policy(), sample_partners()
-    consents = {
-        (b.id, d.id): consent_from_registry(b.id, d, now=utc_now())
-        for b, d in world.registry.dwellings()
-    }
     expected: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for event in events:
-        decision = decide(
-            event,
-            consents[(event.building_id, event.dwelling_id)],
-            policy=policy,
-            partners=partners,
-            gateway_id="expect",
-            decision_id=uuid.uuid4(),
-            now=utc_now(),
-        )
+    for event, decision in decisions(events, world.registry):
         if any(o.kind is DestinationKind.STATISTICS for o in decision.forwarded):
             expected[(event.building_id, _window_start(event.occurred_at))][event.type] += 1
     return expected
@@ -182,7 +138,7 @@ def _window_start(moment: datetime) -> str:
 
 
 async def test_statistics_windows_count_every_event_once_across_sigterm_and_sigkill(
-    world: TunedWorld,
+    world: World,
 ) -> None:
     world.extra.update(STATISTICS)
     pool = make_events(world.registry, 1200, seed=41)
@@ -264,7 +220,7 @@ def check_rows(world: World, recorder: Recorder) -> dict[str, Any]:
 
 
 async def test_every_partner_copy_seen_has_its_ledger_row_through_sigkills(
-    world: TunedWorld,
+    world: World,
 ) -> None:
     rng = random.Random(51)
     events = make_events(world.registry, 2000, 51)
@@ -306,8 +262,4 @@ async def test_every_partner_copy_seen_has_its_ledger_row_through_sigkills(
 
 
 def _report(result: dict[str, Any]) -> None:
-    REPORT.parent.mkdir(exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    existing[result["scenario"]] = result
-    REPORT.write_text(json.dumps(existing, indent=2))
-    print(f"\n[commit-path] {json.dumps(result)}", file=sys.__stdout__)
+    report(REPORT, result["scenario"], result, f"\n[commit-path] {json.dumps(result)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from intercom_gateway.broker.mosquitto import (
     FLEET,
     GATEWAY,
     OPERATOR,
-    Credentials,
     Mosquitto,
 )
 from intercom_gateway.broker.plugin import build_plugin
@@ -46,14 +45,6 @@ from tests.reference_paho import PahoBus
 NOT_AUTHORISED = 0x87
 PANEL = "panel-b001-d0001"
 BusFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Mosquitto]:
-    """A broker of this test's own: sessions kept for an hour stay out of the shared one."""
-    credentials = Credentials(broker.credentials.directory, broker.credentials.passwords)
-    async with Mosquitto(workdir=tmp_path / "own", credentials=credentials) as own:
-        yield own
 
 
 @pytest.fixture(params=[MqttBus, PahoBus], ids=["lean", "paho"])

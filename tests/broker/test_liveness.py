@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -16,35 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR, Mosquitto
 from intercom_gateway.bus import MqttBus, Will
 from intercom_gateway.core import topics
-from intercom_gateway.core.registry import Registry, dump_registry
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.runner import GatewayProcess, start_broker
 from tests.conftest import SAMPLE_SERVICES
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path, fleet_registry: Registry) -> Iterator[Mosquitto]:
-    credentials = generate_credentials(tmp_path / "secrets", fleet_registry, SAMPLE_SERVICES)
-    (tmp_path / "registry.yaml").write_text(dump_registry(fleet_registry))
-    with Mosquitto(workdir=tmp_path / "mosquitto", credentials=credentials) as mosquitto:
+    with start_broker(tmp_path, fleet_registry, SAMPLE_SERVICES) as mosquitto:
         yield mosquitto
 
 
-def env(broker: Mosquitto, workdir: Path, gateway_id: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "INTERCOM_BROKER_PORT": str(broker.port),
-        "INTERCOM_SECRETS_DIR": str(broker.credentials.directory),
-        "INTERCOM_DB_PATH": str(workdir / "gateway.sqlite"),
-        "INTERCOM_REGISTRY_PATH": str(workdir / "registry.yaml"),
-        "INTERCOM_GATEWAY_ID": gateway_id,
-        "INTERCOM_LOG_LEVEL": "WARNING",
-        "INTERCOM_METRICS_INTERVAL": "0.5",
-        "INTERCOM_KEEPALIVE": "2",
-        "INTERCOM_RECONNECT_MIN": "0.05",
-        "INTERCOM_RECONNECT_MAX": "0.5",
-    }
+SETTINGS = {
+    "INTERCOM_METRICS_INTERVAL": "0.5",
+    "INTERCOM_KEEPALIVE": "2",
+    "INTERCOM_RECONNECT_MIN": "0.05",
+    "INTERCOM_RECONNECT_MAX": "0.5",
+}
 
 
 class Status:
@@ -81,27 +71,22 @@ class Status:
 
 @pytest.fixture
 async def gateway(
-    own_broker: Mosquitto, tmp_path: Path
+    own_broker: Mosquitto, tmp_path: Path, fleet_registry: Registry
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Status, dict[str, str]]]:
-    gateway_id = f"gw-{uuid.uuid4().hex[:6]}"
-    status = Status(own_broker, gateway_id)
+    running = GatewayProcess(own_broker, tmp_path, env=SETTINGS)
+    await running.write_registry(fleet_registry)
+    status = Status(own_broker, running.gateway_id)
     ready = asyncio.Event()
     follower = asyncio.create_task(status.follow(ready))
     await asyncio.wait_for(ready.wait(), 10)
-    variables = env(own_broker, tmp_path, gateway_id)
-    log = (tmp_path / "gateway.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "intercom_gateway", "run", env=variables, stdout=log, stderr=log
-    )
-    log.close()
+    process = await running.launch()
     try:
         await status.reaches("online")
-        yield process, status, variables
+        yield process, status, running.environment()
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGCONT)
-            process.kill()
-            await process.wait()
+        await running.aclose(graceful=False)
         follower.cancel()
 
 

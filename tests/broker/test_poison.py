@@ -26,29 +26,27 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, RejectReason, utc_now
-from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.runner import StatusWatch, following
 from intercom_gateway.simulators import bad_input
 from intercom_gateway.simulators.bad_input import Sample
-from tests.broker.test_nothing_lost import (
-    SERVICES,
+from tests.broker.worlds import (
     Recorder,
-    StatusWatch,
     World,
-    _message,
-    _resilient,
     entitled,
     make_events,
+    message_of,
+    open_world,
     recording,
 )
 from tests.helpers import unawaited
@@ -132,53 +130,18 @@ def _event_id(sample: Sample) -> str | None:
 # --- the world -----------------------------------------------------------------------------
 
 
-@dataclass
-class PoisonWorld(World):
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), **self.extra_env}
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[PoisonWorld]:
-    registry = generate_registry(buildings=2, dwellings=6, services=SERVICES)
-    (tmp_path / "registry.yaml").write_text(dump_registry(registry))
-    credentials = generate_credentials(tmp_path / "secrets", registry, SERVICES)
-    with Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as broker:
-        world = PoisonWorld(tmp_path, registry, broker)
-        try:
-            yield world
-        finally:
-            if world.process is not None and world.process.returncode is None:
-                world.process.kill()
-                await world.process.wait()
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path, dwellings=6) as world:
+        yield world
 
 
 @contextlib.asynccontextmanager
 async def watching(world: World) -> AsyncIterator[Rejections]:
     rejections = Rejections()
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        _resilient(
-            world.broker,
-            OPERATOR,
-            world.broker.address(OPERATOR).client_id(f"rejections-{uuid.uuid4().hex[:6]}"),
-            [topics.REJECTED_FILTER, topics.DEADLETTER],
-            rejections.on,
-            ready,
-        )
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    subscription = (OPERATOR, [topics.REJECTED_FILTER, topics.DEADLETTER])
+    async with following(world.broker, [subscription], rejections.on, prefix="rejections"):
         yield rejections
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def fleet(broker: Mosquitto) -> MqttBus:
@@ -195,7 +158,7 @@ async def publish(
     step = max(1, len(events) // (len(bad) + 1))
     async with fleet(broker) as bus:
         for index, event in enumerate(events):
-            await bus.publish(*_message(event), on_done=unawaited)
+            await bus.publish(*message_of(event), on_done=unawaited)
             if index % step == step - 1 and bad:
                 sample, retain = bad.pop(0)
                 await bus.publish(
@@ -260,7 +223,7 @@ async def handled_through(rejections: Rejections, world: World) -> None:
 # --- the suite -----------------------------------------------------------------------------
 
 
-async def test_poison_amid_valid_traffic_never_stops_the_gateway(world: PoisonWorld) -> None:
+async def test_poison_amid_valid_traffic_never_stops_the_gateway(world: World) -> None:
     now = utc_now()
     normal = poisons(world.registry, now=now, seed=1)
     retained = poisons(world.registry, now=now, seed=2)
@@ -315,11 +278,11 @@ async def test_poison_amid_valid_traffic_never_stops_the_gateway(world: PoisonWo
 
 
 async def test_a_gateway_killed_with_a_poison_in_flight_rejects_it_again_and_goes_on(
-    world: PoisonWorld,
+    world: World,
 ) -> None:
     # Store batches (and so acknowledgements) every 30 s: once the rejection is echoed,
     # the message stays unacknowledged long enough to kill the process with it in flight.
-    world.extra_env = {"INTERCOM_FLUSH_INTERVAL": "30"}
+    world.extra = {"INTERCOM_FLUSH_INTERVAL": "30"}
     poison = bad_input.calendar_edge(world.registry, now=utc_now(), seed=77)
     async with (
         StatusWatch(world.broker, world.gateway_id) as status,
@@ -331,7 +294,7 @@ async def test_a_gateway_killed_with_a_poison_in_flight_rejects_it_again_and_goe
         await unless_exited(world, rejections.wait_for(poison))
         await world.stop_gateway(signal.SIGKILL)
 
-        world.extra_env = {}
+        world.extra = {}
         await world.start_gateway(status)  # the broker delivers the poison again
         events = make_events(world.registry, 100, seed=44)
         await publish(world.broker, events, [], [])

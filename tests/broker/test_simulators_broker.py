@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, Mosquitto, generate_credentials
+from intercom_gateway.broker.mosquitto import FLEET, GATEWAY
 from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, parse_event
 from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.qa.runner import started_broker
 from intercom_gateway.simulators.fleet import run_fleet
 
 COUNT = 200
@@ -30,10 +31,9 @@ async def _receive(bus: MqttBus, count: int) -> list[Message]:
 @pytest.mark.broker
 async def test_fleet_events_reach_a_gateway_subscriber(tmp_path: Path) -> None:
     registry = generate_registry(buildings=2, dwellings=5)
-    credentials = generate_credentials(tmp_path / "secrets", registry, [])
     sent: list[tuple[str, Event]] = []
     async with (
-        Mosquitto(workdir=tmp_path / "broker", credentials=credentials) as mosquitto,
+        started_broker(tmp_path, registry, []) as mosquitto,
         MqttBus(
             mosquitto.address(GATEWAY), client_id=mosquitto.address(GATEWAY).client_id("test")
         ) as gateway,

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from intercom_gateway.bus import Message
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import Registry, generate_registry
-from intercom_gateway.qa.load import (
+from intercom_gateway.qa.load import write_histogram
+from intercom_gateway.qa.tracking import (
     Entitlements,
     LatencySummary,
     LoadPlan,
@@ -24,7 +25,6 @@ from intercom_gateway.qa.load import (
     event_id_of,
     passed,
     percentile,
-    write_histogram,
 )
 from intercom_gateway.settings import Settings
 from intercom_gateway.simulators.panels import iter_events

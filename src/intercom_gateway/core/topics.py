@@ -147,3 +147,52 @@ def matches(filter_: str, topic: str) -> bool:
         if level not in {"+", t_levels[index]}:
             return False
     return len(f_levels) == len(t_levels)
+
+
+# --- filters of whole output trees (subscriptions, the broker's ACL) ---------------------
+# Each covers its tree's image topics too (``image`` puts them one level below).
+
+
+def cloud_filter() -> str:
+    """Every cloud copy and image."""
+    return "cloud/#"
+
+
+def group_filter() -> str:
+    """Every joint-use (§4) copy and image."""
+    return "group/#"
+
+
+def partners_filter() -> str:
+    """Every partner's copies and images (``partner_filter`` is one partner's)."""
+    return "partners/#"
+
+
+def analytics_filter() -> str:
+    """Every de-identified analytics copy (§5(5))."""
+    return "analytics/#"
+
+
+def statistics_filter() -> str:
+    """Every statistics aggregate (§5(2)②)."""
+    return "statistics/#"
+
+
+def gateway_filter() -> str:
+    """The gateway's own topics: status, metrics, rejected input, dead letters."""
+    return "gateway/#"
+
+
+def settings_ack_filter() -> str:
+    """Every dwelling panel's settings acknowledgements."""
+    return settings_ack("+", "+")
+
+
+def device_events_filter(building: str, device: str) -> str:
+    """Every event type one panel may publish."""
+    return panel_events(building, device, "+")
+
+
+def is_rejected(topic: str) -> bool:
+    """Whether ``topic`` is one of the gateway's rejection echoes."""
+    return matches(REJECTED_FILTER, topic)

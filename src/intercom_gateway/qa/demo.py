@@ -23,30 +23,25 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from intercom_gateway.broker.mosquitto import (
-    FLEET,
-    OPERATOR,
-    Credentials,
-    Mosquitto,
-    generate_credentials,
-)
+from intercom_gateway.broker.mosquitto import FLEET, OPERATOR
 from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, EventType, utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import Registry, load_registry
-from intercom_gateway.gateway.service import Gateway, run_gateway
+from intercom_gateway.gateway.service import Gateway
+from intercom_gateway.qa.runner import Broker, Endpoint, client, running_gateway, started_broker
 from intercom_gateway.settings import Settings
 
 MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
 OUTPUT_FILTERS = (
-    "cloud/#",
-    "group/#",
-    "partners/#",
-    "analytics/#",
-    "statistics/#",
-    "gateway/v1/rejected/#",
-    "intercom/v1/+/+/settings/ack",
+    topics.cloud_filter(),
+    topics.group_filter(),
+    topics.partners_filter(),
+    topics.analytics_filter(),
+    topics.statistics_filter(),
+    topics.REJECTED_FILTER,
+    topics.settings_ack_filter(),
 )
 
 
@@ -75,7 +70,7 @@ class View:
     def destination(self, message: Message) -> None:
         kind = message.topic.split("/", 1)[0]
         purposes = ",".join(message.properties("purpose"))
-        if message.topic.startswith("gateway/v1/rejected/"):
+        if topics.is_rejected(message.topic):
             reason = message.topic.rsplit("/", 1)[1]
             self.rejected_by_reason[reason] += 1
             self._add(self.arrived, f"[red]rejected[/] {reason}")
@@ -127,15 +122,12 @@ async def _broker(
     partner_ids: list[str],
     port: int | None,
     secrets_dir: Path | None,
-) -> AsyncIterator[tuple[int, Credentials]]:
-    from intercom_gateway.broker.mosquitto import load_credentials
-
+) -> AsyncIterator[Broker]:
     if port is not None:
-        yield port, load_credentials(secrets_dir or Path(".secrets/broker"))
+        yield Endpoint.load(secrets_dir or Path(".secrets/broker"), port=port)
         return
-    credentials = generate_credentials(workdir / "secrets", registry, partner_ids)
-    async with Mosquitto(workdir=workdir / "broker", credentials=credentials) as mosquitto:
-        yield mosquitto.port, credentials
+    async with started_broker(workdir, registry, partner_ids) as mosquitto:
+        yield mosquitto
 
 
 async def run_demo(
@@ -152,55 +144,46 @@ async def run_demo(
     registry = load_registry(defaults.registry_path)
     partners = load_partners(defaults.partners_path, policy=load_policy(defaults.policy_path))
     view = View(console, live=console.is_terminal)
-    async with _broker(
-        workdir, registry, [s.id for s in partners.services], broker_port, secrets_dir
-    ) as (
-        port,
-        credentials,
-    ):
-        settings = defaults.model_copy(
-            update={
-                "broker_port": port,
-                "secrets_dir": credentials.directory,
-                "db_path": workdir / "gateway.sqlite",
-                "log_events": False,
-                "gateway_id": f"demo-{uuid.uuid4().hex[:6]}",
-                "statistics_window": 10.0,
-                # Analytics copies come out in a batch when their window ends (§5(5)).
-                "analytics_window": 3.0,
-            }
-        )
+    partner_ids = [s.id for s in partners.services]
+    async with _broker(workdir, registry, partner_ids, broker_port, secrets_dir) as broker:
         console.print(
-            f"Mosquitto on 127.0.0.1:{port} (project mosquitto.conf), store {settings.db_path}",
+            f"Mosquitto on {broker.host}:{broker.port} (project mosquitto.conf), "
+            f"store {workdir / 'gateway.sqlite'}",
             highlight=False,
         )
-        stop = asyncio.Event()
-        ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
-        observer_address = credentials.address(OPERATOR, port=port)
-        fleet_address = credentials.address(FLEET, port=port)
         async with (
-            MqttBus(observer_address, client_id=observer_address.client_id("demo")) as observer,
-            MqttBus(fleet_address, client_id=fleet_address.client_id("demo")) as fleet,
+            client(
+                broker, OPERATOR, client_id=broker.address(OPERATOR).client_id("demo")
+            ) as observer,
+            client(broker, FLEET, client_id=broker.address(FLEET).client_id("demo")) as fleet,
             asyncio.TaskGroup() as tasks,
         ):
             await observer.subscribe(*OUTPUT_FILTERS, topics.STATUS)
-            gateway_task = tasks.create_task(
-                run_gateway(settings, stop=stop, ready=ready.set_result)
-            )
             watcher = tasks.create_task(_watch(observer, view))
-            gateway = await ready
-            # Its subscriptions must exist before any panel speaks: a first session
-            # has nothing queued for messages published before it subscribed.
-            await gateway.online.wait()
+            # running_gateway returns once the gateway is online: its subscriptions exist
+            # before any panel speaks (a first session has nothing queued for earlier ones).
             with live or contextlib.nullcontext():
                 refresher = tasks.create_task(_refresh(live, view)) if live else None
-                sent = await _drive(
-                    fleet, registry, view, seed=seed, acceleration=acceleration, duration=duration
-                )
-                await _settle(gateway, sent)
-                stop.set()
-                await gateway_task
+                async with running_gateway(
+                    broker,
+                    registry,
+                    workdir,
+                    partners_path=defaults.partners_path,
+                    gateway_id=f"demo-{uuid.uuid4().hex[:6]}",
+                    statistics_window=10.0,
+                    # Analytics copies come out in a batch when their window ends (§5(5)).
+                    analytics_window=3.0,
+                ) as running:
+                    sent = await _drive(
+                        fleet,
+                        registry,
+                        view,
+                        seed=seed,
+                        acceleration=acceleration,
+                        duration=duration,
+                    )
+                    await _settle(running.gateway, sent)
                 watcher.cancel()
                 if refresher:
                     refresher.cancel()

@@ -47,9 +47,9 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.models import EventType, Forwarded, SettingsChangeBody, utc_now
 from intercom_gateway.core.policy import default_policy, load_partners
 from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.qa.runner import RunningGateway, running_gateway, start_broker
 from intercom_gateway.qa.scenario.model import EventSpec, SettingsSpec
 from intercom_gateway.qa.scenario.world import World, event_message, settings_message
-from intercom_gateway.qa.testing import RunningGateway, running_gateway, start_broker
 from intercom_gateway.settings import DATA
 from intercom_gateway.simulators.outbox import Outbox, ResendPolicy, keep
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, OPERATOR, Mosquitto, load_credentials
-from intercom_gateway.bus import BrokerAddress, MqttBus
+from intercom_gateway.broker.mosquitto import FLEET, GATEWAY, OPERATOR, Mosquitto
+from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import (
     DeviceRole,
@@ -41,6 +41,7 @@ from intercom_gateway.core.models import (
 )
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.errors import GatewayError, StepFailed
+from intercom_gateway.qa.runner import Endpoint, RunningGateway, running_gateway, start_broker
 from intercom_gateway.qa.scenario import matching
 from intercom_gateway.qa.scenario.judge import (
     Collector,
@@ -69,12 +70,7 @@ from intercom_gateway.qa.scenario.world import (
     event_message,
     settings_message,
 )
-from intercom_gateway.qa.testing import (
-    RunningGateway,
-    running_gateway,
-    sentinel_topic,
-    start_broker,
-)
+from intercom_gateway.qa.testing import sentinel_topic
 from intercom_gateway.store.sqlite import Store
 
 BARRIER_TIMEOUT = 15.0
@@ -239,16 +235,13 @@ class External:
     """A broker and gateway someone else runs; consent is set up through the panels."""
 
     def __init__(self, *, host: str, port: int, secrets_dir: Path) -> None:
-        credentials = load_credentials(secrets_dir)
-        self.address: Callable[[str], BrokerAddress] = lambda user: credentials.address(
-            user, host=host, port=port
-        )
+        self.broker = Endpoint.load(secrets_dir, host=host, port=port)
 
     @contextlib.asynccontextmanager
     async def harness(self, loaded: LoadedScenario, workdir: Path) -> AsyncIterator[Harness]:
         world = build_world(loaded.scenario, source=loaded.path, workdir=workdir)
         suffix = uuid.uuid4().hex[:8]
-        observing, publishing = self.address(OPERATOR), self.address(FLEET)
+        observing, publishing = self.broker.address(OPERATOR), self.broker.address(FLEET)
         async with (
             MqttBus(observing, client_id=observing.client_id(f"scenario-{suffix}")) as operator,
             MqttBus(publishing, client_id=publishing.client_id(f"scenario-{suffix}")) as fleet,
