@@ -19,7 +19,7 @@ them from here (and some re-export them under their old names)::
     ├── PendingChange .......... a settings change sent, not yet acknowledged
     ├── TokenRefused ........... resident API tokens
     ├── UnknownToken
-    ├── LoadError .............. QA: the load run
+    ├── RunnerError ............ QA: a broker or gateway the runner started is not up
     └── StepFailed ............. QA: a scenario step
 
     ValueError
@@ -51,10 +51,10 @@ __all__ = [
     "DateBoundError",
     "GatewayError",
     "InputRejected",
-    "LoadError",
     "MalformedPacket",
     "PendingChange",
     "PublishFailed",
+    "RunnerError",
     "ScenarioFileError",
     "SessionTakenOver",
     "StepFailed",
@@ -212,8 +212,8 @@ class UnknownToken(GatewayError):
 # --- QA ------------------------------------------------------------------------------
 
 
-class LoadError(GatewayError):
-    """The load run could not be set up (broker or gateway did not come up)."""
+class RunnerError(GatewayError):
+    """A broker or gateway the QA runner started did not come up (qa/runner.py)."""
 
 
 class StepFailed(GatewayError):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.errors import RunnerError
 from intercom_gateway.qa.runner import (
     Endpoint,
     GatewayProcess,
-    RunnerError,
     StatusWatch,
     gateway_process,
     started_broker,

@@ -37,15 +37,11 @@ from intercom_gateway.broker.mosquitto import (
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, dump_registry
-from intercom_gateway.errors import BusError, GatewayError
+from intercom_gateway.errors import BusError, RunnerError
 from intercom_gateway.gateway.service import Gateway, run_gateway
 from intercom_gateway.settings import Settings
 
 STARTUP = 30.0  # seconds a gateway may take to come online
-
-
-class RunnerError(GatewayError):
-    """A broker or gateway the runner started did not come up."""
 
 
 # --- the broker ---------------------------------------------------------------------------
