@@ -32,7 +32,7 @@ def show(
     ctx: click.Context, building: str, dwelling: str, db_path: Path | None, history: bool
 ) -> None:
     """Print the dwelling's current consent and the history of changes to it."""
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
     settings: Settings = ctx.obj["settings"]
     path = db_path or settings.db_path
@@ -40,9 +40,10 @@ def show(
         raise click.ClickException(f"no store at {path}: has the gateway run here?")
 
     async def read() -> dict[str, Any]:
-        async with Store.open(path) as store:
+        async with SqliteStore.open(path) as store:
             state = (await store.consents()).get((building, dwelling))
-            changes = await store.consent_history(building, dwelling) if history else []
+            stored = await store.consent_history(building, dwelling) if history else []
+        changes = [c.as_dict() for c in stored]
         return {"current": state.model_dump(mode="json") if state else None, "history": changes}
 
     click.echo(json.dumps(asyncio.run(read()), indent=2, default=str))

@@ -38,7 +38,7 @@ def _actor() -> str:
 def _with_book(
     ctx: click.Context, db_path: Path | None, work: Callable[[Any, TokenBook], Awaitable[T]]
 ) -> T:
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
     settings = _settings(ctx, db_path=db_path)
     if not settings.db_path.exists():
@@ -47,7 +47,7 @@ def _with_book(
         )
 
     async def go() -> T:
-        async with Store.open(settings.db_path) as store:
+        async with SqliteStore.open(settings.db_path) as store:
             return await work(store, await TokenBook.open(store.connection))
 
     return _run(go)

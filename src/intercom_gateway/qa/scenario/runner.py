@@ -75,7 +75,7 @@ from intercom_gateway.qa.testing import (
     sentinel_topic,
     start_broker,
 )
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store import Store
 
 BARRIER_TIMEOUT = 15.0
 # Analytics copies are held until their window ends (§5(5)): a self-contained scenario's
