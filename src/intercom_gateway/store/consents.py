@@ -19,6 +19,8 @@ from intercom_gateway.store.results import ConsentChange
 
 
 class ConsentBook:
+    """The registry's devices and dwellings, and each dwelling's consent."""
+
     def __init__(self, db: aiosqlite.Connection, writing: asyncio.Lock) -> None:
         self._db = db
         self._writing = writing  # the store's one transaction at a time

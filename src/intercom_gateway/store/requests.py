@@ -40,7 +40,9 @@ _DECISION_COLUMNS = (
 _moment = datetime.fromisoformat
 
 
-class RequestDesk:
+class Queries:
+    """The §8 queries, and the log of the requests that asked them."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 

@@ -16,6 +16,8 @@ from intercom_gateway.store.schema import utc_text
 
 
 class Retention:
+    """Erasure on request, and purges by age."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 

@@ -31,7 +31,7 @@ from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import schema
 from intercom_gateway.store.consents import ConsentBook
 from intercom_gateway.store.events import EventLog
-from intercom_gateway.store.requests import RequestDesk
+from intercom_gateway.store.requests import Queries
 from intercom_gateway.store.results import (
     ConsentChange,
     DecisionSummary,
@@ -144,7 +144,7 @@ class SqliteStore:
         writing = asyncio.Lock()
         self._events = EventLog(connection, writing)
         self._consents = ConsentBook(connection, writing)
-        self._requests = RequestDesk(connection)
+        self._requests = Queries(connection)
         self._retention = Retention(connection)
 
     @property
