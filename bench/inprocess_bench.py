@@ -28,7 +28,7 @@ from intercom_gateway.bus import MemoryBroker
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ async def run_once(
         db_path=workdir / f"{name}.sqlite", registry_path=registry_path, log_events=False
     )
     broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus, panels = broker.client("gateway"), broker.client("panels")
         stop = asyncio.Event()

@@ -39,7 +39,7 @@ from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import LedgerRow, Store
+from intercom_gateway.store.sqlite import LedgerRow, SqliteStore
 
 RESULTS = Path(__file__).parent / "results" / "ledger.json"
 SERVICES = ("concierge", "elder-watch", "parcel-unlock")
@@ -107,7 +107,7 @@ def fill(path: Path, *, rows: int, dwellings: int, start: datetime, seed: int) -
 
 
 async def _create(path: Path) -> None:
-    async with Store.open(path):
+    async with SqliteStore.open(path):
         pass  # the gateway's schema and indexes
 
 
@@ -119,7 +119,7 @@ async def query(
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     timings, sizes = [], []
-    async with Store.open(path) as store:
+    async with SqliteStore.open(path) as store:
         for _ in range(queries):
             dwelling = rng.randrange(dwellings)
             since = start + timedelta(days=rng.uniform(0, (YEARS - 1) * 365))
@@ -153,7 +153,7 @@ def _percentile(values: list[float], q: int) -> float:
 
 
 async def purge(path: Path, *, before: datetime) -> dict[str, Any]:
-    async with Store.open(path) as store:
+    async with SqliteStore.open(path) as store:
         began = time.perf_counter()
         deleted = await store.purge_ledger(before=before)
     return {"deleted": deleted, "seconds": round(time.perf_counter() - began, 3)}
@@ -162,7 +162,7 @@ async def purge(path: Path, *, before: datetime) -> dict[str, Any]:
 # --- 3. throughput ----------------------------------------------------------------------
 
 
-class _NoLedgerStore(Store):
+class _NoLedgerStore(SqliteStore):
     """The same store with ledger writes dropped: the 'ledger off' baseline."""
 
     def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
@@ -170,7 +170,7 @@ class _NoLedgerStore(Store):
             pass
 
     # The write-ahead path (ledger.WriteAhead): intents, then their completion.
-    async def write_intents(self, rows: Sequence[LedgerRow]) -> None:
+    async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
         return None
 
     def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
@@ -223,7 +223,7 @@ async def throughput(workdir: Path, *, events: int, ledger: bool) -> dict[str, A
     settings = Settings(db_path=db_path, registry_path=registry_path, log_events=False)
     messages = _events(events, 10, 20)
     broker = MemoryBroker()
-    store_class = Store if ledger else _NoLedgerStore
+    store_class = SqliteStore if ledger else _NoLedgerStore
     async with store_class.open(db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus, panels = broker.client("gateway"), broker.client("panels")
@@ -237,7 +237,7 @@ async def throughput(workdir: Path, *, events: int, ledger: bool) -> dict[str, A
         elapsed = time.perf_counter() - began
         stop.set()
         await serving
-        rows = (await store.counts())["ledger"]
+        rows = (await store.counts()).ledger
     return {
         "events_per_s": round(events / elapsed),
         "seconds": round(elapsed, 3),

@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, Store
+from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, SqliteStore
 
 RECIPIENTS = (
     ("partner:concierge", "partner", True),
@@ -34,7 +34,7 @@ OUTCOMES = '[{"destination":"cloud","forwarded":true}]'  # one set, as most even
 async def grow(path: Path, *, events: int, batch: int, slice_: int, seed: int) -> None:
     rng = random.Random(seed)
     start = datetime(2026, 11, 22, tzinfo=UTC)
-    async with Store.open(path) as store:
+    async with SqliteStore.open(path) as store:
         began = time.process_time()
         for number in range(1, events + 1):
             at = start + timedelta(microseconds=250 * number)

@@ -102,7 +102,7 @@ async def test_bad_input_is_rejected_with_its_reason_and_valid_events_around_it_
     await running.wait_processed(len(stream))  # rejections are stored before the broker ack
     metrics = running.gateway.metrics
     assert sum(metrics.rejected.values()) == len(expected_reasons)
-    kept = await running.gateway.store.rejections(limit=100)
+    kept = [r.as_dict() for r in await running.gateway.store.rejections(limit=100)]
     assert sorted(r["reason"] for r in kept) == expected_reasons
 
 
@@ -175,7 +175,7 @@ async def test_each_partner_receives_exactly_what_it_is_entitled_to(
         for message in pictures:
             assert "image" in json.loads(message.payload)["event"]
             assert sorted(message.properties("purpose")) == image_purposes[pid]
-    rows = await running.gateway.store.provisions()
+    rows = [r.as_dict() for r in await running.gateway.store.provisions()]
     third_party = {
         (r["recipient"], by_id[r["event_id"]], r["part"]) for r in rows if r["third_party"]
     }

@@ -103,7 +103,7 @@ async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
         for kind in ("visitor", "delivery_box", "alarm", "unlock_mode", "security", "return_home")
     ]
     received = await _delivered(running, [stop, *(panel_message(e) for e in events)])
-    rows = await running.gateway.store.provisions()
+    rows = [r.as_dict() for r in await running.gateway.store.provisions()]
 
     assert _ledger_pairs(rows) == _pairs(received)  # same pairs, and no pair twice
     assert len(rows) == sum(len(messages) for messages in received.values())
@@ -145,11 +145,11 @@ def _message_for(received: dict[str, list[Message]], row: dict[str, Any]) -> Mes
 async def test_a_replayed_event_adds_no_ledger_row(running: RunningGateway) -> None:
     data = event_dict("delivery_box", dwelling="d0002")
     first = await _delivered(running, [panel_message(data)])
-    rows = await running.gateway.store.provisions()
+    rows = [r.as_dict() for r in await running.gateway.store.provisions()]
     again = await _delivered(running, [panel_message(data)])
     assert _ledger_pairs(rows) == _pairs(first) and len(rows) == 3  # concierge, parcel, group
     assert all(not messages for messages in again.values())
-    assert await running.gateway.store.provisions() == rows
+    assert [r.as_dict() for r in await running.gateway.store.provisions()] == rows
     assert running.gateway.metrics.rejected["replayed"] == 1
 
 
@@ -165,6 +165,6 @@ async def test_a_resident_stop_of_provision_reaches_the_running_gateway(
     alarm = event_dict("alarm", building="b002", dwelling="d0004")
     received = await _delivered(running, [panel_message(alarm)])
     assert received["elder-watch"] == []
-    assert [r["recipient"] for r in await running.gateway.store.provisions()] == ["group"]
+    assert [r.recipient for r in await running.gateway.store.provisions()] == ["group"]
     history = await running.gateway.store.consent_history("b002", "d0004")
-    assert history[-1]["change_id"] == answer["changes"][0]["change_id"]
+    assert history[-1].change_id == answer["changes"][0]["change_id"]

@@ -76,10 +76,10 @@ async def settle_and_check(
 
 async def _check_ledger(world: World, expected: dict[str, set[str]]) -> None:
     """The ledger counts each third-party provision exactly once."""
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
-    async with Store.open(world.workdir / "gateway.sqlite") as store:
-        rows = await store.provisions()
+    async with SqliteStore.open(world.workdir / "gateway.sqlite") as store:
+        rows = [r.as_dict() for r in await store.provisions()]
     pairs = [(r["recipient"], r["event_id"], r["part"]) for r in rows if r["third_party"]]
     assert len(pairs) == len(set(pairs))
     third = {

@@ -52,7 +52,7 @@ async def test_return_home_off_stops_it(intercom_panels, intercom_partner, inter
     sent = await intercom_panels.send("return_home", dwelling="d0004")
     await intercom_panels.processed()
     decision = await intercom_gateway.gateway.store.decision(sent["event_id"])
-    assert decision is None or not any(o["forwarded"] for o in decision["outcomes"])
+    assert decision is None or not any(o["forwarded"] for o in decision.outcomes)
     alarm = await intercom_panels.send("alarm", dwelling="d0004")
     envelope = await elder_watch.next()
     assert envelope.event["event_id"] == alarm["event_id"]

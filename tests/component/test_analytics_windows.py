@@ -25,7 +25,7 @@ from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect
@@ -77,7 +77,7 @@ async def started(
     """One life of the gateway: load from the store file, and close it on the way out.
     The observer reads ``filters`` (default: the analytics topics)."""
     broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = FlakyBus(broker)
         broker.buses.append(bus)
@@ -254,7 +254,7 @@ async def test_the_release_loop_publishes_each_window_after_it_ends(
     short = settings.model_copy(update={"analytics_window": 0.4})
     broker = MemoryBroker()
     events = failures(12)
-    async with Store.open(short.db_path) as store:
+    async with SqliteStore.open(short.db_path) as store:
         gateway = await Gateway.load(short, store)
         observer = broker.client("observer")
         await observer.subscribe("analytics/#")

@@ -29,7 +29,7 @@ from intercom_gateway.resident.api import create_app
 from intercom_gateway.resident.service import StoreChannel
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate
 
 OPERATOR = "test-operator-token"
@@ -97,7 +97,7 @@ def _copy(populated: Settings, into: Path) -> Settings:
 
 async def _issue(settings: Settings) -> tuple[dict[str, str | None], dict[str, str]]:
     now = utc_now()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         book = await TokenBook.open(store.connection)
         issued = {
             who: await book.issue(
@@ -133,8 +133,9 @@ async def api(populated: Settings, tmp_path: Path) -> AsyncIterator[Api]:
 
 async def _state(settings: Settings, dwelling: str) -> tuple[Any, list[dict[str, Any]]]:
     """What a refused request must not have changed: consent and the requests on record."""
-    async with Store.open(settings.db_path) as store:
-        return await store.consent("b001", dwelling), await store.requests("b001", dwelling)
+    async with SqliteStore.open(settings.db_path) as store:
+        requests = [r.as_dict() for r in await store.requests("b001", dwelling)]
+        return await store.consent("b001", dwelling), requests
 
 
 # --- the matrix ----------------------------------------------------------------------------

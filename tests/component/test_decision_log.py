@@ -16,7 +16,7 @@ from intercom_gateway.core.policy import default_policy, sample_partners
 from intercom_gateway.gateway.explain import explain_logged, render_logged
 from intercom_gateway.gateway.service import _decision_row, decision_outcomes
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.unit.conftest import NOW
 from tests.unit.test_decision import consent, make_event
 
@@ -61,12 +61,13 @@ async def test_explain_of_a_logged_event_is_unchanged(
         )
         for event_type in EventType
     ]
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         for decision in decisions:
             store.record_decision(_decision_row(decision))
         await store.flush()
         for decision in decisions:
-            assert await store.decision(str(decision.event_id)) == slow_row(decision)
+            logged = await store.decision(str(decision.event_id))
+            assert logged is not None and logged.as_dict() == slow_row(decision)
     for decision in decisions:
         event_id, expected = str(decision.event_id), slow_row(decision)
         assert await explain_logged(settings, event_id) == render_logged(expected)

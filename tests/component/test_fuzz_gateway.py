@@ -43,7 +43,7 @@ from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests import fuzzing
 from tests.conftest import FIXTURES, SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message
@@ -101,7 +101,7 @@ class World:
         settings = Settings(
             db_path=self.workdir / "gateway.sqlite", registry_path=registry_path, log_events=False
         )
-        self._store = Store.open(settings.db_path)
+        self._store = SqliteStore.open(settings.db_path)
         store = await self._store.__aenter__()
         self.gateway = await Gateway.load(settings, store, clock=lambda: NOW)
         self.broker = MemoryBroker()

@@ -27,7 +27,7 @@ from intercom_gateway.core.models import RejectReason
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 from tests.helpers import collect, collect_until
@@ -46,7 +46,7 @@ async def world(tmp_path: Path, transport: Transport) -> AsyncIterator[World]:
         db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
     )
     async with (
-        Store.open(settings.db_path) as store,
+        SqliteStore.open(settings.db_path) as store,
         transport.bus(GATEWAY) as bus,
         transport.bus(OPERATOR) as observer,
     ):
@@ -73,7 +73,7 @@ async def test_an_event_is_acknowledged_only_after_its_records_are_committed(
     await gateway.finish_in_flight()
     assert [m.mid for m in bus.acked] == [1]
     assert await gateway.store.decision(data["event_id"]) is not None
-    assert {r["recipient"] for r in await gateway.store.provisions()} >= {"partner:concierge"}
+    assert {r.recipient for r in await gateway.store.provisions()} >= {"partner:concierge"}
 
 
 async def test_acknowledgements_keep_arrival_order(
@@ -102,7 +102,7 @@ async def test_a_redelivered_completed_event_is_acknowledged_without_forwarding_
     assert sum(gateway.metrics.forwarded.values()) == forwarded_before
     assert gateway.metrics.duplicates == 1
     assert [m.mid for m in bus.acked] == [1, 2]
-    rows = await gateway.store.provisions()
+    rows = [r.as_dict() for r in await gateway.store.provisions()]
     assert len(rows) == len({(r["event_id"], r["recipient"]) for r in rows})
 
 
@@ -134,7 +134,7 @@ async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
     assert data["event_id"] not in await gateway.store.recent_completed(100)
     assert await gateway.store.provisions(dwelling_id="d0003") == []
     assert sum(gateway.metrics.forwarded.values()) == 0
-    history = await gateway.store.consent_history("b001", "d0003")
+    history = [c.as_dict() for c in await gateway.store.consent_history("b001", "d0003")]
     assert history[-1]["applied"] == 1 and "initialise" in history[-1]["change"]
 
 
@@ -148,7 +148,7 @@ async def test_a_settings_change_is_recorded_once_even_if_delivered_twice(
     await gateway.handle(bus, inbound(topic, payload, mid=1))
     await gateway.handle(bus, inbound(topic, payload, mid=2, dup=True))
     await gateway.finish_in_flight()
-    history = await gateway.store.consent_history("b001", "d0001")
+    history = [c.as_dict() for c in await gateway.store.consent_history("b001", "d0001")]
     assert sum(1 for row in history if row["source"].startswith("panel:")) == 1
     assert gateway.consent("b001", "d0001").opted_out == ("marketing",)
 

@@ -19,7 +19,7 @@ from intercom_gateway.errors import PublishFailed
 from intercom_gateway.gateway import service as gateway_module
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 
@@ -41,7 +41,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def world(settings: Settings) -> AsyncIterator[World]:
     broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = broker.client("gateway")
         gateway._bus = bus
@@ -163,7 +163,7 @@ async def test_an_error_of_ours_becomes_an_internal_error_rejection_and_the_loop
     assert echo["detail"] == "ZeroDivisionError: a bug in the decision"
     assert cloud_ids(seen) == {d["event_id"] for d in valid}
     assert len(bus.acked) == 4
-    kept = await gateway.store.rejections()
+    kept = [r.as_dict() for r in await gateway.store.rejections()]
     assert [r["reason"] for r in kept] == ["internal_error"]
 
 
@@ -191,7 +191,7 @@ async def test_a_message_that_kept_killing_the_process_is_dead_lettered(
         observer.deliver = seen.append  # type: ignore[method-assign,assignment]
         await observer.subscribe("#")
         bus = broker.client("gateway")
-        async with Store.open(settings.db_path) as store:
+        async with SqliteStore.open(settings.db_path) as store:
             gateway = await Gateway.load(settings, store)
             gateway._bus = bus
             await gateway.handle(bus, inbound(*panel_message(neighbour), dup=dup))
@@ -233,7 +233,7 @@ async def test_rejected_input_of_an_initialised_dwelling_leaves_nothing_of_it(
     text = json.dumps(echo)
     for private in ("Hana", "img-1", bad["event_id"]):  # the device names its dwelling
         assert private not in text
-    (kept,) = await gateway.store.rejections()
+    (kept,) = [r.as_dict() for r in await gateway.store.rejections()]
     assert kept["payload"] == ""
     assert "Hana" not in json.dumps(kept) and bad["event_id"] not in json.dumps(kept)
 
@@ -248,7 +248,7 @@ async def test_a_rejection_echo_carries_no_image_and_no_free_text(world: World) 
     assert payload["event_id"] == bad["event_id"] and payload["method"] == "key"
     assert {"image", "key_nickname", "surprise"}.isdisjoint(payload)
     assert echo["payload_redacted"] is True
-    (kept,) = await gateway.store.rejections()
+    (kept,) = [r.as_dict() for r in await gateway.store.rejections()]
     assert "Hana's key" in kept["payload"]  # the operator's store keeps it as it came
 
 

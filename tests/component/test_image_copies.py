@@ -99,7 +99,7 @@ async def test_each_message_to_a_partner_has_its_own_row_written_ahead(settings:
     async with gateway_on(settings) as (gateway, bus, observer):
         data = await _visitor(gateway, bus, "d0002")
         copies = await collect(observer, 3)  # group, concierge's facts, concierge's image
-        rows = await gateway.store.provisions()
+        rows = [r.as_dict() for r in await gateway.store.provisions()]
 
     concierge = [m for m in copies if m.topic.startswith("partners/concierge/")]
     parts = {"image" if topics.is_image(m.topic) else "event" for m in concierge}
@@ -129,7 +129,8 @@ async def test_each_message_to_a_partner_has_its_own_row_written_ahead(settings:
 async def test_the_decision_log_and_explain_show_both_messages(settings: Settings) -> None:
     async with gateway_on(settings) as (gateway, bus, _):
         data = await _visitor(gateway, bus)
-        logged = await gateway.store.decision(data["event_id"])
+        decision = await gateway.store.decision(data["event_id"])
+        logged = decision.as_dict() if decision else None
 
     assert logged is not None
     outcomes = {o["destination"]: o for o in logged["outcomes"]}

@@ -26,7 +26,7 @@ from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import provisions_csv
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, ledger_row, panel_message
 from tests.helpers import collect
@@ -93,7 +93,7 @@ def settings(tmp_path: Path) -> Settings:
 @contextlib.asynccontextmanager
 async def gateway_on(settings: Settings) -> AsyncIterator[tuple[Gateway, WitnessBus, MemoryBus]]:
     broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = WitnessBus(broker, settings.db_path)
         broker.buses.append(bus)
@@ -108,7 +108,7 @@ def inbound(topic: str, payload: bytes, *, mid: int = 1, dup: bool = False) -> M
 
 
 async def _rows(gateway: Gateway) -> dict[Key, dict[str, Any]]:
-    rows = await gateway.store.provisions()
+    rows = [r.as_dict() for r in await gateway.store.provisions()]
     keyed = {(r["event_id"], r["recipient"], r["part"]): r for r in rows}
     assert len(keyed) == len(rows)  # never two rows for one provision
     return keyed
@@ -190,8 +190,8 @@ async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_r
 ) -> None:
     data = event_dict("visitor", dwelling="d0001")
     intent = ledger_row(event_id=data["event_id"], dwelling_id="d0001", decision_id="first")
-    async with Store.open(settings.db_path) as store:
-        await store.write_intents([intent])  # ...and the process died before the PUBACK
+    async with SqliteStore.open(settings.db_path) as store:
+        await store.save_intents([intent])  # ...and the process died before the PUBACK
 
     async with gateway_on(settings) as (gateway, bus, _):
         at_start = await _rows(gateway)
@@ -211,15 +211,15 @@ async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_r
 
 async def test_a_delivered_row_is_never_marked_unconfirmed(tmp_path: Path) -> None:
     row = ledger_row()
-    async with Store.open(tmp_path / "store.sqlite") as store:
-        await store.write_intents([row])
+    async with SqliteStore.open(tmp_path / "store.sqlite") as store:
+        await store.save_intents([row])
         store.record_provisions([row])
         await store.flush()
         store.record_unconfirmed([row])  # a later, failed handling of the same event
-        await store.write_intents([row])
+        await store.save_intents([row])
         await store.flush()
-        assert await store.mark_unconfirmed() == 0
-        [stored] = await store.provisions()
+        assert await store.save_unconfirmed() == 0
+        [stored] = [r.as_dict() for r in await store.provisions()]
     assert stored["status"] == "delivered"
 
 
@@ -236,10 +236,10 @@ async def test_a_ledger_of_the_first_layout_gains_a_status_and_keeps_its_rows(
             ledger_row(event_id="old").as_params()[:14],  # the first layout has no part
         )
         db.commit()
-    async with Store.open(path) as store:
-        await store.write_intents([ledger_row(event_id="new")])
-        rows = {r["event_id"]: r for r in await store.provisions()}
-        summary = await store.ledger_summary("b001", "d0001")
+    async with SqliteStore.open(path) as store:
+        await store.save_intents([ledger_row(event_id="new")])
+        rows = {r.event_id: r.as_dict() for r in await store.provisions()}
+        summary = (await store.ledger_summary("b001", "d0001")).as_dict()
 
     assert rows["old"]["status"] == "delivered"  # written after its PUBACK, as all were
     assert rows["old"]["part"] == "event"
@@ -271,7 +271,7 @@ async def test_no_copy_waits_for_the_batch_timer_and_intents_share_commits(
     slow = settings.model_copy(update={"flush_interval": 3_600.0})
     broker = MemoryBroker()
     events = [event_dict("visitor", dwelling=f"d000{1 + i % 3}") for i in range(60)]
-    async with Store.open(slow.db_path) as store:
+    async with SqliteStore.open(slow.db_path) as store:
         gateway = await Gateway.load(slow, store)
         observer = broker.client("observer")
         await observer.subscribe("partners/concierge/#")
@@ -317,9 +317,9 @@ async def test_a_ledger_keyed_by_event_and_recipient_is_rekeyed_by_part(tmp_path
         )
         db.commit()
     image = replace(ledger_row(event_id="old"), part="image", rule_id="partner-images")
-    async with Store.open(path) as store:
-        await store.write_intents([image])
-        rows = {(r["event_id"], r["part"]): r for r in await store.provisions()}
+    async with SqliteStore.open(path) as store:
+        await store.save_intents([image])
+        rows = {(r.event_id, r.part): r.as_dict() for r in await store.provisions()}
     with contextlib.closing(sqlite3.connect(path)) as db:
         indexes = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")

@@ -19,7 +19,7 @@ from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 
@@ -51,7 +51,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, MemoryBus]]:
     registry_path.write_text(dump_registry(registry))
     settings = Settings(db_path=tmp_path / "gateway.sqlite", registry_path=registry_path)
     assert settings.log_events  # the default
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = MemoryBroker().client("gateway")
         gateway._bus = bus  # handle() is driven directly, one message at a time

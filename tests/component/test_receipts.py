@@ -25,7 +25,7 @@ from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.receipts import MAX_IDS_PER_RECEIPT, Receipts, rejected_target
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 
@@ -57,7 +57,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SpyBus]]:
     settings = Settings(
         db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
     )
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         spy = SpyBus(MemoryBroker().client("gateway"), settings.db_path)
         gateway._bus = spy  # handle() is driven directly

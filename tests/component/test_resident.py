@@ -23,7 +23,7 @@ from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, ledger_row, panel_message
 
@@ -41,7 +41,7 @@ async def _populate(tmp_path: Path) -> Settings:
     settings = Settings(
         db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
     )
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = MemoryBroker().client("gateway")
         gateway._bus = bus  # handle() is driven directly, as in the gateway component tests
@@ -63,8 +63,10 @@ def settings(tmp_path: Path) -> Settings:
 
 def _store(settings: Settings, work: Any) -> Any:
     async def go() -> Any:
-        async with Store.open(settings.db_path) as store:
-            return await work(store)
+        async with SqliteStore.open(settings.db_path) as store:
+            answer = await work(store)
+        # The store answers with typed values; these tests read them as the CLI shows them.
+        return [a.as_dict() for a in answer] if isinstance(answer, list) else answer
 
     return asyncio.run(go())
 
@@ -83,9 +85,9 @@ def _json_cli(settings: Settings, *args: str) -> Any:
 
 
 def _aged_rows(settings: Settings, days: list[int]) -> None:
-    async def add(store: Store) -> None:
+    async def add(store: SqliteStore) -> None:
         [template] = await store.provisions(dwelling_id="d0001", limit=1)
-        row = ledger_row(at=utc_now(), event_id="", decision_id=template["decision_id"])
+        row = ledger_row(at=utc_now(), event_id="", decision_id=template.decision_id)
         store.record_provisions(
             replace(row, at=utc_now() - timedelta(days=age), event_id=f"aged-{age}") for age in days
         )

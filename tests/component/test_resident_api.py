@@ -19,7 +19,7 @@ from intercom_gateway.errors import ConfigError
 from intercom_gateway.resident.api import create_app
 from intercom_gateway.resident.service import CSV_COLUMNS, StoreChannel
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate
 
 TOKEN = "test-operator-token"
@@ -48,7 +48,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _consent_of(settings: Settings, dwelling: str) -> object:
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         return await store.consent("b001", dwelling)
 
 

@@ -24,7 +24,7 @@ from intercom_gateway.core.statistics import Window, aggregate_id
 from intercom_gateway.errors import ConnectionLost
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message
 from tests.helpers import collect
@@ -69,7 +69,7 @@ def settings(tmp_path: Path) -> Settings:
 async def started(settings: Settings) -> AsyncIterator[tuple[Gateway, FlakyBus, MemoryBus]]:
     """One life of the gateway: load from the store file, and close it on the way out."""
     broker = MemoryBroker()
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = FlakyBus(broker)
         broker.buses.append(bus)

@@ -10,8 +10,11 @@ import json
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from intercom_gateway.store.sqlite import DecisionRow, Store, outcome_set_id
+from intercom_gateway.store.results import LoggedDecision
+from intercom_gateway.store.schema import outcome_set_id
+from intercom_gateway.store.sqlite import DecisionRow, SqliteStore
 from tests.unit.conftest import NOW
 
 FORWARDED = json.dumps([{"destination": "cloud", "forwarded": True, "purposes": ["p1"]}])
@@ -32,6 +35,10 @@ def _row(event_id: str, outcomes: str, *, decided_at: datetime = NOW) -> Decisio
     )
 
 
+def _logged(decision: LoggedDecision | None) -> dict[str, Any] | None:
+    return decision.as_dict() if decision else None
+
+
 def _count(path: Path, table: str) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -41,13 +48,13 @@ async def test_each_outcome_set_is_stored_once_and_every_decision_reads_back(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "store.sqlite"
-    async with Store.open(path) as store:
+    async with SqliteStore.open(path) as store:
         store.record_decision(_row("e1", FORWARDED))
         store.record_decision(_row("e2", WITHHELD))
         await store.flush()
         store.record_decision(_row("e3", FORWARDED))  # a set already stored
         await store.flush()
-        e1, e2, e3 = [await store.decision(e) for e in ("e1", "e2", "e3")]
+        e1, e2, e3 = [_logged(await store.decision(e)) for e in ("e1", "e2", "e3")]
 
     assert _count(path, "outcome_sets") == 2
     assert e1 is not None and e2 is not None and e3 is not None
@@ -71,7 +78,7 @@ async def test_a_set_is_recorded_again_after_another_process_starts(tmp_path: Pa
     # gateway on a shared store) records the same key and stores nothing twice.
     path = tmp_path / "store.sqlite"
     for event_id in ("e1", "e2"):
-        async with Store.open(path) as store:
+        async with SqliteStore.open(path) as store:
             store.record_decision(_row(event_id, FORWARDED))
     assert _count(path, "outcome_sets") == 1
     assert _count(path, "decisions") == 2
@@ -102,11 +109,11 @@ async def test_a_decision_log_of_the_first_layout_is_moved_to_sets(tmp_path: Pat
         )
     db.close()
 
-    async with Store.open(path) as store:
-        moved = {e: await store.decision(e) for e in ("e1", "e2", "e3")}
+    async with SqliteStore.open(path) as store:
+        moved = {e: _logged(await store.decision(e)) for e in ("e1", "e2", "e3")}
         store.record_decision(_row("e4", FORWARDED))  # and the log goes on
-    async with Store.open(path) as store:  # opening again changes nothing
-        e4 = await store.decision("e4")
+    async with SqliteStore.open(path) as store:  # opening again changes nothing
+        e4 = _logged(await store.decision("e4"))
 
     assert {e: row["outcomes"] for e, row in moved.items() if row} == {
         "e1": json.loads(FORWARDED),

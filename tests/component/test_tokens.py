@@ -19,7 +19,7 @@ from intercom_gateway.cli.main import main
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.resident.tokens import TOKEN_PATTERN, TokenBook, TokenRefused, UnknownToken
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate
 
 # Broker options shared with every command that connects (main's own have no help yet).
@@ -30,7 +30,7 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 async def book(tmp_path: Path) -> AsyncIterator[TokenBook]:
-    async with Store.open(tmp_path / "gateway.sqlite") as store:
+    async with SqliteStore.open(tmp_path / "gateway.sqlite") as store:
         yield await TokenBook.open(store.connection)
 
 
@@ -121,9 +121,9 @@ async def test_the_book_creates_its_tables_at_once_and_commits_no_callers_work(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "gateway.sqlite"
-    async with Store.open(path) as store:
+    async with SqliteStore.open(path) as store:
         await TokenBook.open(store.connection)
-    async with Store.open(path) as store:  # created, though nothing was committed
+    async with SqliteStore.open(path) as store:  # created, though nothing was committed
         db = store.connection
         assert await TokenBook(db).tokens() == []
         row = ("r1", NOW.isoformat(), "b001", "d0001", "purposes", "cli", "{}", "done", "{}")

@@ -243,7 +243,7 @@ def ledger() -> None:
 def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None) -> None:
     """Delete ledger rows older than the retention period, and only those."""
     from intercom_gateway.core.models import utc_now
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
     settings = settings_of(ctx, db_path=db_path, ledger_retention_days=older_than_days)
     if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
@@ -255,7 +255,7 @@ def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None)
     before = utc_now() - timedelta(days=settings.ledger_retention_days)
 
     async def go() -> int:
-        async with Store.open(path) as store:
+        async with SqliteStore.open(path) as store:
             return await store.purge_ledger(before=before)
 
     deleted = run(go)

@@ -63,14 +63,15 @@ def show(
     ctx: click.Context, building: str, dwelling: str, db_path: Path | None, history: bool
 ) -> None:
     """Print the dwelling's current consent and the history of changes to it."""
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
     path = existing_store(settings_of(ctx, db_path=db_path).db_path)
 
     async def read() -> dict[str, Any]:
-        async with Store.open(path) as store:
+        async with SqliteStore.open(path) as store:
             state = (await store.consents()).get((building, dwelling))
-            changes = await store.consent_history(building, dwelling) if history else []
+            stored = await store.consent_history(building, dwelling) if history else []
+        changes = [change.as_dict() for change in stored]
         return {"current": state.model_dump(mode="json") if state else None, "history": changes}
 
     echo_json(run(read))

@@ -47,12 +47,12 @@ def _actor() -> str:
 def _with_book(
     ctx: click.Context, db_path: Path | None, work: Callable[[Any, TokenBook], Awaitable[T]]
 ) -> T:
-    from intercom_gateway.store.sqlite import Store
+    from intercom_gateway.store.sqlite import SqliteStore
 
     path = existing_store(settings_of(ctx, db_path=db_path).db_path)
 
     async def go() -> T:
-        async with Store.open(path) as store:
+        async with SqliteStore.open(path) as store:
             return await work(store, await TokenBook.open(store.connection))
 
     return run(go)

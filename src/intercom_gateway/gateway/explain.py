@@ -15,13 +15,13 @@ from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import load_registry
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store.sqlite import SqliteStore
 
 
 async def _stored_consent(settings: Settings, building: str, dwelling: str) -> ConsentState | None:
     if not settings.db_path.exists():
         return None
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         return (await store.consents()).get((building, dwelling))
 
 
@@ -79,8 +79,9 @@ async def explain_logged(settings: Settings, event_id: str, *, as_json: bool = F
     """Where a past event went, and why not elsewhere, from the decision log."""
     if not settings.db_path.exists():
         raise ConfigError("no store here", path=str(settings.db_path))
-    async with Store.open(settings.db_path) as store:
-        row = await store.decision(event_id)
+    async with SqliteStore.open(settings.db_path) as store:
+        logged = await store.decision(event_id)
+    row = logged.as_dict() if logged else None
     if row is None:
         raise GatewayError(
             f"no decision for event {event_id}: never received, rejected, or stopped by"

@@ -24,7 +24,8 @@ import structlog
 
 from intercom_gateway.bus import Bus
 from intercom_gateway.errors import BusError, ConnectionLost
-from intercom_gateway.store.sqlite import LedgerRow, Store
+from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import LedgerRow
 
 __all__ = ["WriteAhead"]
 
@@ -95,7 +96,7 @@ class WriteAhead:
 
     async def _commit_and_publish(self, batch: list[_Publish]) -> None:
         try:
-            await self._store.write_intents([p.row for p in batch])
+            await self._store.save_intents([p.row for p in batch])
         except asyncio.CancelledError:
             _fail(batch, ConnectionLost("stopped before the publish"))
             raise

@@ -69,7 +69,8 @@ from intercom_gateway.errors import BusError, PublishFailed, SessionTakenOver
 from intercom_gateway.gateway.ledger import WriteAhead
 from intercom_gateway.gateway.receipts import Receipts, Target, rejected_target
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, RejectionRow, Store
+from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, RejectionRow, SqliteStore
 
 log = structlog.get_logger("intercom_gateway.gateway.service")
 
@@ -214,7 +215,7 @@ class Gateway:
         policy = load_policy(settings.policy_path)
         partners = load_partners(settings.partners_path, policy=policy)
         registry = load_registry(settings.registry_path)
-        await store.sync_registry(registry)
+        await store.save_registry(registry)
         consents = await store.consents()
         await _seed_consents(store, registry, consents, now=clock())
         completed = CompletedIds(
@@ -236,7 +237,7 @@ class Gateway:
     async def _recover(self) -> None:
         """Take up what a stopped process left in the store: its ledger intents and the
         statistics windows it had not published."""
-        unconfirmed = await self.store.mark_unconfirmed()
+        unconfirmed = await self.store.save_unconfirmed()
         if unconfirmed:
             log.warning(
                 "ledger rows intended by a stopped gateway are marked unconfirmed (§8)",
@@ -336,7 +337,7 @@ class Gateway:
         try:
             try:
                 if attempt is not None:
-                    count = await self.store.begin_attempt(attempt)
+                    count = await self.store.save_attempt(attempt)
                     if count > self.settings.max_attempts:
                         raise InputRejected(
                             RejectReason.DEAD_LETTER,
@@ -355,7 +356,7 @@ class Gateway:
         except Exception as error:
             await self._internal_error(bus, tracker, error, now)
         if attempt is not None:
-            self.store.end_attempt(attempt)
+            self.store.record_attempt_end(attempt)
 
     async def _internal_error(
         self, bus: Bus, tracker: _Tracker, error: Exception, now: datetime
@@ -998,7 +999,7 @@ async def _seed_consents(
         entries.append((state, dwelling.consent.model_dump_json()))
         consents[key] = state
     if entries:
-        await store.seed_consents(
+        await store.save_initial_consents(
             entries, source="registry", detail="initial consent from the device registry", at=now
         )
 
@@ -1047,7 +1048,7 @@ async def run_gateway(
     address = broker_address(settings)
     # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
     client_id = address.client_id(settings.gateway_id)
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
             ready(gateway)

@@ -54,7 +54,8 @@ from intercom_gateway.errors import UnknownDwelling as UnknownDwelling
 from intercom_gateway.errors import UnknownPartner as UnknownPartner
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import RequestRow, Store
+from intercom_gateway.store import Store
+from intercom_gateway.store.sqlite import RequestRow, SqliteStore
 
 
 class RequestKind(enum.StrEnum):
@@ -429,7 +430,7 @@ class ResidentDesk:
 
     def __init__(
         self,
-        store: Store,
+        store: SqliteStore,  # the resident tokens are kept on its connection
         *,
         policy: Policy,
         partners: PartnerRegistry,
@@ -472,11 +473,11 @@ class ResidentDesk:
             "building_id": building_id,
             "dwelling_id": dwelling_id,
             "consent": consent.model_dump(mode="json"),
-            "consent_history": await store.consent_history(*key),
-            "decision_log": await store.decision_summary(*key),
-            "provision_ledger": await store.ledger_summary(*key),
-            "rejected_input": await store.dwelling_rejections(*key),
-            "requests": await store.requests(*key),
+            "consent_history": [c.as_dict() for c in await store.consent_history(*key)],
+            "decision_log": (await store.decision_summary(*key)).as_dict(),
+            "provision_ledger": (await store.ledger_summary(*key)).as_dict(),
+            "rejected_input": [r.as_dict() for r in await store.dwelling_rejections(*key)],
+            "requests": [r.as_dict() for r in await store.requests(*key)],
             # Ids and dates only: the label is the operator's note, the secret never stored.
             "api_tokens": [t.dates() for t in await tokens.tokens(*key)],
         }
@@ -496,9 +497,10 @@ class ResidentDesk:
         third_party_only: bool = False,
     ) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
-        rows = await self.store.provisions(
+        records = await self.store.provisions(
             building_id=building_id, dwelling_id=dwelling_id, start=start, end=end
         )
+        rows = [r.as_dict() for r in records]
         # Defence in depth: the query is by dwelling; never answer with another's row.
         rows = [r for r in rows if (r["building_id"], r["dwelling_id"]) == consent_key(consent)]
         if third_party_only:
@@ -535,8 +537,8 @@ class ResidentDesk:
 
     async def erase(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
-        erased = await self.store.erase_dwelling(building_id, dwelling_id)
-        ledger = await self.store.ledger_summary(building_id, dwelling_id)
+        erased = (await self.store.erase_dwelling(building_id, dwelling_id)).as_dict()
+        ledger = (await self.store.ledger_summary(building_id, dwelling_id)).as_dict()
         kept = [dict(k) for k in KEPT_ON_ERASURE]
         kept[0]["rows"] = str(ledger["rows"])
         answer: dict[str, Any] = {"building_id": building_id, "dwelling_id": dwelling_id}
@@ -607,7 +609,7 @@ class ResidentDesk:
             outcome=outcome,
             detail=detail,
         )
-        await self.store.record_request(row)
+        await self.store.save_request(row)
         return request_id
 
 
@@ -624,7 +626,7 @@ async def open_desk(
         raise ConfigError("no store here: has the gateway run?", path=str(settings.db_path))
     policy = load_policy(settings.policy_path)
     partners = load_partners(settings.partners_path, policy=policy)
-    async with Store.open(settings.db_path) as store:
+    async with SqliteStore.open(settings.db_path) as store:
         yield ResidentDesk(
             store,
             policy=policy,

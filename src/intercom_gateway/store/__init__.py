@@ -1,1 +1,24 @@
-"""The durable store behind one small interface (SQLite today)."""
+"""The durable store behind one small interface, ``Store`` (SQLite today).
+
+What must survive the gateway lives here, not only in process memory: the device
+registry, every dwelling's consent (current state and append-only history), the record
+of completed events (for de-duplication after a crash), the decision log, the
+provision ledger, rejected input, the resident requests, and the statistics and
+analytics the gateway still holds. Callers depend on ``Store`` (``store.base``); the
+composition roots open ``store.sqlite.SqliteStore``. A later, clustered deployment adds
+a backend over a shared database behind the same ``Store``.
+
+One naming rule for every method of a store:
+
+- ``record_*``: sync, buffered. Committed by the next ``flush`` (the event path: one
+  transaction per batch, and the gateway acknowledges an event only after it).
+- ``save_*``: async, committed before it returns (consent changes, the ledger's
+  write-ahead intents, the request log).
+- ``erase_*``, ``purge_*``, ``prune_*``: async deletions, committed before they return.
+- Queries are nouns (``provisions``, ``ledger_summary``), or a noun and a participle
+  for a yes or no (``dwelling_known``); they answer with ``store.results`` values.
+"""
+
+from intercom_gateway.store.base import Store
+
+__all__ = ["Store"]

@@ -28,7 +28,7 @@ from intercom_gateway.qa.scenario.model import (
     NotReceives,
     Receives,
 )
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store import Store
 
 # A probe the runner sends to an external gateway comes back quoted in a rejection: a
 # JSON object whose event id (not a UUID: a schema violation) carries the mark.
@@ -192,7 +192,7 @@ async def _ledger(exp: LedgerRowExists | NoLedgerRow, evidence: Evidence) -> Exp
     if evidence.store is None:
         detail = ["cannot tell: the provision ledger is only readable in a self-contained run"]
         return ExpectationResult(summary, False, detail)
-    rows = await evidence.store.provisions()
+    rows = [r.as_dict() for r in await evidence.store.provisions()]
     fitting = [r for r in rows if matching.ledger_matches(r, match, evidence.refs)]
     if bool(fitting) == wanted:
         return ExpectationResult(summary, True)

@@ -71,7 +71,7 @@ from intercom_gateway.qa.scenario.world import (
     settings_message,
 )
 from intercom_gateway.qa.testing import sentinel_topic
-from intercom_gateway.store.sqlite import Store
+from intercom_gateway.store import Store
 
 BARRIER_TIMEOUT = 15.0
 # Analytics copies are held until their window ends (§5(5)): a self-contained scenario's

@@ -1,0 +1,163 @@
+"""``Store``: what the gateway, the resident desk, the CLI and QA need of a store.
+
+Exactly what they call, so that a second backend (a shared PostgreSQL database is
+planned) implements this and nothing more; ``store.sqlite.SqliteStore`` is the one
+today. Nothing here names a driver: rows go in as ``core`` values and the store's row
+types, answers come out as ``store.results`` values. The naming rule is the package's
+(``intercom_gateway.store``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.registry import Registry
+from intercom_gateway.core.statistics import Window
+from intercom_gateway.store.results import (
+    ConsentChange,
+    DecisionSummary,
+    Erased,
+    LedgerSummary,
+    LoggedDecision,
+    LoggedRequest,
+    Provision,
+    RejectedInput,
+    Rejection,
+    TableCounts,
+)
+
+if TYPE_CHECKING:
+    from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, RejectionRow, RequestRow
+
+
+class Store(Protocol):
+    # --- the event path: recorded (buffered), written by flush() ------------------------
+
+    def record_decision(self, row: DecisionRow) -> None: ...
+
+    def record_provisions(self, rows: Iterable[LedgerRow]) -> None:
+        """Provisions the recipients' broker acknowledged: "delivered", intended or not."""
+
+    def record_delivered(self, rows: Iterable[LedgerRow]) -> None:
+        """Provisions whose intent is saved, now acknowledged: "delivered"."""
+
+    def record_unconfirmed(self, rows: Iterable[LedgerRow]) -> None:
+        """Intents whose publish this process lost track of; a delivered row stays so."""
+
+    def record_statistic(self, window: Window, event_type: str) -> None: ...
+
+    def record_window_published(self, window: Window, *, closed_before: datetime) -> None: ...
+
+    def record_analytics_held(self, copy: HeldCopy) -> None: ...
+
+    def record_analytics_released(self, copy_id: str) -> None: ...
+
+    def record_completed(self, event_id: str, at: float) -> None: ...
+
+    def record_rejection(self, row: RejectionRow) -> None: ...
+
+    def record_attempt_end(self, key: str) -> None:
+        """The handling of a counted message finished: forget its count."""
+
+    async def flush(self) -> None:
+        """Write everything recorded since the last flush in one transaction."""
+
+    # --- the event path: saved (committed before returning) -----------------------------
+
+    async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
+        """The ledger's write-ahead record: provisions about to be published, "intended"."""
+
+    async def save_unconfirmed(self) -> int:
+        """At start: the intents a stopped process left, now "unconfirmed"; how many."""
+
+    async def save_attempt(self, key: str) -> int:
+        """One more delivery of a message about to be handled; the count so far."""
+
+    # --- read back at start -------------------------------------------------------------
+
+    async def recent_completed(self, limit: int) -> list[str]: ...
+
+    async def statistics_windows(
+        self,
+    ) -> tuple[list[tuple[Window, str, int]], datetime | None]: ...
+
+    async def analytics_held(self) -> list[HeldCopy]: ...
+
+    # --- dwellings and consent ----------------------------------------------------------
+
+    async def save_registry(self, registry: Registry) -> None: ...
+
+    async def save_consent(
+        self,
+        state: ConsentState,
+        *,
+        change: str,
+        change_id: str | None,
+        source: str,
+        applied: bool,
+        detail: str,
+        at: datetime,
+    ) -> None:
+        """Append to the consent history and replace the current state, in one commit."""
+
+    async def save_initial_consents(
+        self, entries: Sequence[tuple[ConsentState, str]], *, source: str, detail: str, at: datetime
+    ) -> None:
+        """Many initial consents (state, the change that set it) in one commit."""
+
+    async def consents(self) -> dict[tuple[str, str], ConsentState]: ...
+
+    async def consent(self, building_id: str, dwelling_id: str) -> ConsentState | None: ...
+
+    async def consent_change_seen(self, change_id: str) -> bool: ...
+
+    async def consent_history(self, building_id: str, dwelling_id: str) -> list[ConsentChange]: ...
+
+    async def dwelling_known(self, building_id: str, dwelling_id: str) -> bool: ...
+
+    async def dwelling_panel(self, building_id: str, dwelling_id: str) -> str | None: ...
+
+    # --- §8 queries and the request log -------------------------------------------------
+
+    async def decision(self, event_id: str) -> LoggedDecision | None: ...
+
+    async def provisions(
+        self,
+        *,
+        building_id: str | None = None,
+        dwelling_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Provision]:
+        """Provision records in time order; ``start`` inclusive, ``end`` exclusive."""
+
+    async def rejections(self, *, limit: int = 100) -> list[Rejection]:
+        """The latest rejected input first."""
+
+    async def counts(self) -> TableCounts: ...
+
+    async def ledger_summary(self, building_id: str, dwelling_id: str) -> LedgerSummary: ...
+
+    async def decision_summary(self, building_id: str, dwelling_id: str) -> DecisionSummary: ...
+
+    async def dwelling_rejections(
+        self, building_id: str, dwelling_id: str
+    ) -> list[RejectedInput]: ...
+
+    async def requests(self, building_id: str, dwelling_id: str) -> list[LoggedRequest]: ...
+
+    async def save_request(self, row: RequestRow) -> None:
+        """A resident request, on record before its answer is given."""
+
+    # --- retention ----------------------------------------------------------------------
+
+    async def erase_dwelling(self, building_id: str, dwelling_id: str) -> Erased:
+        """Erase the dwelling's decision log and rejected input (never its ledger)."""
+
+    async def purge_ledger(self, *, before: datetime, chunk: int = 10_000) -> int:
+        """Delete provision records older than ``before``; how many went."""

@@ -1,0 +1,197 @@
+"""The SQLite store's tables, indexes and migrations, and how it writes a moment.
+
+``create`` brings any store file up to the current layout: a new file gets every table,
+a file of an earlier layout is migrated in place (its rows kept), and a current one is
+left as it is. The statistics and held analytics tables are their own modules'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import aiosqlite
+
+from intercom_gateway.store import analytics as store_analytics
+from intercom_gateway.store import statistics as store_statistics
+
+DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
+    event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
+    dwelling_id TEXT NOT NULL, event_type TEXT NOT NULL, decided_at TEXT NOT NULL,
+    policy_version TEXT NOT NULL, consent_revision INTEGER NOT NULL,
+    outcome_set TEXT NOT NULL REFERENCES outcome_sets (id));"""
+
+# What became of a provision (§8; APPI's record of provision). The row is written as
+# "intended" before the copy is published, so no copy can reach a recipient without it;
+# "delivered" once the recipient's broker acknowledged it and the event completed;
+# "unconfirmed" when the gateway lost track of the publish (a crash, a lost connection,
+# a refused publish): it may or may not have reached the recipient, and is kept. A later
+# delivery of the same event upgrades it. Rows of the first layout, written only after
+# the acknowledgement, are "delivered".
+LEDGER_STATUSES = ("intended", "delivered", "unconfirmed")
+LEDGER_STATUS_COLUMN = "status TEXT NOT NULL DEFAULT 'delivered'"
+# One row per message to a recipient: an event's facts ("event") and its image ("image")
+# are separate messages under separate rules and purposes (spec item 2), so separate
+# provisions. Rows from before the split are "event" rows; their items say whether the
+# image came with them.
+LEDGER_TABLE = (
+    """CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, recipient TEXT NOT NULL,
+    recipient_kind TEXT NOT NULL, third_party INTEGER NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL, items TEXT NOT NULL, image INTEGER NOT NULL,
+    purposes TEXT NOT NULL, rule_id TEXT NOT NULL, policy_version TEXT NOT NULL,
+    decision_id TEXT NOT NULL, part TEXT NOT NULL DEFAULT 'event', """
+    + LEDGER_STATUS_COLUMN
+    + """,
+    UNIQUE (event_id, recipient, part));"""
+)
+# "One dwelling's records for a year" (§8 disclosure) is a range scan of ledger_dwelling;
+# purge by age is a range scan of ledger_at.
+LEDGER_INDEXES = """
+CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, at);
+CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
+"""
+
+SCHEMA = (
+    """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, building_id TEXT NOT NULL, role TEXT NOT NULL,
+    dwelling_id TEXT);
+CREATE TABLE IF NOT EXISTS dwellings (
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL,
+    PRIMARY KEY (building_id, dwelling_id));
+CREATE TABLE IF NOT EXISTS consent_current (
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, revision INTEGER NOT NULL,
+    state TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (building_id, dwelling_id));
+CREATE TABLE IF NOT EXISTS consent_history (
+    id INTEGER PRIMARY KEY, building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL,
+    change_id TEXT UNIQUE, source TEXT NOT NULL, change TEXT NOT NULL,
+    applied INTEGER NOT NULL, detail TEXT NOT NULL, revision INTEGER NOT NULL,
+    at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS consent_history_dwelling
+    ON consent_history (building_id, dwelling_id, id);
+CREATE TABLE IF NOT EXISTS completed (
+    event_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
+-- Messages delivered again whose handling never finished: the gateway died with them.
+-- A row lives from the start of such a handling to its end (README, "Nothing lost").
+CREATE TABLE IF NOT EXISTS attempts (
+    key TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL) WITHOUT ROWID;
+-- The decision log. What each destination got and why (the outcomes) repeats from event
+-- to event, so each distinct set is stored once, keyed by a hash of its JSON text.
+CREATE TABLE IF NOT EXISTS outcome_sets (
+    id TEXT PRIMARY KEY, outcomes TEXT NOT NULL) WITHOUT ROWID;
+"""
+    + DECISIONS_TABLE
+    + LEDGER_TABLE
+    + LEDGER_INDEXES
+    + """
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    topic TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS rejections_reason ON rejections (reason, id);
+-- §8: every resident request, and what came of it, is itself on record.
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, at TEXT NOT NULL,
+    building_id TEXT NOT NULL, dwelling_id TEXT NOT NULL, kind TEXT NOT NULL,
+    via TEXT NOT NULL, params TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_dwelling ON requests (building_id, dwelling_id, id);
+"""
+)
+
+
+def outcome_set_id(outcomes: str) -> str:
+    """The key of an outcome set: a hash of its text, the same in every process."""
+    return hashlib.blake2b(outcomes.encode(), digest_size=12).hexdigest()
+
+
+def utc_text(moment: datetime) -> str:
+    """Timestamps are compared as text, so every bound is written as the rows are: UTC."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: give a time zone")
+    return moment.astimezone(UTC).isoformat()
+
+
+async def create(connection: aiosqlite.Connection) -> None:
+    """Every table and index, made or migrated to the current layout; committed."""
+    # WAL with synchronous=NORMAL survives a crash of the process; only a power loss
+    # could take back the last commits.
+    await connection.executescript(
+        SCHEMA + store_statistics.SCHEMA + store_analytics.SCHEMA + "PRAGMA synchronous = NORMAL;"
+    )
+    await _migrate_decisions(connection)
+    await _migrate_ledger(connection)
+    await _migrate_ledger_parts(connection)
+    await connection.executescript(
+        "CREATE INDEX IF NOT EXISTS decisions_dwelling"
+        " ON decisions (building_id, dwelling_id, decided_at);"
+        # Rows stay "intended" for a moment only: this index stays tiny, and at start
+        # the ones a stopped process left are found without a scan.
+        " CREATE INDEX IF NOT EXISTS ledger_intended ON ledger (event_id)"
+        " WHERE status = 'intended';"
+    )
+    await connection.commit()
+
+
+async def _migrate_ledger(connection: aiosqlite.Connection) -> None:
+    """Give a ledger of the first layout its status column: its rows were all written
+    after the recipient's broker acknowledged the copy, so they are "delivered"."""
+    async with connection.execute("PRAGMA table_info(ledger)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "status" not in columns:
+        await connection.execute(f"ALTER TABLE ledger ADD COLUMN {LEDGER_STATUS_COLUMN}")
+
+
+async def _migrate_ledger_parts(connection: aiosqlite.Connection) -> None:
+    """Key the ledger by (event, recipient, part): an image is a provision of its own.
+
+    SQLite cannot change a table's UNIQUE constraint, so a ledger keyed by (event,
+    recipient) is copied into the new layout, ids and all, its rows "event" rows: each
+    was one message, the image inside it if its items say so.
+    """
+    async with connection.execute("PRAGMA table_info(ledger)") as cursor:
+        columns = [row[1] for row in await cursor.fetchall()]
+    if "part" in columns:
+        return
+    kept = ", ".join(columns)
+    # The old table's indexes go with it (their names would stop the new ones).
+    await connection.executescript(
+        "BEGIN;"
+        " DROP INDEX IF EXISTS ledger_dwelling; DROP INDEX IF EXISTS ledger_at;"
+        " DROP INDEX IF EXISTS ledger_intended;"
+        " ALTER TABLE ledger RENAME TO ledger_before_parts;"
+        f" {LEDGER_TABLE} {LEDGER_INDEXES}"
+        f" INSERT INTO ledger ({kept}) SELECT {kept} FROM ledger_before_parts ORDER BY id;"
+        " DROP TABLE ledger_before_parts;"
+        " COMMIT;"
+    )
+
+
+async def _migrate_decisions(connection: aiosqlite.Connection) -> None:
+    """Move a decision log of the first layout (outcomes text in every row) to sets."""
+    async with connection.execute("PRAGMA table_info(decisions)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "outcomes" not in columns:
+        return
+    async with connection.execute("SELECT DISTINCT outcomes FROM decisions") as cursor:
+        texts = [row[0] for row in await cursor.fetchall()]
+    await connection.executemany(
+        "INSERT OR IGNORE INTO outcome_sets VALUES (?, ?)",
+        [(outcome_set_id(text), text) for text in texts],
+    )
+    # The old table's index is dropped with it; the caller makes it for the new table.
+    await connection.executescript(
+        "BEGIN;"
+        " DROP INDEX IF EXISTS decisions_dwelling;"
+        " ALTER TABLE decisions RENAME TO decisions_first_layout;"
+        f" {DECISIONS_TABLE}"
+        " INSERT INTO decisions SELECT d.event_id, d.decision_id, d.building_id,"
+        " d.dwelling_id, d.event_type, d.decided_at, d.policy_version, d.consent_revision,"
+        " s.id FROM decisions_first_layout AS d JOIN outcome_sets AS s"
+        " ON s.outcomes = d.outcomes ORDER BY d.rowid;"
+        " DROP TABLE decisions_first_layout;"
+        " COMMIT;"
+    )
