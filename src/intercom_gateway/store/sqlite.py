@@ -19,8 +19,6 @@ nothing outside this module speaks SQL.
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -34,6 +32,11 @@ import aiosqlite
 
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.records import DecisionRow as DecisionRow  # the store's rows
+from intercom_gateway.core.records import LedgerRow as LedgerRow
+from intercom_gateway.core.records import RejectionRow as RejectionRow
+from intercom_gateway.core.records import RequestRow as RequestRow
+from intercom_gateway.core.records import outcome_set_id as outcome_set_id
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import analytics as store_analytics
@@ -129,89 +132,6 @@ CREATE INDEX IF NOT EXISTS requests_dwelling ON requests (building_id, dwelling_
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    """One provision of a dwelling's data to a recipient (APPI record, policy §8)."""
-
-    at: datetime
-    recipient: str
-    recipient_kind: str
-    third_party: bool  # False: joint use within the group (§4), logged but not a provision
-    building_id: str
-    dwelling_id: str
-    event_id: str
-    event_type: str
-    items: tuple[str, ...]
-    image: bool
-    purposes: tuple[str, ...]
-    rule_id: str
-    policy_version: str
-    decision_id: str
-    part: str = "event"  # "image": the event's image, a message of its own (tags.Part)
-
-    def as_params(self) -> tuple[Any, ...]:
-        return (
-            self.at.isoformat(),
-            self.recipient,
-            self.recipient_kind,
-            int(self.third_party),
-            self.building_id,
-            self.dwelling_id,
-            self.event_id,
-            self.event_type,
-            _json_list(self.items),
-            int(self.image),
-            _json_list(self.purposes),
-            self.rule_id,
-            self.policy_version,
-            self.decision_id,
-            self.part,
-        )
-
-
-@functools.lru_cache(maxsize=4_096)
-def _json_list(values: tuple[str, ...]) -> str:
-    # A ledger row's items and purposes are a route's, repeated row after row.
-    return json.dumps(values)
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
-    event_id: str
-    decision_id: str
-    building_id: str
-    dwelling_id: str
-    event_type: str
-    decided_at: datetime
-    policy_version: str
-    consent_revision: int
-    outcomes: str  # JSON text of gateway.decision_outcomes, as stored
-
-
-@dataclass(frozen=True, slots=True)
-class RejectionRow:
-    at: datetime
-    reason: str
-    detail: str
-    topic: str
-    payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRow:
-    """A resident request (§8) and its outcome."""
-
-    request_id: str
-    at: datetime
-    building_id: str
-    dwelling_id: str
-    kind: str
-    via: str  # "cli" or "api": who carried the request to us
-    params: dict[str, Any]
-    outcome: str  # "done", "refused" or "failed"
-    detail: dict[str, Any]
-
-
 @dataclass
 class _Batch:
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
@@ -237,11 +157,6 @@ class _Batch:
             or self.statistics
             or self.analytics
         )
-
-
-def outcome_set_id(outcomes: str) -> str:
-    """The key of an outcome set: a hash of its text, the same in every process."""
-    return hashlib.blake2b(outcomes.encode(), digest_size=12).hexdigest()
 
 
 # Outcome sets this process has recorded, by text; past this many it starts over (a set
