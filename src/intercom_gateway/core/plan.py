@@ -16,9 +16,8 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from intercom_gateway.core.analytics import Draft
 from intercom_gateway.core.decision import Copy, Decision, Envelopes, Outcome
@@ -44,9 +43,12 @@ LEDGER = frozenset({Provision.THIRD_PARTY, Provision.JOINT_USE})
 Statistic = tuple[str, str, datetime]  # building, event type, when the event occurred
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One message to publish, and the ledger row it confirms once acknowledged."""
+class Publication(NamedTuple):
+    """One message to publish, and the ledger row it confirms once acknowledged.
+
+    A named tuple rather than a frozen dataclass: a few are made per event, and a
+    tuple is made several times faster.
+    """
 
     topic: str
     payload: bytes
@@ -58,8 +60,7 @@ class Publication:
     confirms: LedgerRow | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """What the gateway does with one decided event."""
 
     # The decision log's row; None when consent stopped the event at the gateway
