@@ -12,9 +12,10 @@ import pytest
 
 from intercom_gateway.core.decision import Decision, decide
 from intercom_gateway.core.models import EventType
+from intercom_gateway.core.plan import decision_outcomes
+from intercom_gateway.core.plan import decision_row as _decision_row
 from intercom_gateway.core.policy import default_policy, sample_partners
 from intercom_gateway.gateway.explain import explain_logged, render_logged
-from intercom_gateway.gateway.service import _decision_row, decision_outcomes
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.unit.conftest import NOW

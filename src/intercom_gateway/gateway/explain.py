@@ -26,7 +26,7 @@ async def _stored_consent(settings: Settings, building: str, dwelling: str) -> C
 
 
 def _registry_consent(settings: Settings, building: str, dwelling: str) -> ConsentState | None:
-    from intercom_gateway.gateway.service import consent_from_registry
+    from intercom_gateway.gateway.consents import consent_from_registry
 
     registry = load_registry(settings.registry_path)
     for b, d in registry.dwellings():
@@ -67,7 +67,7 @@ async def explain_event(
         now=utc_now(),
     )
     if as_json:
-        from intercom_gateway.gateway.service import decision_outcomes
+        from intercom_gateway.core.plan import decision_outcomes
 
         return json.dumps(
             {"event_id": str(event.event_id), "outcomes": decision_outcomes(decision)}, indent=2

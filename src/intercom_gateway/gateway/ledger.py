@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import structlog
 
 from intercom_gateway.bus import Bus
+from intercom_gateway.core.plan import Publication
+from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.errors import BusError, ConnectionLost
 from intercom_gateway.store import Store
-from intercom_gateway.store.sqlite import LedgerRow
 
 __all__ = ["WriteAhead"]
 
@@ -39,10 +40,8 @@ class _Publish:
     """A copy waiting for its ledger row to be committed."""
 
     row: LedgerRow
+    publication: Publication
     bus: Bus
-    topic: str
-    payload: bytes
-    properties: Sequence[tuple[str, str]]
     on_done: DoneCallback
 
 
@@ -58,17 +57,12 @@ class WriteAhead:
         self.commits = 0  # how many group commits, for the metrics
         self.intents = 0  # how many intents they carried
 
-    def submit(
-        self,
-        row: LedgerRow,
-        bus: Bus,
-        topic: str,
-        payload: bytes,
-        properties: Sequence[tuple[str, str]],
-        on_done: DoneCallback,
-    ) -> None:
-        """Publish ``payload`` once ``row`` is committed; ``on_done`` as for ``Bus.publish``."""
-        self._waiting.append(_Publish(row, bus, topic, payload, properties, on_done))
+    def submit(self, publication: Publication, bus: Bus, on_done: DoneCallback) -> None:
+        """Publish ``publication`` once the ledger row it confirms is committed;
+        ``on_done`` as for ``Bus.send``."""
+        if publication.confirms is None:
+            raise ValueError(f"{publication.topic}: no ledger row to write ahead")
+        self._waiting.append(_Publish(publication.confirms, publication, bus, on_done))
         if self._committer is None:
             self._idle.clear()
             self._committer = asyncio.get_running_loop().create_task(
@@ -109,12 +103,14 @@ class WriteAhead:
         self.commits += 1
         self.intents += len(batch)
         for index, publish in enumerate(batch):
+            message = publish.publication
             try:
                 await publish.bus.publish(
-                    publish.topic,
-                    publish.payload,
-                    qos=1,
-                    user_properties=publish.properties,
+                    message.topic,
+                    message.payload,
+                    qos=message.qos,
+                    retain=message.retain,
+                    user_properties=message.properties,
                     on_done=publish.on_done,
                 )
             except BusError as error:

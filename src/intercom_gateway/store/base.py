@@ -31,7 +31,7 @@ from intercom_gateway.store.results import (
 )
 
 if TYPE_CHECKING:
-    from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, RejectionRow, RequestRow
+    from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow, RequestRow
 
 
 class Store(Protocol):

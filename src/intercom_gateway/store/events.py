@@ -30,7 +30,7 @@ from intercom_gateway.store.schema import outcome_set_id
 from intercom_gateway.store.statistics import StatisticsBatch
 
 if TYPE_CHECKING:
-    from intercom_gateway.store.sqlite import DecisionRow, LedgerRow, RejectionRow
+    from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow
 
 # Outcome sets this process has recorded, by text; past this many it starts over (a set
 # recorded again is ignored by the store).

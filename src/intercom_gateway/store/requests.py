@@ -28,7 +28,7 @@ from intercom_gateway.store.results import (
 from intercom_gateway.store.schema import LEDGER_STATUSES, utc_text
 
 if TYPE_CHECKING:
-    from intercom_gateway.store.sqlite import RequestRow
+    from intercom_gateway.core.records import RequestRow
 
 # The decision log's columns as readers have always seen them: the outcomes text, not
 # the key of its set.

@@ -7,11 +7,11 @@ left as it is. The statistics and held analytics tables are their own modules'.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 import aiosqlite
 
+from intercom_gateway.core.records import outcome_set_id as outcome_set_id
 from intercom_gateway.store import analytics as store_analytics
 from intercom_gateway.store import statistics as store_statistics
 
@@ -101,11 +101,6 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_dwelling ON requests (building_id, dwelling_id, id);
 """
 )
-
-
-def outcome_set_id(outcomes: str) -> str:
-    """The key of an outcome set: a hash of its text, the same in every process."""
-    return hashlib.blake2b(outcomes.encode(), digest_size=12).hexdigest()
 
 
 def utc_text(moment: datetime) -> str:

@@ -1,0 +1,114 @@
+"""The consent in force for every dwelling: restored at start, changed by residents.
+
+The in-memory state changes before the gateway takes its next message, so no later
+event is decided under the old consent (spec item 9); every change is committed to the
+store before its acknowledgement is published.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from intercom_gateway.core.consent import ConsentState, apply_change
+from intercom_gateway.core.models import SettingsChange
+from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry
+from intercom_gateway.gateway.status import Metrics
+from intercom_gateway.store import Store
+
+__all__ = ["Consents", "consent_from_registry", "seed_consents"]
+
+log = structlog.get_logger("intercom_gateway.gateway.service")
+
+
+class Consents:
+    """Every dwelling's consent state, by (building, dwelling)."""
+
+    def __init__(
+        self,
+        states: dict[tuple[str, str], ConsentState],
+        *,
+        store: Store,
+        policy: Policy,
+        partners: PartnerRegistry,
+        metrics: Metrics,
+    ) -> None:
+        self.states = states
+        self.store = store
+        self.policy = policy
+        self.partners = partners
+        self.metrics = metrics
+
+    def state(self, building_id: str, dwelling_id: str) -> ConsentState:
+        state = self.states.get((building_id, dwelling_id))
+        return state if state is not None else ConsentState.initial(building_id, dwelling_id)
+
+    def registered(self, building_id: str, dwelling_id: str) -> bool:
+        # Ids from a rejected payload may be anything: look them up, never build on them.
+        state = self.states.get((building_id, dwelling_id))
+        return state is not None and state.registered
+
+    async def apply(self, change: SettingsChange, *, source: str, now: datetime) -> bytes:
+        """Apply and durably record one resident setting; returns the ack to publish."""
+        key = (change.building_id, change.dwelling_id)
+        result = apply_change(
+            self.state(*key), change, policy=self.policy, partners=self.partners, now=now
+        )
+        await self.store.save_consent(
+            result.state,
+            change=change.model_dump_json(),
+            change_id=str(change.change_id),
+            source=source,
+            applied=result.applied,
+            detail=result.detail,
+            at=now,
+        )
+        if result.applied:
+            self.states[key] = result.state
+        self.metrics.settings["applied" if result.applied else "refused"] += 1
+        log.info(
+            "settings",
+            dwelling=f"{key[0]}/{key[1]}",
+            kind=change.change.kind,
+            applied=result.applied,
+            detail=result.detail,
+        )
+        return result.ack(change, now=now).model_dump_json().encode()
+
+
+async def seed_consents(
+    store: Store,
+    registry: Registry,
+    consents: dict[tuple[str, str], ConsentState],
+    *,
+    now: datetime,
+) -> None:
+    """Dwellings the store knows nothing about start with the registry's consent."""
+    entries = []
+    for building, dwelling in registry.dwellings():
+        key = (building.id, dwelling.id)
+        if key in consents or dwelling.consent is None:
+            continue
+        state = consent_from_registry(building.id, dwelling, now=now)
+        entries.append((state, dwelling.consent.model_dump_json()))
+        consents[key] = state
+    if entries:
+        await store.save_initial_consents(
+            entries, source="registry", detail="initial consent from the device registry", at=now
+        )
+
+
+def consent_from_registry(building_id: str, dwelling: Dwelling, *, now: datetime) -> ConsentState:
+    initial = dwelling.consent or InitialConsent(registered=False)
+    return ConsentState(
+        building_id=building_id,
+        dwelling_id=dwelling.id,
+        registered=initial.registered,
+        return_home_enabled=initial.return_home_enabled,
+        services_used=initial.services,
+        accepted_policy_version=initial.policy_version,
+        revision=1,
+        updated_at=now,
+    )

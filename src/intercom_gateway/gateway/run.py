@@ -1,0 +1,127 @@
+"""Running the gateway: connect, serve, and reconnect with jittered backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions, Will
+from intercom_gateway.core import topics
+from intercom_gateway.errors import BusError, SessionTakenOver
+from intercom_gateway.gateway.rejections import describe
+from intercom_gateway.gateway.status import Metrics, status_payload
+from intercom_gateway.settings import Settings
+from intercom_gateway.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from intercom_gateway.gateway.service import Gateway
+
+__all__ = ["broker_address", "run_gateway"]
+
+log = structlog.get_logger("intercom_gateway.gateway.service")
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    from intercom_gateway.broker.mosquitto import load_credentials
+
+    password = settings.broker_password.get_secret_value() if settings.broker_password else None
+    if password is None:
+        password = load_credentials(settings.secrets_dir).passwords.get(settings.broker_user)
+    tls = TlsOptions(ca_file=str(settings.broker_ca_file)) if settings.broker_ca_file else None
+    return BrokerAddress(
+        host=settings.broker_host,
+        port=settings.broker_port,
+        username=settings.broker_user,
+        password=password,
+        tls=tls,
+    )
+
+
+async def run_gateway(
+    settings: Settings, *, stop: asyncio.Event, ready: Callable[[Gateway], None] | None = None
+) -> Metrics:
+    """Run until ``stop``; a lost broker connection is retried with jittered backoff.
+
+    A session taken over by another connection, or missing when we come back, is
+    logged as an error and counted: both mean events queued for us may be gone.
+    """
+    address = broker_address(settings)
+    # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
+    client_id = address.client_id(settings.gateway_id)
+    from intercom_gateway.gateway.service import Gateway  # which imports this module
+
+    async with SqliteStore.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+        if ready is not None:
+            ready(gateway)
+        delay = settings.reconnect_min
+        connected_before = False
+        while not stop.is_set():
+            connected_at: float | None = None
+            acked_before = gateway.metrics.acked
+            try:
+                async with MqttBus(
+                    address,
+                    client_id=client_id,
+                    clean_start=False,  # keep our session: the broker queues while we are away
+                    session_expiry=settings.session_expiry,
+                    manual_ack=True,
+                    receive_maximum=settings.receive_maximum,
+                    publish_window=settings.publish_window,
+                    keepalive=settings.keepalive,
+                    will=Will(topics.STATUS, status_payload(settings.gateway_id, "offline")),
+                ) as bus:
+                    connected_at = time.monotonic()
+                    # With session_expiry 0 no session is kept by design: nothing to report.
+                    if connected_before and settings.session_expiry and not bus.session_present:
+                        gateway.metrics.sessions_lost += 1
+                        log.error(
+                            "broker had no session for us: messages queued while we were "
+                            "away are gone",
+                            client_id=client_id,
+                        )
+                    connected_before = True
+                    await gateway.serve(bus, stop=stop)
+            except* BusError as group:
+                error = group.exceptions[0]
+                # SessionTakenOver itself, or a ConnectionLost raised from it later.
+                taken = group.subgroup(
+                    lambda e: (
+                        isinstance(e, SessionTakenOver) or isinstance(e.__cause__, SessionTakenOver)
+                    )
+                )
+                if taken is not None:
+                    gateway.metrics.session_takeovers += 1
+                    log.error(
+                        "session taken over: another connection with our client id took it",
+                        client_id=client_id,
+                    )
+                gateway.reset_in_flight()
+                gateway.metrics.reconnects += 1
+                # Only a connection that made progress or lived a while resets the
+                # backoff: one that fails the same way each time (a publish the broker
+                # refuses, a session taken over) must not become a tight reconnect loop.
+                lived = connected_at is not None and (
+                    gateway.metrics.acked > acked_before
+                    or time.monotonic() - connected_at > settings.reconnect_max
+                )
+                if lived:
+                    delay = settings.reconnect_min
+                wait = delay * random.uniform(0.5, 1.5)
+                log.warning(
+                    "broker connection lost",
+                    error=describe(error),
+                    reconnects=gateway.metrics.reconnects,
+                    retry_in=round(wait, 2),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                delay = min(delay * 2, settings.reconnect_max)
+        await gateway.store.flush()
+        return gateway.metrics
