@@ -45,10 +45,11 @@ from intercom_gateway.broker.mosquitto import (
 )
 from intercom_gateway.bus.mqtt import MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
 from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.gateway.service import consent_from_registry
 from tests.broker.test_commit_path_restarts import TunedWorld
 from tests.broker.test_nothing_lost import SERVICES, Publisher, StatusWatch, make_events
@@ -150,12 +151,12 @@ def analytics_entitled(events: list[Event], registry: Registry) -> list[Event]:
         (b.id, d.id): consent_from_registry(b.id, d, now=utc_now()) for b, d in registry.dwellings()
     }
     kept = []
+    router = Router.compile(policy, partners)
     for event in events:
         decision = decide(
             event,
             consents[(event.building_id, event.dwelling_id)],
-            policy=policy,
-            partners=partners,
+            router=router,
             gateway_id="expect",
             decision_id=uuid.uuid4(),
             now=utc_now(),

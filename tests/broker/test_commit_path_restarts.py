@@ -33,10 +33,11 @@ import pytest
 from intercom_gateway.broker.mosquitto import ANALYTICS, FLEET, Mosquitto, generate_credentials
 from intercom_gateway.bus.mqtt import MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
 from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.gateway.service import consent_from_registry
 from tests.broker.test_nothing_lost import (
     SERVICES,
@@ -159,12 +160,12 @@ def counted_windows(events: list[Event], world: World) -> dict[tuple[str, str], 
         for b, d in world.registry.dwellings()
     }
     expected: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    router = Router.compile(policy, partners)
     for event in events:
         decision = decide(
             event,
             consents[(event.building_id, event.dwelling_id)],
-            policy=policy,
-            partners=partners,
+            router=router,
             gateway_id="expect",
             decision_id=uuid.uuid4(),
             now=utc_now(),

@@ -31,10 +31,11 @@ from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto, genera
 from intercom_gateway.bus.mqtt import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.policy import default_policy, sample_partners
 from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.errors import BusError
 from intercom_gateway.gateway.service import consent_from_registry
 from intercom_gateway.simulators.panels import iter_events
@@ -219,12 +220,12 @@ def entitled(events: list[Event], registry: Registry) -> dict[str, set[str]]:
         (b.id, d.id): consent_from_registry(b.id, d, now=utc_now()) for b, d in registry.dwellings()
     }
     expected: dict[str, set[str]] = defaultdict(set)
+    router = Router.compile(policy, partners)
     for event in events:
         decision = decide(
             event,
             consents[(event.building_id, event.dwelling_id)],
-            policy=policy,
-            partners=partners,
+            router=router,
             gateway_id="expect",
             decision_id=uuid.uuid4(),
             now=utc_now(),

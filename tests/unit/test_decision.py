@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState, apply_change
-from intercom_gateway.core.decision import Decision, Outcome, Part, Reason, decide, user_properties
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import (
     EVENT_MODELS,
     AlarmEvent,
@@ -30,6 +31,7 @@ from intercom_gateway.core.models import (
     UnlockModeEvent,
     VisitorEvent,
 )
+from intercom_gateway.core.outcomes import Decision, Outcome, Reason
 from intercom_gateway.core.policy import (
     BASE_FIELDS,
     IDENTIFYING_FIELDS,
@@ -39,6 +41,8 @@ from intercom_gateway.core.policy import (
     Policy,
     default_policy,
 )
+from intercom_gateway.core.router import Router
+from intercom_gateway.core.tags import Part
 
 from .conftest import NOW
 
@@ -121,8 +125,7 @@ def run(event: Event, state: ConsentState, policy: Policy, partners: PartnerRegi
     return decide(
         event,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id="gw-1",
         decision_id=DECISION_ID,
         now=NOW,

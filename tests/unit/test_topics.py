@@ -78,7 +78,10 @@ def test_the_limits_at_the_door_hold_every_topic_the_grammar_makes() -> None:
     assert longest.count("/") + 1 <= topics.MAX_TOPIC_LEVELS
 
 
-CORE = ("models", "topics", "policy", "consent", "ingress", "decision", "tags", "rejections")
+CORE = (
+    *("models", "topics", "policy", "consent", "ingress", "tags", "rejections"),
+    *("outcomes", "gates", "router", "decide", "encoding"),
+)
 IO = {"asyncio", "aiosqlite", "paho", "sqlite3", "socket"}
 SHELL = {"bus", "store", "gateway", "mqtt5", "ledger", "broker", "cli", "api", "bus_paho"}
 

@@ -31,14 +31,8 @@ from intercom_gateway.bus.paho import PahoBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.analytics import AnalyticsWindows, Draft, HeldCopy
 from intercom_gateway.core.consent import ConsentState, apply_change
-from intercom_gateway.core.decision import (
-    Copy,
-    Decision,
-    Envelopes,
-    Outcome,
-    decide,
-    user_properties,
-)
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import Envelopes, user_properties
 from intercom_gateway.core.ingress import (
     DeviceIndex,
     InputRejected,
@@ -55,6 +49,7 @@ from intercom_gateway.core.models import (
     random_uuid,
     utc_now,
 )
+from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import (
     DestinationKind,
     PartnerRegistry,
@@ -65,7 +60,9 @@ from intercom_gateway.core.policy import (
 )
 from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.core.rejections import RejectedInput
+from intercom_gateway.core.router import Router
 from intercom_gateway.core.statistics import StatisticsAggregator, Window
+from intercom_gateway.core.tags import Copy
 from intercom_gateway.errors import BusError, PublishFailed, SessionTakenOver
 from intercom_gateway.gateway.ledger import WriteAhead
 from intercom_gateway.gateway.receipts import Receipts, Target, rejected_target
@@ -173,6 +170,7 @@ class Gateway:
         self.store = store
         self.policy = policy
         self.partners = partners
+        self.router = Router.compile(policy, partners)  # the policy, compiled once
         self.registry = registry
         self.devices = DeviceIndex.from_registry(registry)
         self.consents = consents
@@ -402,8 +400,7 @@ class Gateway:
         decision = decide(
             event,
             consent,
-            policy=self.policy,
-            partners=self.partners,
+            router=self.router,
             gateway_id=self.settings.gateway_id,
             decision_id=random_uuid(),
             now=now,

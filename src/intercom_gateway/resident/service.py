@@ -38,16 +38,16 @@ from intercom_gateway.core.models import (
     SettingsChange,
     utc_now,
 )
+from intercom_gateway.core.outcomes import Reason, Withhold
 from intercom_gateway.core.policy import (
-    BASE_FIELDS,
     DestinationKind,
     PartnerRegistry,
-    PartnerService,
     Policy,
     Rule,
     load_partners,
     load_policy,
 )
+from intercom_gateway.core.router import Flow, Router, Target
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
@@ -78,27 +78,26 @@ class UnknownPartner(GatewayError):
 
 # --- notification of purposes (pure) --------------------------------------------------
 
+# The resident's view of each destination kind that gets events one by one.
 _PER_EVENT_KINDS = (DestinationKind.CLOUD, DestinationKind.GROUP, DestinationKind.ANALYTICS)
 
-
-def consent_gate(consent: ConsentState, policy: Policy) -> str | None:
-    """Why nothing of the dwelling flows at all, or None (the gates of ``decide``)."""
-    if not consent.registered:
-        return "initialised (moved out): nothing is sent (§7(1)①)"
-    accepted = consent.accepted_policy_version
-    if accepted is None or not policy.known_version(accepted):
-        return f"no known policy version accepted ({accepted}) (§10)"
-    if policy.requires_reacceptance and accepted != policy.version:
-        return f"policy {policy.version} must be accepted first (§10)"
-    return None
+# How the resident is told of a consent gate, where the gate's own words are not enough.
+_STOPPED = {Reason.NOT_REGISTERED: "initialised (moved out): nothing is sent"}
 
 
-def purposes_in_force(
-    consent: ConsentState, *, policy: Policy, partners: PartnerRegistry
-) -> dict[str, Any]:
-    """Which destination gets which event kinds for which purposes, under this consent."""
-    gate = consent_gate(consent, policy)
-    destinations = [] if gate else _destinations(consent, policy, partners)
+def purposes_in_force(consent: ConsentState, *, router: Router) -> dict[str, Any]:
+    """Which destination gets which event kinds for which purposes, under this consent.
+
+    Read from the routes and gates ``decide`` itself uses (``Router.flows``), so what a
+    resident is told flows is what the gateway forwards.
+    """
+    policy, flows = router.policy, router.flows(consent)
+    gate: str | None = None
+    if isinstance(flows, Withhold):
+        gate = f"{_STOPPED.get(flows.reason, flows.detail)} ({flows.clause})"
+        destinations = []
+    else:
+        destinations = _destinations(flows, router.partners)
     used = sorted({p for d in destinations for f in d["flows"] for p in f["purposes"]})
     return {
         "building_id": consent.building_id,
@@ -117,103 +116,59 @@ def purposes_in_force(
     }
 
 
-def _destinations(
-    consent: ConsentState, policy: Policy, partners: PartnerRegistry
-) -> list[dict[str, Any]]:
-    result = []
-    for kind in _PER_EVENT_KINDS:
-        flows = [_flow(et, kind, consent, policy, None) for et in _event_types(consent)]
-        result.append(_destination(kind.value, kind, policy, flows))
-    statistics = [
-        et.value
-        for et in _event_types(consent)
-        if policy.rule_for(DestinationKind.STATISTICS, policy.event_types[et].category)
-    ]
-    result.append(
-        {
-            **_destination("statistics", DestinationKind.STATISTICS, policy, []),
-            "counted": statistics,  # §5(2)②: per building and window, never per event
-        }
-    )
+def _destinations(flows: Iterable[Flow], partners: PartnerRegistry) -> list[dict[str, Any]]:
+    by_destination: dict[str, list[Flow]] = {}
+    for flow in flows:
+        by_destination.setdefault(flow.target.destination, []).append(flow)
+    result = [_destination(kind.value, by_destination) for kind in _PER_EVENT_KINDS]
+    statistics = _destination("statistics", by_destination)
+    # §5(2)②: per building and window, never per event.
+    counted = [f.event_type.value for f in by_destination.get("statistics", ())]
+    result.append({**statistics, "flows": [], "counted": counted})
     for service in partners.services:
-        if consent.uses(service.id):  # §5(1)②, §8
-            flows = [
-                _flow(et, service.destination_kind, consent, policy, service)
-                for et in _event_types(consent)
-                if et in service.events
-            ]
-            entry = _destination(f"partner:{service.id}", service.destination_kind, policy, flows)
+        name = f"partner:{service.id}"
+        if name in by_destination:  # §5(1)②, §8: only services the dwelling uses
+            entry = _destination(name, by_destination)
             result.append({**entry, "name": service.name, "operator": service.operator})
     return [d for d in result if d["flows"] or d.get("counted")]
 
 
-def _event_types(consent: ConsentState) -> list[EventType]:
-    # §7(1)②: return home "off" stops return-home events at the gateway, cloud included.
-    return [et for et in EventType if consent.return_home_enabled or et != EventType.RETURN_HOME]
-
-
-def _destination(
-    name: str, kind: DestinationKind, policy: Policy, flows: Iterable[dict[str, Any] | None]
-) -> dict[str, Any]:
-    described = policy.destinations[kind]
+def _destination(name: str, by_destination: dict[str, list[Flow]]) -> dict[str, Any]:
+    flows = by_destination.get(name, [])
     return {
         "destination": name,
-        "kind": kind.value,
-        "provision": described.provision.value,
-        "clause": described.clause,
-        "flows": [f for f in flows if f is not None],
+        **(_described(flows[0].target) if flows else {}),
+        "flows": [_flow(f) for f in flows],
     }
 
 
-def _flow(
-    et: EventType,
-    kind: DestinationKind,
-    consent: ConsentState,
-    policy: Policy,
-    service: PartnerService | None,
-) -> dict[str, Any] | None:
-    mapping = policy.event_types[et]
-    if kind is DestinationKind.PARTNER and et is EventType.UNLOCK_MODE:
-        return None  # spec item 4: partner services never get unlock mode
-    base = policy.rule_for(kind, mapping.category)
-    purposes = _purposes(base, consent, service)
-    if base is None or not purposes:
-        return None
-    image_rule = policy.rule_for(kind, mapping.image_category) if mapping.image_category else None
-    declared = service.fields_for(et) if service else None
-    wants_image = declared is None or "image" in declared
-    image_purposes = _purposes(image_rule, consent, service) if wants_image else ()
-    flow: dict[str, Any] = {
-        "event_type": et.value,
-        "rule_id": base.id,
-        "clause": base.clause,
+def _described(target: Target) -> dict[str, Any]:
+    return {"kind": target.kind.value, "provision": target.provision.value, "clause": target.clause}
+
+
+def _flow(flow: Flow) -> dict[str, Any]:
+    event, image, rule = flow.parts.event, flow.parts.image, flow.route.base
+    assert rule is not None  # a flow's route has a rule
+    described: dict[str, Any] = {
+        "event_type": flow.event_type.value,
+        "rule_id": event.rule_id,
+        "clause": event.clause,
         # The event's facts; the image travels in its own message, for its own
         # purposes (spec item 2), told apart as "image_rule".
-        "purposes": sorted(purposes),
-        "fields": _fields(base, declared),
-        "image": bool(image_purposes),
+        "purposes": list(event.purposes),
+        "fields": _fields(rule, event.fields),
+        "image": image is not None,
     }
-    if image_purposes and image_rule is not None:
-        flow["image_rule"] = {"rule_id": image_rule.id, "purposes": list(image_purposes)}
-    if service is not None and et is EventType.UNLOCK_MODE:
-        flow["only"] = "unlocks made with this service's credentials (§3(4))"
-    return flow
+    if image is not None:
+        described["image_rule"] = {"rule_id": image.rule_id, "purposes": list(image.purposes)}
+    if flow.target.service is not None and flow.event_type is EventType.UNLOCK_MODE:
+        described["only"] = "unlocks made with this service's credentials (§3(4))"
+    return described
 
 
-def _purposes(
-    rule: Rule | None, consent: ConsentState, service: PartnerService | None
-) -> tuple[str, ...]:
-    if rule is None:
-        return ()
-    # A service keeps only the purposes it declared; opt-outs are removed everywhere (§8).
-    shared = [p for p in rule.purposes if service is None or p in service.purposes]
-    return tuple(p for p in shared if p not in consent.opted_out)
-
-
-def _fields(rule: Rule, declared: tuple[str, ...] | None) -> list[str] | str:
-    if rule.fields == "declared":
-        return sorted({*BASE_FIELDS, *(f for f in declared or () if f != "image")})
-    return list(rule.fields) if isinstance(rule.fields, tuple) else rule.fields
+def _fields(rule: Rule, fields: tuple[str, ...]) -> list[str] | str:
+    # "all" and "aggregate" are told as such; otherwise the fields the copy carries.
+    return rule.fields if rule.fields in ("all", "aggregate") else list(fields)
 
 
 # --- provision records (pure) ----------------------------------------------------------
@@ -461,6 +416,7 @@ class ResidentDesk:
         self.store = store
         self.policy = policy
         self.partners = partners
+        self.router = Router.compile(policy, partners)
         self.channel = channel
         self.via = via
         self.clock = clock
@@ -481,7 +437,7 @@ class ResidentDesk:
 
     async def purposes(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
-        answer = purposes_in_force(consent, policy=self.policy, partners=self.partners)
+        answer = purposes_in_force(consent, router=self.router)
         summary = {"destinations": [d["destination"] for d in answer["destinations"]]}
         return await self._done(RequestKind.PURPOSES, consent, {}, answer, summary)
 
