@@ -1,9 +1,9 @@
 """Pins of privacy behaviours that mutation testing found no test holding (issue 14).
 
-Each table below fails on a mutant of decision.py that survived every tier before
-(docs/mutation.md lists them). They read only ``decide``'s public result (outcomes,
-reasons, purposes, topics, payloads), so they hold whatever shape the routing takes
-inside.
+Each table below fails on a mutant of decision.py (since issue #15: router.py, gates.py
+and decide.py) that survived every tier before (docs/mutation.md lists them). They read
+only ``decide``'s public result (outcomes, reasons, purposes, topics, payloads), so they
+hold whatever shape the routing takes inside.
 """
 
 from __future__ import annotations

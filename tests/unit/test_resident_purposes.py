@@ -3,7 +3,9 @@ event kind, for several consents: a resident is told no more and no less."""
 
 from __future__ import annotations
 
+import ast
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,9 @@ from intercom_gateway.core.models import EventType, utc_now
 from intercom_gateway.core.outcomes import Decision, Reason
 from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
 from intercom_gateway.core.router import Router
-from intercom_gateway.resident.service import purposes_in_force
+from intercom_gateway.resident import purposes as resident_purposes
+from intercom_gateway.resident import service as resident_service
+from intercom_gateway.resident.purposes import purposes_in_force
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event
 
@@ -156,3 +160,15 @@ def test_what_a_resident_is_told_flows_is_what_decide_forwards(consent: ConsentS
             gate = decision.gate
             stopped = gate is not None and gate.reason is not Reason.RETURN_HOME_OFF
             assert (answer["stopped"] is not None) == stopped
+
+
+def test_the_resident_reads_the_decision_and_derives_none_of_it() -> None:
+    """One policy engine: the resident's module asks the router, never the rules."""
+    for module in (resident_purposes, resident_service):
+        source = Path(module.__file__ or "").read_text(encoding="utf-8")
+        called = {
+            node.func.attr
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        }
+        assert not called & {"rule_for", "known_version", "fields_for", "uses"}, module

@@ -10,31 +10,32 @@ event's facts under the rule for its category, and its image, if the destination
 have it, in a copy of its own under the image rule (spec item 2; ``tags.py``). No copy
 is produced whose tags ``tags.untrue_tags`` finds untrue.
 
-Where each clause is enforced (one function each; docs/clauses.md holds the same table):
+Where each clause is enforced: one function each, which ``Router.flows`` (the resident's
+notification of purposes) calls too. docs/clauses.md holds the same table; keep them alike.
 
-======================================  ==============================================
-clause                                  function
-======================================  ==============================================
-consent of another dwelling             ``decide._gate``
-§7(1)① initialised: nothing is sent     ``gates.consent_gate``
-§10 accepted policy version             ``gates.consent_gate``
-§7(1)② return-home notification off     ``gates.return_home_gate``
-§8 provision to a partner stopped       ``gates.service_gate``
-§5(1)② only services the dwelling uses  ``gates.service_gate``
-§3(4) unlock: only the named service    ``gates.unlock_gate``
-item 4 (§1(8)) no unlock to partners    ``router._route``
-item 1 default deny, one rule           ``router._route`` (``Policy.rule_for``)
-§2(5), item 5 declared event types      ``router._route``
-§2(5), item 5 declared fields           ``router._paths``
-purposes shared with the service        ``router._shared``
-§3(3)/(4), item 3 image: which rule     ``router._image_rule``
-§8 purpose opt-outs                     ``router._kept``
-item 2 one copy per rule, true tags     ``router._tags`` (``tags.untrue_tags``)
-item 2 image copy: image + base fields  ``decide._image_payload``
-item 6 timestamps coarsened             ``decide._hour``
-item 6 statistics only as aggregates    ``decide._forwarded`` (no payload)
-§5(5) analytics copy unlinkable         ``encoding.Envelopes.encode``
-======================================  ==============================================
+===============================  ==========================================
+clause                           function
+===============================  ==========================================
+consent of the event's dwelling  ``decide._gate``
+§7(1)①, item 7 initialised       ``gates.consent_gate``
+§10 accepted policy version      ``gates.consent_gate``
+§7(1)② return home off           ``gates.return_home_gate``
+§8 provision stopped             ``gates.service_gate``
+§5(1)②, item 5 service used      ``gates.service_gate``
+§3(4) unlock: named service      ``gates.unlock_gate``
+item 4 (§1(8)) no unlock         ``router._route``
+item 1 default deny              ``router._route`` (``Policy.rule_for``)
+§2(5), item 5 declared types     ``router._route``
+§2(5), item 5 declared fields    ``router._paths``
+§5(1)② declared purposes         ``router._shared``
+§3(3)/(4), items 3, 5 images     ``router._image_rule``
+§8 purpose opt-outs              ``router._kept``
+item 2 one copy per rule         ``router._tags`` (``tags.untrue_tags``)
+item 2 the image copy's fields   ``decide._image_payload``
+item 6 coarsened timestamps      ``decide._hour``
+item 6 statistics aggregated     ``decide._forwarded``
+§5(5) analytics unlinkable       ``encoding.Envelopes.encode``
+===============================  ==========================================
 """
 
 from __future__ import annotations

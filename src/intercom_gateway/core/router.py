@@ -94,14 +94,20 @@ Plan = tuple[tuple[Target, Route, Outcome | None], ...]
 class Router:
     """The compiled routes of one policy and one partner registry."""
 
-    __slots__ = ("_parts", "_withheld", "partners", "plans", "policy", "targets")
+    __slots__ = ("_parts", "_withheld", "memo_size", "partners", "plans", "policy", "targets")
 
     def __init__(
-        self, policy: Policy, partners: PartnerRegistry, targets: tuple[Target, ...]
+        self,
+        policy: Policy,
+        partners: PartnerRegistry,
+        targets: tuple[Target, ...],
+        *,
+        memo_size: int = MEMO_SIZE,
     ) -> None:
         self.policy = policy
         self.partners = partners
         self.targets = targets
+        self.memo_size = memo_size
         # Keyed by the id of a target or route this router holds: hashing their fields
         # would cost more than what is saved, and they live as long as the router.
         self._withheld: dict[tuple[int, Withhold], Outcome] = {}
@@ -111,8 +117,10 @@ class Router:
         }
 
     @classmethod
-    def compile(cls, policy: Policy, partners: PartnerRegistry) -> Router:
-        return cls(policy, partners, _targets(policy, partners))
+    def compile(
+        cls, policy: Policy, partners: PartnerRegistry, *, memo_size: int = MEMO_SIZE
+    ) -> Router:
+        return cls(policy, partners, _targets(policy, partners), memo_size=memo_size)
 
     def _plan(self, target: Target, route: Route) -> tuple[Target, Route, Outcome | None]:
         return target, route, self.withheld(target, route.withheld) if route.withheld else None
@@ -123,7 +131,7 @@ class Router:
         key = (id(target), why)
         made = self._withheld.get(key)
         if made is None:
-            if len(self._withheld) >= MEMO_SIZE:
+            if len(self._withheld) >= self.memo_size:
                 self._withheld.clear()
             made = self._withheld[key] = Outcome(
                 destination=target.destination,
@@ -144,7 +152,7 @@ class Router:
         key = (id(route), has_image, opted_out)
         made = self._parts.get(key)
         if made is None:
-            if len(self._parts) >= MEMO_SIZE:
+            if len(self._parts) >= self.memo_size:
                 self._parts.clear()
             made = self._parts[key] = _tags(target.kind, route, has_image, opted_out, self.policy)
         return made
