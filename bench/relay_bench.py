@@ -59,10 +59,11 @@ from bench.stats import Delivery, cpu_per_10k, latency_summary, ratio, spread, s
 from intercom_gateway.broker.mosquitto import CLOUD, FLEET, GATEWAY, OPERATOR, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event
 from intercom_gateway.core.policy import DestinationKind, load_partners, load_policy
 from intercom_gateway.core.registry import Registry, dump_registry, generate_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.gateway.service import consent_from_registry
 from intercom_gateway.qa.runner import start_broker
 from intercom_gateway.settings import Settings
@@ -142,6 +143,7 @@ def prepare(registry: Registry, count: int, *, seed: int) -> Workload:
     published: dict[tuple[str, bool], int] = {}
     kinds: dict[str, int] = {}
     stamp = now - timedelta(minutes=1)
+    router = Router.compile(policy, partners)
     for index in range(count):
         event: Event = next(source).model_copy(
             update={"occurred_at": stamp + timedelta(microseconds=index)}
@@ -154,8 +156,7 @@ def prepare(registry: Registry, count: int, *, seed: int) -> Workload:
             decision = decide(
                 event,
                 consent,
-                policy=policy,
-                partners=partners,
+                router=router,
                 gateway_id="bench",
                 decision_id=uuid.uuid4(),
                 now=now,

@@ -23,10 +23,12 @@ from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto
 from intercom_gateway.bus import MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Decision, decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event, utc_now
+from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.policy import default_policy, sample_partners
 from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.errors import BusError
 from intercom_gateway.gateway.service import consent_from_registry
 from intercom_gateway.qa.runner import (
@@ -164,7 +166,7 @@ async def recording(world: World) -> AsyncIterator[Recorder]:
 
 def decisions(events: Iterable[Event], registry: Registry) -> Iterator[tuple[Event, Decision]]:
     """Each event with the pure decision the gateway makes for it under the registry."""
-    policy, partners = default_policy(), sample_partners()
+    router = Router.compile(default_policy(), sample_partners())
     consents: dict[tuple[str, str], ConsentState] = {
         (b.id, d.id): consent_from_registry(b.id, d, now=utc_now()) for b, d in registry.dwellings()
     }
@@ -174,8 +176,7 @@ def decisions(events: Iterable[Event], registry: Registry) -> Iterator[tuple[Eve
             decide(
                 event,
                 consents[(event.building_id, event.dwelling_id)],
-                policy=policy,
-                partners=partners,
+                router=router,
                 gateway_id="expect",
                 decision_id=uuid.uuid4(),
                 now=utc_now(),

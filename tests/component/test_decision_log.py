@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from intercom_gateway.core.decision import Decision, decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import EventType
+from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.plan import decision_outcomes
 from intercom_gateway.core.plan import decision_row as _decision_row
 from intercom_gateway.core.policy import default_policy, sample_partners
+from intercom_gateway.core.router import Router
 from intercom_gateway.gateway.explain import explain_logged, render_logged
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
@@ -49,13 +51,13 @@ async def test_explain_of_a_logged_event_is_unchanged(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     policy, partners = default_policy(), sample_partners()
+    router = Router.compile(policy, partners)
     settings = Settings(db_path=tmp_path / "gateway.sqlite", log_events=False)
     decisions = [
         decide(
             make_event(event_type, image=True, text='鍵 "quoted" §'),
             consent(policy, **state),
-            policy=policy,
-            partners=partners,
+            router=router,
             gateway_id="gw-1",
             decision_id=uuid.uuid4(),
             now=NOW,

@@ -37,7 +37,7 @@ from hypothesis.control import currently_in_test_context
 
 from intercom_gateway.bus import MemoryBroker, Message, mqtt5
 from intercom_gateway.core import topics
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Rejection, RejectReason, parse_event
 from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.core.registry import dump_registry, generate_registry
@@ -375,8 +375,7 @@ def _entitled(world: World, data: dict[str, Any]) -> list[str]:
     decision = decide(
         event,
         world.gateway.consent(event.building_id, event.dwelling_id),
-        policy=world.gateway.policy,
-        partners=world.gateway.partners,
+        router=world.gateway.router,
         gateway_id="oracle",
         decision_id=uuid.uuid4(),
         now=NOW,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
-from intercom_gateway.core import decision as core_decision
+from intercom_gateway.core import decide as core_decision
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import PublishFailed

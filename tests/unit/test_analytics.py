@@ -13,9 +13,11 @@ import pytest
 
 from intercom_gateway.core.analytics import AnalyticsWindows, Draft, coarse_occurred_at, floor_to
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import decide, user_properties
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import Forwarded
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
 from tests.factories import event
 
 T0 = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
@@ -34,8 +36,7 @@ def draft(policy: Policy, partners: PartnerRegistry, **fields: object) -> Draft:
     decision = decide(
         happened,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id="gw-1",
         decision_id=uuid.uuid4(),
         now=T0,
@@ -158,8 +159,7 @@ def test_a_held_copy_is_a_valid_envelope_with_its_own_properties(
     decision = decide(
         happened,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id="gw-1",
         decision_id=uuid.uuid4(),
         now=T0,

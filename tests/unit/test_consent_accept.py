@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
-from intercom_gateway.core.decision import Reason, decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import AcceptPolicy, Register, SettingsChange
+from intercom_gateway.core.outcomes import Reason
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
 from tests.factories import event
 
 from .conftest import NOW
@@ -122,8 +124,7 @@ def test_events_flow_again_once_the_new_version_is_accepted(
         decision = decide(
             alarm,
             consent,
-            policy=in_force,
-            partners=partners,
+            router=Router.compile(in_force, partners),
             gateway_id="gw-accept",
             decision_id=uuid.uuid4(),
             now=NOW,

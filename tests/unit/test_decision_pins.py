@@ -1,9 +1,9 @@
 """Pins of privacy behaviours that mutation testing found no test holding (issue 14).
 
-Each table below fails on a mutant of decision.py that survived every tier before
-(docs/mutation.md lists them). They read only ``decide``'s public result (outcomes,
-reasons, purposes, topics, payloads), so they hold whatever shape the routing takes
-inside.
+Each table below fails on a mutant of decision.py (since issue #15: router.py, gates.py
+and decide.py) that survived every tier before (docs/mutation.md lists them). They read
+only ``decide``'s public result (outcomes, reasons, purposes, topics, payloads), so they
+hold whatever shape the routing takes inside.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import pytest
 
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Decision, Outcome, Reason, decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import EVENT_MODELS, Event, EventType
+from intercom_gateway.core.outcomes import Decision, Outcome, Reason
 from intercom_gateway.core.policy import (
     DestinationKind,
     PartnerRegistry,
@@ -24,6 +25,7 @@ from intercom_gateway.core.policy import (
     Policy,
     Provision,
 )
+from intercom_gateway.core.router import Router
 from tests.factories import event
 
 from .conftest import NOW
@@ -52,8 +54,7 @@ def _decide(
     return decide(
         happened,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id="gw-pins",
         decision_id=uuid.uuid4(),
         now=NOW,

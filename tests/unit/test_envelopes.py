@@ -15,17 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import (
-    Copy,
-    Decision,
-    Envelopes,
-    Outcome,
-    Part,
-    decide,
-    user_properties,
-)
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import Envelopes, user_properties
 from intercom_gateway.core.models import Event, EventType, Forwarded
+from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
+from intercom_gateway.core.tags import Copy, Part
 
 from .conftest import NOW
 from .test_decision import (
@@ -106,8 +102,7 @@ def _decide(
     return decide(
         event,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id=gateway_id,
         decision_id=uuid.uuid4(),
         now=now,

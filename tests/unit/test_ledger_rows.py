@@ -9,11 +9,11 @@ from dataclasses import replace
 from hypothesis import given
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Part
 from intercom_gateway.core.models import Event
 from intercom_gateway.core.plan import LEDGER as _LEDGER
 from intercom_gateway.core.plan import provision_row as _provision
 from intercom_gateway.core.policy import PartnerRegistry
+from intercom_gateway.core.tags import Part
 from intercom_gateway.store.sqlite import LedgerRow
 from tests.factories import ledger_row
 

@@ -16,8 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Decision, decide, user_properties
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import Event, EventType, Forwarded
+from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.plan import (
     LEDGER,
     decision_row,
@@ -25,6 +27,7 @@ from intercom_gateway.core.plan import (
     provision_row,
 )
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
 
 from .conftest import NOW
 from .test_decision import _POLICY_FOR_STRATEGIES, _PROPERTY, consent, make_event, scenarios
@@ -40,8 +43,7 @@ def _decide(
     return decide(
         event,
         state,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id="gw-1",
         decision_id=uuid.uuid4(),
         now=now,

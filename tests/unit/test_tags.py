@@ -15,8 +15,8 @@ from hypothesis import given
 
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Copy, Outcome, Part, Reason
 from intercom_gateway.core.models import Event, EventType
+from intercom_gateway.core.outcomes import Outcome, Reason
 from intercom_gateway.core.policy import (
     BASE_FIELDS,
     IMAGE_FIELD,
@@ -25,7 +25,7 @@ from intercom_gateway.core.policy import (
     Policy,
     Rule,
 )
-from intercom_gateway.core.tags import IMAGE_COPY_FIELDS, Tags, untrue_tags
+from intercom_gateway.core.tags import IMAGE_COPY_FIELDS, Copy, Part, Tags, untrue_tags
 
 from .test_decision import (
     _POLICY_FOR_STRATEGIES,

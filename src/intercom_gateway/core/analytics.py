@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from intercom_gateway.core.decision import Outcome
 from intercom_gateway.core.models import SCHEMA_VERSION, random_uuid
+from intercom_gateway.core.outcomes import Outcome
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)

@@ -20,9 +20,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from intercom_gateway.core.analytics import Draft
-from intercom_gateway.core.decision import Copy, Decision, Envelopes, Outcome
+from intercom_gateway.core.encoding import Envelopes
+from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind, Provision
 from intercom_gateway.core.records import DecisionRow, LedgerRow
+from intercom_gateway.core.tags import Copy
 
 __all__ = [
     "LEDGER",

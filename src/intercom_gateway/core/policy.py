@@ -170,7 +170,7 @@ class Policy(_Frozen):
         return self
 
     # No cached indexes on the model: ``model_copy(update=...)`` would carry a stale one.
-    # The hot path (decision.py) compiles its own index once per policy object.
+    # The hot path (router.py) compiles its own index once per policy object.
     def rule_for(self, kind: DestinationKind, category: str) -> Rule | None:
         """The one rule that covers (destination kind, category), or None: default deny."""
         for rule in self.rules:

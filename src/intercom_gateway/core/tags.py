@@ -7,9 +7,9 @@ both gets two copies, each produced under exactly one rule, with that rule's cat
 and (a subset of) its purposes only. The image copy carries the image and the base
 fields that tie it to its event (``IMAGE_COPY_FIELDS``), nothing of the event's facts.
 
-``untrue_tags`` is the one check of that invariant. ``decision.decide`` runs it on every
-copy before producing it and produces none that fails (fail closed); the tests run it on
-every copy ``decide`` produces.
+``untrue_tags`` is the one check of that invariant. The router (``router._tags``) runs
+it on every copy before ``decide`` produces it, and a copy that fails is not produced
+(fail closed); the tests run it on every copy ``decide`` produces.
 """
 
 from __future__ import annotations

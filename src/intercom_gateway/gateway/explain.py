@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import parse_event, utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import load_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
@@ -60,8 +61,7 @@ async def explain_event(
     decision = decide(
         event,
         consent,
-        policy=policy,
-        partners=partners,
+        router=Router.compile(policy, partners),
         gateway_id=settings.gateway_id,
         decision_id=uuid.uuid4(),
         now=utc_now(),

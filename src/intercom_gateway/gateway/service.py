@@ -2,7 +2,7 @@
 
 One loop takes the panel messages in arrival order, so the events of a dwelling are
 decided in order and a consent change applies from the very next message (spec item
-9). Each message is checked (``core.ingress``), decided (``core.decision``) and planned
+9). Each message is checked (``core.ingress``), decided (``core.decide``) and planned
 (``core.plan``: the publications and the rows); the plan is carried out here. Publishing
 is pipelined: the loop does not wait for PUBACKs, but an inbound message is acknowledged
 to the broker only when every publish it caused has an outcome and its records are
@@ -25,7 +25,7 @@ from intercom_gateway.bus import Bus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.analytics import AnalyticsWindows
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.ingress import (
     DeviceIndex,
     InputRejected,
@@ -39,6 +39,7 @@ from intercom_gateway.core.models import RejectReason, SettingsChange, random_uu
 from intercom_gateway.core.plan import Publication, decision_outcomes, logged_outcomes, plan
 from intercom_gateway.core.policy import PartnerRegistry, Policy, load_partners, load_policy
 from intercom_gateway.core.registry import Registry, load_registry
+from intercom_gateway.core.router import Router
 from intercom_gateway.core.statistics import StatisticsAggregator
 from intercom_gateway.errors import BusError
 from intercom_gateway.gateway.acks import Inbound
@@ -89,6 +90,7 @@ class Gateway:
         self.store = store
         self.policy = policy
         self.partners = partners
+        self.router = Router.compile(policy, partners)  # the policy, compiled once
         self.registry = registry
         self.devices = DeviceIndex.from_registry(registry)
         self.completed = completed
@@ -323,8 +325,7 @@ class Gateway:
         decision = decide(
             event,
             self.consent(event.building_id, event.dwelling_id),
-            policy=self.policy,
-            partners=self.partners,
+            router=self.router,
             gateway_id=self.settings.gateway_id,
             decision_id=random_uuid(),
             now=now,

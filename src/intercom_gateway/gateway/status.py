@@ -14,7 +14,7 @@ from typing import Any, Literal
 import structlog
 
 from intercom_gateway.bus import Bus
-from intercom_gateway.core.decision import user_properties
+from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import GatewayStatus, utc_now
 from intercom_gateway.core.policy import Policy
 from intercom_gateway.core.statistics import StatisticsAggregator, Window

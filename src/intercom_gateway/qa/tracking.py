@@ -17,10 +17,12 @@ from typing import Any
 from intercom_gateway.bus import Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decision import Part, decide
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.core.router import Router
+from intercom_gateway.core.tags import Part
 from intercom_gateway.gateway.service import consent_from_registry
 
 ANALYTICS = "analytics"
@@ -196,6 +198,7 @@ class Entitlements:
     def __init__(self, registry: Registry, policy: Policy, partners: PartnerRegistry) -> None:
         self.policy = policy
         self.partners = partners
+        self.router = Router.compile(policy, partners)
         now = utc_now()
         self.consents: dict[tuple[str, str], ConsentState] = {
             (b.id, d.id): consent_from_registry(b.id, d, now=now) for b, d in registry.dwellings()
@@ -208,8 +211,7 @@ class Entitlements:
         decision = decide(
             event,
             consent,
-            policy=self.policy,
-            partners=self.partners,
+            router=self.router,
             gateway_id="load",
             decision_id=uuid.UUID(int=0),
             now=utc_now(),

@@ -23,7 +23,7 @@ import enum
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -33,25 +33,22 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState, apply_change
 from intercom_gateway.core.models import (
     SETTINGS_ADAPTER,
-    EventType,
     SettingsAck,
     SettingsChange,
     utc_now,
 )
 from intercom_gateway.core.policy import (
-    BASE_FIELDS,
-    DestinationKind,
     PartnerRegistry,
-    PartnerService,
     Policy,
-    Rule,
     load_partners,
     load_policy,
 )
+from intercom_gateway.core.router import Router
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.errors import PendingChange as PendingChange
 from intercom_gateway.errors import UnknownDwelling as UnknownDwelling
 from intercom_gateway.errors import UnknownPartner as UnknownPartner
+from intercom_gateway.resident.purposes import purposes_in_force
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
@@ -65,146 +62,6 @@ class RequestKind(enum.StrEnum):
     STOP_PROVISION = "stop_provision"  # §8 suspension of provision to a third party
     STOP_USE = "stop_use"  # §8 suspension of use
     ERASURE = "erasure"  # §8 erasure
-
-
-# --- notification of purposes (pure) --------------------------------------------------
-
-_PER_EVENT_KINDS = (DestinationKind.CLOUD, DestinationKind.GROUP, DestinationKind.ANALYTICS)
-
-
-def consent_gate(consent: ConsentState, policy: Policy) -> str | None:
-    """Why nothing of the dwelling flows at all, or None (the gates of ``decide``)."""
-    if not consent.registered:
-        return "initialised (moved out): nothing is sent (§7(1)①)"
-    accepted = consent.accepted_policy_version
-    if accepted is None or not policy.known_version(accepted):
-        return f"no known policy version accepted ({accepted}) (§10)"
-    if policy.requires_reacceptance and accepted != policy.version:
-        return f"policy {policy.version} must be accepted first (§10)"
-    return None
-
-
-def purposes_in_force(
-    consent: ConsentState, *, policy: Policy, partners: PartnerRegistry
-) -> dict[str, Any]:
-    """Which destination gets which event kinds for which purposes, under this consent."""
-    gate = consent_gate(consent, policy)
-    destinations = [] if gate else _destinations(consent, policy, partners)
-    used = sorted({p for d in destinations for f in d["flows"] for p in f["purposes"]})
-    return {
-        "building_id": consent.building_id,
-        "dwelling_id": consent.dwelling_id,
-        "policy_version": policy.version,
-        "accepted_policy_version": consent.accepted_policy_version,
-        "stopped": gate,
-        "return_home_notification": consent.return_home_enabled,
-        "destinations": destinations,
-        "purposes": {
-            key: policy.purposes[key].model_dump(include={"clause", "description"}) for key in used
-        },
-        "opted_out": list(consent.opted_out),
-        "can_opt_out": sorted(policy.opt_out_purposes - set(consent.opted_out)),
-        "provision_stopped": list(consent.provision_stopped),
-    }
-
-
-def _destinations(
-    consent: ConsentState, policy: Policy, partners: PartnerRegistry
-) -> list[dict[str, Any]]:
-    result = []
-    for kind in _PER_EVENT_KINDS:
-        flows = [_flow(et, kind, consent, policy, None) for et in _event_types(consent)]
-        result.append(_destination(kind.value, kind, policy, flows))
-    statistics = [
-        et.value
-        for et in _event_types(consent)
-        if policy.rule_for(DestinationKind.STATISTICS, policy.event_types[et].category)
-    ]
-    result.append(
-        {
-            **_destination("statistics", DestinationKind.STATISTICS, policy, []),
-            "counted": statistics,  # §5(2)②: per building and window, never per event
-        }
-    )
-    for service in partners.services:
-        if consent.uses(service.id):  # §5(1)②, §8
-            flows = [
-                _flow(et, service.destination_kind, consent, policy, service)
-                for et in _event_types(consent)
-                if et in service.events
-            ]
-            entry = _destination(f"partner:{service.id}", service.destination_kind, policy, flows)
-            result.append({**entry, "name": service.name, "operator": service.operator})
-    return [d for d in result if d["flows"] or d.get("counted")]
-
-
-def _event_types(consent: ConsentState) -> list[EventType]:
-    # §7(1)②: return home "off" stops return-home events at the gateway, cloud included.
-    return [et for et in EventType if consent.return_home_enabled or et != EventType.RETURN_HOME]
-
-
-def _destination(
-    name: str, kind: DestinationKind, policy: Policy, flows: Iterable[dict[str, Any] | None]
-) -> dict[str, Any]:
-    described = policy.destinations[kind]
-    return {
-        "destination": name,
-        "kind": kind.value,
-        "provision": described.provision.value,
-        "clause": described.clause,
-        "flows": [f for f in flows if f is not None],
-    }
-
-
-def _flow(
-    et: EventType,
-    kind: DestinationKind,
-    consent: ConsentState,
-    policy: Policy,
-    service: PartnerService | None,
-) -> dict[str, Any] | None:
-    mapping = policy.event_types[et]
-    if kind is DestinationKind.PARTNER and et is EventType.UNLOCK_MODE:
-        return None  # spec item 4: partner services never get unlock mode
-    base = policy.rule_for(kind, mapping.category)
-    purposes = _purposes(base, consent, service)
-    if base is None or not purposes:
-        return None
-    image_rule = policy.rule_for(kind, mapping.image_category) if mapping.image_category else None
-    declared = service.fields_for(et) if service else None
-    wants_image = declared is None or "image" in declared
-    image_purposes = _purposes(image_rule, consent, service) if wants_image else ()
-    flow: dict[str, Any] = {
-        "event_type": et.value,
-        "rule_id": base.id,
-        "clause": base.clause,
-        # The event's facts; the image travels in its own message, for its own
-        # purposes (spec item 2), told apart as "image_rule".
-        "purposes": sorted(purposes),
-        "fields": _fields(base, declared),
-        "image": bool(image_purposes),
-    }
-    if image_purposes and image_rule is not None:
-        flow["image_rule"] = {"rule_id": image_rule.id, "purposes": list(image_purposes)}
-    if service is not None and et is EventType.UNLOCK_MODE:
-        flow["only"] = "unlocks made with this service's credentials (§3(4))"
-    return flow
-
-
-def _purposes(
-    rule: Rule | None, consent: ConsentState, service: PartnerService | None
-) -> tuple[str, ...]:
-    if rule is None:
-        return ()
-    # A service keeps only the purposes it declared; opt-outs are removed everywhere (§8).
-    shared = [p for p in rule.purposes if service is None or p in service.purposes]
-    return tuple(p for p in shared if p not in consent.opted_out)
-
-
-def _fields(rule: Rule, declared: tuple[str, ...] | None) -> list[str] | str:
-    if rule.fields == "declared":
-        return sorted({*BASE_FIELDS, *(f for f in declared or () if f != "image")})
-    return list(rule.fields) if isinstance(rule.fields, tuple) else rule.fields
 
 
 # --- provision records (pure) ----------------------------------------------------------
@@ -441,6 +298,7 @@ class ResidentDesk:
         self.store = store
         self.policy = policy
         self.partners = partners
+        self.router = Router.compile(policy, partners)
         self.channel = channel
         self.via = via
         self.clock = clock
@@ -461,7 +319,7 @@ class ResidentDesk:
 
     async def purposes(self, building_id: str, dwelling_id: str) -> dict[str, Any]:
         consent = await self._consent(building_id, dwelling_id)
-        answer = purposes_in_force(consent, policy=self.policy, partners=self.partners)
+        answer = purposes_in_force(consent, router=self.router)
         summary = {"destinations": [d["destination"] for d in answer["destinations"]]}
         return await self._done(RequestKind.PURPOSES, consent, {}, answer, summary)
 

@@ -1,0 +1,197 @@
+"""The decision: for one event and every destination, forwarded or withheld, and why.
+
+``decide`` is a pure function of its arguments (spec item 9 needs the caller to hand it
+the consent in force; this module cannot go stale). What depends only on the policy and
+the partner registry is compiled once into a ``Router`` (``router.py``), which the caller
+builds when it loads them and holds.
+
+A forwarded outcome publishes one copy per rule that allowed a part of the event: the
+event's facts under the rule for its category, and its image, if the destination may
+have it, in a copy of its own under the image rule (spec item 2; ``tags.py``). No copy
+is produced whose tags ``tags.untrue_tags`` finds untrue.
+
+Where each clause is enforced: one function each, which ``Router.flows`` (the resident's
+notification of purposes) calls too. docs/clauses.md holds the same table; keep them alike.
+
+===============================  ==========================================
+clause                           function
+===============================  ==========================================
+consent of the event's dwelling  ``decide._gate``
+§7(1)①, item 7 initialised       ``gates.consent_gate``
+§10 accepted policy version      ``gates.consent_gate``
+§7(1)② return home off           ``gates.return_home_gate``
+§8 provision stopped             ``gates.service_gate``
+§5(1)②, item 5 service used      ``gates.service_gate``
+§3(4) unlock: named service      ``gates.unlock_gate``
+item 4 (§1(8)) no unlock         ``router._route``
+item 1 default deny              ``router._route`` (``Policy.rule_for``)
+§2(5), item 5 declared types     ``router._route``
+§2(5), item 5 declared fields    ``router._paths``
+§5(1)② declared purposes         ``router._shared``
+§3(3)/(4), items 3, 5 images     ``router._image_rule``
+§8 purpose opt-outs              ``router._kept``
+item 2 one copy per rule         ``router._tags`` (``tags.untrue_tags``)
+item 2 the image copy's fields   ``decide._image_payload``
+item 6 coarsened timestamps      ``decide._hour``
+item 6 statistics aggregated     ``decide._forwarded``
+§5(5) analytics unlinkable       ``encoding.Envelopes.encode``
+===============================  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.gates import consent_gate, return_home_gate, service_gate, unlock_gate
+from intercom_gateway.core.models import Event, EventType
+from intercom_gateway.core.outcomes import Decision, Outcome, Reason, Withhold
+from intercom_gateway.core.policy import BASE_FIELDS, IMAGE_FIELD, DestinationKind
+from intercom_gateway.core.router import Parts, Route, Router, Target
+from intercom_gateway.core.tags import Copy
+
+__all__ = ["decide"]
+
+_EVENT_TYPES = {t.value: t for t in EventType}
+
+
+def decide(
+    event: Event,
+    consent: ConsentState,
+    *,
+    router: Router,
+    gateway_id: str,
+    decision_id: UUID,
+    now: datetime,
+) -> Decision:
+    """Decide, for every destination, whether ``event`` flows there under ``consent``."""
+    policy = router.policy
+    et = _EVENT_TYPES[event.type]
+    mapping = policy.event_types[et]
+    # Not every event type has an image field; pydantic's __getattr__ miss is slow.
+    has_image = event.__dict__.get(IMAGE_FIELD) is not None
+    categories: tuple[str, ...] = (mapping.category,)
+    if has_image and mapping.image_category:
+        categories += (mapping.image_category,)
+    gate = _gate(event, et, consent, router)
+    if gate is not None:
+        outcomes = tuple(router.withheld(t, gate) for t in router.targets)
+    else:
+        ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image, router)
+        outcomes = tuple(_outcome(t, r, withheld, ctx) for t, r, withheld in router.plans[et])
+    return Decision(
+        decision_id=decision_id,
+        gateway_id=gateway_id,
+        decided_at=now,
+        event_id=event.event_id,
+        event_type=et,
+        building_id=event.building_id,
+        dwelling_id=event.dwelling_id,
+        policy_version=policy.version,
+        consent_revision=consent.revision,
+        categories=tuple(sorted(categories)),
+        outcomes=outcomes,
+        gate=gate,
+    )
+
+
+def _gate(event: Event, et: EventType, consent: ConsentState, router: Router) -> Withhold | None:
+    """Reasons that withhold the event from every destination at once."""
+    if (consent.building_id, consent.dwelling_id) != (event.building_id, event.dwelling_id):
+        return Withhold(Reason.CONSENT_MISMATCH, "consent of another dwelling", None)
+    return consent_gate(consent, router.policy) or return_home_gate(et, consent)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    event: Event
+    event_type: EventType
+    consent: ConsentState
+    dump: dict[str, Any]
+    has_image: bool
+    router: Router
+
+
+def _outcome(target: Target, route: Route, withheld: Outcome | None, ctx: _Context) -> Outcome:
+    service = target.service
+    if service is not None:
+        why = service_gate(service, ctx.consent) or unlock_gate(
+            service, ctx.event_type, ctx.dump.get("service_id")
+        )
+        if why is not None:
+            return ctx.router.withheld(target, why)
+    if withheld is not None:
+        return withheld  # the route's own, built when it was compiled
+    parts = ctx.router.parts(target, route, ctx.has_image, ctx.consent.opted_out)
+    if isinstance(parts, Withhold):
+        return ctx.router.withheld(target, parts)
+    return _forwarded(target, route, ctx, parts)
+
+
+def _forwarded(target: Target, route: Route, ctx: _Context, parts: Parts) -> Outcome:
+    topic = _topic(target, ctx)
+    if route.aggregate:
+        copies: tuple[Copy, ...] = (Copy(parts.event, topic, None),)
+    else:
+        copies = (Copy(parts.event, topic, _project(ctx.dump, route.paths, route.coarsen)),)
+        if parts.image is not None:
+            copies += (Copy(parts.image, topics.image(topic), _image_payload(ctx.dump)),)
+    return Outcome(
+        destination=target.destination,
+        kind=target.kind,
+        provision=target.provision,
+        forwarded=True,
+        detail=parts.detail,
+        copies=copies,
+        clause=parts.event.clause,
+        untrue=parts.untrue,
+    )
+
+
+def _project(
+    dump: dict[str, Any], paths: tuple[tuple[str, str | None], ...], coarsen: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for top, sub in paths:
+        value = dump[top]
+        if sub is None:
+            # Copy nested objects so no two payloads share a mutable dict.
+            out[top] = dict(value) if isinstance(value, dict) else value
+        elif isinstance(value, dict):
+            out.setdefault(top, {})[sub] = value.get(sub)
+    if coarsen and "occurred_at" in out:
+        out["occurred_at"] = _hour(out["occurred_at"])
+    return out
+
+
+def _image_payload(dump: dict[str, Any]) -> dict[str, Any]:
+    """The image and the base fields that tie it to its event: nothing of the facts."""
+    out = {name: dump[name] for name in BASE_FIELDS}
+    out[IMAGE_FIELD] = dict(dump[IMAGE_FIELD])
+    return out
+
+
+def _hour(timestamp: str) -> str:
+    # Models store occurred_at in UTC, so the JSON form is "YYYY-MM-DDTHH:MM:SS[.f]Z".
+    return f"{timestamp[:13]}:00:00Z"
+
+
+def _topic(target: Target, ctx: _Context) -> str:
+    event, et = ctx.event, ctx.event.type  # the type's value, without the enum lookup
+    match target.kind:
+        case DestinationKind.CLOUD:
+            return topics.cloud(event.building_id, event.dwelling_id, et)
+        case DestinationKind.GROUP:
+            return topics.group(event.building_id, event.dwelling_id, et)
+        case DestinationKind.PARTNER | DestinationKind.UNLOCK_SERVICE:
+            assert target.service is not None
+            return topics.partner(target.service.id, event.building_id, event.dwelling_id, et)
+        case DestinationKind.ANALYTICS:
+            return topics.analytics(et)
+        case DestinationKind.STATISTICS:
+            return topics.statistics(event.building_id)
+    raise AssertionError(f"no topic for {target.kind}")  # policy refuses contractor rules

@@ -1,0 +1,129 @@
+"""The bytes of a decision's per-event copies: envelopes and MQTT 5 user properties.
+
+What the copies of one event share is encoded once, and what depends only on the route
+(destination, purposes, rule...) once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic_core import to_json
+
+from intercom_gateway.core.models import Forwarded, random_uuid
+from intercom_gateway.core.outcomes import Decision, Outcome
+from intercom_gateway.core.policy import DestinationKind
+from intercom_gateway.core.tags import Copy
+
+__all__ = ["Envelopes", "user_properties"]
+
+
+def user_properties(message: Forwarded) -> list[tuple[str, str]]:
+    """MQTT 5 user properties of a forwarded message: one per purpose and category."""
+    return [
+        *(("purpose", p) for p in message.purposes),
+        *(("category", c) for c in message.categories),
+        ("policy_version", message.policy_version),
+        ("rule_id", message.rule_id),
+        ("decision_id", str(message.decision_id)),
+    ]
+
+
+class Envelopes:
+    """The bytes and user properties of one decision's per-event copies.
+
+    The same bytes as ``outcome.forwarded_message(decision, now).model_dump_json()``
+    and the same properties as ``user_properties`` plus the event id, without a
+    ``Forwarded`` model per copy: what the copies of one event share is encoded once,
+    and what depends only on the route (destination, purposes, rule...) once per
+    process. tests/unit/test_envelopes.py holds the two paths to each other.
+    """
+
+    __slots__ = ("_common", "_decision", "_event_id", "_head", "decision_id")
+
+    def __init__(self, decision: Decision, now: datetime) -> None:
+        self._decision = decision
+        self.decision_id = str(decision.decision_id)
+        self._event_id = str(decision.event_id)
+        self._head = _head(self.decision_id, f'"{self._event_id}"')
+        self._common = b"".join(
+            (
+                b',"gateway_id":',
+                to_json(decision.gateway_id),
+                b',"forwarded_at":',
+                to_json(now),
+                b",",
+            )
+        )
+
+    def encode(self, outcome: Outcome, copy: Copy) -> tuple[bytes, list[tuple[str, str]]]:
+        """(payload, user properties) of ``copy``, one of ``outcome``'s copies."""
+        if copy.payload is None or not outcome.forwarded:
+            raise ValueError(f"{outcome.destination}: nothing to publish per event")
+        tags = copy.tags
+        route = _route_part_of(
+            outcome.destination,
+            tags.purposes,
+            tags.categories,
+            self._decision.policy_version,
+            tags.rule_id,
+            tags.clause,
+        )
+        if outcome.kind is DestinationKind.ANALYTICS:
+            # §5(5): an analytics copy carries neither the event id nor the shared
+            # decision id, so it cannot be joined to the identified copies; every other
+            # copy names its event for de-duplication.
+            decision_id = str(random_uuid())
+            head = _head(decision_id, "null")
+            properties = [*route.properties, ("decision_id", decision_id)]
+        else:
+            head = self._head
+            properties = [
+                *route.properties,
+                ("decision_id", self.decision_id),
+                ("event_id", self._event_id),
+            ]
+        body = (head, self._common, route.json, b',"event":', to_json(copy.payload), b"}")
+        return b"".join(body), properties
+
+
+def _head(decision_id: str, event_id: str) -> bytes:
+    return f'{{"schema_version":1,"decision_id":"{decision_id}","event_id":{event_id}'.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _RoutePart:
+    json: bytes  # "destination":...,"clause":... without braces
+    properties: tuple[tuple[str, str], ...]  # all but the decision and event ids
+
+
+# Bound of the caches of parts that do not depend on the event itself.
+_STATIC_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_STATIC_CACHE_SIZE)
+def _route_part_of(
+    destination: str,
+    purposes: tuple[str, ...],
+    categories: tuple[str, ...],
+    policy_version: str,
+    rule_id: str,
+    clause: str,
+) -> _RoutePart:
+    fields = {
+        "destination": destination,
+        "purposes": purposes,
+        "categories": categories,
+        "policy_version": policy_version,
+        "rule_id": rule_id,
+        "clause": clause,
+    }
+    properties = (
+        *(("purpose", p) for p in purposes),
+        *(("category", c) for c in categories),
+        ("policy_version", policy_version),
+        ("rule_id", rule_id),
+    )
+    return _RoutePart(to_json(fields)[1:-1], properties)
