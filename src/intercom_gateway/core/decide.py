@@ -11,7 +11,8 @@ have it, in a copy of its own under the image rule (spec item 2; ``tags.py``). N
 is produced whose tags ``tags.untrue_tags`` finds untrue.
 
 Where each clause is enforced: one function each, which ``Router.flows`` (the resident's
-notification of purposes) calls too. docs/clauses.md holds the same table; keep them alike.
+notification of purposes) calls too. README.md ("Where each clause is enforced") holds
+the same table; tests/unit/test_clause_index.py keeps the two alike.
 
 ===============================  ==========================================
 clause                           function
