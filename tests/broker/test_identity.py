@@ -34,7 +34,8 @@ from intercom_gateway.cli.security import credentials
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.errors import BrokerError, ConnectFailed, ConnectionLost, SessionTakenOver
-from intercom_gateway.gateway.service import Gateway, run_gateway
+from intercom_gateway.gateway.run import run_gateway
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.qa.testing import publish_as_fleet, running_gateway
 from intercom_gateway.settings import Settings
 from tests.broker.takeover_server import TakeoverServer

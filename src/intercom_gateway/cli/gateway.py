@@ -61,7 +61,7 @@ MAX_RETENTION_DAYS = 36_525
 @click.pass_context
 def run_command(ctx: click.Context, /, **options: Any) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (it finishes in-flight events first)."""
-    from intercom_gateway.gateway.service import run_gateway
+    from intercom_gateway.gateway.run import run_gateway
 
     settings = settings_of(ctx, **options)
 

@@ -7,7 +7,6 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -15,12 +14,10 @@ from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions, Will
 from intercom_gateway.core import topics
 from intercom_gateway.errors import BusError, SessionTakenOver
 from intercom_gateway.gateway.rejections import describe
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics, status_payload
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from intercom_gateway.gateway.service import Gateway
 
 __all__ = ["broker_address", "run_gateway"]
 
@@ -54,7 +51,6 @@ async def run_gateway(
     address = broker_address(settings)
     # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
     client_id = address.client_id(settings.gateway_id)
-    from intercom_gateway.gateway.service import Gateway  # which imports this module
 
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)

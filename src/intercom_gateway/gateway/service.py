@@ -48,7 +48,6 @@ from intercom_gateway.gateway.completion import CompletedIds, Completion
 from intercom_gateway.gateway.consents import Consents, consent_from_registry, seed_consents
 from intercom_gateway.gateway.receipts import Receipts
 from intercom_gateway.gateway.rejections import Rejections, attempt_key
-from intercom_gateway.gateway.run import broker_address, run_gateway
 from intercom_gateway.gateway.status import (
     Metrics,
     StatisticsRelease,
@@ -62,11 +61,9 @@ __all__ = [
     "CompletedIds",
     "Gateway",
     "Metrics",
-    "broker_address",
     "consent_from_registry",
     "decision_outcomes",
     "logged_outcomes",
-    "run_gateway",
     "status_payload",
 ]
 

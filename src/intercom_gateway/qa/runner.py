@@ -38,7 +38,8 @@ from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, dump_registry
 from intercom_gateway.errors import BusError, RunnerError
-from intercom_gateway.gateway.service import Gateway, run_gateway
+from intercom_gateway.gateway.run import run_gateway
+from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 
 STARTUP = 30.0  # seconds a gateway may take to come online
