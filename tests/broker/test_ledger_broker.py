@@ -21,7 +21,8 @@ from intercom_gateway.qa.testing import (
     publish_as_fleet,
     running_gateway,
 )
-from intercom_gateway.resident.service import mqtt_channel, open_desk
+from intercom_gateway.resident.channels import mqtt_channel
+from intercom_gateway.resident.desk import open_desk
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
 

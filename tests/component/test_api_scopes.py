@@ -26,7 +26,7 @@ from intercom_gateway.cli.main import main
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.resident.api import create_app
-from intercom_gateway.resident.service import StoreChannel
+from intercom_gateway.resident.channels import StoreChannel
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
@@ -98,7 +98,7 @@ def _copy(populated: Settings, into: Path) -> Settings:
 async def _issue(settings: Settings) -> tuple[dict[str, str | None], dict[str, str]]:
     now = utc_now()
     async with SqliteStore.open(settings.db_path) as store:
-        book = await TokenBook.open(store.connection)
+        book = TokenBook(store)
         issued = {
             who: await book.issue(
                 "b001", dwelling, label=who, expires_at=now + timedelta(days=1), actor="t", now=now

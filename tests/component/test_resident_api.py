@@ -17,7 +17,8 @@ from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.resident.api import create_app
-from intercom_gateway.resident.service import CSV_COLUMNS, StoreChannel
+from intercom_gateway.resident.channels import StoreChannel
+from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate

@@ -4,6 +4,7 @@ secret), when a token authenticates, the audit trail, and `intercom-gateway toke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -17,7 +18,13 @@ from click.testing import CliRunner, Result
 
 from intercom_gateway.cli.main import main
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.resident.tokens import TOKEN_PATTERN, TokenBook, TokenRefused, UnknownToken
+from intercom_gateway.resident.tokens import (
+    TOKEN_PATTERN,
+    AuditEntry,
+    TokenBook,
+    TokenRefused,
+    UnknownToken,
+)
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate
@@ -29,9 +36,14 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-async def book(tmp_path: Path) -> AsyncIterator[TokenBook]:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with SqliteStore.open(tmp_path / "gateway.sqlite") as store:
-        yield await TokenBook.open(store.connection)
+        yield store
+
+
+@pytest.fixture
+def book(store: SqliteStore) -> TokenBook:
+    return TokenBook(store)
 
 
 async def _issue(book: TokenBook, dwelling: str = "d0001", **kwargs: Any) -> Any:
@@ -43,13 +55,13 @@ async def _issue(book: TokenBook, dwelling: str = "d0001", **kwargs: Any) -> Any
 
 
 async def test_a_token_carries_its_id_and_only_its_hash_is_stored(
-    book: TokenBook, tmp_path: Path
+    book: TokenBook, store: SqliteStore, tmp_path: Path
 ) -> None:
     issued = await _issue(book)
     match = TOKEN_PATTERN.match(issued.token)
     assert match is not None and match["id"] == issued.info.token_id
     assert len(issued.token) == 65
-    db = book._db
+    db = store.connection
     async with db.execute("SELECT * FROM api_tokens") as cursor:
         [row] = [tuple(r) for r in await cursor.fetchall()]
     assert match["secret"] not in json.dumps(row) and issued.token not in json.dumps(row)
@@ -117,22 +129,22 @@ async def test_issue_and_revoke_are_audited_once_each(book: TokenBook) -> None:
         await book.revoke("0" * 16, actor="cli:t", now=NOW)
 
 
-async def test_the_book_creates_its_tables_at_once_and_commits_no_callers_work(
+async def test_the_token_tables_are_made_at_once_and_commit_no_callers_work(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "gateway.sqlite"
     async with SqliteStore.open(path) as store:
-        await TokenBook.open(store.connection)
+        TokenBook(store)
     async with SqliteStore.open(path) as store:  # created, though nothing was committed
         db = store.connection
-        assert await TokenBook(db).tokens() == []
+        assert await TokenBook(store).tokens() == []
         row = ("r1", NOW.isoformat(), "b001", "d0001", "purposes", "cli", "{}", "done", "{}")
         await db.execute(
             "INSERT INTO requests (request_id, at, building_id, dwelling_id,"
             " kind, via, params, outcome, detail) VALUES (?,?,?,?,?,?,?,?,?)",
             row,
         )
-        await TokenBook.open(db)  # again, with the caller's work pending
+        await TokenBook(store).tokens()  # again, with the caller's work pending
         await db.rollback()
         assert await store.requests("b001", "d0001") == []
 
@@ -276,3 +288,31 @@ def test_a_residents_disclosure_lists_the_dwellings_tokens_ids_and_dates_only(
     assert set(listed) == {"token_id", "created_at", "expires_at", "revoked_at"}
     text = json.dumps(disclosure)
     assert theirs["token_id"] not in text and "Ann's phone" not in text and "icrt_" not in text
+
+
+# --- the store's token tables -------------------------------------------------------------
+
+
+async def test_a_taken_id_saves_nothing(store: SqliteStore) -> None:
+    issued = await _issue(TokenBook(store))
+    taken = dataclasses.replace(issued.info, dwelling_id="d0002", label="other")
+    entry = AuditEntry(NOW, "issue", taken.token_id, "b001", "d0002", "cli:t", "")
+    assert await store.save_token(taken, sha256="0" * 64, audit=entry) is False
+    assert await store.tokens() == [issued.info] and len(await store.token_audit()) == 1
+    assert await TokenBook(store).authenticate(issued.token, now=NOW) == issued.info
+
+
+async def test_a_store_file_of_before_opens_with_its_tokens_or_gains_the_tables(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gateway.sqlite"
+    async with SqliteStore.open(path) as store:
+        issued = await _issue(TokenBook(store))
+    async with SqliteStore.open(path) as store:  # tables and rows as they were
+        assert await TokenBook(store).authenticate(issued.token, now=NOW) == issued.info
+        db = store.connection
+        # A gateway's file from before any token was issued: it had no token tables.
+        await db.executescript("DROP TABLE api_tokens; DROP TABLE api_token_audit;")
+    async with SqliteStore.open(path) as store:
+        assert await store.tokens() == [] and await store.token_audit() == []
+        assert (await _issue(TokenBook(store))).info.building_id == "b001"

@@ -18,6 +18,8 @@ from intercom_gateway.core.models import EventType, utc_now
 from intercom_gateway.core.outcomes import Decision, Reason
 from intercom_gateway.core.policy import DestinationKind, default_policy, sample_partners
 from intercom_gateway.core.router import Router
+from intercom_gateway.resident import channels as resident_channels
+from intercom_gateway.resident import desk as resident_desk
 from intercom_gateway.resident import purposes as resident_purposes
 from intercom_gateway.resident import service as resident_service
 from intercom_gateway.resident.purposes import purposes_in_force
@@ -164,7 +166,7 @@ def test_what_a_resident_is_told_flows_is_what_decide_forwards(consent: ConsentS
 
 def test_the_resident_reads_the_decision_and_derives_none_of_it() -> None:
     """One policy engine: the resident's module asks the router, never the rules."""
-    for module in (resident_purposes, resident_service):
+    for module in (resident_purposes, resident_service, resident_desk, resident_channels):
         source = Path(module.__file__ or "").read_text(encoding="utf-8")
         called = {
             node.func.attr

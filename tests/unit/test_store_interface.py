@@ -51,6 +51,12 @@ MEMBERS = {
     "save_request",
     "erase_dwelling",
     "purge_ledger",
+    "save_token",
+    "save_revocation",
+    "token",
+    "hashed_token",
+    "tokens",
+    "token_audit",
 }
 DELETIONS = ("erase_", "purge_", "prune_")
 

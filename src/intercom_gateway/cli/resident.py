@@ -142,7 +142,7 @@ def set_(
     acknowledgement (exit 1 if the gateway refused the change, 3 if it did not answer).
     """
     from intercom_gateway.core.models import SETTINGS_ADAPTER, utc_now
-    from intercom_gateway.resident.service import send_as_panel
+    from intercom_gateway.resident.channels import send_as_panel
 
     body = _change_body(return_home=None if return_home is None else return_home == "on", **changes)
     change = SETTINGS_ADAPTER.validate_json(
@@ -199,7 +199,7 @@ def _ask(
     *,
     channel: Any = None,
 ) -> dict[str, Any]:
-    from intercom_gateway.resident.service import open_desk
+    from intercom_gateway.resident.desk import open_desk
 
     settings = settings_of(ctx, db_path=db_path)
 
@@ -224,7 +224,7 @@ change_options = options(
 
 
 def _channel(ctx: click.Context, offline: bool, timeout: float, **broker: Any) -> Any:
-    from intercom_gateway.resident.service import mqtt_channel
+    from intercom_gateway.resident.channels import mqtt_channel
 
     # None: open_desk writes to the store (StoreChannel).
     return None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
@@ -28,7 +28,14 @@ from intercom_gateway.cli.common import (
 )
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.errors import GatewayError
-from intercom_gateway.resident.tokens import TokenBook, TokenInfo, UnknownToken, token_id_of
+from intercom_gateway.resident.tokens import (
+    IssuedToken,
+    TokenBook,
+    TokenInfo,
+    UnknownToken,
+    token_id_of,
+)
+from intercom_gateway.store import Store
 
 T = TypeVar("T")
 
@@ -45,7 +52,7 @@ def _actor() -> str:
 
 
 def _with_book(
-    ctx: click.Context, db_path: Path | None, work: Callable[[Any, TokenBook], Awaitable[T]]
+    ctx: click.Context, db_path: Path | None, work: Callable[[Store, TokenBook], Awaitable[T]]
 ) -> T:
     from intercom_gateway.store.sqlite import SqliteStore
 
@@ -53,7 +60,7 @@ def _with_book(
 
     async def go() -> T:
         async with SqliteStore.open(path) as store:
-            return await work(store, await TokenBook.open(store.connection))
+            return await work(store, TokenBook(store))
 
     return run(go)
 
@@ -111,7 +118,7 @@ def issue(
 ) -> None:
     """Issue a token for BUILDING/DWELLING and print it, once: only its hash is kept."""
 
-    async def work(store: Any, book: TokenBook) -> Any:
+    async def work(store: Store, book: TokenBook) -> IssuedToken:
         if not await store.dwelling_known(building, dwelling):
             raise GatewayError(f"unknown dwelling {building}/{dwelling}")
         now = utc_now().replace(microsecond=0)
@@ -185,7 +192,7 @@ def revoke(ctx: click.Context, /, token_id: str, db_path: Path | None) -> None:
             "not a token id (16 hex digits) or a token (icrt_...)", param_hint="TOKEN_ID"
         )
 
-    async def work(_: Any, book: TokenBook) -> tuple[TokenInfo, bool]:
+    async def work(_: Store, book: TokenBook) -> tuple[TokenInfo, bool]:
         before = await book.get(wanted)
         if before is None:
             raise UnknownToken(wanted)

@@ -96,7 +96,7 @@ class _RandomIds:
     """Version-4 UUIDs, as ``uuid.uuid4`` makes them, from os.urandom read 4 KiB at a time.
 
     ``uuid4`` reads 16 bytes per id, and os.urandom releases the GIL: on the event path,
-    with the aiosqlite thread waiting for it, each id could cost a thread switch. Same
+    with the store's SQLite thread waiting for it, each id could cost a thread switch. Same
     source of randomness, one read per 256 ids.
     """
 

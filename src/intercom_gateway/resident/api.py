@@ -38,17 +38,10 @@ from pydantic_core import PydanticCustomError
 
 from intercom_gateway.core.dates import DateBoundError, check_order, parse_bound
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.errors import ConfigError
-from intercom_gateway.resident.service import (
-    ConsentChannel,
-    PendingChange,
-    ResidentDesk,
-    UnknownDwelling,
-    UnknownPartner,
-    mqtt_channel,
-    open_desk,
-    provisions_csv,
-)
+from intercom_gateway.errors import ConfigError, PendingChange, UnknownDwelling, UnknownPartner
+from intercom_gateway.resident.channels import ConsentChannel, mqtt_channel
+from intercom_gateway.resident.desk import ResidentDesk, open_desk
+from intercom_gateway.resident.service import provisions_csv
 from intercom_gateway.resident.tokens import PREFIX, TokenBook, TokenRefused
 from intercom_gateway.settings import Settings
 
@@ -158,7 +151,7 @@ def create_app(settings: Settings, *, channel: ConsentChannel | None = None) -> 
         chosen = channel or mqtt_channel(settings)
         async with open_desk(settings, via=OPERATOR.via, channel=chosen) as desk:
             state.desk = desk
-            state.tokens = await TokenBook.open(desk.store.connection)
+            state.tokens = TokenBook(desk.store)
             yield
 
     app = FastAPI(

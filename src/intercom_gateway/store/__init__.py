@@ -3,8 +3,8 @@
 What must survive the gateway lives here, not only in process memory: the device
 registry, every dwelling's consent (current state and append-only history), the record
 of completed events (for de-duplication after a crash), the decision log, the
-provision ledger, rejected input, the resident requests, and the statistics and
-analytics the gateway still holds. Callers depend on ``Store`` (``store.base``); the
+provision ledger, rejected input, the resident requests and API tokens, and the
+statistics and analytics the gateway still holds. Callers depend on ``Store`` (``store.base``); the
 composition roots open ``store.sqlite.SqliteStore``. A later, clustered deployment adds
 a backend over a shared database behind the same ``Store``.
 

@@ -18,6 +18,7 @@ from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.store.results import (
+    AuditEntry,
     ConsentChange,
     DecisionSummary,
     Erased,
@@ -28,6 +29,7 @@ from intercom_gateway.store.results import (
     RejectedInput,
     Rejection,
     TableCounts,
+    TokenInfo,
 )
 
 if TYPE_CHECKING:
@@ -161,3 +163,28 @@ class Store(Protocol):
 
     async def purge_ledger(self, *, before: datetime, chunk: int = 10_000) -> int:
         """Delete provision records older than ``before``; how many went."""
+
+    # --- resident API tokens (what a token is: resident.tokens) -------------------------
+
+    async def save_token(self, info: TokenInfo, *, sha256: str, audit: AuditEntry) -> bool:
+        """A new token, stored as the hex SHA-256 of the whole token, with its audit entry,
+        in one commit; False, and nothing saved, if its id is taken."""
+
+    async def save_revocation(self, audit: AuditEntry) -> None:
+        """Revoke ``audit.token_id`` at ``audit.at`` (a revoked one keeps its first date),
+        with the audit entry, in one commit."""
+
+    async def token(self, token_id: str) -> TokenInfo | None: ...
+
+    async def hashed_token(self, token_id: str) -> tuple[TokenInfo, str] | None:
+        """The token and the hex SHA-256 it is stored as: for authentication only."""
+
+    async def tokens(
+        self, building_id: str | None = None, dwelling_id: str | None = None
+    ) -> list[TokenInfo]:
+        """Every token, or those of one dwelling, oldest first."""
+
+    async def token_audit(
+        self, building_id: str | None = None, dwelling_id: str | None = None
+    ) -> list[AuditEntry]:
+        """The audit trail, or one dwelling's, in the order it was written."""

@@ -1,4 +1,5 @@
-"""What the store answers to §8 queries: frozen values, the same from every backend.
+"""What the store answers to §8 queries, and its resident tokens: frozen values, the
+same from every backend.
 
 Moments are ``datetime``s; ``as_dict`` gives the JSON-ready form the resident answers,
 the CLI and the API have always shown (moments as ISO text, key order as the columns),
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,3 +264,78 @@ class Erased:
 
     def as_dict(self) -> dict[str, int]:
         return {"decisions": self.decisions, "rejections": self.rejections}
+
+
+TokenState = Literal["active", "expired", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A resident token as listed: everything but the secret, which is never stored."""
+
+    token_id: str
+    building_id: str
+    dwelling_id: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def via(self) -> str:
+        """How a request made with this token is recorded (``requests.via``)."""
+        return f"api:token:{self.token_id}"
+
+    def state(self, now: datetime) -> TokenState:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+    def listed(self, now: datetime) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "building_id": self.building_id,
+            "dwelling_id": self.dwelling_id,
+            "label": self.label,
+            "state": self.state(now),
+            **self.dates(),
+        }
+
+    def dates(self) -> dict[str, Any]:
+        """Ids and dates only: what a resident's disclosure (§8) shows of the token."""
+        return {
+            "token_id": self.token_id,
+            "created_at": _utc_text(self.created_at),
+            "expires_at": _utc_text(self.expires_at),
+            "revoked_at": _utc_text(self.revoked_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of the resident tokens' audit trail: who issued or revoked which token."""
+
+    at: datetime
+    action: Literal["issue", "revoke"]
+    token_id: str
+    building_id: str
+    dwelling_id: str
+    actor: str
+    detail: str
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "action": self.action,
+            "token_id": self.token_id,
+            "building_id": self.building_id,
+            "dwelling_id": self.dwelling_id,
+            "actor": self.actor,
+            "detail": self.detail,
+        }
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None

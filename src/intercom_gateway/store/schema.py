@@ -2,7 +2,8 @@
 
 ``create`` brings any store file up to the current layout: a new file gets every table,
 a file of an earlier layout is migrated in place (its rows kept), and a current one is
-left as it is. The statistics and held analytics tables are their own modules'.
+left as it is. The statistics, held analytics and resident token tables are their own
+modules'.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import aiosqlite
 from intercom_gateway.core.records import outcome_set_id as outcome_set_id
 from intercom_gateway.store import analytics as store_analytics
 from intercom_gateway.store import statistics as store_statistics
+from intercom_gateway.store import tokens as store_tokens
 
 DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS decisions (
     event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, building_id TEXT NOT NULL,
@@ -115,7 +117,11 @@ async def create(connection: aiosqlite.Connection) -> None:
     # WAL with synchronous=NORMAL survives a crash of the process; only a power loss
     # could take back the last commits.
     await connection.executescript(
-        SCHEMA + store_statistics.SCHEMA + store_analytics.SCHEMA + "PRAGMA synchronous = NORMAL;"
+        SCHEMA
+        + store_statistics.SCHEMA
+        + store_analytics.SCHEMA
+        + store_tokens.SCHEMA
+        + "PRAGMA synchronous = NORMAL;"
     )
     await _migrate_decisions(connection)
     await _migrate_ledger(connection)

@@ -4,8 +4,8 @@
 its SQL in its own module: ``schema`` (tables, indexes, migrations), ``events`` (the
 event path's buffered batch), ``consents`` (registry and consent), ``requests`` (§8
 queries and the request log), ``retention`` (erasure and purges), ``statistics`` and
-``analytics`` (their tables, written in the event path's batches). Nothing outside the
-store package speaks SQL to them.
+``analytics`` (their tables, written in the event path's batches), ``tokens`` (resident
+API tokens and their audit trail). Nothing outside the store package speaks SQL to them.
 
 The row types an event's records are made of are defined here too (for now).
 """
@@ -34,6 +34,7 @@ from intercom_gateway.store.consents import ConsentBook
 from intercom_gateway.store.events import EventLog
 from intercom_gateway.store.requests import Queries
 from intercom_gateway.store.results import (
+    AuditEntry,
     ConsentChange,
     DecisionSummary,
     Erased,
@@ -44,8 +45,10 @@ from intercom_gateway.store.results import (
     RejectedInput,
     Rejection,
     TableCounts,
+    TokenInfo,
 )
 from intercom_gateway.store.retention import Retention
+from intercom_gateway.store.tokens import TokenTables
 
 if TYPE_CHECKING:
     from intercom_gateway.store.base import Store
@@ -64,11 +67,12 @@ class SqliteStore:
         self._consents = ConsentBook(connection, writing)
         self._requests = Queries(connection)
         self._retention = Retention(connection)
+        self._tokens = TokenTables(connection, writing)
 
     @property
     def connection(self) -> aiosqlite.Connection:
-        """The open connection, for a module that keeps its own tables in this file
-        (``resident.tokens``). Not part of ``Store``: another backend has none."""
+        """The open connection, for a test that looks at the file itself. Not part of
+        ``Store``: another backend has none."""
         return self._db
 
     @classmethod
@@ -248,6 +252,30 @@ class SqliteStore:
 
     async def prune_completed(self, keep: int) -> int:
         return await self._retention.prune_completed(keep)
+
+    # --- resident API tokens (store.tokens) -------------------------------------------
+
+    async def save_token(self, info: TokenInfo, *, sha256: str, audit: AuditEntry) -> bool:
+        return await self._tokens.save_token(info, sha256=sha256, audit=audit)
+
+    async def save_revocation(self, audit: AuditEntry) -> None:
+        await self._tokens.save_revocation(audit)
+
+    async def token(self, token_id: str) -> TokenInfo | None:
+        return await self._tokens.token(token_id)
+
+    async def hashed_token(self, token_id: str) -> tuple[TokenInfo, str] | None:
+        return await self._tokens.hashed_token(token_id)
+
+    async def tokens(
+        self, building_id: str | None = None, dwelling_id: str | None = None
+    ) -> list[TokenInfo]:
+        return await self._tokens.tokens(building_id, dwelling_id)
+
+    async def token_audit(
+        self, building_id: str | None = None, dwelling_id: str | None = None
+    ) -> list[AuditEntry]:
+        return await self._tokens.token_audit(building_id, dwelling_id)
 
 
 if TYPE_CHECKING:
