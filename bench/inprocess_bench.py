@@ -2,7 +2,7 @@
 
 The real ``Gateway`` (``Gateway.load`` and ``serve``) runs on the in-memory bus with a
 real SQLite file in a temporary directory. The events are the relay benchmark's
-(``bench.relay_bench.prepare``: simulated panels of dwellings that use all three sample
+(``bench.workload.prepare``: simulated panels of dwellings that use all three sample
 partner services, about four copies an event). Every event is put on the bus at once,
 then the run waits until all are acknowledged, which the gateway does only after their
 records are committed. CPU is ``time.process_time()``, so the aiosqlite thread counts.
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.relay_bench import SERVICES, prepare
+from bench.workload import SERVICES, prepare
 from intercom_gateway.bus import MemoryBroker
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
