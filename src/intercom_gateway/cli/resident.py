@@ -220,17 +220,25 @@ change_options = options(
     ),
     broker_options,
     timeout_option,
+    db_option,
 )
 
 
-def _channel(ctx: click.Context, offline: bool, timeout: float, **broker: Any) -> Any:
+def _change(
+    ctx: click.Context,
+    request: Callable[[Any], Awaitable[dict[str, Any]]],
+    *,
+    offline: bool,
+    timeout: float,
+    db_path: Path | None,
+    **broker: Any,
+) -> None:
+    """Make one change (the options of ``change_options``), print it; exit 1 unless done."""
     from intercom_gateway.resident.service import mqtt_channel
 
     # None: open_desk writes to the store (StoreChannel).
-    return None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
-
-
-def _finish_change(answer: dict[str, Any]) -> None:
+    channel = None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
+    answer = _ask(ctx, db_path, request, channel=channel)
     echo_json(answer)
     if answer["outcome"] != "done":
         raise SystemExit(EXIT_NO)
@@ -338,52 +346,22 @@ def provisions(
 @click.argument("dwelling")
 @click.argument("partner")
 @change_options
-@db_option
 @click.pass_context
 def stop_provision(
-    ctx: click.Context,
-    /,
-    building: str,
-    dwelling: str,
-    partner: str,
-    offline: bool,
-    timeout: float,
-    db_path: Path | None,
-    **broker: Any,
+    ctx: click.Context, /, building: str, dwelling: str, partner: str, **change: Any
 ) -> None:
     """Stop provision to one partner service (§8), from the very next event."""
-    channel = _channel(ctx, offline, timeout, **broker)
-    _finish_change(
-        _ask(
-            ctx,
-            db_path,
-            lambda desk: desk.stop_provision(building, dwelling, partner),
-            channel=channel,
-        )
-    )
+    _change(ctx, lambda desk: desk.stop_provision(building, dwelling, partner), **change)
 
 
 @resident.command("stop-use")
 @click.argument("building")
 @click.argument("dwelling")
 @change_options
-@db_option
 @click.pass_context
-def stop_use(
-    ctx: click.Context,
-    /,
-    building: str,
-    dwelling: str,
-    offline: bool,
-    timeout: float,
-    db_path: Path | None,
-    **broker: Any,
-) -> None:
+def stop_use(ctx: click.Context, /, building: str, dwelling: str, **change: Any) -> None:
     """Suspend use (§8): every optional purpose and every partner service."""
-    channel = _channel(ctx, offline, timeout, **broker)
-    _finish_change(
-        _ask(ctx, db_path, lambda desk: desk.stop_use(building, dwelling), channel=channel)
-    )
+    _change(ctx, lambda desk: desk.stop_use(building, dwelling), **change)
 
 
 @resident.command("erase")
