@@ -10,13 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
 from intercom_gateway.core.models import (
     DeviceRole,
     Event,
     SettingsChange,
+    SettingsChangeBody,
     parse_event,
     utc_now,
 )
+from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.simulators.settings import settings_change
 from intercom_gateway.store.sqlite import LedgerRow
 
 _seq = itertools.count(1)
@@ -114,6 +118,19 @@ def settings_message(
         topics.panel_settings(building, f"panel-{building}-{dwelling}"),
         body.model_dump_json().encode(),
     )
+
+
+def consent_change(
+    state: ConsentState,
+    body: SettingsChangeBody,
+    policy: Policy,
+    partners: PartnerRegistry,
+    *,
+    now: datetime,
+) -> ChangeResult:
+    """``body`` made on the panel of ``state``'s own dwelling at ``now``, applied to it."""
+    change = settings_change(state.building_id, state.dwelling_id, body, requested_at=now)
+    return apply_change(state, change, policy=policy, partners=partners, now=now)
 
 
 _LEDGER_ROW = LedgerRow(
