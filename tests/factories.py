@@ -11,6 +11,7 @@ from typing import Any
 
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import (
     DeviceRole,
     Event,
@@ -19,7 +20,9 @@ from intercom_gateway.core.models import (
     parse_event,
     utc_now,
 )
+from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
 from intercom_gateway.simulators.settings import settings_change
 from intercom_gateway.store.sqlite import LedgerRow
 
@@ -131,6 +134,25 @@ def consent_change(
     """``body`` made on the panel of ``state``'s own dwelling at ``now``, applied to it."""
     change = settings_change(state.building_id, state.dwelling_id, body, requested_at=now)
     return apply_change(state, change, policy=policy, partners=partners, now=now)
+
+
+def decided(
+    happened: Event,
+    state: ConsentState,
+    policy: Policy,
+    partners: PartnerRegistry,
+    *,
+    now: datetime,
+    gateway_id: str = "gw-1",
+    decision_id: uuid.UUID | None = None,
+) -> Decision:
+    """``decide`` on a router compiled for ``policy`` and ``partners``; a fresh decision
+    id unless one is given."""
+    router = Router.compile(policy, partners)
+    decision_id = decision_id or uuid.uuid4()
+    return decide(
+        happened, state, router=router, gateway_id=gateway_id, decision_id=decision_id, now=now
+    )
 
 
 _LEDGER_ROW = LedgerRow(

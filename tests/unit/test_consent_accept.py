@@ -6,18 +6,15 @@ that requires re-acceptance, do its events flow again.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
 from intercom_gateway.core.consent import ChangeResult, ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import AcceptPolicy, Register
 from intercom_gateway.core.outcomes import Reason
 from intercom_gateway.core.policy import PartnerRegistry, Policy
-from intercom_gateway.core.router import Router
-from tests.factories import consent_change, event
+from tests.factories import consent_change, decided, event
 
 from .conftest import NOW
 
@@ -108,14 +105,7 @@ def test_events_flow_again_once_the_new_version_is_accepted(
     alarm = event("alarm", building=BUILDING, dwelling=DWELLING)
 
     def cloud_gets_it(consent: ConsentState) -> bool:
-        decision = decide(
-            alarm,
-            consent,
-            router=Router.compile(in_force, partners),
-            gateway_id="gw-accept",
-            decision_id=uuid.uuid4(),
-            now=NOW,
-        )
+        decision = decided(alarm, consent, in_force, partners, now=NOW, gateway_id="gw-accept")
         if decision.gate is not None:
             assert decision.gate.reason is Reason.POLICY_NOT_ACCEPTED
         return decision.outcome("cloud").forwarded
