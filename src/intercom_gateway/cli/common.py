@@ -252,6 +252,7 @@ db_option = click.option(
     help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+dwelling_arguments = options(click.argument("building"), click.argument("dwelling"))
 seed_option = click.option(
     "--seed", type=int, default=0, show_default=True, help="Same seed, same events."
 )

@@ -20,6 +20,7 @@ from intercom_gateway.cli.common import (
     EXIT_NO,
     broker_options,
     db_option,
+    dwelling_arguments,
     echo_json,
     existing_store,
     group,
@@ -49,8 +50,7 @@ def consent() -> None:
 
 
 @consent.command("show")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.option(
     "--history/--no-history",
@@ -106,8 +106,7 @@ def _change_body(
 
 
 @consent.command("set")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option("--register", metavar="VERSION", help="Move-in: register under a policy version.")
 @click.option("--initialise", is_flag=True, help="Move-out (§7(1)①): stop all collection.")
 @click.option(
@@ -250,8 +249,7 @@ def resident() -> None:
 
 
 @resident.command("purposes")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.pass_context
 def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
@@ -260,8 +258,7 @@ def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | N
 
 
 @resident.command("disclose")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.pass_context
 def disclose(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
@@ -284,8 +281,7 @@ _BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
 
 
 @resident.command("provisions")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option(
     "--from",
     "start",
@@ -342,8 +338,7 @@ def provisions(
 
 
 @resident.command("stop-provision")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.argument("partner")
 @change_options
 @click.pass_context
@@ -355,8 +350,7 @@ def stop_provision(
 
 
 @resident.command("stop-use")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @change_options
 @click.pass_context
 def stop_use(ctx: click.Context, /, building: str, dwelling: str, **change: Any) -> None:
@@ -365,8 +359,7 @@ def stop_use(ctx: click.Context, /, building: str, dwelling: str, **change: Any)
 
 
 @resident.command("erase")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @db_option
 @click.pass_context

@@ -19,6 +19,7 @@ import click
 
 from intercom_gateway.cli.common import (
     db_option,
+    dwelling_arguments,
     echo_table,
     existing_store,
     group,
@@ -81,8 +82,7 @@ def token() -> None:
 
 
 @token.command("issue")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option(
     "--label",
     default="",
