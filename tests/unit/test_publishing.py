@@ -4,6 +4,7 @@ client keeps above its socket (``client.BrokerClient``), on fakes with no socket
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -12,27 +13,19 @@ from intercom_gateway.bus.client import BrokerClient
 from intercom_gateway.bus.inflight import Publishing
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 
-Sent = tuple[str, bytes, int, bool, UserProperties]
-
 
 class Recording(Publishing):
     """Keeps each publish and its callback; the test says when the PUBACK comes."""
 
     def __init__(self) -> None:
-        self.sent: list[Sent] = []
+        self.sent: list[tuple[Any, ...]] = []
         self.callbacks: list[DoneCallback] = []
         self.queued = asyncio.Event()
 
-    async def _send(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        user_properties: UserProperties,
-        on_done: DoneCallback,
-    ) -> None:
-        self.sent.append((topic, payload, qos, retain, user_properties))
+    async def _send(self, *publish: Any) -> None:
+        # topic, payload, qos, retain, user_properties, on_done
+        *sent, on_done = publish
+        self.sent.append(tuple(sent))
         self.callbacks.append(on_done)
         self.queued.set()
 
