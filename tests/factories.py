@@ -10,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
+from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import (
     DeviceRole,
     Event,
     SettingsChange,
+    SettingsChangeBody,
     parse_event,
     utc_now,
 )
+from intercom_gateway.core.outcomes import Decision
+from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.router import Router
+from intercom_gateway.simulators.settings import settings_change
 from intercom_gateway.store.sqlite import LedgerRow
 
 _seq = itertools.count(1)
@@ -113,6 +120,38 @@ def settings_message(
     return (
         topics.panel_settings(building, f"panel-{building}-{dwelling}"),
         body.model_dump_json().encode(),
+    )
+
+
+def consent_change(
+    state: ConsentState,
+    body: SettingsChangeBody,
+    policy: Policy,
+    partners: PartnerRegistry,
+    *,
+    now: datetime,
+) -> ChangeResult:
+    """``body`` made on the panel of ``state``'s own dwelling at ``now``, applied to it."""
+    change = settings_change(state.building_id, state.dwelling_id, body, requested_at=now)
+    return apply_change(state, change, policy=policy, partners=partners, now=now)
+
+
+def decided(
+    happened: Event,
+    state: ConsentState,
+    policy: Policy,
+    partners: PartnerRegistry,
+    *,
+    now: datetime,
+    gateway_id: str = "gw-1",
+    decision_id: uuid.UUID | None = None,
+) -> Decision:
+    """``decide`` on a router compiled for ``policy`` and ``partners``; a fresh decision
+    id unless one is given."""
+    router = Router.compile(policy, partners)
+    decision_id = decision_id or uuid.uuid4()
+    return decide(
+        happened, state, router=router, gateway_id=gateway_id, decision_id=decision_id, now=now
     )
 
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -27,16 +26,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from intercom_gateway.bus import BrokerAddress, Message, Will, mqtt5
-from intercom_gateway.bus.base import DoneCallback, UserProperties
-from intercom_gateway.bus.inflight import Inflight, until_done
-from intercom_gateway.bus.mqtt import SESSION_TAKEN_OVER, check_granted
-from intercom_gateway.errors import (
-    BusError,
-    ConnectFailed,
-    ConnectionLost,
-    PublishFailed,
-    SessionTakenOver,
-)
+from intercom_gateway.bus.base import UserProperties
+from intercom_gateway.bus.client import BrokerClient, disconnected
+from intercom_gateway.errors import BusError, ConnectFailed, ConnectionLost, PublishFailed
 
 
 class _UserProperties:
@@ -93,7 +85,7 @@ class _ReadBuffer:
         return getattr(self._sock, name)
 
 
-class PahoBus:
+class PahoBus(BrokerClient[ReasonCode]):
     """An MQTT v5 client on the running event loop, as ``MqttBus``. Use as ``async with``."""
 
     def __init__(
@@ -110,6 +102,7 @@ class PahoBus:
         will: Will | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
+        super().__init__(publish_window=publish_window)
         self.address = address
         self.client_id = client_id
         self._clean_start = clean_start
@@ -119,13 +112,6 @@ class PahoBus:
         self._keepalive = keepalive
         self._will = will
         self._connect_timeout = connect_timeout
-        self._inflight = Inflight(min(publish_window, mqtt5.MAX_PACKET_ID))
-        self._subscribing: dict[int, asyncio.Future[Any]] = {}
-        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._lost: BaseException | None = None
-        self._closing = False
-        self.session_present = False
-        self._connected: asyncio.Future[ReasonCode] | None = None
         self._misc_task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._reader: _ReadBuffer | None = None
@@ -165,29 +151,9 @@ class PahoBus:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def __aenter__(self) -> PahoBus:
-        await self._connect()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        await self.close(with_will=exc_type is not None)
-
-    def _fail_pending(self, error: BaseException) -> None:
-        self._inflight.fail_all(error)
-        for future in self._subscribing.values():
-            if not future.done():
-                future.set_exception(error)
-        self._subscribing.clear()
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(str(self._lost)) from self._lost
-        if self._closing:
-            raise ConnectionLost("bus closed")
-
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        self._connected = loop.create_future()
+        self._connack = loop.create_future()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry
         props.ReceiveMaximum = self._receive_maximum
@@ -209,7 +175,7 @@ class PahoBus:
             ) from error
         self._attach(loop)
         try:
-            reason = await asyncio.wait_for(self._connected, self._connect_timeout)
+            reason = await asyncio.wait_for(self._connack, self._connect_timeout)
         except TimeoutError as error:
             self._detach()
             raise ConnectFailed("no CONNACK from broker in time") from error
@@ -290,22 +256,12 @@ class PahoBus:
         self._detach()
         self._fail_pending(ConnectionLost("bus closed"))
 
-    def _connection_lost(self, error: BaseException) -> None:
-        if self._lost is not None:
-            return
-        self._lost = error
-        self._detach()
-        self._fail_pending(error)
-        self._inbox.put_nowait(error)
-        if self._connected is not None and not self._connected.done():
-            self._connected.set_exception(ConnectFailed(str(error)))
-
     # --- paho callbacks (all run on the event loop, inside loop_read/loop_write) ------
 
     def _on_connect(
         self, _c: Any, _u: Any, flags: paho.ConnectFlags, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        future = self._connected
+        future = self._connack
         if future is None or future.done():
             return
         self.session_present = bool(flags.session_present)
@@ -320,8 +276,7 @@ class PahoBus:
         self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if not self._closing:
-            lost = SessionTakenOver if reason.value == SESSION_TAKEN_OVER else ConnectionLost
-            self._connection_lost(lost(f"broker disconnected: {reason}"))
+            self._connection_lost(disconnected(reason.value, str(reason)))
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
@@ -346,9 +301,7 @@ class PahoBus:
     def _on_subscribe(
         self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
     ) -> None:
-        future = self._subscribing.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(reasons)
+        self._subacked(mid, [reason.value for reason in reasons])
 
     # --- the Bus interface -----------------------------------------------------------
 
@@ -359,64 +312,19 @@ class PahoBus:
         rc, mid = self._client.subscribe([(f, options) for f in filters])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"subscribe failed: {paho.error_string(rc)}")
-        future: asyncio.Future[list[ReasonCode]] = asyncio.get_running_loop().create_future()
-        self._subscribing[mid] = future
-        check_granted(filters, [reason.value for reason in await future])
+        await self._granted(mid, filters)
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
         if self._manual_ack and message.qos > 0 and self._lost is None:
             self._client.ack(message.mid, message.qos)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._inbox.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-        on_done: DoneCallback | None = None,
-    ) -> None:
-        """As ``MqttBus.publish``: with ``on_done``, queued; without, acknowledged."""
-        if on_done is not None:
-            await self._send(topic, payload, qos, retain, user_properties, on_done)
-        else:
-            await until_done(
-                lambda done: self._send(topic, payload, qos, retain, user_properties, done)
-            )
-
-    async def drain(self) -> None:
-        await self._inflight.drain()
-
-    async def _send(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        user_properties: UserProperties,
-        on_done: DoneCallback,
-    ) -> None:
-        if qos not in (0, 1):
-            raise ValueError("the bus publishes at QoS 0 or 1")
-        await self._inflight.reserve()
-        try:
-            self._check()
-        except BusError:
-            self._inflight.release()
-            raise
+    def _transmit(
+        self, topic: str, payload: bytes, qos: int, retain: bool, user_properties: UserProperties
+    ) -> int:
         # paho only ever calls .pack() on the properties of an outgoing PUBLISH.
         properties = cast(Properties, _UserProperties(user_properties)) if user_properties else None
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._inflight.release()
             raise PublishFailed(paho.error_string(info.rc), topic=topic, reason_code=int(info.rc))
-        self._inflight.sent(info.mid, qos, topic, on_done)
+        return info.mid

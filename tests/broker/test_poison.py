@@ -160,35 +160,27 @@ async def publish(
         for index, event in enumerate(events):
             await bus.publish(*message_of(event), on_done=unawaited)
             if index % step == step - 1 and bad:
-                sample, retain = bad.pop(0)
-                await bus.publish(
-                    sample.topic,
-                    sample.payload,
-                    retain=retain,
-                    user_properties=sample.properties,
-                    on_done=unawaited,
-                )
+                await queue(bus, *bad.pop(0))
         for sample, retain in bad:
-            await bus.publish(
-                sample.topic,
-                sample.payload,
-                retain=retain,
-                user_properties=sample.properties,
-                on_done=unawaited,
-            )
+            await queue(bus, sample, retain)
         await bus.drain()
 
 
 async def send(broker: Mosquitto, sample: Sample, *, retain: bool = False) -> None:
     async with fleet(broker) as bus:
-        await bus.publish(
-            sample.topic,
-            sample.payload,
-            retain=retain,
-            user_properties=sample.properties,
-            on_done=unawaited,
-        )
+        await queue(bus, sample, retain)
         await bus.drain()
+
+
+async def queue(bus: MqttBus, sample: Sample, retain: bool) -> None:
+    """Publish a poison sample; its PUBACK is awaited by ``drain``."""
+    await bus.publish(
+        sample.topic,
+        sample.payload,
+        retain=retain,
+        user_properties=sample.properties,
+        on_done=unawaited,
+    )
 
 
 async def unless_exited(world: World, awaitable: Any) -> None:

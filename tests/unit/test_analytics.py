@@ -13,12 +13,10 @@ import pytest
 
 from intercom_gateway.core.analytics import AnalyticsWindows, Draft, coarse_occurred_at, floor_to
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import Forwarded
 from intercom_gateway.core.policy import PartnerRegistry, Policy
-from intercom_gateway.core.router import Router
-from tests.factories import event
+from tests.factories import decided, event
 
 T0 = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -33,14 +31,7 @@ def draft(policy: Policy, partners: PartnerRegistry, **fields: object) -> Draft:
         accepted_policy_version=policy.version,
         revision=1,
     )
-    decision = decide(
-        happened,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id="gw-1",
-        decision_id=uuid.uuid4(),
-        now=T0,
-    )
+    decision = decided(happened, state, policy, partners, now=T0)
     return Draft.of(decision.outcome("analytics"), policy_version=policy.version, gateway_id="gw-1")
 
 
@@ -156,14 +147,7 @@ def test_a_held_copy_is_a_valid_envelope_with_its_own_properties(
         accepted_policy_version=policy.version,
         revision=1,
     )
-    decision = decide(
-        happened,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id="gw-1",
-        decision_id=uuid.uuid4(),
-        now=T0,
-    )
+    decision = decided(happened, state, policy, partners, now=T0)
     made = Draft.of(decision.outcome("analytics"), policy_version=policy.version, gateway_id="gw-1")
     held = AnalyticsWindows(window=HOUR).hold(made, T0 + timedelta(minutes=30))
     envelope = Forwarded.model_validate_json(held.payload)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,33 +14,21 @@ from intercom_gateway.core.models import (
     Register,
     ReturnHomeNotification,
     ServiceUse,
-    SettingsChange,
     SettingsChangeBody,
 )
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.simulators.settings import settings_change
+from tests.factories import consent_change
 
 from .conftest import NOW
 
 BUILDING, DWELLING = "b1", "d101"
 
 
-def _change(body: SettingsChangeBody, *, dwelling: str = DWELLING) -> SettingsChange:
-    return SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id=dwelling,
-        requested_at=NOW,
-        change=body,
-    )
-
-
 def _apply(
-    state: ConsentState,
-    body: SettingsChangeBody,
-    policy: Policy,
-    partners: PartnerRegistry,
+    state: ConsentState, body: SettingsChangeBody, policy: Policy, partners: PartnerRegistry
 ) -> ChangeResult:
-    return apply_change(state, _change(body), policy=policy, partners=partners, now=NOW)
+    return consent_change(state, body, policy, partners, now=NOW)
 
 
 def _registered(policy: Policy, partners: PartnerRegistry) -> ConsentState:
@@ -106,7 +93,7 @@ def test_refused_changes_leave_the_state_alone(
 
 def test_change_for_another_dwelling_is_refused(policy: Policy, partners: PartnerRegistry) -> None:
     state = _registered(policy, partners)
-    change = _change(Initialise(), dwelling="d999")
+    change = settings_change(BUILDING, "d999", Initialise(), requested_at=NOW)
     result = apply_change(state, change, policy=policy, partners=partners, now=NOW)
     assert not result.applied
     assert result.state.registered
@@ -171,7 +158,9 @@ def test_state_lists_are_sorted_and_unique() -> None:
 
 
 def test_ack_carries_the_outcome(policy: Policy, partners: PartnerRegistry) -> None:
-    change = _change(ServiceUse(partner_id="nobody", used=True))
+    change = settings_change(
+        BUILDING, DWELLING, ServiceUse(partner_id="nobody", used=True), requested_at=NOW
+    )
     state = _registered(policy, partners)
     result = apply_change(state, change, policy=policy, partners=partners, now=NOW)
     ack = result.ack(change, now=NOW + timedelta(seconds=1))

@@ -6,18 +6,15 @@ that requires re-acceptance, do its events flow again.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from intercom_gateway.core.consent import ChangeResult, ConsentState, apply_change
-from intercom_gateway.core.decide import decide
-from intercom_gateway.core.models import AcceptPolicy, Register, SettingsChange
+from intercom_gateway.core.consent import ChangeResult, ConsentState
+from intercom_gateway.core.models import AcceptPolicy, Register
 from intercom_gateway.core.outcomes import Reason
 from intercom_gateway.core.policy import PartnerRegistry, Policy
-from intercom_gateway.core.router import Router
-from tests.factories import event
+from tests.factories import consent_change, decided, event
 
 from .conftest import NOW
 
@@ -38,14 +35,7 @@ def _next(policy: Policy) -> Policy:
 def _accept(
     state: ConsentState, version: str, policy: Policy, partners: PartnerRegistry
 ) -> ChangeResult:
-    change = SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id=DWELLING,
-        requested_at=NOW,
-        change=AcceptPolicy(policy_version=version),
-    )
-    return apply_change(state, change, policy=policy, partners=partners, now=NOW)
+    return consent_change(state, AcceptPolicy(policy_version=version), policy, partners, now=NOW)
 
 
 def _registered(version: str, **fields: Any) -> ConsentState:
@@ -109,26 +99,13 @@ def test_events_flow_again_once_the_new_version_is_accepted(
 ) -> None:
     """Register under one version, the policy changes, accept: §10 end to end."""
     old = ConsentState.initial(BUILDING, DWELLING)
-    register = SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id=DWELLING,
-        requested_at=NOW,
-        change=Register(policy_version=policy.version),
-    )
-    state = apply_change(old, register, policy=policy, partners=partners, now=NOW).state
+    register = Register(policy_version=policy.version)
+    state = consent_change(old, register, policy, partners, now=NOW).state
     in_force = _next(policy)
     alarm = event("alarm", building=BUILDING, dwelling=DWELLING)
 
     def cloud_gets_it(consent: ConsentState) -> bool:
-        decision = decide(
-            alarm,
-            consent,
-            router=Router.compile(in_force, partners),
-            gateway_id="gw-accept",
-            decision_id=uuid.uuid4(),
-            now=NOW,
-        )
+        decision = decided(alarm, consent, in_force, partners, now=NOW, gateway_id="gw-accept")
         if decision.gate is not None:
             assert decision.gate.reason is Reason.POLICY_NOT_ACCEPTED
         return decision.outcome("cloud").forwarded

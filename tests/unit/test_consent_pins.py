@@ -7,7 +7,6 @@ acknowledgements pinned by no test.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -20,10 +19,11 @@ from intercom_gateway.core.models import (
     Register,
     ReturnHomeNotification,
     ServiceUse,
-    SettingsChange,
     SettingsChangeBody,
 )
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.simulators.settings import settings_change
+from tests.factories import consent_change
 
 from .conftest import NOW
 
@@ -118,13 +118,7 @@ def test_a_change_for_another_dwelling_is_refused(
     policy: Policy, partners: PartnerRegistry
 ) -> None:
     before = _state(policy)
-    change = SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id="d0399",
-        requested_at=NOW,
-        change=Initialise(),
-    )
+    change = settings_change(BUILDING, "d0399", Initialise(), requested_at=NOW)
     result = apply_change(before, change, policy=policy, partners=partners, now=NOW)
     assert not result.applied
     assert result.detail == f"change is for {BUILDING}/d0399, consent is for {BUILDING}/{DWELLING}"
@@ -134,14 +128,7 @@ def test_a_change_for_another_dwelling_is_refused(
 def _apply(
     state: ConsentState, body: SettingsChangeBody, policy: Policy, partners: PartnerRegistry
 ) -> ChangeResult:
-    change = SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id=DWELLING,
-        requested_at=NOW,
-        change=body,
-    )
-    return apply_change(state, change, policy=policy, partners=partners, now=NOW)
+    return consent_change(state, body, policy, partners, now=NOW)
 
 
 def test_a_refused_opt_out_names_the_purposes_a_resident_may_opt_out_of(

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import (
     EVENT_MODELS,
@@ -38,8 +37,8 @@ from intercom_gateway.core.policy import (
     Policy,
     default_policy,
 )
-from intercom_gateway.core.router import Router
 from intercom_gateway.core.tags import Part
+from tests.factories import decided
 
 from .conftest import NOW
 
@@ -119,14 +118,7 @@ def consent(policy: Policy, **overrides: Any) -> ConsentState:
 
 
 def run(event: Event, state: ConsentState, policy: Policy, partners: PartnerRegistry) -> Decision:
-    return decide(
-        event,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id="gw-1",
-        decision_id=DECISION_ID,
-        now=NOW,
-    )
+    return decided(event, state, policy, partners, now=NOW, decision_id=DECISION_ID)
 
 
 def _with_rules(policy: Policy, **rule_purposes: list[str]) -> Policy:

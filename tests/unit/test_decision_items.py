@@ -3,17 +3,11 @@ holds items 1 and 2 and the helpers)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from intercom_gateway.core.consent import apply_change
-from intercom_gateway.core.models import (
-    EventType,
-    ServiceUse,
-    SettingsChange,
-)
+from intercom_gateway.core.models import EventType, ServiceUse
 from intercom_gateway.core.outcomes import Outcome, Reason
 from intercom_gateway.core.policy import (
     BASE_FIELDS,
@@ -23,12 +17,11 @@ from intercom_gateway.core.policy import (
     Policy,
     default_policy,
 )
+from tests.factories import consent_change
 
 from .conftest import NOW
 from .test_decision import (
-    BUILDING,
     DECISION_ID,
-    DWELLING,
     _with_rules,
     consent,
     make_event,
@@ -224,16 +217,10 @@ def test_item5_stopping_provision_takes_effect_for_the_next_event(
 ) -> None:
     """Items 5 and 9: the decision uses exactly the consent it is given."""
     state = consent(policy)
-    change = SettingsChange(
-        change_id=uuid.uuid4(),
-        building_id=BUILDING,
-        dwelling_id=DWELLING,
-        requested_at=NOW,
-        change=ServiceUse(partner_id="concierge", used=False),
-    )
+    stop = ServiceUse(partner_id="concierge", used=False)
     event = make_event(EventType.VISITOR, image=True)
     assert run(event, state, policy, partners).outcome("partner:concierge").forwarded
-    after = apply_change(state, change, policy=policy, partners=partners, now=NOW).state
+    after = consent_change(state, stop, policy, partners, now=NOW).state
     outcome = run(event, after, policy, partners).outcome("partner:concierge")
     assert outcome.reason is Reason.PROVISION_STOPPED
 

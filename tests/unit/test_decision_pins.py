@@ -8,14 +8,12 @@ hold whatever shape the routing takes inside.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import EVENT_MODELS, Event, EventType
 from intercom_gateway.core.outcomes import Decision, Outcome, Reason
 from intercom_gateway.core.policy import (
@@ -25,8 +23,7 @@ from intercom_gateway.core.policy import (
     Policy,
     Provision,
 )
-from intercom_gateway.core.router import Router
-from tests.factories import event
+from tests.factories import decided, event
 
 from .conftest import NOW
 
@@ -51,14 +48,7 @@ def _consent(policy: Policy, *, services: tuple[str, ...] = (), **fields: Any) -
 def _decide(
     happened: Event, state: ConsentState, policy: Policy, partners: PartnerRegistry
 ) -> Decision:
-    return decide(
-        happened,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id="gw-pins",
-        decision_id=uuid.uuid4(),
-        now=NOW,
-    )
+    return decided(happened, state, policy, partners, now=NOW, gateway_id="gw-pins")
 
 
 def _event(event_type: EventType, *, image: bool = False, dwelling: str = DWELLING) -> Event:

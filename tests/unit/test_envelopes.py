@@ -7,7 +7,6 @@ they must parse back through that model and equal, byte for byte, what
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -15,13 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.encoding import Envelopes, user_properties
 from intercom_gateway.core.models import Event, EventType, Forwarded
 from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
-from intercom_gateway.core.router import Router
 from intercom_gateway.core.tags import Copy, Part
+from tests.factories import decided
 
 from .conftest import NOW
 from .test_decision import (
@@ -99,14 +97,7 @@ def _decide(
     gateway_id: str = "gw-1",
     now: datetime = NOW,
 ) -> Decision:
-    return decide(
-        event,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id=gateway_id,
-        decision_id=uuid.uuid4(),
-        now=now,
-    )
+    return decided(event, state, policy, partners, now=now, gateway_id=gateway_id)
 
 
 @_PROPERTY

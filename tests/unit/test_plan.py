@@ -8,7 +8,6 @@ ledger row of its copy when the destination's provision is recorded (§8).
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.decide import decide
 from intercom_gateway.core.encoding import user_properties
 from intercom_gateway.core.models import Event, EventType, Forwarded
 from intercom_gateway.core.outcomes import Decision
@@ -27,7 +25,7 @@ from intercom_gateway.core.plan import (
     provision_row,
 )
 from intercom_gateway.core.policy import DestinationKind, PartnerRegistry, Policy
-from intercom_gateway.core.router import Router
+from tests.factories import decided
 
 from .conftest import NOW
 from .test_decision import _POLICY_FOR_STRATEGIES, _PROPERTY, consent, make_event, scenarios
@@ -40,14 +38,7 @@ _MOMENTS = st.datetimes(
 def _decide(
     event: Event, state: ConsentState, partners: PartnerRegistry, policy: Policy, now: datetime
 ) -> Decision:
-    return decide(
-        event,
-        state,
-        router=Router.compile(policy, partners),
-        gateway_id="gw-1",
-        decision_id=uuid.uuid4(),
-        now=now,
-    )
+    return decided(event, state, policy, partners, now=now)
 
 
 def _assert_planned(decision: Decision, event: Event, now: datetime) -> int:

@@ -1,18 +1,61 @@
-"""Publishes on their way: the window that caps them and the callbacks their PUBACKs run.
+"""Publishes on their way: the one ``publish`` verb, the window that caps publishes and
+the callbacks their PUBACKs run.
 
 Kept apart from the socket code of ``mqtt.MqttBus`` because it is the same bookkeeping
-whatever moves the packets (the paho reference bus of the tests uses it too).
+whatever moves the packets: every bus publishes through ``Publishing``, and the paho
+reference bus of the tests shares the window too.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from intercom_gateway.bus.base import DoneCallback
+from intercom_gateway.bus.base import DoneCallback, UserProperties
 from intercom_gateway.errors import PublishFailed
 
-__all__ = ["Inflight", "until_done"]
+__all__ = ["Inflight", "Publishing", "until_done"]
+
+
+class Publishing(abc.ABC):
+    """The ``publish`` verb of ``base.Bus`` on one hook each bus writes: ``_send``.
+
+    ``_send`` puts one publish on its way and reports its outcome to ``on_done``; a
+    publish without ``on_done`` waits here for that outcome (``until_done``).
+    """
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: UserProperties = (),
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        """See ``base.Bus.publish``: with ``on_done``, queued; without, acknowledged."""
+        if qos not in (0, 1):
+            raise ValueError("the bus publishes at QoS 0 or 1")
+        if on_done is not None:
+            await self._send(topic, payload, qos, retain, user_properties, on_done)
+        else:
+            await until_done(
+                lambda done: self._send(topic, payload, qos, retain, user_properties, done)
+            )
+
+    @abc.abstractmethod
+    async def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        user_properties: UserProperties,
+        on_done: DoneCallback,
+    ) -> None:
+        """Put one publish (QoS 0 or 1) on its way; ``on_done`` gets its outcome."""
 
 
 class Inflight:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from intercom_gateway.bus import mqtt5
 from intercom_gateway.bus.base import DoneCallback, Message, UserProperties
+from intercom_gateway.bus.inflight import Publishing
 from intercom_gateway.core import topics
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 
@@ -113,7 +114,7 @@ class MemoryBroker:
             self.sessions[bus.client_id] = bus._session
 
 
-class MemoryBus:
+class MemoryBus(Publishing):
     """A client of ``MemoryBroker``; ``ack`` calls are kept in ``acked`` for tests."""
 
     def __init__(
@@ -211,19 +212,16 @@ class MemoryBus:
         if message.qos:
             self._session.unacked.pop(message.mid, None)
 
-    async def publish(
+    async def _send(
         self,
         topic: str,
         payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-        on_done: DoneCallback | None = None,
+        qos: int,
+        retain: bool,
+        user_properties: UserProperties,
+        on_done: DoneCallback,
     ) -> None:
-        """Route at once; ``on_done`` (the PUBACK) runs before this returns."""
-        if qos not in (0, 1):
-            raise ValueError("the bus publishes at QoS 0 or 1")
+        """Route at once; ``on_done`` (the PUBACK) runs before ``publish`` returns."""
         if self._closed:
             raise ConnectionLost("bus closed")
         try:
@@ -233,8 +231,7 @@ class MemoryBus:
         except ValueError as error:
             raise PublishFailed(str(error), topic=topic) from error
         self.broker.route(mqtt5.read_publish(*mqtt5.split_packet(packet)))
-        if on_done is not None:
-            on_done(None)
+        on_done(None)
 
     async def drain(self) -> None:
         """Nothing to wait for: every publish was acknowledged when it was routed."""

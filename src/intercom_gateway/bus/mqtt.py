@@ -20,34 +20,14 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import cast
 
 from intercom_gateway.bus import mqtt5
-from intercom_gateway.bus.base import BrokerAddress, DoneCallback, Message, UserProperties, Will
-from intercom_gateway.bus.inflight import Inflight, until_done
-from intercom_gateway.errors import (
-    BusError,
-    ConnectFailed,
-    ConnectionLost,
-    PublishFailed,
-    SessionTakenOver,
-    SubscribeRefused,
-)
+from intercom_gateway.bus.base import BrokerAddress, Message, UserProperties, Will
+from intercom_gateway.bus.client import BrokerClient, disconnected
+from intercom_gateway.errors import ConnectFailed, ConnectionLost, PublishFailed
 
-__all__ = ["SESSION_TAKEN_OVER", "MqttBus", "check_granted"]
-
-# DISCONNECT reason: another connection with our client id took the session.
-SESSION_TAKEN_OVER = 0x8E
-
-
-def check_granted(filters: Sequence[str], codes: Sequence[int]) -> None:
-    """Every SUBACK code checked: Mosquitto's ACL refusals are otherwise silent."""
-    if len(codes) != len(filters):
-        raise BusError(f"SUBACK has {len(codes)} reason codes for {len(filters)} filters")
-    for topic_filter, code in zip(filters, codes, strict=True):
-        if code >= 0x80:
-            raise SubscribeRefused(topic_filter, code)
+__all__ = ["MqttBus"]
 
 
 class _Protocol(asyncio.Protocol):
@@ -67,7 +47,7 @@ class _Protocol(asyncio.Protocol):
         self.bus._transport_closed(exc)
 
 
-class MqttBus:
+class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
     """An MQTT v5 client on the running event loop. Use as ``async with``.
 
     Every packet made during one turn of the event loop (publishes, acknowledgements)
@@ -89,6 +69,7 @@ class MqttBus:
         will: Will | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
+        super().__init__(publish_window=publish_window)
         self.address = address
         self.client_id = client_id
         self._clean_start = clean_start
@@ -98,16 +79,6 @@ class MqttBus:
         self._keepalive = keepalive
         self._will = will
         self._connect_timeout = connect_timeout
-        # Packet ids are 16-bit: no more unacknowledged publishes can exist.
-        self._inflight = Inflight(min(publish_window, mqtt5.MAX_PACKET_ID))
-        self._subscribing: dict[int, asyncio.Future[list[int]]] = {}
-        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._lost: BaseException | None = None
-        self._closing = False
-        # The CONNACK's Session Present flag: with clean_start=False, False means the
-        # broker had no session for us (never had one, expired, or erased).
-        self.session_present = False
-        self._connack: asyncio.Future[tuple[int, mqtt5.Properties]] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._rest = b""  # the start of a packet whose end has not arrived yet
@@ -119,15 +90,6 @@ class MqttBus:
         self._last_sent = self._last_received = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------
-
-    async def __aenter__(self) -> MqttBus:
-        await self._connect()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        # Leaving on an error, even a cancellation: whoever reads our will (the gateway's
-        # status) must learn we are gone; only a clean exit is a clean disconnect.
-        await self.close(with_will=exc_type is not None)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -248,29 +210,6 @@ class MqttBus:
             cause = exc or "the broker closed it"
             self._connection_lost(ConnectionLost(f"connection to the broker lost: {cause}"))
 
-    def _connection_lost(self, error: BaseException) -> None:
-        if self._lost is not None:
-            return
-        self._lost = error
-        self._detach()
-        self._fail_pending(error)
-        self._inbox.put_nowait(error)
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(ConnectFailed(str(error)))
-
-    def _fail_pending(self, error: BaseException) -> None:
-        self._inflight.fail_all(error)
-        for future in self._subscribing.values():
-            if not future.done():
-                future.set_exception(error)
-        self._subscribing.clear()
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(str(self._lost)) from self._lost
-        if self._closing:
-            raise ConnectionLost("bus closed")
-
     # --- writing ---------------------------------------------------------------------
 
     def _queue(self, packet: bytes) -> None:
@@ -339,17 +278,13 @@ class MqttBus:
                 self.session_present = bool(body[0] & 0x01)
                 self._connack.set_result(connack)
         elif first == mqtt5.SUBACK:
-            packet_id, codes = mqtt5.read_suback(body)
-            future = self._subscribing.pop(packet_id, None)
-            if future is not None and not future.done():
-                future.set_result(codes)
+            self._subacked(*mqtt5.read_suback(body))
         elif first == mqtt5.PINGRESP:
             pass  # its arrival is all that counts
         elif first == mqtt5.DISCONNECT:
             reason, text = mqtt5.read_disconnect(body)
             detail = f": {text}" if text else ""
-            lost = SessionTakenOver if reason == SESSION_TAKEN_OVER else ConnectionLost
-            self._connection_lost(lost(f"broker disconnected: {mqtt5.reason_name(reason)}{detail}"))
+            self._connection_lost(disconnected(reason, f"{mqtt5.reason_name(reason)}{detail}"))
         else:
             raise mqtt5.MalformedPacket(f"unexpected packet type 0x{first:02x}")
 
@@ -360,78 +295,34 @@ class MqttBus:
         if not filters:
             return
         packet_id = self._allocate_id()
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._subscribing[packet_id] = future
         self._queue(mqtt5.subscribe(packet_id, filters, qos, retain_handling))
-        check_granted(filters, await future)
+        await self._granted(packet_id, filters)
 
     def ack(self, message: Message) -> None:
         """Acknowledge an inbound QoS 1 message (only meaningful with manual_ack)."""
         if self._manual_ack and message.qos > 0 and self._lost is None and not self._closing:
             self._queue(mqtt5.puback(message.mid))
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._inbox.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    # --- writing a PUBLISH (the rest of publish is BrokerClient's) -------------------
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: UserProperties = (),
-        on_done: DoneCallback | None = None,
-    ) -> None:
-        """See ``base.Bus.publish``: with ``on_done``, queued; without, acknowledged."""
-        if on_done is not None:
-            await self._send(topic, payload, qos, retain, user_properties, on_done)
-        else:
-            await until_done(
-                lambda done: self._send(topic, payload, qos, retain, user_properties, done)
-            )
-
-    async def drain(self) -> None:
-        await self._inflight.drain()
-
-    async def _send(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        user_properties: UserProperties,
-        on_done: DoneCallback,
-    ) -> None:
-        """Queue a publish; waits only while the publish window is full."""
-        if qos not in (0, 1):
-            raise ValueError("the bus publishes at QoS 0 or 1")
-        await self._inflight.reserve()
+    def _transmit(
+        self, topic: str, payload: bytes, qos: int, retain: bool, user_properties: UserProperties
+    ) -> int:
+        """Queue the PUBLISH; its packet id (0 at QoS 0)."""
+        packet_id = self._allocate_id() if qos else 0
         try:
-            self._check()
-            packet_id = self._allocate_id() if qos else 0
-            properties = mqtt5.user_properties(tuple(user_properties))
             header = mqtt5.publish_header(
                 topic,
                 len(payload),
                 qos=qos,
                 retain=retain,
                 packet_id=packet_id,
-                properties=properties,
+                properties=mqtt5.user_properties(tuple(user_properties)),
             )
-        except BusError:
-            self._inflight.release()
-            raise
         except ValueError as error:
-            self._inflight.release()
             raise PublishFailed(str(error), topic=topic) from error
         size = len(header) + len(payload)
         if self._max_packet and size > self._max_packet:
-            self._inflight.release()
             raise PublishFailed(
                 f"a {size:,}-byte packet is over the broker's maximum of {self._max_packet:,}",
                 topic=topic,
@@ -439,4 +330,4 @@ class MqttBus:
             )
         self._out.append(header)
         self._queue(payload)
-        self._inflight.sent(packet_id, qos, topic, on_done)
+        return packet_id

@@ -252,6 +252,49 @@ db_option = click.option(
     help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+dwelling_arguments = options(click.argument("building"), click.argument("dwelling"))
+seed_option = click.option(
+    "--seed", type=int, default=0, show_default=True, help="Same seed, same events."
+)
+
+
+def out_option(default: Path, help: str, *, folder: bool) -> Callable[[F], F]:
+    """``--out``: the folder (or the file) a command writes, its default shown."""
+    kind = click.Path(file_okay=not folder, dir_okay=folder, path_type=Path)
+    return click.option("--out", type=kind, default=default, show_default=True, help=help)
+
+
+def workdir_option(help: str) -> Callable[[F], F]:
+    """``--workdir``: where a self-contained run puts its broker, accounts and store."""
+    return click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
+def registry_option(help: str, *, dir_okay: bool = True) -> Callable[[F], F]:
+    """``--registry``: a device registry file, as ``registry_path``."""
+    kind = click.Path(exists=True, dir_okay=dir_okay, path_type=Path)
+    return click.option("--registry", "registry_path", type=kind, help=help)
+
+
+def acceleration_option(help: str, *, default: float | None = None) -> Callable[[F], F]:
+    """``--acceleration``: simulated seconds per real second."""
+    if default is None:
+        return click.option("--acceleration", type=float, help=help)
+    return click.option("--acceleration", type=float, default=default, show_default=True, help=help)
+
+
+def running_broker_options(
+    *, host: str | None, port: str, secrets: str, folder: bool = True
+) -> Callable[[F], F]:
+    """``--broker-host`` (with a ``host`` help), ``--broker-port`` and ``--secrets-dir``:
+    a broker already running instead of the one a command would start itself."""
+    kind = click.Path(file_okay=not folder, path_type=Path)
+    port_and_secrets = (
+        click.option("--broker-port", type=int, help=port),
+        click.option("--secrets-dir", type=kind, help=secrets),
+    )
+    if host is None:
+        return options(*port_and_secrets)
+    return options(click.option("--broker-host", help=host), *port_and_secrets)
 
 
 # --- output --------------------------------------------------------------------------------

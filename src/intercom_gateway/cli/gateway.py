@@ -23,6 +23,8 @@ from intercom_gateway.cli.common import (
     echo_json,
     existing_store,
     group,
+    out_option,
+    registry_option,
     run,
     settings_of,
     stop_on_signals,
@@ -39,12 +41,7 @@ MAX_RETENTION_DAYS = 36_525
 @broker_options
 @click.option("--gateway-id", help="Client id and name of this gateway [default gw-1].")
 @db_option
-@click.option(
-    "--registry",
-    "registry_path",
-    type=click.Path(exists=True, path_type=Path),
-    help="Device registry YAML [env INTERCOM_REGISTRY_PATH, default: the packaged sample].",
-)
+@registry_option("Device registry YAML [env INTERCOM_REGISTRY_PATH, default: the packaged sample].")
 @click.option(
     "--policy",
     "policy_path",
@@ -181,13 +178,7 @@ def explain(
 
 
 @click.command()
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("schemas"),
-    show_default=True,
-    help="Folder to write the JSON Schemas into.",
-)
+@out_option(Path("schemas"), "Folder to write the JSON Schemas into.", folder=True)
 def schemas(out: Path) -> None:
     """Export the JSON Schema of every event, settings change and output envelope."""
     from intercom_gateway.contract.schemas import write_schemas
@@ -197,12 +188,8 @@ def schemas(out: Path) -> None:
 
 
 @click.command("asyncapi")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("docs/asyncapi.yaml"),
-    show_default=True,
-    help="Where to write the document ('-' for stdout).",
+@out_option(
+    Path("docs/asyncapi.yaml"), "Where to write the document ('-' for stdout).", folder=False
 )
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if --out is not current.")
 @click.pass_context

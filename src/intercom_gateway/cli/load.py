@@ -17,7 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from intercom_gateway.cli.common import EXIT_NO, settings_of
+from intercom_gateway.cli.common import (
+    EXIT_NO,
+    acceleration_option,
+    out_option,
+    registry_option,
+    running_broker_options,
+    seed_option,
+    settings_of,
+    workdir_option,
+)
 from intercom_gateway.settings import Settings
 
 
@@ -28,21 +37,17 @@ from intercom_gateway.settings import Settings
     "--services",
     help="Comma-separated partner services every dwelling uses [default: all registered].",
 )
-@click.option(
-    "--registry",
-    "registry_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Use this device registry instead (with --broker-port: the one the gateway runs).",
+@registry_option(
+    "Use this device registry instead (with --broker-port: the one the gateway runs).",
+    dir_okay=False,
 )
 @click.option("--rate", type=float, help="Target events per second [default 200].")
-@click.option(
-    "--acceleration",
-    type=float,
-    help="Pace by simulated time instead: simulated seconds per real second (1: realistic).",
+@acceleration_option(
+    "Pace by simulated time instead: simulated seconds per real second (1: realistic)."
 )
 @click.option("--duration", type=float, help="Seconds of sending [default 10 unless --events].")
 @click.option("--events", type=int, help="Stop after this many events.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
+@seed_option
 @click.option(
     "--publish-window",
     type=int,
@@ -59,28 +64,14 @@ from intercom_gateway.settings import Settings
     " gateway, longer than its INTERCOM_ANALYTICS_WINDOW (analytics copies are released per"
     " window; the self-contained gateway uses 1 s windows).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports/load"),
-    show_default=True,
-    help="Folder for load-result.json and load-latency.png.",
+@out_option(Path("reports/load"), "Folder for load-result.json and load-latency.png.", folder=True)
+@workdir_option(
+    "Self-contained: where broker, accounts and store go [default: a temporary folder]."
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Self-contained: where broker, accounts and store go [default: a temporary folder].",
-)
-@click.option("--broker-host", help="With --broker-port: a running broker's host.")
-@click.option(
-    "--broker-port",
-    type=int,
-    help="Use a running broker and gateway (accounts from --secrets-dir) instead of starting both.",
-)
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="With --broker-port: the running broker's accounts (`credentials generate`).",
+@running_broker_options(
+    host="With --broker-port: a running broker's host.",
+    port="Use a running broker and gateway (accounts from --secrets-dir) instead of starting both.",
+    secrets="With --broker-port: the running broker's accounts (`credentials generate`).",
 )
 @click.pass_context
 def load(ctx: click.Context, /, **options: Any) -> None:

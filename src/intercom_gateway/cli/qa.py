@@ -19,12 +19,17 @@ import click
 from intercom_gateway import logs
 from intercom_gateway.cli.common import (
     EXIT_NO,
+    acceleration_option,
     broker_address,
     broker_options,
     group,
+    registry_option,
     run,
+    running_broker_options,
+    seed_option,
     settings_of,
     stop_on_signals,
+    workdir_option,
 )
 from intercom_gateway.cli.load import load
 from intercom_gateway.settings import Settings
@@ -46,26 +51,16 @@ LIBRARY = Path(__file__).resolve().parents[1] / "qa" / "scenarios"
     show_default=True,
     help="Seconds to run; 0 runs until Ctrl-C.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
-@click.option(
-    "--acceleration",
-    type=float,
-    default=7200.0,
-    show_default=True,
-    help="Simulated seconds per real second (7200: two hours a second).",
+@seed_option
+@acceleration_option(
+    "Simulated seconds per real second (7200: two hours a second).", default=7200.0
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the broker, store and generated accounts go [default: a temporary folder].",
-)
-@click.option(
-    "--broker-port", type=int, help="Use a running broker with accounts from --secrets-dir."
-)
-@click.option(
-    "--secrets-dir",
-    type=click.Path(path_type=Path),
-    help="Accounts of the running broker given by --broker-port (`credentials generate`).",
+@workdir_option("Where the broker, store and generated accounts go [default: a temporary folder].")
+@running_broker_options(
+    host=None,
+    port="Use a running broker with accounts from --secrets-dir.",
+    secrets="Accounts of the running broker given by --broker-port (`credentials generate`).",
+    folder=False,
 )
 def demo(
     duration: float,
@@ -106,24 +101,13 @@ def demo(
 
 @click.command()
 @broker_options
-@click.option(
-    "--registry",
-    "registry_path",
-    type=click.Path(exists=True, path_type=Path),
-    help="Device registry to simulate [default: the sample registry].",
-)
+@registry_option("Device registry to simulate [default: the sample registry].")
 @click.option("--buildings", type=int, help="Generate a fleet of this many buildings instead.")
 @click.option(
     "--dwellings", type=int, default=20, show_default=True, help="...of this many dwellings each."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
-@click.option(
-    "--acceleration",
-    type=float,
-    default=3600.0,
-    show_default=True,
-    help="Simulated seconds per real second (3600: an hour a second).",
-)
+@seed_option
+@acceleration_option("Simulated seconds per real second (3600: an hour a second).", default=3600.0)
 @click.option("--duration", type=float, help="Stop after this many real seconds.")
 @click.option("--events", "max_events", type=int, help="Stop after this many events.")
 @click.option("--user", default="fleet", show_default=True, help="Broker account to publish as.")
@@ -230,12 +214,10 @@ def scenario() -> None:
 
 @scenario.command("run")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--broker-host", help="Use a running broker and gateway on this host.")
-@click.option("--broker-port", type=int, help="Use a running broker and gateway on this port.")
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Accounts of the running broker (from `credentials generate`).",
+@running_broker_options(
+    host="Use a running broker and gateway on this host.",
+    port="Use a running broker and gateway on this port.",
+    secrets="Accounts of the running broker (from `credentials generate`).",
 )
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="JUnit XML here.")
 @click.option(

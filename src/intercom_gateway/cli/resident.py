@@ -20,6 +20,7 @@ from intercom_gateway.cli.common import (
     EXIT_NO,
     broker_options,
     db_option,
+    dwelling_arguments,
     echo_json,
     existing_store,
     group,
@@ -49,8 +50,7 @@ def consent() -> None:
 
 
 @consent.command("show")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.option(
     "--history/--no-history",
@@ -106,8 +106,7 @@ def _change_body(
 
 
 @consent.command("set")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option("--register", metavar="VERSION", help="Move-in: register under a policy version.")
 @click.option("--initialise", is_flag=True, help="Move-out (§7(1)①): stop all collection.")
 @click.option(
@@ -220,17 +219,25 @@ change_options = options(
     ),
     broker_options,
     timeout_option,
+    db_option,
 )
 
 
-def _channel(ctx: click.Context, offline: bool, timeout: float, **broker: Any) -> Any:
+def _change(
+    ctx: click.Context,
+    request: Callable[[Any], Awaitable[dict[str, Any]]],
+    *,
+    offline: bool,
+    timeout: float,
+    db_path: Path | None,
+    **broker: Any,
+) -> None:
+    """Make one change (the options of ``change_options``), print it; exit 1 unless done."""
     from intercom_gateway.resident.channels import mqtt_channel
 
     # None: open_desk writes to the store (StoreChannel).
-    return None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
-
-
-def _finish_change(answer: dict[str, Any]) -> None:
+    channel = None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
+    answer = _ask(ctx, db_path, request, channel=channel)
     echo_json(answer)
     if answer["outcome"] != "done":
         raise SystemExit(EXIT_NO)
@@ -242,8 +249,7 @@ def resident() -> None:
 
 
 @resident.command("purposes")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.pass_context
 def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
@@ -252,8 +258,7 @@ def purposes(ctx: click.Context, building: str, dwelling: str, db_path: Path | N
 
 
 @resident.command("disclose")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @db_option
 @click.pass_context
 def disclose(ctx: click.Context, building: str, dwelling: str, db_path: Path | None) -> None:
@@ -276,8 +281,7 @@ _BOUNDS_HELP = "Years 2000..2999, offset within ±14:00."
 
 
 @resident.command("provisions")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option(
     "--from",
     "start",
@@ -334,61 +338,28 @@ def provisions(
 
 
 @resident.command("stop-provision")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.argument("partner")
 @change_options
-@db_option
 @click.pass_context
 def stop_provision(
-    ctx: click.Context,
-    /,
-    building: str,
-    dwelling: str,
-    partner: str,
-    offline: bool,
-    timeout: float,
-    db_path: Path | None,
-    **broker: Any,
+    ctx: click.Context, /, building: str, dwelling: str, partner: str, **change: Any
 ) -> None:
     """Stop provision to one partner service (§8), from the very next event."""
-    channel = _channel(ctx, offline, timeout, **broker)
-    _finish_change(
-        _ask(
-            ctx,
-            db_path,
-            lambda desk: desk.stop_provision(building, dwelling, partner),
-            channel=channel,
-        )
-    )
+    _change(ctx, lambda desk: desk.stop_provision(building, dwelling, partner), **change)
 
 
 @resident.command("stop-use")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @change_options
-@db_option
 @click.pass_context
-def stop_use(
-    ctx: click.Context,
-    /,
-    building: str,
-    dwelling: str,
-    offline: bool,
-    timeout: float,
-    db_path: Path | None,
-    **broker: Any,
-) -> None:
+def stop_use(ctx: click.Context, /, building: str, dwelling: str, **change: Any) -> None:
     """Suspend use (§8): every optional purpose and every partner service."""
-    channel = _channel(ctx, offline, timeout, **broker)
-    _finish_change(
-        _ask(ctx, db_path, lambda desk: desk.stop_use(building, dwelling), channel=channel)
-    )
+    _change(ctx, lambda desk: desk.stop_use(building, dwelling), **change)
 
 
 @resident.command("erase")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @db_option
 @click.pass_context

@@ -13,16 +13,18 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from intercom_gateway.cli.common import (
     db_option,
+    dwelling_arguments,
     echo_table,
     existing_store,
     group,
     json_option,
+    options,
     run,
     settings_of,
 )
@@ -87,8 +89,7 @@ def token() -> None:
 
 
 @token.command("issue")
-@click.argument("building")
-@click.argument("dwelling")
+@dwelling_arguments
 @click.option(
     "--label",
     default="",
@@ -143,38 +144,58 @@ def issue(
     )
 
 
-@token.command("list")
-@click.argument("building", required=False)
-@click.argument("dwelling", required=False)
-@json_option
-@db_option
-@click.pass_context
-def list_tokens(
+# BUILDING DWELLING, or neither: every dwelling's.
+listing_options = options(
+    click.argument("building", required=False),
+    click.argument("dwelling", required=False),
+    json_option,
+    db_option,
+)
+Listed = list[dict[str, Any]]
+
+
+def _echo_listing(
     ctx: click.Context,
-    /,
+    read: Callable[[TokenBook, str | None, str | None], Awaitable[Listed]],
+    *,
+    columns: tuple[str, ...],
+    moments: tuple[str, ...],
     building: str | None,
     dwelling: str | None,
     as_json: bool,
     db_path: Path | None,
 ) -> None:
+    """The rows ``read`` gives (one dwelling's or all), as JSON or a table of ``columns``."""
+    key = _dwelling_pair(building, dwelling)
+    rows = _with_book(ctx, db_path, lambda _, book: read(book, *key))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [
+        {**row, "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
+        | {k: _short(row[k]) for k in moments}
+        for row in rows
+    ]
+    echo_table(columns, table)
+
+
+@token.command("list")
+@listing_options
+@click.pass_context
+def list_tokens(ctx: click.Context, /, **listing: Any) -> None:
     """List tokens (of BUILDING DWELLING, or all): id, dwelling, label, dates, state.
 
     Never the secret: it is not stored.
     """
-    key = _dwelling_pair(building, dwelling)
-    infos: list[TokenInfo] = _with_book(ctx, db_path, lambda _, book: book.tokens(*key))
-    now = utc_now()
-    rows = [info.listed(now) for info in infos]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
+
+    async def read(book: TokenBook, building: str | None, dwelling: str | None) -> Listed:
+        infos: list[TokenInfo] = await book.tokens(building, dwelling)
+        now = utc_now()
+        return [info.listed(now) for info in infos]
+
     columns = ("token_id", "dwelling", "state", "created_at", "expires_at", "revoked_at", "label")
-    table = [
-        {**row, "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
-        | {k: _short(row[k]) for k in ("created_at", "expires_at", "revoked_at")}
-        for row in rows
-    ]
-    echo_table(columns, table)
+    moments = ("created_at", "expires_at", "revoked_at")
+    _echo_listing(ctx, read, columns=columns, moments=moments, **listing)
 
 
 @token.command("revoke")
@@ -209,31 +230,16 @@ def revoke(ctx: click.Context, /, token_id: str, db_path: Path | None) -> None:
 
 
 @token.command("audit")
-@click.argument("building", required=False)
-@click.argument("dwelling", required=False)
-@json_option
-@db_option
+@listing_options
 @click.pass_context
-def audit(
-    ctx: click.Context,
-    /,
-    building: str | None,
-    dwelling: str | None,
-    as_json: bool,
-    db_path: Path | None,
-) -> None:
+def audit(ctx: click.Context, /, **listing: Any) -> None:
     """The audit trail of issues and revokes (of BUILDING DWELLING, or all): who, when, what."""
-    key = _dwelling_pair(building, dwelling)
-    entries = _with_book(ctx, db_path, lambda _, book: book.audit(*key))
-    rows = [entry.listed() for entry in entries]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = [
-        {**row, "at": _short(row["at"]), "dwelling": f"{row['building_id']}/{row['dwelling_id']}"}
-        for row in rows
-    ]
-    echo_table(("at", "action", "token_id", "dwelling", "actor", "detail"), table)
+
+    async def read(book: TokenBook, building: str | None, dwelling: str | None) -> Listed:
+        return [entry.listed() for entry in await book.audit(building, dwelling)]
+
+    columns = ("at", "action", "token_id", "dwelling", "actor", "detail")
+    _echo_listing(ctx, read, columns=columns, moments=("at",), **listing)
 
 
 def _short(moment: str | None) -> str:

@@ -129,13 +129,24 @@ def _refused(state: ConsentState, detail: str, clause: str | None = None) -> Cha
     return ChangeResult(state, applied=False, detail=detail, clause=clause)
 
 
-def _version_problem(version: str, policy: Policy) -> str | None:
-    """Consent can only be given to the version in force (§10)."""
+def _consent_to(
+    state: ConsentState,
+    version: str,
+    *,
+    policy: Policy,
+    now: datetime,
+    detail: str,
+    clause: str,
+    **update: Any,
+) -> ChangeResult:
+    """Consent given to policy ``version``: only the version in force can have it (§10)."""
     if version == policy.version:
-        return None
+        return _applied(state, now, detail, clause, accepted_policy_version=version, **update)
     if policy.known_version(version):
-        return f"policy version {version} is superseded by {policy.version}"
-    return f"unknown policy version {version!r} (in force: {policy.version})"
+        return _refused(state, f"policy version {version} is superseded by {policy.version}", "§10")
+    return _refused(
+        state, f"unknown policy version {version!r} (in force: {policy.version})", "§10"
+    )
 
 
 def _register(
@@ -143,16 +154,14 @@ def _register(
 ) -> ChangeResult:
     if state.registered:
         return _refused(state, "already registered; initialise (move out) first", "§7(1)①")
-    problem = _version_problem(body.policy_version, policy)
-    if problem:
-        return _refused(state, problem, "§10")
-    return _applied(
+    return _consent_to(
         state,
-        now,
-        f"registered under policy {body.policy_version}",
-        "§7(1)①, §10",
+        body.policy_version,
+        policy=policy,
+        now=now,
+        detail=f"registered under policy {body.policy_version}",
+        clause="§7(1)①, §10",
         registered=True,
-        accepted_policy_version=body.policy_version,
     )
 
 
@@ -213,13 +222,7 @@ def _accept(
 ) -> ChangeResult:
     if not state.registered:
         return _refused(state, "not registered; register with the policy version", "§7(1)①")
-    problem = _version_problem(body.policy_version, policy)
-    if problem:
-        return _refused(state, problem, "§10")
-    return _applied(
-        state,
-        now,
-        f"accepted policy {body.policy_version}",
-        "§10",
-        accepted_policy_version=body.policy_version,
+    detail = f"accepted policy {body.policy_version}"
+    return _consent_to(
+        state, body.policy_version, policy=policy, now=now, detail=detail, clause="§10"
     )

@@ -14,7 +14,6 @@ import contextlib
 import json
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.qa.runner import Broker, Endpoint, client, running_gateway, started_broker
 from intercom_gateway.settings import Settings
 
+DEFAULT_SECRETS = Path(".secrets/broker")
 MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
 OUTPUT_FILTERS = (
     topics.cloud_filter(),
@@ -115,21 +115,6 @@ def _counts(counter: Counter[str]) -> str:
     return "\n".join(f"{key}: {value}" for key, value in sorted(counter.items())) or "-"
 
 
-@contextlib.asynccontextmanager
-async def _broker(
-    workdir: Path,
-    registry: Registry,
-    partner_ids: list[str],
-    port: int | None,
-    secrets_dir: Path | None,
-) -> AsyncIterator[Broker]:
-    if port is not None:
-        yield Endpoint.load(secrets_dir or Path(".secrets/broker"), port=port)
-        return
-    async with started_broker(workdir, registry, partner_ids) as mosquitto:
-        yield mosquitto
-
-
 async def run_demo(
     *,
     console: Console,
@@ -145,7 +130,13 @@ async def run_demo(
     partners = load_partners(defaults.partners_path, policy=load_policy(defaults.policy_path))
     view = View(console, live=console.is_terminal)
     partner_ids = [s.id for s in partners.services]
-    async with _broker(workdir, registry, partner_ids, broker_port, secrets_dir) as broker:
+    # A broker given, or one of our own for the time of the demo.
+    target: contextlib.AbstractAsyncContextManager[Broker] = (
+        contextlib.nullcontext(Endpoint.load(secrets_dir or DEFAULT_SECRETS, port=broker_port))
+        if broker_port is not None
+        else started_broker(workdir, registry, partner_ids)
+    )
+    async with target as broker:
         console.print(
             f"Mosquitto on {broker.host}:{broker.port} (project mosquitto.conf), "
             f"store {workdir / 'gateway.sqlite'}",

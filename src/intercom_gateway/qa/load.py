@@ -235,17 +235,6 @@ async def self_contained(
 # --- one run, end to end ---------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _target(
-    external: Endpoint | None, workdir: Path, registry: Registry, partner_ids: Sequence[str]
-) -> AsyncIterator[Broker]:
-    if external is not None:
-        yield external
-        return
-    async with self_contained(workdir, registry, partner_ids) as broker:
-        yield broker
-
-
 async def run_load(
     plan: LoadPlan,
     *,
@@ -261,7 +250,13 @@ async def run_load(
     write ``load-result.json`` and ``load-latency.png`` into ``out_dir``, return the result."""
     entitlements = await asyncio.to_thread(Entitlements, registry, policy, partners)
     partner_ids = [s.id for s in partners.services]
-    async with _target(external, workdir, registry, partner_ids) as target:
+    # A broker given, or one of our own (with a gateway) for the time of the run.
+    own: contextlib.AbstractAsyncContextManager[Broker] = (
+        contextlib.nullcontext(external)
+        if external is not None
+        else self_contained(workdir, registry, partner_ids)
+    )
+    async with own as target:
         tracker, stats = await measure(
             plan,
             registry=registry,
