@@ -6,6 +6,9 @@ real SQLite file in a temporary directory. The events are the relay benchmark's
 partner services, about four copies an event). Every event is put on the bus at once,
 then the run waits until all are acknowledged, which the gateway does only after their
 records are committed. CPU is ``time.process_time()``, so the aiosqlite thread counts.
+The memory bus encodes and decodes every message with the MQTT codec, as Mosquitto and
+the transport would between them, so that work counts too (docs/benchmarks.md, "The
+restructuring of issue 15").
 
 ``.venv/bin/python -m bench.inprocess_bench --events 20000`` prints each run and the
 median of ``--repeat`` runs; ``--profile out.prof`` writes a cProfile of one more run
