@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DATA = Path(__file__).parent / "data"
+# The package's data folder (policy, sample registries), found by importlib.resources
+# as package data: an installed wheel has no repository around it. A wheel installs as
+# plain files, so this is a real folder whose files the settings below can name.
+DATA = Path(str(resources.files("intercom_gateway").joinpath("data")))
 
 # Settings that are gone. Naming one in the environment stops the CLI with one line
 # rather than being ignored: whoever set INTERCOM_MQTT_CLIENT=paho expects paho.

@@ -20,6 +20,8 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterable
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from intercom_gateway.broker.accounts import (
@@ -48,7 +50,6 @@ __all__ = [
     "FLEET",
     "GATEWAY",
     "OPERATOR",
-    "REPO_ROOT",
     "Credentials",
     "Mosquitto",
     "acl_text",
@@ -60,8 +61,10 @@ __all__ = [
     "rotate_password",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CONFIG = REPO_ROOT / "mosquitto.conf"
+# Package data, not a repository path: an installed wheel has no checkout around it.
+DEFAULT_CONFIG: Traversable = resources.files("intercom_gateway").joinpath(
+    "data", "broker", "mosquitto.conf"
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -131,7 +134,7 @@ class Mosquitto:
         workdir: Path,
         credentials: Credentials,
         port: int | None = None,
-        config: Path = DEFAULT_CONFIG,
+        config: Traversable = DEFAULT_CONFIG,
         host: str = "127.0.0.1",
         tls_port: int | None = None,
         tls: TlsFiles | None = None,

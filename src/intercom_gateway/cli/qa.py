@@ -11,6 +11,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from intercom_gateway.qa.scenario.loader import LoadedScenario
     from intercom_gateway.qa.scenario.runner import ScenarioResult
 
-LIBRARY = Path(__file__).resolve().parents[1] / "qa" / "scenarios"
+LIBRARY = Path(str(resources.files("intercom_gateway.qa").joinpath("scenarios")))
 
 
 @click.command()
@@ -349,16 +350,19 @@ def bench(arguments: tuple[str, ...]) -> None:
     """Throughput, latency and CPU of raw, pass-through and full-gateway relays
     (`bench --help` for the options, `bench --quick` for a smoke run).
 
-    The benchmark lives in the checkout, not in the package: it starts Mosquitto with
-    the repository's mosquitto.conf and runs its own processes (bench/relay_bench.py);
-    every argument goes to its own parser.
+    The benchmark is a developer tool that lives in the checkout, not in the package:
+    it starts Mosquitto with the packaged mosquitto.conf and runs its own processes
+    (bench/relay_bench.py); every argument goes to its own parser. It is the one place
+    that looks for the repository around the package (an editable install).
     """
-    from intercom_gateway.broker.mosquitto import REPO_ROOT
-
-    if not (REPO_ROOT / "bench" / "relay_bench.py").exists():
-        raise click.ClickException("the benchmark runs from a source checkout (bench/)")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+    checkout = Path(__file__).resolve().parents[3]
+    if not (checkout / "bench" / "relay_bench.py").exists():
+        raise click.ClickException(
+            "bench is a developer tool: it runs from a source checkout (bench/relay_bench.py)"
+            " with an editable install (pip install -e .), not from an installed wheel"
+        )
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     main: Callable[[Sequence[str]], Any] = importlib.import_module("bench.relay_bench").main
     main(list(arguments))
 

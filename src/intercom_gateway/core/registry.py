@@ -10,6 +10,7 @@ own).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intercom_gateway.core.models import DeviceRole, Ident
 from intercom_gateway.errors import ConfigError
+
+SAMPLE_REGISTRY_FILE = "registry.sample.yaml"
 
 
 class _Model(BaseModel):
@@ -100,7 +103,8 @@ def load_registry(path: Path) -> Registry:
 
 
 def sample_registry_path() -> Path:
-    return Path(__file__).parents[1] / "data" / "registry.sample.yaml"
+    """The sample registry shipped as package data (``data/registry.sample.yaml``)."""
+    return Path(str(resources.files("intercom_gateway").joinpath("data", SAMPLE_REGISTRY_FILE)))
 
 
 def building_id(index: int) -> str:
