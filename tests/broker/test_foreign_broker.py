@@ -10,6 +10,7 @@ the same commands against the project's broker with a gateway online.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -39,9 +40,16 @@ HINT = "start one with `intercom-gateway run`"
 @pytest.fixture
 async def foreign(tmp_path: Path) -> AsyncIterator[int]:
     """A plain Mosquitto, anonymous allowed, on a free loopback port: not our config."""
+    async with plain_mosquitto(tmp_path, anonymous=True) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def plain_mosquitto(tmp_path: Path, *, anonymous: bool) -> AsyncIterator[int]:
     port = free_port()
-    config = tmp_path / "foreign.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n")
+    config = tmp_path / f"foreign-{port}.conf"
+    allow = "true" if anonymous else "false"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous {allow}\nlog_dest stderr\n")
     process = await asyncio.create_subprocess_exec(
         "mosquitto", "-c", str(config), stderr=asyncio.subprocess.PIPE
     )
@@ -181,3 +189,13 @@ async def test_with_our_gateway_online_the_api_applies_the_change(
     response = await _api_stop(settings)
     assert response.status_code == 200, response.text
     assert response.json()["outcome"] == "done"
+
+
+async def test_a_broker_that_refuses_our_accounts_is_not_ours(
+    tmp_path: Path, foreign_env: dict[str, str]
+) -> None:
+    async with plain_mosquitto(tmp_path, anonymous=False) as port:
+        strict = foreign_env | {"INTERCOM_BROKER_PORT": str(port)}
+        line = refused_line(await asyncio.to_thread(cli, "health", env=strict))
+    assert line.startswith(f"Error: no intercom gateway answers on 127.0.0.1:{port}")
+    assert "the broker refused the project's account 'operator'" in line and HINT in line
