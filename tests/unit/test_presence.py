@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from intercom_gateway.core import topics
-from intercom_gateway.gateway.presence import HINT, NoGateway, judge
+from intercom_gateway.errors import NoGateway
+from intercom_gateway.gateway.presence import HINT, judge
 from intercom_gateway.gateway.status import status_payload
 
 WHERE = "127.0.0.1:1883"

@@ -19,20 +19,17 @@ from pydantic import ValidationError
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import GatewayStatus
-from intercom_gateway.errors import BusError, ConnectFailed
+from intercom_gateway.errors import BusError, ConnectFailed, NoGateway
 
 CHECK_TIMEOUT = 2.0  # the retained status arrives with the SUBACK; this is the "none" case
 HINT = "start one with `intercom-gateway run` or point --broker-host/--broker-port at it"
 
 
-class NoGateway(BusError):
-    """The broker answers, but not the gateway we expect (``.found``: what it holds)."""
-
-    def __init__(self, where: str, found: str, *, status: GatewayStatus | None = None) -> None:
-        super().__init__(f"no intercom gateway answers on {where} ({found}): {HINT}")
-        self.where = where
-        self.found = found
-        self.status = status
+def no_gateway(where: str, found: str) -> NoGateway:
+    """The one line: where we looked, what we found, what to run."""
+    return NoGateway(
+        f"no intercom gateway answers on {where} ({found}): {HINT}", where=where, found=found
+    )
 
 
 async def read_status(address: BrokerAddress, *, timeout: float = CHECK_TIMEOUT) -> bytes | None:
@@ -58,7 +55,7 @@ def refusal(address: BrokerAddress, error: ConnectFailed) -> BusError:
     if error.reason_code is None:
         return error
     found = f"the broker refused the project's account {address.username!r}: {error}"
-    return NoGateway(f"{address.host}:{address.port}", found)
+    return no_gateway(f"{address.host}:{address.port}", found)
 
 
 async def _first_payload(bus: MqttBus) -> bytes | None:
@@ -74,17 +71,17 @@ def judge(
     """The status if it is ``gateway_id``'s and online (or offline, with ``offline_ok``);
     otherwise ``NoGateway`` saying what was found instead."""
     if payload is None:
-        raise NoGateway(where, f"no retained status on {topics.STATUS}")
+        raise no_gateway(where, f"no retained status on {topics.STATUS}")
     try:
         status = GatewayStatus.model_validate_json(payload)
     except ValidationError:
-        raise NoGateway(where, f"{topics.STATUS} holds something that is not a status") from None
+        raise no_gateway(where, f"{topics.STATUS} holds something that is not a status") from None
     if status.gateway_id != gateway_id:
         found = f"the status is of gateway {status.gateway_id!r}, not {gateway_id!r}"
-        raise NoGateway(where, found, status=status)
+        raise no_gateway(where, found)
     if status.state != "online" and not offline_ok:
         found = f"gateway {gateway_id!r} is {status.state} since {status.since.isoformat()}"
-        raise NoGateway(where, found, status=status)
+        raise no_gateway(where, found)
     return status
 
 
