@@ -11,7 +11,8 @@ them from here (and some re-export them under their old names)::
     │   ├── ConnectionLost
     │   │   └── SessionTakenOver
     │   ├── PublishFailed
-    │   └── SubscribeRefused
+    │   ├── SubscribeRefused
+    │   └── NoGateway .......... the broker answers, but not the gateway we expect
     ├── BrokerError ............ the Mosquitto process would not start or stop
     ├── InputRejected .......... a panel's message failed an ingress check (``.reason``)
     ├── UnknownDwelling ........ resident requests
@@ -52,6 +53,7 @@ __all__ = [
     "GatewayError",
     "InputRejected",
     "MalformedPacket",
+    "NoGateway",
     "PendingChange",
     "PublishFailed",
     "RunnerError",
@@ -144,6 +146,16 @@ class SubscribeRefused(BusError):
         super().__init__(f"subscription to {topic_filter!r} refused (reason code {reason_code:#x})")
         self.topic = topic_filter
         self.reason_code = reason_code
+
+
+class NoGateway(BusError):
+    """The broker answers, but not the gateway we expect (``.found``: what it holds
+    instead); ``gateway.presence`` raises it before a change is sent."""
+
+    def __init__(self, message: str, *, where: str, found: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.found = found
 
 
 class MalformedPacket(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,11 +11,16 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from intercom_gateway.broker.accounts import GATEWAY
 from intercom_gateway.broker.mosquitto import Mosquitto
+from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, dump_registry
+from intercom_gateway.gateway.status import status_payload
+from tests.broker.conftest import client
 from tests.factories import event_dict
 
 
@@ -125,13 +131,30 @@ def test_explain_of_an_unknown_event_id_says_why_it_may_be_missing(env: dict[str
     assert b"no store here" in result.stderr or b"no decision" in result.stderr
 
 
-def test_a_change_no_gateway_acknowledges_is_one_line_and_status_3(env: dict[str, str]) -> None:
-    result = cli(
-        "consent", "set", "b001", "d0001", "--stop", "concierge", "--timeout", "0.5", env=env
-    )
+def test_a_change_no_gateway_acknowledges_is_one_line_and_status_3(
+    env: dict[str, str], broker: Mosquitto
+) -> None:
+    # The gateway says it is online (its retained status) but never answers, as a frozen
+    # one would: the change is sent, and waits for an acknowledgement that never comes.
+    # With no status at all the command would refuse before sending (test_foreign_broker).
+    gateway_id = env["INTERCOM_GATEWAY_ID"]
+    asyncio.run(_retain_status(broker, gateway_id, "online"))
+    try:
+        result = cli(
+            "consent", "set", "b001", "d0001", "--stop", "concierge", "--timeout", "0.5", env=env
+        )
+    finally:
+        asyncio.run(_retain_status(broker, gateway_id, "offline"))
     assert result.returncode == 3, result.stderr
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("Error: no acknowledgement of change") and "gateway" in line
+
+
+async def _retain_status(
+    broker: Mosquitto, gateway_id: str, state: Literal["online", "offline"]
+) -> None:
+    async with client(broker, GATEWAY) as bus:
+        await bus.publish(topics.STATUS, status_payload(gateway_id, state), retain=True)
 
 
 def test_errors_of_a_real_process_are_one_line_with_their_status(

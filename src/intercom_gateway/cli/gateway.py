@@ -35,6 +35,7 @@ from intercom_gateway.core import topics
 # A century: longer than any retention a law asks for, and far from the end of the
 # calendar, so "now minus the retention" can always be computed.
 MAX_RETENTION_DAYS = 36_525
+_HEALTH_TOPICS = (topics.STATUS, topics.METRICS)
 
 
 @click.command("run")
@@ -110,27 +111,37 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
     from intercom_gateway.bus import MqttBus
     from intercom_gateway.core.health import verdict
     from intercom_gateway.core.models import utc_now
+    from intercom_gateway.errors import ConnectFailed
+    from intercom_gateway.gateway.presence import judge, refusal
 
-    address = broker_address(settings_of(ctx, **options), OPERATOR)
+    settings = settings_of(ctx, **options)
+    address = broker_address(settings, OPERATOR)
 
-    async def check() -> dict[str, Any]:
-        found: dict[str, Any] = {}
+    async def check() -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
         client_id = address.client_id(f"health-{uuid.uuid4().hex[:8]}")
-        async with MqttBus(address, client_id=client_id) as bus:
-            await bus.subscribe(topics.STATUS, topics.METRICS)
+        try:
+            async with MqttBus(address, client_id=client_id) as bus:
+                await bus.subscribe(topics.STATUS, topics.METRICS)
 
-            async def read() -> None:
-                async for message in bus.messages():
-                    found[message.topic] = json.loads(message.payload)
-                    if len(found) == 2:
-                        return
+                async def read() -> None:
+                    async for message in bus.messages():
+                        found[message.topic] = bytes(message.payload)
+                        if len(found) == 2:
+                            return
 
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(read(), timeout)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read(), timeout)
+        except ConnectFailed as error:
+            raise refusal(address, error) from None
         return found
 
     found = run(check)
-    status, metrics = found.get(topics.STATUS), found.get(topics.METRICS)
+    # Not our gateway's broker (or none has served it): one line, exit 3. Our gateway
+    # offline is an answer, not an error: unhealthy, exit 1.
+    where = f"{address.host}:{address.port}"
+    judge(where, found.get(topics.STATUS), gateway_id=settings.gateway_id, offline_ok=True)
+    status, metrics = (json.loads(found[t]) if t in found else None for t in _HEALTH_TOPICS)
     click.echo(json.dumps({"status": status, "metrics": metrics}, indent=2))
     result = verdict(status, metrics, now=utc_now(), stall_after=stall_after)
     click.echo(f"health: {result.reason}", err=True)

@@ -25,6 +25,7 @@ from intercom_gateway.cli.common import (
     existing_store,
     group,
     options,
+    require_gateway,
     run,
     settings_of,
     usage_error,
@@ -159,6 +160,7 @@ def set_(
         ctx, broker_host=broker_host, broker_port=broker_port, secrets_dir=secrets_dir
     )
     device = _dwelling_panel(settings, building, dwelling)
+    require_gateway(settings)
     ack = run(
         lambda: send_as_panel(
             change,
@@ -235,7 +237,8 @@ def _change(
     """Make one change (the options of ``change_options``), print it; exit 1 unless done."""
     from intercom_gateway.resident.channels import mqtt_channel
 
-    # None: open_desk writes to the store (StoreChannel).
+    # None: open_desk writes to the store (StoreChannel). The MQTT channel refuses
+    # (`NoGateway`, exit 3) unless our gateway is online on the broker.
     channel = None if offline else mqtt_channel(settings_of(ctx, **broker), timeout=timeout)
     answer = _ask(ctx, db_path, request, channel=channel)
     echo_json(answer)

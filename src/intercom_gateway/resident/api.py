@@ -38,7 +38,13 @@ from pydantic_core import PydanticCustomError
 
 from intercom_gateway.core.dates import DateBoundError, check_order, parse_bound
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.errors import ConfigError, PendingChange, UnknownDwelling, UnknownPartner
+from intercom_gateway.errors import (
+    BusError,
+    ConfigError,
+    PendingChange,
+    UnknownDwelling,
+    UnknownPartner,
+)
 from intercom_gateway.resident.channels import ConsentChannel, mqtt_channel
 from intercom_gateway.resident.desk import ResidentDesk, open_desk
 from intercom_gateway.resident.service import provisions_csv
@@ -178,9 +184,15 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(PendingChange)
     async def pending(_: Request, error: PendingChange) -> Response:
-        # Accepted, not yet applied: the broker holds it for the gateway.
+        # Accepted, not yet applied: our gateway was online on the broker when it was
+        # sent (the channel checks), and the broker holds it for that gateway.
         body = {"detail": str(error), "change_id": str(error.change.change_id)}
         return JSONResponse(body, status_code=202)
+
+    @app.exception_handler(BusError)
+    async def no_gateway(_: Request, error: BusError) -> Response:
+        # Not sent: no gateway of ours answers on the broker (or the broker none at all).
+        return JSONResponse({"detail": str(error)}, status_code=503)
 
 
 def _bound(name: str) -> Callable[[Any], Any]:
@@ -229,6 +241,7 @@ def _routes() -> APIRouter:
             401: {"description": "No token, or a malformed, unknown, expired or revoked one"},
             403: {"description": "A resident token of another dwelling"},
             404: {"description": "No such dwelling (operator), or no such partner service"},
+            503: {"description": "A change: no gateway answers on the broker; nothing sent"},
         },
     )
 

@@ -66,17 +66,21 @@ class MqttChannel:
     change id to this request).
     """
 
-    def __init__(self, *, host: str, port: int, secrets_dir: Path, timeout: float) -> None:
+    def __init__(
+        self, *, host: str, port: int, secrets_dir: Path, timeout: float, gateway_id: str
+    ) -> None:
         self.host = host
         self.port = port
         self.secrets_dir = secrets_dir
         self.timeout = timeout
+        self.gateway_id = gateway_id
 
     async def submit(self, change: SettingsChange, *, store: Store) -> SettingsAck:
         building = change.building_id
         device = await store.dwelling_panel(building, change.dwelling_id)
         if device is None:
             raise GatewayError(f"no dwelling panel for {building}/{change.dwelling_id}")
+        await self.expect_gateway()
         return await send_as_panel(
             change,
             device=device,
@@ -85,6 +89,17 @@ class MqttChannel:
             secrets_dir=self.secrets_dir,
             timeout=self.timeout,
         )
+
+    async def expect_gateway(self) -> None:
+        """``NoGateway`` unless our gateway is online on this broker: a change sent to a
+        broker no gateway reads would wait there for nobody."""
+        from intercom_gateway.broker.mosquitto import OPERATOR, load_credentials
+        from intercom_gateway.gateway.presence import expect_gateway
+
+        address = load_credentials(self.secrets_dir).address(
+            OPERATOR, host=self.host, port=self.port
+        )
+        await expect_gateway(address, gateway_id=self.gateway_id)
 
 
 async def send_as_panel(
@@ -130,4 +145,5 @@ def mqtt_channel(settings: Settings, *, timeout: float = 10.0) -> MqttChannel:
         port=settings.broker_port,
         secrets_dir=settings.secrets_dir,
         timeout=timeout,
+        gateway_id=settings.gateway_id,
     )

@@ -18,7 +18,13 @@ from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.policy import PartnerRegistry, Policy, load_partners, load_policy
 from intercom_gateway.core.records import RequestRow
 from intercom_gateway.core.router import Router
-from intercom_gateway.errors import ConfigError, PendingChange, UnknownDwelling, UnknownPartner
+from intercom_gateway.errors import (
+    BusError,
+    ConfigError,
+    PendingChange,
+    UnknownDwelling,
+    UnknownPartner,
+)
 from intercom_gateway.resident.channels import ConsentChannel, StoreChannel
 from intercom_gateway.resident.purposes import purposes_in_force
 from intercom_gateway.resident.service import (
@@ -176,6 +182,9 @@ class ResidentDesk:
         except PendingChange as pending:
             detail = {"acks": acks, "pending": str(pending.change.change_id)}
             await self._record(kind, consent, params, "pending", detail)
+            raise
+        except BusError as error:  # no gateway of ours on the broker: nothing was sent
+            await self._record(kind, consent, params, "failed", {"acks": acks, "error": str(error)})
             raise
         outcome = "done" if all(a["applied"] for a in acks) else "refused"
         answer: dict[str, Any] = {"building_id": consent.building_id}
