@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR
 from intercom_gateway.bus import Message, MqttBus
@@ -113,13 +114,19 @@ class View:
             self.console.print(text, highlight=False)
 
     def render(self) -> Group:
-        """Both panes stacked, cut to the terminal's height; lines are cut, not wrapped."""
-        rows = max(1, min(PANE_ROWS, (self.console.size.height - CHROME_ROWS) // 2))
+        """Both panes stacked, cut to the terminal's height (on a very small one only the
+        destinations); lines are cut, not wrapped."""
+        height = self.console.size.height
+        rows = min(PANE_ROWS, (height - CHROME_ROWS) // 2)
+        status = Text(self.status(), no_wrap=True, overflow="ellipsis")
+        if rows < 1:
+            rows = max(1, height - CHROME_ROWS // 2 - 1)
+            return Group(_pane("Gateway → destinations", self.arrived, rows), status)
         panes = [
             _pane("Panels → Mosquitto", self.sent, rows),
             _pane("Gateway → destinations (purposes)", self.arrived, rows),
         ]
-        return Group(*panes, self.status())
+        return Group(*panes, status)
 
     def status(self) -> str:
         return (
