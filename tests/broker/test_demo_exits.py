@@ -67,7 +67,8 @@ class Output:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-async def test_the_demo_stops_everything_it_started_on(sig: signal.Signals) -> None:
+async def test_the_demo_stops_everything_it_started_on(sig: signal.Signals, tmp_path: Path) -> None:
+    started: set[int] = set()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -77,7 +78,8 @@ async def test_the_demo_stops_everything_it_started_on(sig: signal.Signals) -> N
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "100"},
+        # Its temp folder under tmp_path: a failing run leaves nothing in /tmp.
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert process.stdout is not None
     try:
@@ -86,6 +88,7 @@ async def test_the_demo_stops_everything_it_started_on(sig: signal.Signals) -> N
         folder = Path(store[1])
         await output.matching(r"gateway online")
         started = _children(process.pid)
+        assert folder.parent == tmp_path
         assert started, "the demo runs its own Mosquitto"
         assert _exists(folder)
 
@@ -94,10 +97,14 @@ async def test_the_demo_stops_everything_it_started_on(sig: signal.Signals) -> N
         code = await asyncio.wait_for(process.wait(), 10)
     finally:
         if process.returncode is None:
+            started |= _children(process.pid)
             process.kill()
             await process.wait()
+        survivors = [pid for pid in started if _alive(pid)]
+        for pid in survivors:  # not to leave them running if the demo failed
+            os.kill(pid, signal.SIGKILL)
     assert code == 0, rest
     assert "stopped" in rest
     assert "Traceback" not in rest, rest
-    assert not [pid for pid in started if _alive(pid)], "a child outlived the demo"
+    assert not survivors, "a child outlived the demo"
     assert not _exists(folder)

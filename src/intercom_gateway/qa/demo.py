@@ -203,6 +203,7 @@ async def run_demo(
                 f"Mosquitto on {broker.host}:{broker.port} (project mosquitto.conf), "
                 f"store {workdir / 'gateway.sqlite'}",
                 highlight=False,
+                soft_wrap=True,  # the path in one piece, to copy or match
             )
             live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
             async with (
