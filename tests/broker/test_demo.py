@@ -30,3 +30,11 @@ async def test_the_demo_shows_every_kind_reaching_its_destinations(tmp_path: Pat
     for kind in EventType:
         assert re.search(rf"cloud/v1/\S+/\S+/{kind.value}\b", text), kind
     assert "settings ack return-home notification off" in text
+    # The simulated clock stays inside the gateway's window: no simulated event is
+    # rejected (it once sent 61% stale ones); only the demo's deliberate bad input is.
+    assert view.rejected_by_reason == {}
+    assert all(
+        view.rejected_on_purpose[reason] <= sent
+        for reason, sent in view.bad_input_by_reason.items()
+    )
+    assert text.count("Totals") == 1

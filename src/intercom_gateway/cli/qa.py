@@ -79,25 +79,54 @@ def demo(
     console = Console() if Console().is_terminal else Console(width=160)
     # The view shows rejections and consent changes itself; keep the log for errors.
     logs.configure("ERROR")
+
+    async def go(folder: Path) -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_demo(
+                console=console,
+                workdir=folder,
+                duration=duration or None,
+                seed=seed,
+                acceleration=acceleration,
+                broker_port=broker_port,
+                secrets_dir=secrets_dir,
+                stop=stop,
+            )
+        if stop.is_set():
+            console.print("stopped")
+
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="intercom-demo-"))
             )
-        try:
-            asyncio.run(
-                run_demo(
-                    console=console,
-                    workdir=workdir,
-                    duration=duration or None,
-                    seed=seed,
-                    acceleration=acceleration,
-                    broker_port=broker_port,
-                    secrets_dir=secrets_dir,
-                )
-            )
-        except KeyboardInterrupt:
-            console.print("stopped")
+        asyncio.run(go(workdir))
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) set ``stop`` and cancel the running
+    command once, so its context managers stop the broker and gateway and its temp
+    folder goes. ``stop`` covers a cancellation lost in Python 3.11's ``wait_for`` when
+    it meets the awaited result (gh-86296)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def cancel() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+            # Further signals are ignored while it cleans up, not fatal.
+            signal.signal(sig, signal.SIG_IGN)
+        stop.set()
+        task.cancel()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, cancel)
 
 
 @click.command()

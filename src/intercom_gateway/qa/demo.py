@@ -15,12 +15,12 @@ import json
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR
 from intercom_gateway.bus import Message, MqttBus
@@ -31,6 +31,7 @@ from intercom_gateway.core.registry import Registry, load_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.qa.runner import Broker, Endpoint, client, running_gateway, started_broker
 from intercom_gateway.settings import Settings
+from intercom_gateway.simulators.clock import window_for
 
 DEFAULT_SECRETS = Path(".secrets/broker")
 MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
@@ -47,22 +48,34 @@ OUTPUT_FILTERS = (
 
 @dataclass
 class View:
-    """What the demo has seen; rendered live on a terminal, as lines otherwise."""
+    """What the demo has seen; rendered live on a terminal, as lines otherwise.
+
+    Rejections are told apart: of the simulated panels' events (there should be none)
+    and of the bad input the demo sends on purpose (one of each class).
+    """
 
     console: Console
     live: bool
-    sent: deque[str] = field(default_factory=lambda: deque(maxlen=12))
-    arrived: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    sent: deque[str] = field(default_factory=lambda: deque(maxlen=PANE_ROWS))
+    arrived: deque[str] = field(default_factory=lambda: deque(maxlen=PANE_ROWS))
     sent_by_type: Counter[str] = field(default_factory=Counter)
     arrived_by_kind: Counter[str] = field(default_factory=Counter)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    bad_input_by_reason: Counter[str] = field(default_factory=Counter)
+    rejected_on_purpose: Counter[str] = field(default_factory=Counter)
+    simulated_ids: set[str] = field(default_factory=set)
 
     def panel_sent(self, topic: str, event: Event) -> None:
         self.sent_by_type[event.type] += 1
+        self.simulated_ids.add(str(event.event_id))
         line = (
             f"{event.occurred_at:%a %H:%M} {event.type:<14} {event.building_id}/{event.dwelling_id}"
         )
         self._add(self.sent, f"[cyan]panel[/]  {line}  via {topic}")
+
+    def bad_input_sent(self, reason: str) -> None:
+        self.bad_input_by_reason[reason] += 1
+        self._add(self.sent, f"[yellow]bad input on purpose[/] {reason}")
 
     def note(self, text: str) -> None:
         self._add(self.sent, f"[magenta]{text}[/]")
@@ -72,8 +85,12 @@ class View:
         purposes = ",".join(message.properties("purpose"))
         if topics.is_rejected(message.topic):
             reason = message.topic.rsplit("/", 1)[1]
-            self.rejected_by_reason[reason] += 1
-            self._add(self.arrived, f"[red]rejected[/] {reason}")
+            if self._on_purpose(reason, message.payload):
+                self.rejected_on_purpose[reason] += 1
+                self._add(self.arrived, f"[yellow]rejected[/] {reason} (bad input on purpose)")
+            else:
+                self.rejected_by_reason[reason] += 1
+                self._add(self.arrived, f"[red]rejected[/] {reason} (simulated event)")
             return
         if message.topic.endswith("/settings/ack"):
             ack = json.loads(message.payload)
@@ -82,33 +99,73 @@ class View:
         self.arrived_by_kind[kind] += 1
         self._add(self.arrived, f"[green]{message.topic}[/]  [dim]{purposes}[/]")
 
+    def _on_purpose(self, reason: str, payload: bytes) -> bool:
+        """A rejection of an event the simulators sent is theirs; any other is of the
+        bad input, as long as some of that reason was sent on purpose."""
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            echoed = json.loads(json.loads(payload)["payload"])
+            if str(echoed.get("event_id")) in self.simulated_ids:
+                return False
+        return self.rejected_on_purpose[reason] < self.bad_input_by_reason[reason]
+
     def _add(self, lines: deque[str], text: str) -> None:
         lines.append(text)
         if not self.live:
             self.console.print(text, highlight=False)
 
     def render(self) -> Group:
-        left = Table(title="Panels → Mosquitto", expand=True, show_header=False)
-        left.add_column()
-        for line in self.sent:
-            left.add_row(line)
-        right = Table(title="Gateway → destinations (purposes)", expand=True, show_header=False)
-        right.add_column()
-        for line in self.arrived:
-            right.add_row(line)
-        return Group(left, right, self.totals())
+        """Both panes stacked, cut to the terminal's height (on a very small one only the
+        destinations); lines are cut, not wrapped."""
+        height = self.console.size.height
+        rows = min(PANE_ROWS, (height - CHROME_ROWS) // 2)
+        status = Text(self.status(), no_wrap=True, overflow="ellipsis")
+        if rows < 1:
+            rows = max(1, height - CHROME_ROWS // 2 - 1)
+            return Group(_pane("Gateway → destinations", self.arrived, rows), status)
+        panes = [
+            _pane("Panels → Mosquitto", self.sent, rows),
+            _pane("Gateway → destinations (purposes)", self.arrived, rows),
+        ]
+        return Group(*panes, status)
+
+    def status(self) -> str:
+        return (
+            f"sent {sum(self.sent_by_type.values())}, bad input on purpose "
+            f"{sum(self.bad_input_by_reason.values())}, arrived "
+            f"{sum(self.arrived_by_kind.values())}, simulated rejected "
+            f"{sum(self.rejected_by_reason.values())}"
+        )
 
     def totals(self) -> Table:
         table = Table(title="Totals", expand=True)
         table.add_column("sent by panels")
         table.add_column("arrived per destination")
-        table.add_column("rejected")
+        table.add_column("simulated events rejected")
+        table.add_column("bad input sent on purpose")
+        on_purpose = "\n".join(
+            f"{reason}: {sent} sent, {self.rejected_on_purpose[reason]} rejected"
+            for reason, sent in sorted(self.bad_input_by_reason.items())
+        )
         table.add_row(
             _counts(self.sent_by_type),
             _counts(self.arrived_by_kind),
             _counts(self.rejected_by_reason),
+            on_purpose or "-",
         )
         return table
+
+
+# Lines per pane at most, and the rows around them: two titled boxes and a status line.
+PANE_ROWS = 12
+CHROME_ROWS = 7
+
+
+def _pane(title: str, lines: deque[str], rows: int) -> Table:
+    table = Table(title=title, expand=True, show_header=False)
+    table.add_column(no_wrap=True, overflow="ellipsis")
+    for line in list(lines)[-rows:]:
+        table.add_row(line)
+    return table
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -124,7 +181,11 @@ async def run_demo(
     acceleration: float,
     broker_port: int | None = None,
     secrets_dir: Path | None = None,
+    stop: asyncio.Event | None = None,
 ) -> View:
+    """Run the demo for ``duration`` seconds (None: until ``stop`` is set or it is
+    cancelled); stopping it, too, stops what it started and prints the totals."""
+    stop = stop or asyncio.Event()
     defaults = Settings()
     registry = load_registry(defaults.registry_path)
     partners = load_partners(defaults.partners_path, policy=load_policy(defaults.policy_path))
@@ -136,48 +197,54 @@ async def run_demo(
         if broker_port is not None
         else started_broker(workdir, registry, partner_ids)
     )
-    async with target as broker:
-        console.print(
-            f"Mosquitto on {broker.host}:{broker.port} (project mosquitto.conf), "
-            f"store {workdir / 'gateway.sqlite'}",
-            highlight=False,
-        )
-        live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
-        async with (
-            client(
-                broker, OPERATOR, client_id=broker.address(OPERATOR).client_id("demo")
-            ) as observer,
-            client(broker, FLEET, client_id=broker.address(FLEET).client_id("demo")) as fleet,
-            asyncio.TaskGroup() as tasks,
-        ):
-            await observer.subscribe(*OUTPUT_FILTERS, topics.STATUS)
-            watcher = tasks.create_task(_watch(observer, view))
-            # running_gateway returns once the gateway is online: its subscriptions exist
-            # before any panel speaks (a first session has nothing queued for earlier ones).
-            with live or contextlib.nullcontext():
-                refresher = tasks.create_task(_refresh(live, view)) if live else None
-                async with running_gateway(
-                    broker,
-                    registry,
-                    workdir,
-                    partners_path=defaults.partners_path,
-                    gateway_id=f"demo-{uuid.uuid4().hex[:6]}",
-                    statistics_window=10.0,
-                    # Analytics copies come out in a batch when their window ends (§5(5)).
-                    analytics_window=3.0,
-                ) as running:
-                    sent = await _drive(
-                        fleet,
+    try:
+        async with target as broker:
+            console.print(
+                f"Mosquitto on {broker.host}:{broker.port} (project mosquitto.conf), "
+                f"store {workdir / 'gateway.sqlite'}",
+                highlight=False,
+                soft_wrap=True,  # the path in one piece, to copy or match
+            )
+            live = Live(view.render(), console=console, refresh_per_second=4) if view.live else None
+            async with (
+                client(
+                    broker, OPERATOR, client_id=broker.address(OPERATOR).client_id("demo")
+                ) as observer,
+                client(broker, FLEET, client_id=broker.address(FLEET).client_id("demo")) as fleet,
+                asyncio.TaskGroup() as tasks,
+            ):
+                await observer.subscribe(*OUTPUT_FILTERS, topics.STATUS)
+                watcher = tasks.create_task(_watch(observer, view))
+                # running_gateway returns once the gateway is online: its subscriptions exist
+                # before any panel speaks (a first session has nothing queued for earlier ones).
+                with live or contextlib.nullcontext():
+                    refresher = tasks.create_task(_refresh(live, view)) if live else None
+                    async with running_gateway(
+                        broker,
                         registry,
-                        view,
-                        seed=seed,
-                        acceleration=acceleration,
-                        duration=duration,
-                    )
-                    await _settle(running.gateway, sent)
-                watcher.cancel()
-                if refresher:
-                    refresher.cancel()
+                        workdir,
+                        partners_path=defaults.partners_path,
+                        gateway_id=f"demo-{uuid.uuid4().hex[:6]}",
+                        statistics_window=10.0,
+                        # Analytics copies come out in a batch when their window ends (§5(5)).
+                        analytics_window=3.0,
+                    ) as running:
+                        sent = await _drive(
+                            fleet,
+                            registry,
+                            view,
+                            seed=seed,
+                            acceleration=acceleration,
+                            duration=duration,
+                            max_event_age=defaults.max_event_age,
+                            stop=stop,
+                        )
+                        if not stop.is_set():
+                            await _settle(running.gateway, sent)
+                    watcher.cancel()
+                    if refresher:
+                        refresher.cancel()
+    finally:  # once, also when the demo is stopped
         console.print(view.totals())
     return view
 
@@ -204,6 +271,8 @@ async def _drive(
     seed: int,
     acceleration: float,
     duration: float | None,
+    max_event_age: float,
+    stop: asyncio.Event,
 ) -> int:
     """A tour of every event kind, then the panel simulators, with every class of bad
     input and one settings change on the way."""
@@ -221,38 +290,51 @@ async def _drive(
             return_home_notification("b001", "d0104", enabled=False),
         )
         # Over the broker's max_packet_size, a message never reaches the gateway: Mosquitto
-        # disconnects the sender. The demo shows what the gateway itself rejects.
+        # disconnects the sender. The demo shows what the gateway itself rejects. The
+        # one valid sample is the original of the replayed pair: it goes first, so its
+        # copy is the replay it is meant to be.
         bad = [
             s
             for s in all_samples(registry, now=utc_now(), seed=seed, properties=True)
-            if s.reason is not None and len(s.payload) < MAX_PACKET
+            if len(s.payload) < MAX_PACKET
         ]
         for sample in bad:
             await asyncio.sleep(0.5)  # spread them out so they can be read
-            view.note(f"bad input sent: {sample.reason}")
+            if sample.reason is None:
+                view.note("sent: the original of a pair the next line replays")
+            else:
+                view.bad_input_sent(sample.reason.value)
             await fleet.publish(sample.topic, sample.payload, user_properties=sample.properties)
         return len(bad) + 1
 
     toured = await _tour(fleet, registry, view, seed=seed)
     extra = asyncio.create_task(extras())
-    # Panels stamp events with simulated time; start the simulated span far enough in
-    # the past that it ends about now, or the gateway would rightly refuse future events.
-    span = timedelta(seconds=(duration or 0) * acceleration)
-    summary = await run_fleet(
-        fleet,
-        registry,
-        seed=seed,
-        acceleration=acceleration,
-        duration=duration,
-        start=utc_now() - span,
-        on_event=view.panel_sent,
+    # Panels stamp events with simulated time that slides with the wall clock, inside
+    # the window the gateway accepts (neither stale nor future), however long the run.
+    panels = asyncio.ensure_future(
+        run_fleet(
+            fleet,
+            registry,
+            seed=seed,
+            acceleration=acceleration,
+            duration=duration,
+            window=window_for(max_event_age),
+            on_event=view.panel_sent,
+        )
     )
-    if not extra.done():
-        extra.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await extra
-        return summary.published + toured
-    return summary.published + toured + extra.result()
+    halt = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({panels, halt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the demo is stopped: the panels and extras end with it
+        for task in (halt, panels, extra):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if panels.cancelled():
+        return toured
+    published = panels.result().published + toured
+    return published if extra.cancelled() else published + extra.result()
 
 
 # Dwellings of the sample registry that use partner services, so a tour shows them too.

@@ -18,12 +18,13 @@ import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from intercom_gateway.bus import Bus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.simulators.clock import SlidingClock
 from intercom_gateway.simulators.outbox import Outbox, keep
 from intercom_gateway.simulators.panels import iter_events
 from intercom_gateway.simulators.rates import DEFAULT_RATES, Rates
@@ -134,6 +135,7 @@ async def run_fleet(
     rates: Rates = DEFAULT_RATES,
     unlock_services: tuple[str, ...] = ("parcel-unlock",),
     start: datetime | None = None,
+    window: timedelta | None = None,
     on_event: Callable[[str, Event], None] | None = None,
     outbox: Outbox | None = None,
     settle: float = 0.0,
@@ -147,6 +149,10 @@ async def run_fleet(
     with the wall clock as it is sent, as a real panel's clock would stamp it. Simulated
     timestamps at 3600x would be hours ahead of the wall clock within seconds, and a
     gateway rightly rejects those as from the future.
+    With a ``window`` (and no ``start``) events carry simulated time that a gateway
+    accepts however long the run: never ahead of the wall clock and never more than
+    ``window`` behind it (``simulators.clock.SlidingClock``; ``clock.window_for`` gives
+    the window for a gateway's age limit).
     With an ``outbox`` the bus subscribes to ``receipts_filter`` first (the ``fleet``
     account reads every panel's receipts), each event is kept until a receipt names it
     and resent after the outbox's timeout, and after the last event the run waits up
@@ -166,6 +172,7 @@ async def run_fleet(
         rates=rates,
         unlock_services=unlock_services,
         start=start,
+        window=window,
         on_event=on_event,
     )
     if outbox is None:
@@ -197,11 +204,15 @@ async def _publish(
     rates: Rates,
     unlock_services: tuple[str, ...],
     start: datetime | None,
+    window: timedelta | None,
     on_event: Callable[[str, Event], None] | None,
 ) -> FleetSummary:
-    origin = start or utc_now()
     loop = asyncio.get_running_loop()
     began = loop.time()
+    clock = None
+    if start is None and window is not None:
+        clock = SlidingClock(anchor=_wall_clock(), acceleration=acceleration, window=window)
+    origin = start or (clock.origin if clock else utc_now())
     deadline = None if duration is None else began + duration
     tally = _Tally()
     events = iter_events(
@@ -214,7 +225,9 @@ async def _publish(
             break
         # Pacing the simulation; a zero sleep still lets the bus's socket writers run.
         await asyncio.sleep(max(0.0, due - loop.time()))
-        if start is None:
+        if clock is not None:
+            event = event.model_copy(update={"occurred_at": clock.stamp(event.occurred_at)})
+        elif start is None:
             event = event.model_copy(update={"occurred_at": _wall_clock()})
         topic = topics.panel_events(event.building_id, event.device.id, event.type)
         payload = event.model_dump_json().encode()
