@@ -51,6 +51,11 @@ PUBLIC_ROUTES = [
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # What the pages load, from the package rather than a CDN (resident/docs.py).
+    ("GET", "/docs/assets/swagger-ui-bundle.js"),
+    ("GET", "/docs/assets/swagger-ui.css"),
+    ("GET", "/docs/assets/redoc.standalone.js"),
+    ("GET", "/docs/assets/favicon.png"),
 ]
 # Who asks, and what a dwelling route of b001/d0001 answers them.
 WHO = {

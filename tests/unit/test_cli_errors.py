@@ -155,7 +155,21 @@ def test_api_without_a_store(tmp_path: Path) -> None:
     env = {"INTERCOM_API_TOKEN": "t" * 32}
     result = invoke("api", "--db", str(tmp_path / "none.sqlite"), "--port", "1", env=env)
     line = one_error_line(result, 1)
-    assert line == f"Error: {tmp_path / 'none.sqlite'}: no store here: has the gateway run?"
+    assert line == (
+        f"Error: {tmp_path / 'none.sqlite'}: no store here: has the gateway run? "
+        "(`run` makes it; --db or INTERCOM_DB_PATH names another)"
+    )
+
+
+def test_api_without_a_token_or_a_store_says_both_in_one_line(tmp_path: Path) -> None:
+    result = invoke("api", "--db", str(tmp_path / "none.sqlite"), env={"INTERCOM_API_TOKEN": ""})
+    line = one_error_line(result, 1)
+    assert line.startswith("Error: INTERCOM_API_TOKEN is not set")
+    assert "token issue" in line
+    assert line.endswith(
+        f"; and {tmp_path / 'none.sqlite'}: no store here: has the gateway "
+        "run? (`run` makes it; --db or INTERCOM_DB_PATH names another)"
+    )
 
 
 def test_api_without_a_token(tmp_path: Path) -> None:

@@ -387,19 +387,44 @@ def erase(
 @db_option
 @click.pass_context
 def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any) -> None:
-    """Serve the resident-request HTTP API (OpenAPI at /docs); needs INTERCOM_API_TOKEN.
+    """Serve the resident-request HTTP API (OpenAPI at /docs and /redoc, no internet
+    needed); needs INTERCOM_API_TOKEN and the gateway's store (--db).
 
-    The operator's token reaches every dwelling; a resident token (`token issue`)
-    reaches its own dwelling's routes only. The store must exist (the gateway makes it).
+    The operator's token (INTERCOM_API_TOKEN, a secret you choose) reaches every
+    dwelling; a resident token (`token issue`) reaches its own dwelling's routes only.
+    The store is the one the gateway writes (`run` makes it); --db or INTERCOM_DB_PATH
+    says where it is.
     """
-    import uvicorn
+    try:
+        import uvicorn
 
-    from intercom_gateway.resident.api import create_app
+        from intercom_gateway.resident.api import create_app
+    except ImportError as error:
+        raise ConfigError(
+            f"the API needs the api extra ({error.name} is missing): "
+            "pip install 'intercom-gateway[api]'"
+        ) from error
 
     settings = settings_of(ctx, api_host=host, api_port=port, **given)
-    existing_store(settings.db_path)
+    _check_api_needs(settings)
     app = create_app(settings)
+    where = f"http://{settings.api_host}:{settings.api_port}"
+    click.echo(f"API on {where} (docs: {where}/docs), store {settings.db_path}", err=True)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+def _check_api_needs(settings: Settings) -> None:
+    """Everything the API lacks, in one line: the operator's token, the store."""
+    from intercom_gateway.resident.api import TOKEN_NEEDED, has_token
+
+    missing = [] if has_token(settings) else [TOKEN_NEEDED]
+    if not settings.db_path.exists():
+        missing.append(
+            f"{settings.db_path}: no store here: has the gateway run? (`run` makes it; "
+            "--db or INTERCOM_DB_PATH names another)"
+        )
+    if missing:
+        raise ConfigError("; and ".join(missing))
 
 
 COMMANDS = (consent, resident, api)

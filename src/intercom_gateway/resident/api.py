@@ -12,8 +12,9 @@ Two kinds of bearer token (``Authorization: Bearer ...``):
 A missing, malformed, unknown, expired or revoked token answers 401. Every request is
 recorded with ``via`` naming who made it: ``api`` for the operator, ``api:token:<id>``
 for a resident token. The OpenAPI document (``/openapi.json``) and its pages
-(``/docs``, ``/redoc``) stay public, as they were: they describe the routes and hold no
-dwelling's data.
+(``/docs``, ``/redoc``, with their assets under ``/docs/assets/``) stay public, as they
+were: they describe the routes and hold no dwelling's data. The pages load nothing from
+another host (``docs``), so they work with no internet.
 
 Date bounds are checked (``date_bounds``): outside years 2000..2999, beyond an offset of
 ±14:00, not ISO 8601, or ``from`` after ``to`` answers 422 with the reason.
@@ -47,6 +48,7 @@ from intercom_gateway.errors import (
 )
 from intercom_gateway.resident.channels import ConsentChannel, mqtt_channel
 from intercom_gateway.resident.desk import ResidentDesk, open_desk
+from intercom_gateway.resident.docs import serve_docs
 from intercom_gateway.resident.service import provisions_csv
 from intercom_gateway.resident.tokens import PREFIX, TokenBook, TokenRefused
 from intercom_gateway.settings import Settings
@@ -82,11 +84,23 @@ class Principal:
 OPERATOR = Principal(via="api", dwelling=None)
 
 
+TOKEN_NEEDED = (
+    "INTERCOM_API_TOKEN is not set: the API does not start without the operator's token, "
+    "a secret you choose (export INTERCOM_API_TOKEN=$(openssl rand -hex 32)); residents "
+    "get theirs from `intercom-gateway token issue BUILDING DWELLING`"
+)
+
+
+def has_token(settings: Settings) -> bool:
+    """Whether the operator's token is configured (not blank)."""
+    return bool(settings.api_token and settings.api_token.get_secret_value().strip())
+
+
 def _token(settings: Settings) -> bytes:
-    secret = settings.api_token.get_secret_value() if settings.api_token else ""
-    if not secret.strip():
-        raise ConfigError("INTERCOM_API_TOKEN is not set: the API does not start without one")
-    return secret.encode()
+    if not has_token(settings):
+        raise ConfigError(TOKEN_NEEDED)
+    assert settings.api_token is not None
+    return settings.api_token.get_secret_value().encode()
 
 
 def _unauthorised(detail: str) -> HTTPException:
@@ -166,7 +180,11 @@ def create_app(settings: Settings, *, channel: ConsentChannel | None = None) -> 
         description="A resident's requests of §8 of the privacy policy, for one dwelling. "
         "The operator's token reaches every dwelling, a resident token its own only.",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: ours do not.
+        docs_url=None,
+        redoc_url=None,
     )
+    serve_docs(app)
     app.state.resident_api = state
     app.include_router(_routes(), dependencies=[Depends(_scope)])
     _errors(app)
