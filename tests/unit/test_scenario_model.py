@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from intercom_gateway.bus import Message
-from intercom_gateway.core.models import RejectReason
 from intercom_gateway.cli.main import main
 from intercom_gateway.cli.qa import LIBRARY
+from intercom_gateway.core.models import RejectReason
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.qa.scenario.loader import (
     ScenarioFileError,
