@@ -93,6 +93,8 @@ def load(ctx: click.Context, /, **options: Any) -> None:
     Reports delivered, lost, duplicated and misdirected events per destination and
     end-to-end latency percentiles, writes a JSON result and a latency histogram, and
     exits 1 unless every entitled event arrived exactly once and nowhere else.
+    Ctrl-C, SIGTERM or SIGHUP (a closed terminal) stop the broker and gateway it started
+    and remove its temporary work folder (exit status 128 + the signal's number).
     """
     from intercom_gateway.qa.load import LoadPlan
 
