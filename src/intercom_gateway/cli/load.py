@@ -35,14 +35,6 @@ T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class Stopped(Exception):
-    """The run was stopped by a signal, after everything it started was cleaned up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @click.command()
 @click.option("--buildings", type=int, default=100, show_default=True, help="Fleet to generate.")
 @click.option("--dwellings", type=int, default=100, show_default=True, help="...per building.")
@@ -156,22 +148,24 @@ def _execute(
                 progress=_announcing(show, console),
             )
 
-    try:
-        return asyncio.run(stopped_by_signals(work()))
-    except Stopped as stopped:
-        console.print(f"load: stopped by {stopped}; what it started is stopped and removed")
-        sys.exit(128 + stopped.signum)
+    received: list[int] = []
+    data = asyncio.run(stopped_by_signals(work(), received))
+    if data is None:
+        name = signal.Signals(received[0]).name
+        console.print(f"load: stopped by {name}; what it started is stopped and removed")
+        sys.exit(128 + received[0])
+    return data
 
 
-async def stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
+async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) -> T | None:
     """Run ``work``; SIGINT, SIGTERM or SIGHUP cancels it, so that every ``async with``
     in it (Mosquitto, the gateway process, the work folder) cleans up on the way out,
-    and then raises ``Stopped``. A second signal during the cleanup is ignored: the
-    cleanup is bounded (the gateway gets SIGKILL if SIGTERM does not end it in time)."""
+    and then returns None with the signal in ``received``. A second signal during the
+    cleanup is ignored: the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does
+    not end it in time)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    received: list[int] = []
 
     def on_signal(signum: int) -> None:
         if not received:
@@ -184,7 +178,7 @@ async def stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
         return await work
     except asyncio.CancelledError:
         if received:
-            raise Stopped(received[0]) from None
+            return None
         raise
     finally:
         for sig in STOP_SIGNALS:
