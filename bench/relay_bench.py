@@ -136,15 +136,51 @@ async def measure(options: Options, workdir: Path) -> dict[str, Any]:
 
 
 def parse(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="intercom-gateway bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: a few hundred events")
-    parser.add_argument("--events", type=int, help="events per saturation run")
-    parser.add_argument("--latency-events", type=int, help="events per paced run")
-    parser.add_argument("--rate", type=float, help="events/s of the paced (latency) runs")
-    parser.add_argument("--repeat", type=int, help="repetitions of every measurement")
-    parser.add_argument("--backlog", type=int, help="events in flight at saturation")
-    parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser = argparse.ArgumentParser(
+        prog="intercom-gateway bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    full, quick = Options(), QUICK
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {quick.saturation_events} events, {quick.repeat} repetition,"
+        f" {quick.buildings * quick.dwellings} dwellings",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        help="events per saturation (closed-loop) run"
+        f" [default: {full.saturation_events}; --quick: {quick.saturation_events}]",
+    )
+    parser.add_argument(
+        "--latency-events",
+        type=int,
+        help="events per paced (latency) run"
+        f" [default: {full.latency_events}; --quick: {quick.latency_events}]",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help=f"events per second of the paced (latency) runs [default: {full.rate:g}]",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="repetitions of every measurement, interleaved; medians are reported"
+        f" [default: {full.repeat}; --quick: {quick.repeat}]",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        help=f"events sent but not yet delivered at saturation [default: {full.backlog}]",
+    )
+    parser.add_argument(
+        "--scenarios",
+        help=f"comma-separated paths to measure, of {','.join(SCENARIOS)} [default: all]",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="write the JSON result only, no PNG")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else Options()
     chosen = tuple(args.scenarios.split(",")) if args.scenarios else base.scenarios

@@ -164,3 +164,12 @@ async def test_a_scenario_runs_against_a_gateway_someone_else_started(
         )
         [result] = await run_scenarios([loaded], external, workdir=tmp_path / "run")
     assert result.passed, [result.error, *(f.detail for f in result.failures)]
+
+
+def test_the_command_shows_progress_and_the_report_but_no_log_lines() -> None:
+    # The rejection it provokes would log a warning line between the progress marks.
+    one = LIBRARY / "bad-input-bad-topic.yaml"
+    result = CliRunner().invoke(main, ["scenario", "run", str(one)])
+    assert result.exit_code == 0, result.output
+    assert "bad-input-bad-topic" in result.output
+    assert [line for line in result.output.splitlines() if '"level"' in line] == []

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from intercom_gateway.bus import Message
 from intercom_gateway.cli.main import main
 from intercom_gateway.cli.qa import LIBRARY
+from intercom_gateway.core.models import RejectReason
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.qa.scenario.loader import (
     ScenarioFileError,
@@ -23,6 +24,7 @@ from intercom_gateway.qa.scenario.matching import Sent, destination_filters, mis
 from intercom_gateway.qa.scenario.model import (
     BAD_INPUT_CLASSES,
     Match,
+    Receives,
     SendStep,
     scenario_json_schema,
 )
@@ -130,6 +132,29 @@ def test_the_library_loads_and_names_a_clause_in_every_description() -> None:
     assert len(loaded) >= 20
     for item in loaded:
         assert "§" in item.scenario.description or "item" in item.scenario.description, item.path
+
+
+# Reasons no panel's input can earn in a scenario, and where they are tested instead.
+NOT_IN_THE_LIBRARY = {
+    # A scenario's steps publish no MQTT 5 user properties (panels send none of their own).
+    RejectReason.TOO_MANY_PROPERTIES: "tests/component/test_gateway_containment.py",
+    # A bug of the gateway's own, not something input may cause: a scenario that earned
+    # it would be a failing gateway. The fuzz tests assert that it never happens.
+    RejectReason.INTERNAL_ERROR: "tests/component/test_fuzz_gateway.py",
+    # Handling that failed (or killed the process) max_attempts times: a crash, not input.
+    RejectReason.DEAD_LETTER: "tests/broker/test_poison.py",
+}
+
+
+def test_the_library_has_a_scenario_for_every_reason_a_panel_can_cause() -> None:
+    covered = {
+        expectation.match.reason
+        for item in load_scenarios([LIBRARY])
+        for expectation in item.scenario.expect
+        if isinstance(expectation, Receives) and expectation.receives == "rejected"
+    }
+    assert set(RejectReason) - set(NOT_IN_THE_LIBRARY) - covered == set()
+    assert covered.isdisjoint(NOT_IN_THE_LIBRARY)  # else the exception is stale
 
 
 def test_two_scenarios_of_one_name_are_refused(tmp_path: Path) -> None:

@@ -174,7 +174,16 @@ class Mosquitto:
         self.stop()
 
     async def __aenter__(self) -> Mosquitto:
-        await asyncio.to_thread(self.start)
+        # Shielded: a caller cancelled (a signal) while the thread starts the broker must
+        # not leave it running; the start is finished, then undone.
+        starting = asyncio.ensure_future(asyncio.to_thread(self.start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await starting
+            await asyncio.to_thread(self.stop)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

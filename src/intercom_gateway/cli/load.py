@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -28,6 +29,10 @@ from intercom_gateway.cli.common import (
     workdir_option,
 )
 from intercom_gateway.settings import Settings
+
+T = TypeVar("T")
+# Ctrl-C, `kill` and a closed terminal: each stops the run and cleans up (§ clean exits).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @click.command()
@@ -80,6 +85,8 @@ def load(ctx: click.Context, /, **options: Any) -> None:
     Reports delivered, lost, duplicated and misdirected events per destination and
     end-to-end latency percentiles, writes a JSON result and a latency histogram, and
     exits 1 unless every entitled event arrived exactly once and nowhere else.
+    Ctrl-C, SIGTERM or SIGHUP (a closed terminal) stop the broker and gateway it started
+    and remove its temporary work folder (exit status 128 + the signal's number).
     """
     from intercom_gateway.qa.load import LoadPlan
 
@@ -123,9 +130,14 @@ def _execute(
         external = External(credentials, host, options["broker_port"])
     dwellings = sum(1 for _ in registry.dwellings())
     console.print(f"fleet: {len(registry.buildings)} buildings, {dwellings} dwellings")
-    with _workdir(options["workdir"]) as workdir, _progress(console) as show:
-        return asyncio.run(
-            run_load(
+
+    async def work() -> dict[str, Any]:
+        # The work folder is made and removed inside the signal-guarded run, so a
+        # signal cannot fall between its creation and the cleanup that removes it.
+        with _workdir(options["workdir"]) as workdir, _progress(console) as show:
+            if external is None:
+                console.print(f"work folder: {workdir}", soft_wrap=True, markup=False)
+            return await run_load(
                 plan,
                 registry=registry,
                 policy=policy,
@@ -133,9 +145,58 @@ def _execute(
                 out_dir=options["out"],
                 workdir=workdir,
                 external=external,
-                progress=show,
+                progress=_announcing(show, console),
             )
-        )
+
+    received: list[int] = []
+    data = asyncio.run(stopped_by_signals(work(), received))
+    if data is None:
+        name = signal.Signals(received[0]).name
+        console.print(f"load: stopped by {name}; what it started is stopped and removed")
+        sys.exit(128 + received[0])
+    return data
+
+
+async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) -> T | None:
+    """Run ``work``; SIGINT, SIGTERM or SIGHUP cancels it, so that every ``async with``
+    in it (Mosquitto, the gateway process, the work folder) cleans up on the way out,
+    and then returns None with the signal in ``received``. A second signal during the
+    cleanup is ignored: the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does
+    not end it in time)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            task.cancel()
+        received.append(signum)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            return None
+        raise
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _announcing(show: Callable[[Any], None], console: Console) -> Callable[[Any], None]:
+    """``show``, and one line when sending begins: the broker and gateway are up."""
+    announced = False
+
+    def progress(snapshot: Any) -> None:
+        nonlocal announced
+        if not announced and snapshot.phase == "sending":
+            announced = True
+            console.print("sending: broker and gateway are up (Ctrl-C stops and cleans up)")
+        show(snapshot)
+
+    return progress
 
 
 def _registry(options: dict[str, Any], partner_ids: list[str]) -> Any:

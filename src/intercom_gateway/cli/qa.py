@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from intercom_gateway import logs
+from intercom_gateway.cli.bench import bench
 from intercom_gateway.cli.common import (
     EXIT_NO,
     acceleration_option,
@@ -256,7 +256,12 @@ def scenario() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The results as JSON here.",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Keep the gateway's log lines.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Interleave the gateway's log lines with the progress (default: quiet).",
+)
 @click.pass_context
 def scenario_run(
     ctx: click.Context,
@@ -285,7 +290,9 @@ def scenario_run(
     from intercom_gateway.qa.scenario.report import print_report, write_reports
 
     if not verbose:
-        logs.configure("WARNING")
+        # The rejections the scenarios provoke on purpose would print a warning line
+        # each between the progress marks: the report judges them instead.
+        logs.configure("CRITICAL")
     loaded = load_scenarios(list(paths) or [LIBRARY])
     external = None
     if broker_port is not None or secrets_dir is not None or broker_host is not None:
@@ -368,32 +375,5 @@ def registry(path: Path) -> None:
 
 
 # --- the relay benchmark -----------------------------------------------------------------
-
-
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,  # --help belongs to the benchmark's own parser
-)
-@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
-def bench(arguments: tuple[str, ...]) -> None:
-    """Throughput, latency and CPU of raw, pass-through and full-gateway relays
-    (`bench --help` for the options, `bench --quick` for a smoke run).
-
-    The benchmark is a developer tool that lives in the checkout, not in the package:
-    it starts Mosquitto with the packaged mosquitto.conf and runs its own processes
-    (bench/relay_bench.py); every argument goes to its own parser. It is the one place
-    that looks for the repository around the package (an editable install).
-    """
-    checkout = Path(__file__).resolve().parents[3]
-    if not (checkout / "bench" / "relay_bench.py").exists():
-        raise click.ClickException(
-            "bench is a developer tool: it runs from a source checkout (bench/relay_bench.py)"
-            " with an editable install (pip install -e .), not from an installed wheel"
-        )
-    if str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    main: Callable[[Sequence[str]], Any] = importlib.import_module("bench.relay_bench").main
-    main(list(arguments))
-
 
 COMMANDS = (demo, simulate, scenario, load, bench)
