@@ -43,10 +43,10 @@ def test_every_default_data_file_is_inside_the_package_and_exists() -> None:
 
 
 def test_no_module_finds_files_relative_to_the_repository() -> None:
-    """Only `bench` (a developer tool, cli/qa.py) may look for the checkout around it."""
+    """Only `bench` (a developer tool, cli/bench.py) may look for the checkout around it."""
     offenders = []
     for module in sorted(PACKAGE.rglob("*.py")):
         for line in module.read_text(encoding="utf-8").splitlines():
             if re.search(r"REPO_ROOT|parents\[", line):
                 offenders.append(f"{module.relative_to(PACKAGE)}: {line.strip()}")
-    assert offenders == ["cli/qa.py: checkout = Path(__file__).resolve().parents[3]"]
+    assert offenders == ["cli/bench.py: checkout = Path(__file__).resolve().parents[3]"]
