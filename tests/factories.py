@@ -7,6 +7,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from intercom_gateway.core import topics
@@ -22,7 +23,9 @@ from intercom_gateway.core.models import (
 )
 from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.core.router import Router
+from intercom_gateway.settings import Settings
 from intercom_gateway.simulators.settings import settings_change
 from intercom_gateway.store.sqlite import LedgerRow
 
@@ -176,3 +179,16 @@ _LEDGER_ROW = LedgerRow(
 def ledger_row(**changes: Any) -> LedgerRow:
     """A provision to the concierge partner service, with ``changes`` to its fields."""
     return replace(_LEDGER_ROW, **changes)
+
+
+def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """A component test's gateway: one building of three dwellings using every sample
+    service (registry written to ``tmp_path``), a store in ``tmp_path``, no event log
+    lines unless ``log_events=True`` is given."""
+    from tests.conftest import SAMPLE_SERVICES
+
+    registry_path = tmp_path / "registry.yaml"
+    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
+    registry_path.write_text(dump_registry(registry))
+    fields: dict[str, Any] = {"log_events": False, **overrides}
+    return Settings(db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, **fields)

@@ -24,12 +24,9 @@ import pytest
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import RejectReason
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message, settings_message
+from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 from tests.helpers import collect, collect_until
 from tests.transports import Transport
 
@@ -39,12 +36,7 @@ World = tuple[Gateway, Any, Any]
 
 @pytest.fixture
 async def world(tmp_path: Path, transport: Transport) -> AsyncIterator[World]:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    settings = Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    settings = gateway_settings(tmp_path)
     async with (
         SqliteStore.open(settings.db_path) as store,
         transport.bus(GATEWAY) as bus,

@@ -14,14 +14,12 @@ import pytest
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import decide as core_decision
 from intercom_gateway.core import topics
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import PublishFailed
 from intercom_gateway.gateway import service as gateway_module
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message, settings_message
+from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 
 MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
 
@@ -30,12 +28,7 @@ World = tuple[Gateway, MemoryBus, list[Message]]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    return Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    return gateway_settings(tmp_path)
 
 
 @pytest.fixture

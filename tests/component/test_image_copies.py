@@ -13,13 +13,11 @@ import pytest
 from intercom_gateway.bus import Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Forwarded
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.core.tags import IMAGE_COPY_FIELDS
 from intercom_gateway.gateway.explain import render_logged
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message
+from tests.factories import event_dict, gateway_settings, panel_message
 from tests.helpers import collect
 
 from .test_ledger_write_ahead import WitnessBus, gateway_on, inbound
@@ -31,12 +29,7 @@ OUTPUTS = ("cloud/#", "group/#", "partners/#", "analytics/#")
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Three dwellings of one building, each using every sample service."""
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    return Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    return gateway_settings(tmp_path)
 
 
 def _by_topic(messages: list[Message]) -> dict[str, tuple[Forwarded, Message]]:

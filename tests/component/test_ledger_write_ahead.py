@@ -21,14 +21,12 @@ import pytest
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import provisions_csv
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, ledger_row, panel_message
+from tests.factories import event_dict, gateway_settings, ledger_row, panel_message
 from tests.helpers import collect
 
 LEDGER_PREFIXES = ("partners/", "group/")
@@ -82,12 +80,7 @@ def _status(db_path: Path, event_id: str, recipient: str, part: str) -> str | No
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    return Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    return gateway_settings(tmp_path)
 
 
 @contextlib.asynccontextmanager

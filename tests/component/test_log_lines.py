@@ -16,12 +16,9 @@ import structlog
 
 from intercom_gateway import logs
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message, settings_message
+from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 
 # The keys of each line, as logs.py documents them.
 EVERY_LINE = {"event", "level", "timestamp"}
@@ -46,10 +43,7 @@ def _configure(capture: pytest.CaptureFixture[str]) -> None:
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, MemoryBus]]:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    settings = Settings(db_path=tmp_path / "gateway.sqlite", registry_path=registry_path)
+    settings = gateway_settings(tmp_path, log_events=True)
     assert settings.log_events  # the default
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)

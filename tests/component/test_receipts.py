@@ -21,13 +21,10 @@ import pytest
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import Receipt, RejectReason
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.receipts import MAX_IDS_PER_RECEIPT, Receipts, rejected_target
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message, settings_message
+from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 
 
 @dataclass
@@ -51,12 +48,7 @@ class SpyBus:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SpyBus]]:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    settings = Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    settings = gateway_settings(tmp_path)
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         spy = SpyBus(MemoryBroker().client("gateway"), settings.db_path)

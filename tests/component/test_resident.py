@@ -19,13 +19,12 @@ from intercom_gateway.bus import MemoryBroker, Message
 from intercom_gateway.cli.main import main
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, ledger_row, panel_message
+from tests.factories import event_dict, gateway_settings, ledger_row, panel_message
 
 # (dwelling, event type) -> what the sample registry sends where (every dwelling uses all
 # three sample services): visitor to concierge, delivery box to concierge and
@@ -35,12 +34,7 @@ EVENTS += [("d0002", "visitor"), ("d0002", "alarm")]
 
 
 async def _populate(tmp_path: Path) -> Settings:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    settings = Settings(
-        db_path=tmp_path / "gateway.sqlite", registry_path=registry_path, log_events=False
-    )
+    settings = gateway_settings(tmp_path)
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
         bus = MemoryBroker().client("gateway")

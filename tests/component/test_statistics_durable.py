@@ -19,14 +19,12 @@ import pytest
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.core.statistics import Window, aggregate_id
 from intercom_gateway.errors import ConnectionLost
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.conftest import SAMPLE_SERVICES
-from tests.factories import event_dict, panel_message
+from tests.factories import event_dict, gateway_settings, panel_message
 from tests.helpers import collect
 
 HOUR = timedelta(hours=1)
@@ -53,16 +51,7 @@ class FlakyBus(MemoryBus):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    registry_path = tmp_path / "registry.yaml"
-    registry = generate_registry(buildings=1, dwellings=3, services=SAMPLE_SERVICES)
-    registry_path.write_text(dump_registry(registry))
-    return Settings(
-        db_path=tmp_path / "gateway.sqlite",
-        registry_path=registry_path,
-        log_events=False,
-        statistics_min_group=1,
-        statistics_delay=0,
-    )
+    return gateway_settings(tmp_path, statistics_min_group=1, statistics_delay=0)
 
 
 @contextlib.asynccontextmanager
