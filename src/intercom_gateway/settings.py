@@ -104,3 +104,10 @@ class Settings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+
+    # --- the dev stack (`intercom-gateway up`) ------------------------------------------
+    state_dir: Path = Field(
+        default=Path("var/stack"),
+        description="where `up` keeps its broker, accounts, store and logs, and the state"
+        " file (stack.json) that the other commands read to find the running stack",
+    )

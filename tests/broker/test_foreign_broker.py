@@ -115,7 +115,7 @@ def test_a_command_refuses_a_broker_with_no_gateway(
     assert line == (
         f"Error: no intercom gateway answers on 127.0.0.1:{port}"
         f" (no retained status on {topics.STATUS}): {HINT}"
-        " or point --broker-host/--broker-port at it"
+        " (or the dev stack: `intercom-gateway up`) or point --broker-host/--broker-port at it"
     )
 
 

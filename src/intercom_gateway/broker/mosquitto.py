@@ -94,12 +94,12 @@ def _hand_over(paths: Iterable[Path]) -> None:
     if user is None:
         return
     for path in paths:
-        _grant_traversal(path.resolve().parent, user)
+        grant_traversal(path.resolve().parent, user)
         for item in [path, *(path.rglob("*") if path.is_dir() else [])]:
             os.chown(item, user.pw_uid, user.pw_gid)
 
 
-def _grant_traversal(directory: Path, user: pwd.struct_passwd) -> None:
+def grant_traversal(directory: Path, user: pwd.struct_passwd) -> None:
     """Let ``user`` pass through every ancestor of ``directory`` (search, never list).
 
     pytest's base temporary directory (and /root) are 0700: Mosquitto, once it has
@@ -138,8 +138,13 @@ class Mosquitto:
         host: str = "127.0.0.1",
         tls_port: int | None = None,
         tls: TlsFiles | None = None,
+        own_session: bool = False,
     ) -> None:
         self.workdir = workdir
+        # own_session: a session (and process group) of its own, so that a terminal's
+        # Ctrl-C or hang-up reaches only the caller, which stops the broker in its turn
+        # (the dev stack stops its gateway first, then the broker).
+        self.own_session = own_session
         self.credentials = credentials
         self.host = host
         self.port = port or free_port(host)
@@ -211,7 +216,10 @@ class Mosquitto:
         _hand_over([self.workdir, self.credentials.directory, self.tls.directory])
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [find_binary("mosquitto"), "-c", str(conf)], stdout=log, stderr=log
+                [find_binary("mosquitto"), "-c", str(conf)],
+                stdout=log,
+                stderr=log,
+                start_new_session=self.own_session,
             )
         self._wait_ready()
 

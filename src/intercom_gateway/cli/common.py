@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -35,6 +36,7 @@ from intercom_gateway.settings import Settings
 
 if TYPE_CHECKING:
     from intercom_gateway.bus import BrokerAddress
+    from intercom_gateway.qa.stackfile import StackState
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -221,14 +223,54 @@ def require_gateway(settings: Settings) -> None:
     run(lambda: expect_gateway(address, gateway_id=settings.gateway_id))
 
 
+def running_stack_of(ctx: click.Context) -> StackState:
+    """The dev stack running from the state folder (main read it), or one line saying
+    there is none."""
+    state = ctx.find_root().obj.get("stack") if ctx.find_root().obj else None
+    if state is None:
+        where = settings_of(ctx).state_dir
+        raise ConfigError(f"no dev stack runs from {where}: `intercom-gateway up` starts one")
+    stack: StackState = state
+    return stack
+
+
 def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one coroutine of a command; its errors go to ``Group.invoke`` as they are."""
     return asyncio.run(work())
 
 
-def stop_on_signals(stop: asyncio.Event) -> None:
-    import signal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+
+async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) -> T | None:
+    """Run ``work``; SIGINT, SIGTERM or SIGHUP cancels it, so that every ``async with``
+    in it (Mosquitto, the gateway process, the work folder) cleans up on the way out,
+    and then returns None with the signal in ``received``. A second signal during the
+    cleanup is ignored: the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does
+    not end it in time)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            task.cancel()
+        received.append(signum)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            return None
+        raise
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -265,6 +307,12 @@ db_option = click.option(
     help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+stack_option = click.option(
+    "--stack",
+    is_flag=True,
+    help="Use the running dev stack (`intercom-gateway up`) instead of starting a broker "
+    "and gateway of its own.",
+)
 dwelling_arguments = options(click.argument("building"), click.argument("dwelling"))
 seed_option = click.option(
     "--seed", type=int, default=0, show_default=True, help="Same seed, same events."

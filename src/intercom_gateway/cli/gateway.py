@@ -31,6 +31,7 @@ from intercom_gateway.cli.common import (
     usage_error,
 )
 from intercom_gateway.core import topics
+from intercom_gateway.errors import ConfigError
 
 # A century: longer than any retention a law asks for, and far from the end of the
 # calendar, so "now minus the retention" can always be computed.
@@ -62,6 +63,7 @@ def run_command(ctx: click.Context, /, **options: Any) -> None:
     from intercom_gateway.gateway.run import run_gateway
 
     settings = settings_of(ctx, **options)
+    _not_the_stacks_gateway(ctx, settings)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -70,6 +72,26 @@ def run_command(ctx: click.Context, /, **options: Any) -> None:
         click.echo(json.dumps(metrics.snapshot()), err=True)
 
     run(serve)
+
+
+def _not_the_stacks_gateway(ctx: click.Context, settings: Any) -> None:
+    """Refuse to start a second gateway with the dev stack's gateway id on its broker:
+    the two would take the client id from each other in turn."""
+    import os
+
+    stack = ctx.obj.get("stack") if ctx.obj else None
+    if stack is None or not stack.gateway or stack.gateway_pid in (None, os.getpid()):
+        return
+    same_broker = (settings.broker_host, settings.broker_port) == (
+        stack.broker_host,
+        stack.broker_port,
+    )
+    if same_broker and settings.gateway_id == stack.gateway_id:
+        raise ConfigError(
+            f"the dev stack in {stack.state_dir} already runs gateway {stack.gateway_id!r}"
+            f" on {stack.where} (pid {stack.gateway_pid}): use its gateway, start the"
+            " stack with `up --no-gateway`, or give this one another --gateway-id"
+        )
 
 
 def _freeze_heap(_gateway: object) -> None:

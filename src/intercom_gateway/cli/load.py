@@ -8,9 +8,9 @@ import contextlib
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -23,16 +23,16 @@ from intercom_gateway.cli.common import (
     acceleration_option,
     out_option,
     registry_option,
+    require_gateway,
     running_broker_options,
+    running_stack_of,
     seed_option,
     settings_of,
+    stack_option,
+    stopped_by_signals,
     workdir_option,
 )
 from intercom_gateway.settings import Settings
-
-T = TypeVar("T")
-# Ctrl-C, `kill` and a closed terminal: each stops the run and cleans up (§ clean exits).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @click.command()
@@ -78,6 +78,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     port="Use a running broker and gateway (accounts from --secrets-dir) instead of starting both.",
     secrets="With --broker-port: the running broker's accounts (`credentials generate`).",
 )
+@stack_option
 @click.pass_context
 def load(ctx: click.Context, /, **options: Any) -> None:
     """Drive a large simulated fleet through Mosquitto and the gateway and measure it.
@@ -91,6 +92,14 @@ def load(ctx: click.Context, /, **options: Any) -> None:
     from intercom_gateway.qa.load import LoadPlan
 
     settings = settings_of(ctx)
+    if options.pop("stack"):
+        state = running_stack_of(ctx)
+        require_gateway(settings)
+        options.update(
+            broker_host=state.broker_host,
+            broker_port=state.broker_port,
+            secrets_dir=state.secrets_dir,
+        )
     try:
         plan = LoadPlan(
             rate=options["rate"] or (None if options["acceleration"] else 200.0),
@@ -155,34 +164,6 @@ def _execute(
         console.print(f"load: stopped by {name}; what it started is stopped and removed")
         sys.exit(128 + received[0])
     return data
-
-
-async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) -> T | None:
-    """Run ``work``; SIGINT, SIGTERM or SIGHUP cancels it, so that every ``async with``
-    in it (Mosquitto, the gateway process, the work folder) cleans up on the way out,
-    and then returns None with the signal in ``received``. A second signal during the
-    cleanup is ignored: the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does
-    not end it in time)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-
-    def on_signal(signum: int) -> None:
-        if not received:
-            task.cancel()
-        received.append(signum)
-
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if received:
-            return None
-        raise
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
 
 
 def _announcing(show: Callable[[Any], None], console: Console) -> Callable[[Any], None]:

@@ -14,8 +14,9 @@ import click
 from pydantic import ValidationError
 
 from intercom_gateway import logs
-from intercom_gateway.cli import gateway, qa, resident, security, tokens
+from intercom_gateway.cli import gateway, qa, resident, security, stack, tokens
 from intercom_gateway.cli.common import cli_error, group, validation_line
+from intercom_gateway.qa.stackfile import apply_stack, running_stack
 from intercom_gateway.settings import Settings, retired_setting
 
 
@@ -39,7 +40,8 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     dwelling's consent and the privacy policy's purpose limits, and forwards it to the
     cloud, partner, group, analytics and statistics topics it is entitled to.
 
-    Start with `intercom-gateway demo`; every command explains itself with --help.
+    Start with `intercom-gateway demo`, or `intercom-gateway up` for a dev stack that
+    the other commands then use; every command explains itself with --help.
     Exit status: 0 done, 1 no (or a user error), 2 usage, 3 broker or gateway
     unreachable, 4 invalid input, 70 internal error (README, "Exit codes").
     """
@@ -53,9 +55,16 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     if log_level:
         settings = settings.model_copy(update={"log_level": log_level.upper()})
     logs.configure(settings.log_level)
-    ctx.obj = {"settings": settings}  # --debug is read by common.debugging
+    running, note = running_stack(settings.state_dir)
+    if note is not None and ctx.invoked_subcommand not in ("up", "down", "status"):
+        click.echo(f"Note: {note}", err=True)
+    if running is not None:
+        settings = apply_stack(settings, running)
+    # --debug is read by common.debugging; "stack" by the commands that must not clash
+    # with the dev stack's own gateway (`run`).
+    ctx.obj = {"settings": settings, "stack": running}
 
 
-for module in (gateway, resident, tokens, qa, security):
+for module in (stack, gateway, resident, tokens, qa, security):
     for command in module.COMMANDS:
         main.add_command(command)

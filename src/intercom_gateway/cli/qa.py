@@ -25,10 +25,13 @@ from intercom_gateway.cli.common import (
     broker_options,
     group,
     registry_option,
+    require_gateway,
     run,
     running_broker_options,
+    running_stack_of,
     seed_option,
     settings_of,
+    stack_option,
     stop_on_signals,
     workdir_option,
 )
@@ -185,6 +188,7 @@ def simulate(
     from intercom_gateway.simulators.outbox import Outbox, ResendPolicy
 
     settings = settings_of(ctx, **options)
+    require_gateway(settings)
     if buildings is not None:
         registry = generate_registry(buildings=buildings, dwellings=dwellings)
     else:
@@ -249,6 +253,7 @@ def scenario() -> None:
     port="Use a running broker and gateway on this port.",
     secrets="Accounts of the running broker (from `credentials generate`).",
 )
+@stack_option
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="JUnit XML here.")
 @click.option(
     "--json",
@@ -269,6 +274,7 @@ def scenario_run(
     broker_host: str | None,
     broker_port: int | None,
     secrets_dir: Path | None,
+    stack: bool,
     junit: Path | None,
     json_path: Path | None,
     verbose: bool,
@@ -278,7 +284,8 @@ def scenario_run(
     By default it is self-contained: one Mosquitto with the project's configuration for
     the run and a fresh gateway per scenario. With --broker-port or --secrets-dir it
     uses a broker and gateway already running (start the gateway with the registry that
-    `scenario registry FILE` prints). Exit status 0 only if every expectation held.
+    `scenario registry FILE` prints); --stack uses the running dev stack (`up --registry`
+    with that registry). Exit status 0 only if every expectation held.
 
     Analytics copies are held until their window ends (INTERCOM_ANALYTICS_WINDOW, an
     hour by default): the self-contained gateway uses 0.5 s windows; start a running
@@ -295,7 +302,11 @@ def scenario_run(
         logs.configure("CRITICAL")
     loaded = load_scenarios(list(paths) or [LIBRARY])
     external = None
-    if broker_port is not None or secrets_dir is not None or broker_host is not None:
+    if stack:
+        running_stack_of(ctx)
+        external = settings_of(ctx)
+        require_gateway(external)
+    elif broker_port is not None or secrets_dir is not None or broker_host is not None:
         external = settings_of(
             ctx, broker_host=broker_host, broker_port=broker_port, secrets_dir=secrets_dir
         )

@@ -407,10 +407,24 @@ def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any)
 
     settings = settings_of(ctx, api_host=host, api_port=port, **given)
     _check_api_needs(settings)
+    _say_if_no_gateway(settings)
     app = create_app(settings)
     where = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API on {where} (docs: {where}/docs), store {settings.db_path}", err=True)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+def _say_if_no_gateway(settings: Settings) -> None:
+    """One line at start if no gateway answers: reads work, changes are refused (503)."""
+    from intercom_gateway.errors import BusError
+
+    try:
+        require_gateway(settings)
+    except BusError as error:
+        click.echo(
+            f"Note: {error}; until one does, the API serves reads and refuses changes (503)",
+            err=True,
+        )
 
 
 def _check_api_needs(settings: Settings) -> None:

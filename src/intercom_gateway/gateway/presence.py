@@ -22,7 +22,10 @@ from intercom_gateway.core.models import GatewayStatus
 from intercom_gateway.errors import BusError, ConnectFailed, NoGateway
 
 CHECK_TIMEOUT = 2.0  # the retained status arrives with the SUBACK; this is the "none" case
-HINT = "start one with `intercom-gateway run` or point --broker-host/--broker-port at it"
+HINT = (
+    "start one with `intercom-gateway run` (or the dev stack: `intercom-gateway up`)"
+    " or point --broker-host/--broker-port at it"
+)
 
 
 def no_gateway(where: str, found: str) -> NoGateway:

@@ -305,6 +305,7 @@ class GatewayProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    own_session: bool = False  # see Mosquitto: a terminal's signals reach only the caller
 
     @property
     def db_path(self) -> Path:
@@ -351,6 +352,7 @@ class GatewayProcess:
                 env=self.environment(),
                 stdout=log,
                 stderr=log,
+                start_new_session=self.own_session,
             )
         return self.process
 
@@ -393,9 +395,10 @@ async def gateway_process(
     env: Mapping[str, str] | None = None,
     gateway_id: str | None = None,
     timeout: float = STARTUP,
+    own_session: bool = False,
 ) -> AsyncIterator[GatewayProcess]:
     """A gateway process, online, stopped with SIGTERM on the way out."""
-    gateway = GatewayProcess(broker, workdir, env=dict(env or {}))
+    gateway = GatewayProcess(broker, workdir, env=dict(env or {}), own_session=own_session)
     if gateway_id is not None:
         gateway.gateway_id = gateway_id
     await gateway.write_registry(registry)
