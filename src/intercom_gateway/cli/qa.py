@@ -188,11 +188,11 @@ def simulate(
     from intercom_gateway.simulators.outbox import Outbox, ResendPolicy
 
     settings = settings_of(ctx, **options)
-    require_gateway(settings)
     if buildings is not None:
         registry = generate_registry(buildings=buildings, dwellings=dwellings)
     else:
         registry = load_registry(registry_path or settings.registry_path)
+    require_gateway(settings)  # after the files: a bad file is said first, without a broker
     address = broker_address(settings, user)
 
     def show(topic: str, event: Any) -> None:
