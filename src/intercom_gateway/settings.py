@@ -19,6 +19,12 @@ DATA = Path(str(resources.files("intercom_gateway").joinpath("data")))
 RETIRED = {
     "INTERCOM_MQTT_CLIENT": "the gateway has one MQTT transport (bus.MqttBus); paho-mqtt"
     " is only the tests' reference now (tests/reference_paho.py)",
+    # Issue #17: Mosquitto deals a shared subscription's messages round robin, so one
+    # gateway took a dwelling's consent change and the others kept deciding on the old
+    # consent (20 of 40 events reached a partner the dwelling had stopped).
+    "INTERCOM_SHARE_GROUP": "a shared subscription splits one dwelling's events and its"
+    " consent changes across gateways, so some decide on withdrawn consent; run one"
+    " gateway per broker (README, 'Several gateways')",
 }
 
 
@@ -43,9 +49,6 @@ class Settings(BaseSettings):
     )
     broker_ca_file: Path | None = Field(default=None, description="CA for a TLS listener")
     secrets_dir: Path = Path(".secrets/broker")
-    share_group: str | None = Field(
-        default=None, description="MQTT 5 shared-subscription group for several gateways"
-    )
     keepalive: int = 30
     session_expiry: int = Field(default=86_400, description="seconds the broker keeps our session")
     receive_maximum: int = Field(default=1_000, description="unacknowledged inbound at once")

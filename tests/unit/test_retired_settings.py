@@ -26,3 +26,19 @@ def test_without_it_the_cli_starts() -> None:
 def test_the_environment_is_read_as_pydantic_settings_reads_it_without_case() -> None:
     assert retired_setting({"intercom_mqtt_client": "lean"}) is not None
     assert retired_setting({"INTERCOM_BROKER_HOST": "localhost"}) is None
+
+
+def test_the_share_group_is_refused_in_one_line_from_the_environment_and_the_flag() -> None:
+    """Issue #17: two gateways in one shared subscription let 20 of 40 events reach a
+    partner the dwelling had stopped. The setting is refused, not ignored."""
+    result = CliRunner().invoke(main, ["run", "--help"], env={"INTERCOM_SHARE_GROUP": "gws"})
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: INTERCOM_SHARE_GROUP is no longer read")
+    assert "withdrawn consent" in lines[0]
+
+    flag = CliRunner().invoke(main, ["run", "--share-group", "gws"])
+    assert flag.exit_code == 2
+    lines = [line for line in flag.output.splitlines() if line.strip()]
+    assert lines == [lines[0]] and "--share-group is no longer accepted" in lines[0]

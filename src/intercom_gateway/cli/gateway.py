@@ -56,12 +56,15 @@ _HEALTH_TOPICS = (topics.STATUS, topics.METRICS)
     type=click.Path(exists=True, path_type=Path),
     help="Partner registry YAML [env INTERCOM_PARTNERS_PATH, default: the packaged sample].",
 )
-@click.option("--share-group", help="MQTT 5 shared-subscription group, for several gateways.")
+@click.option("--share-group", hidden=True, help="Retired: refused (issue #17).")
 @click.pass_context
-def run_command(ctx: click.Context, /, **options: Any) -> None:
+def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (it finishes in-flight events first)."""
     from intercom_gateway.gateway.run import run_gateway
+    from intercom_gateway.settings import RETIRED
 
+    if share_group is not None:
+        raise usage_error(f"--share-group is no longer accepted: {RETIRED['INTERCOM_SHARE_GROUP']}")
     settings = settings_of(ctx, **options)
     _not_the_stacks_gateway(ctx, settings)
 

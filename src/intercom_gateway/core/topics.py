@@ -64,11 +64,6 @@ def parse_panel_topic(topic: str) -> PanelTopic | None:
     return PanelTopic(match["building"], match["device"], match["event_type"])
 
 
-def shared(filter_: str, group: str | None) -> str:
-    """An MQTT 5 shared subscription of ``filter_`` for a group of gateways."""
-    return f"$share/{group}/{filter_}" if group else filter_
-
-
 def panel_events(building: str, device: str, event_type: str) -> str:
     return f"intercom/v1/{building}/{device}/events/{event_type}"
 

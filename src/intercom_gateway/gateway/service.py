@@ -198,13 +198,12 @@ class Gateway:
         """Handle messages until ``stop`` is set (then finish in-flight work) or the bus fails."""
         stop = stop or asyncio.Event()
         self._bus = bus
-        group = self.settings.share_group
         # Retain handling 2: the broker never replays retained panel messages at
         # subscribe time. A panel event is not state; a retained one would come back at
         # every restart, even after our session was cleared.
         await bus.subscribe(
-            topics.shared(topics.PANEL_EVENTS_FILTER, group),
-            topics.shared(topics.PANEL_SETTINGS_FILTER, group),
+            topics.PANEL_EVENTS_FILTER,
+            topics.PANEL_SETTINGS_FILTER,
             retain_handling=2,
         )
         await self._publish_status(bus, "online")
