@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -56,68 +56,88 @@ async def run_gateway(
         gateway = await Gateway.load(settings, store)
         if ready is not None:
             ready(gateway)
-        delay = settings.reconnect_min
-        connected_before = False
-        while not stop.is_set():
-            connected_at: float | None = None
-            acked_before = gateway.metrics.acked
-            try:
-                async with MqttBus(
-                    address,
-                    client_id=client_id,
-                    clean_start=False,  # keep our session: the broker queues while we are away
-                    session_expiry=settings.session_expiry,
-                    manual_ack=True,
-                    receive_maximum=settings.receive_maximum,
-                    publish_window=settings.publish_window,
-                    keepalive=settings.keepalive,
-                    will=Will(topics.STATUS, status_payload(settings.gateway_id, "offline")),
-                ) as bus:
-                    connected_at = time.monotonic()
-                    # With session_expiry 0 no session is kept by design: nothing to report.
-                    if connected_before and settings.session_expiry and not bus.session_present:
-                        gateway.metrics.sessions_lost += 1
-                        log.error(
-                            "broker had no session for us: messages queued while we were "
-                            "away are gone",
-                            client_id=client_id,
-                        )
-                    connected_before = True
-                    await gateway.serve(bus, stop=stop)
-            except* BusError as group:
-                error = group.exceptions[0]
-                # SessionTakenOver itself, or a ConnectionLost raised from it later.
-                taken = group.subgroup(
-                    lambda e: (
-                        isinstance(e, SessionTakenOver) or isinstance(e.__cause__, SessionTakenOver)
-                    )
-                )
-                if taken is not None:
-                    gateway.metrics.session_takeovers += 1
-                    log.error(
-                        "session taken over: another connection with our client id took it",
-                        client_id=client_id,
-                    )
-                gateway.reset_in_flight()
-                gateway.metrics.reconnects += 1
-                # Only a connection that made progress or lived a while resets the
-                # backoff: one that fails the same way each time (a publish the broker
-                # refuses, a session taken over) must not become a tight reconnect loop.
-                lived = connected_at is not None and (
-                    gateway.metrics.acked > acked_before
-                    or time.monotonic() - connected_at > settings.reconnect_max
-                )
-                if lived:
-                    delay = settings.reconnect_min
-                wait = delay * random.uniform(0.5, 1.5)
-                log.warning(
-                    "broker connection lost",
-                    error=describe(error),
-                    reconnects=gateway.metrics.reconnects,
-                    retry_in=round(wait, 2),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
-                delay = min(delay * 2, settings.reconnect_max)
+        will = Will(topics.STATUS, status_payload(settings.gateway_id, "offline"))
+        await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
         await gateway.store.flush()
         return gateway.metrics
+
+
+async def serve_connected(
+    gateway: Gateway,
+    address: BrokerAddress,
+    *,
+    client_id: str,
+    stop: asyncio.Event,
+    will: Will | None = None,
+    filters: Sequence[str] | None = None,
+    announce: bool = True,
+) -> None:
+    """Serve ``gateway`` on the session ``client_id`` until ``stop``, reconnecting with
+    jittered backoff; one partition of a partitioned gateway runs one of these.
+
+    ``filters``: the panel topics to take (default: every building's); ``announce``:
+    publish the retained status (a partition leaves it to its process).
+    """
+    settings = gateway.settings
+    delay = settings.reconnect_min
+    connected_before = False
+    while not stop.is_set():
+        connected_at: float | None = None
+        acked_before = gateway.metrics.acked
+        try:
+            async with MqttBus(
+                address,
+                client_id=client_id,
+                clean_start=False,  # keep our session: the broker queues while we are away
+                session_expiry=settings.session_expiry,
+                manual_ack=True,
+                receive_maximum=settings.receive_maximum,
+                publish_window=settings.publish_window,
+                keepalive=settings.keepalive,
+                will=will,
+            ) as bus:
+                connected_at = time.monotonic()
+                # With session_expiry 0 no session is kept by design: nothing to report.
+                if connected_before and settings.session_expiry and not bus.session_present:
+                    gateway.metrics.sessions_lost += 1
+                    log.error(
+                        "broker had no session for us: messages queued while we were away are gone",
+                        client_id=client_id,
+                    )
+                connected_before = True
+                await gateway.serve(bus, stop=stop, filters=filters, announce=announce)
+        except* BusError as group:
+            error = group.exceptions[0]
+            # SessionTakenOver itself, or a ConnectionLost raised from it later.
+            taken = group.subgroup(
+                lambda e: (
+                    isinstance(e, SessionTakenOver) or isinstance(e.__cause__, SessionTakenOver)
+                )
+            )
+            if taken is not None:
+                gateway.metrics.session_takeovers += 1
+                log.error(
+                    "session taken over: another connection with our client id took it",
+                    client_id=client_id,
+                )
+            gateway.reset_in_flight()
+            gateway.metrics.reconnects += 1
+            # Only a connection that made progress or lived a while resets the
+            # backoff: one that fails the same way each time (a publish the broker
+            # refuses, a session taken over) must not become a tight reconnect loop.
+            lived = connected_at is not None and (
+                gateway.metrics.acked > acked_before
+                or time.monotonic() - connected_at > settings.reconnect_max
+            )
+            if lived:
+                delay = settings.reconnect_min
+            wait = delay * random.uniform(0.5, 1.5)
+            log.warning(
+                "broker connection lost",
+                error=describe(error),
+                reconnects=gateway.metrics.reconnects,
+                retry_in=round(wait, 2),
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            delay = min(delay * 2, settings.reconnect_max)

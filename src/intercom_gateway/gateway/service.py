@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -194,19 +194,30 @@ class Gateway:
 
     # --- the loop ---------------------------------------------------------------------
 
-    async def serve(self, bus: Bus, *, stop: asyncio.Event | None = None) -> None:
-        """Handle messages until ``stop`` is set (then finish in-flight work) or the bus fails."""
+    async def serve(
+        self,
+        bus: Bus,
+        *,
+        stop: asyncio.Event | None = None,
+        filters: Sequence[str] | None = None,
+        announce: bool = True,
+    ) -> None:
+        """Handle messages until ``stop`` is set (then finish in-flight work) or the bus fails.
+
+        ``filters``: the panel topics to take, every building's by default (a partition
+        takes its own buildings'); ``announce``: keep the retained status.
+        """
         stop = stop or asyncio.Event()
         self._bus = bus
         # Retain handling 2: the broker never replays retained panel messages at
         # subscribe time. A panel event is not state; a retained one would come back at
         # every restart, even after our session was cleared.
         await bus.subscribe(
-            topics.PANEL_EVENTS_FILTER,
-            topics.PANEL_SETTINGS_FILTER,
+            *(filters or (topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER)),
             retain_handling=2,
         )
-        await self._publish_status(bus, "online")
+        if announce:
+            await self._publish_status(bus, "online")
         self.online.set()
         log.info("gateway online", gateway_id=self.settings.gateway_id)
         async with asyncio.TaskGroup() as tasks:
@@ -227,7 +238,8 @@ class Gateway:
                 consume.cancel()
                 await self.finish_in_flight()
                 self.online.clear()
-                await self._publish_status(bus, "offline")
+                if announce:
+                    await self._publish_status(bus, "offline")
             for task in background:
                 task.cancel()
 
