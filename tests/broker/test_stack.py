@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from intercom_gateway.bus import BrokerAddress, MqttBus
+from intercom_gateway.cli.qa import LIBRARY
 from intercom_gateway.qa.stackfile import read_stack
 from tests.broker.test_demo_exits import Output, _alive, _children
 
@@ -132,6 +133,12 @@ async def test_up_serves_the_other_commands_until_down(tmp_path: Path) -> None:
         sent = await cli(tmp_path, "simulate", "--events", "5", "--seed", "3")
         assert sent.code == 0, sent.err
         assert "5 confirmed" in sent.out
+
+        # Its own run, said so: a scenario run never silently picks one of two systems.
+        scenario = LIBRARY / "bad-input-bad-topic.yaml"
+        own = await cli(tmp_path, "scenario", "run", str(scenario))
+        assert own.code == 0, own.err
+        assert "Note: scenario run starts its own broker and gateway" in own.err
 
         # A partner connects with what `up` printed: its account, its password, its topics.
         printed = re.search(r"parcel-unlock +password (\S+) +subscribe (\S+)", stack.output.text)

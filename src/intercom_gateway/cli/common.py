@@ -234,6 +234,19 @@ def running_stack_of(ctx: click.Context) -> StackState:
     return stack
 
 
+def note_own_run(ctx: click.Context, command: str) -> None:
+    """One line when a dev stack runs but this command starts a broker and gateway of its
+    own: never a silent choice between two systems."""
+    root = ctx.find_root().obj
+    state = root.get("stack") if root else None
+    if state is not None:
+        click.echo(
+            f"Note: {command} starts its own broker and gateway; the dev stack on"
+            f" {state.where} is left alone (--stack uses it)",
+            err=True,
+        )
+
+
 def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one coroutine of a command; its errors go to ``Group.invoke`` as they are."""
     return asyncio.run(work())

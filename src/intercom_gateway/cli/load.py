@@ -21,6 +21,7 @@ from rich.table import Table
 from intercom_gateway.cli.common import (
     EXIT_NO,
     acceleration_option,
+    note_own_run,
     out_option,
     registry_option,
     require_gateway,
@@ -100,6 +101,8 @@ def load(ctx: click.Context, /, **options: Any) -> None:
             broker_port=state.broker_port,
             secrets_dir=state.secrets_dir,
         )
+    elif options["broker_port"] is None:
+        note_own_run(ctx, "load")
     try:
         plan = LoadPlan(
             rate=options["rate"] or (None if options["acceleration"] else 200.0),

@@ -24,6 +24,7 @@ from intercom_gateway.cli.common import (
     broker_address,
     broker_options,
     group,
+    note_own_run,
     registry_option,
     require_gateway,
     run,
@@ -310,6 +311,8 @@ def scenario_run(
         external = settings_of(
             ctx, broker_host=broker_host, broker_port=broker_port, secrets_dir=secrets_dir
         )
+    else:
+        note_own_run(ctx, "scenario run")
     console = Console(stderr=True)
     results = asyncio.run(_run_scenarios(loaded, external, console))
     print_report(Console(), results)
