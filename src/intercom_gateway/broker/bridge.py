@@ -23,8 +23,10 @@ Why these settings:
   later): the gateway's user properties (``event_id``, by which subscribers
   de-duplicate) travel only in MQTT 5; an older broker falls back to 3.1.1.
 - ``try_private true``: a Mosquitto at the other end knows the client is a bridge.
-- ``restart_timeout``: Mosquitto's default waits 5-30 s before reconnecting; a shard
-  whose link is down only queues, so it retries every second.
+- ``restart_timeout 1 1``: Mosquitto's default waits 5-30 s before reconnecting; a
+  shard whose link is down only queues, so it retries about every 2 s. Measured on
+  Mosquitto 2.0.11 against a closed port over 12 s: the backoff form capped at 1 s
+  retried every 2 s, the constant form (``restart_timeout 1``) only every 6 s.
 - ``notifications_local_only``: the connection state goes to the shard's
   ``$SYS/broker/connection/<id>/state`` only; the central ACL grants the bridge the
   output trees and nothing else.
@@ -102,7 +104,7 @@ def render_bridge(bridge: Bridge, *, protocol: str | None = None) -> str:
         "cleansession false",
         "try_private true",
         "start_type automatic",
-        f"restart_timeout {bridge.restart_seconds}",
+        f"restart_timeout {bridge.restart_seconds} {bridge.restart_seconds}",
         "notifications true",
         "notifications_local_only true",
         *(f"topic {filter_} out {bridge.qos}" for filter_ in bridge.filters),
