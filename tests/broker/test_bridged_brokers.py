@@ -151,9 +151,9 @@ def central_subscriptions() -> list[tuple[str, list[str]]]:
 
 
 @contextlib.asynccontextmanager
-async def recording(topology: Topology) -> AsyncIterator[tuple[Recorder, Snooper]]:
+async def recording(topology: Topology) -> AsyncIterator[tuple[Central, Snooper]]:
     """Recorders on the central broker, and a partner subscribed to ``#`` there."""
-    recorder, snooper = Recorder(), Snooper()
+    recorder, snooper = Central(), Snooper()
     ready = asyncio.Event()
     client_id = topology.central.address(SNOOPER).client_id(f"snoop-{uuid.uuid4().hex[:6]}")
     snooping = asyncio.create_task(
@@ -167,6 +167,15 @@ async def recording(topology: Topology) -> AsyncIterator[tuple[Recorder, Snooper
         snooping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await snooping
+
+
+class Central(Recorder):
+    """The recorder of the central subscribers, which can also say when it is mid-stream."""
+
+    async def until_copies(self, count: int) -> None:
+        """Until it holds ``count`` distinct copies in all."""
+        async with self._grew:
+            await self._grew.wait_for(lambda: sum(map(len, self.copies.values())) >= count)
 
 
 class Snooper(Recorder):
@@ -204,12 +213,6 @@ async def publish(topology: Topology, events: list[Event], *, rate: float) -> No
             for shard, mine in zip(topology.shards, by_shard(topology, events), strict=True)
         )
     )
-
-
-async def until_copies(recorder: Recorder, count: int) -> None:
-    """Until the central subscribers hold ``count`` copies in all (mid-stream)."""
-    async with recorder._grew:
-        await recorder._grew.wait_for(lambda: sum(map(len, recorder.copies.values())) >= count)
 
 
 def tally(
@@ -298,7 +301,7 @@ async def test_the_bridges_queue_while_the_central_broker_restarts(topology: Top
     expected = entitled(events, topology.registry)
     async with recording(topology) as (recorder, snooper):
         publishing = asyncio.create_task(publish(topology, events, rate=600))
-        await asyncio.wait_for(until_copies(recorder, 500), 60)
+        await asyncio.wait_for(recorder.until_copies(500), 60)
         mid_stream = not publishing.done()
         restarted = time.monotonic()
         await asyncio.to_thread(topology.central.restart)  # SIGTERM: it saves its sessions
