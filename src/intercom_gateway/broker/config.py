@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from intercom_gateway.broker.accounts import Credentials
+from intercom_gateway.broker.bridge import Bridge, render_bridge
 from intercom_gateway.broker.tls import TlsFiles
 from intercom_gateway.errors import ConfigError
 
@@ -25,6 +26,7 @@ def render_config(
     host: str = "127.0.0.1",
     tls_port: int | None = None,
     tls: TlsFiles | None = None,
+    bridge: Bridge | None = None,
 ) -> str:
     """The project's configuration with only port, paths and credentials changed.
 
@@ -33,6 +35,9 @@ def render_config(
     left out, since Mosquitto would exit on certificate files that do not exist.
     ``plugin`` is the built client-id binding plugin (``broker_plugin``); a
     configuration without its ``plugin`` line is refused rather than run unbound.
+    ``bridge``: a shard broker's bridge to the central one (``broker.bridge``), after
+    every other option, since Mosquitto reads a bridge's options up to the next
+    ``connection``.
     """
     replacements = {
         "password_file": str(credentials.passwd_file),
@@ -50,6 +55,8 @@ def render_config(
         _render_line(line, replacements, port, tls_port, host) for line in template.splitlines()
     ]
     rendered = "\n".join(line for line in lines if line is not None) + "\n"
+    if bridge is not None:
+        rendered += "\n" + render_bridge(bridge)
     if f"listener {port} " not in rendered:
         raise ConfigError("mosquitto.conf has no `listener 1883` line to adapt")
     if tls is not None and f"listener {tls_port} " not in rendered:

@@ -37,6 +37,7 @@ from intercom_gateway.broker.accounts import (
     load_credentials,
     rotate_password,
 )
+from intercom_gateway.broker.bridge import Bridge
 from intercom_gateway.broker.config import render_config
 from intercom_gateway.broker.plugin import install_plugin
 from intercom_gateway.broker.tls import TlsFiles, generate_dev_pki
@@ -139,8 +140,11 @@ class Mosquitto:
         tls_port: int | None = None,
         tls: TlsFiles | None = None,
         own_session: bool = False,
+        bridge: Bridge | None = None,
     ) -> None:
         self.workdir = workdir
+        # A shard broker forwards the output trees to a central one (docs/scale-out.md).
+        self.bridge = bridge
         # own_session: a session (and process group) of its own, so that a terminal's
         # Ctrl-C or hang-up reaches only the caller, which stops the broker in its turn
         # (the dev stack stops its gateway first, then the broker).
@@ -210,9 +214,12 @@ class Mosquitto:
                 host=self.host,
                 tls_port=self.tls_port,
                 tls=self.tls,
+                bridge=self.bridge,
             ),
             encoding="utf-8",
         )
+        if self.bridge is not None:
+            conf.chmod(0o600)  # it holds the bridge's password on the central broker
         _hand_over([self.workdir, self.credentials.directory, self.tls.directory])
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
