@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from intercom_gateway.errors import BusError, ConfigError, GatewayError
+from intercom_gateway.errors import BusError, ConfigError, GatewayError, StoreUnreachable
 from intercom_gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def describe(error: BaseException) -> tuple[int, str]:
     error = _leaf(error)
     if isinstance(error, ValidationError):
         return EXIT_INVALID, validation_line(error)
-    if isinstance(error, BusError):
+    if isinstance(error, BusError | StoreUnreachable):
         return EXIT_UNREACHABLE, _message(error)
     if isinstance(error, GatewayError):
         return _gateway_code(error), _message(error)
