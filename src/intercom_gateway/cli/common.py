@@ -300,11 +300,33 @@ broker_options = options(
         "[env INTERCOM_SECRETS_DIR, default .secrets/broker].",
     ),
 )
-db_option = click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path),
-    help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
+
+
+def _given_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    """``--store``: into the command's settings (``settings_of`` starts from them)."""
+    if value is not None:
+        obj = ctx.ensure_object(dict)
+        base: Settings = obj.get("settings") or Settings()
+        obj["settings"] = base.model_copy(update={"store": value})
+
+
+# Every command that takes --db takes --store next to it (db_option below).
+store_option = click.option(
+    "--store",
+    metavar="URL",
+    callback=_given_store,
+    expose_value=False,
+    help="[env INTERCOM_STORE] a postgresql:// DSN for a shared store; default: the "
+    "SQLite file of --db",
+)
+db_option = options(
+    click.option(
+        "--db",
+        "db_path",
+        type=click.Path(path_type=Path),
+        help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
+    ),
+    store_option,
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 stack_option = click.option(
