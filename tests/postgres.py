@@ -10,6 +10,8 @@ copy. The admin work is synchronous (a thread with its own event loop): fixtures
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +20,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from intercom_gateway.qa.postgres import PostgresServer
+from intercom_gateway.settings import Settings
+from intercom_gateway.store import sqlite_path
 from intercom_gateway.store.postgres import PostgresStore
 
 T = TypeVar("T")
@@ -93,3 +97,21 @@ async def count_rows(store: Any, table: str) -> int:
     assert isinstance(store, PostgresStore)
     async with store.pool.acquire() as connection:
         return int(await connection.fetchval(f"SELECT COUNT(*) FROM {table}"))
+
+
+def committed(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` (plain SQL both stores accept, no parameters) reads from the
+    settings' store through a connection of its own: only what is committed."""
+    path = sqlite_path(settings)
+    if path is not None:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return [tuple(row) for row in db.execute(sql)]
+
+    async def read() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(settings.store)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return _in_thread(read)

@@ -29,7 +29,7 @@ from intercom_gateway.resident.api import create_app
 from intercom_gateway.resident.channels import StoreChannel
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.component.test_resident import _populate
 
 OPERATOR = "test-operator-token"
@@ -102,7 +102,7 @@ def _copy(populated: Settings, into: Path) -> Settings:
 
 async def _issue(settings: Settings) -> tuple[dict[str, str | None], dict[str, str]]:
     now = utc_now()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         book = TokenBook(store)
         issued = {
             who: await book.issue(
@@ -138,7 +138,7 @@ async def api(populated: Settings, tmp_path: Path) -> AsyncIterator[Api]:
 
 async def _state(settings: Settings, dwelling: str) -> tuple[Any, list[dict[str, Any]]]:
     """What a refused request must not have changed: consent and the requests on record."""
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         requests = [r.as_dict() for r in await store.requests("b001", dwelling)]
         return await store.consent("b001", dwelling), requests
 

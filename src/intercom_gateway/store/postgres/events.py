@@ -5,7 +5,8 @@ arrive as the SQLite store writes them (moments as UTC ISO text, flags as 0 or 1
 the statements here cast them (``$1::text::timestamptz``), so recording an event costs
 the same on both. A flush is one transaction of ``executemany`` calls on one pooled
 connection; flushes (and ``save_attempt``, which forgets finished attempts) take turns,
-as a later batch may name an outcome set only an earlier one wrote.
+as a later batch may name an outcome set only an earlier one wrote; the ledger's
+intents take their turn with them, as on SQLite.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ class PgEventLog(Recorder):
     # --- saved: committed before returning --------------------------------------------
 
     async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
-        """The ledger's write-ahead record ("intended"); a row that exists is kept."""
-        async with self._pool.acquire() as db, db.transaction():
+        """The ledger's write-ahead record ("intended"); a row that exists is kept.
+
+        In turn with the flushes, as on SQLite: a flush asked for while intents are
+        being saved (the last one, at close) writes after them, with what their
+        acknowledged copies recorded."""
+        async with self._writing, self._pool.acquire() as db, db.transaction():
             await db.executemany(
                 f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')"
                 " ON CONFLICT (event_id, recipient, part) DO NOTHING",
