@@ -66,6 +66,12 @@ class Databases:
         _in_thread(lambda: self._admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
         return self.dsn(name)
 
+    def create_empty(self) -> str:
+        """A new database without tables (the store's migrations not applied); its DSN."""
+        name = f"t_{uuid.uuid4().hex}"
+        _in_thread(lambda: self._admin(f"CREATE DATABASE {name}"))
+        return self.dsn(name)
+
     def drop(self, dsn: str) -> None:
         """Drop the database of ``dsn``, whoever is still connected to it."""
         name = dsn.rsplit("/", 1)[-1]
