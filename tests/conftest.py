@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -13,7 +14,7 @@ from intercom_gateway.core.registry import Registry, generate_registry
 from intercom_gateway.qa import runner
 from intercom_gateway.qa.postgres import PostgresServer
 from intercom_gateway.store import Store
-from tests.postgres import Databases
+from tests.stores import Databases
 from tests.transports import MemoryTransport, MosquittoTransport, Transport
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,10 +66,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL of our own per session (initdb + pg_ctl, a free port), started
-    only by a test that asks for it."""
-    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+    only by a test that asks for it.
+
+    Its folder is not under pytest's temp root: run as root, the cluster belongs to the
+    ``postgres`` user, and every pytest session that starts on the machine (another
+    checkout's, a nested one) sets ``/tmp/pytest-of-root`` back to 0700, which would
+    take the running server's data folder from under it."""
+    with (
+        tempfile.TemporaryDirectory(prefix="intercom-pg-") as folder,
+        PostgresServer(Path(folder) / "pg") as server,
+    ):
         yield server
 
 

@@ -26,7 +26,7 @@ from intercom_gateway.settings import Settings
 from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message
 from tests.helpers import collect
-from tests.postgres import committed
+from tests.stores import committed
 
 DWELLINGS = ("d0001", "d0002", "d0003")
 

@@ -25,7 +25,7 @@ from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
-from tests.postgres import committed
+from tests.stores import committed
 
 
 @dataclass

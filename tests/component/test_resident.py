@@ -26,6 +26,7 @@ from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store, open_store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, gateway_settings, ledger_row, panel_message
+from tests.stores import store_args
 
 # (dwelling, event type) -> what the sample registry sends where (every dwelling uses all
 # three sample services): visitor to concierge, delivery box to concierge and
@@ -64,11 +65,6 @@ def _store(settings: Settings, work: Any) -> Any:
         return [a.as_dict() for a in answer] if isinstance(answer, list) else answer
 
     return asyncio.run(go())
-
-
-def store_args(settings: Settings) -> list[str]:
-    """The command-line options that name the settings' store."""
-    return ["--db", str(settings.db_path), *(["--store", settings.store] if settings.store else [])]
 
 
 def _cli(settings: Settings, *args: str) -> Any:

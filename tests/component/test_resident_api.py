@@ -28,7 +28,7 @@ BASE = "/dwellings/b001/d0001"
 
 
 @pytest.fixture
-async def settings(tmp_path: Path) -> Settings:
+async def settings(tmp_path: Path, both_stores: str) -> Settings:
     populated = await _populate(tmp_path)
     return populated.model_copy(update={"api_token": SecretStr(TOKEN)})
 

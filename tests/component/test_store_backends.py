@@ -35,7 +35,7 @@ from intercom_gateway.store.postgres import PostgresStore
 from intercom_gateway.store.results import AuditEntry, TokenInfo
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.factories import ledger_row
-from tests.postgres import Databases
+from tests.stores import Databases
 
 JST = timezone(timedelta(hours=9))
 AT = datetime(2026, 4, 2, 9, 30, 0, 250, tzinfo=UTC)

@@ -17,7 +17,7 @@ from intercom_gateway.store.results import LoggedDecision
 from intercom_gateway.store.schema import outcome_set_id
 from intercom_gateway.store.sqlite import DecisionRow, SqliteStore
 from tests.conftest import StoreFactory
-from tests.postgres import count_rows
+from tests.stores import count_rows
 from tests.unit.conftest import NOW
 
 FORWARDED = json.dumps([{"destination": "cloud", "forwarded": True, "purposes": ["p1"]}])

@@ -28,7 +28,8 @@ from intercom_gateway.resident.tokens import (
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
 from intercom_gateway.store.sqlite import SqliteStore
-from tests.component.test_resident import _populate, store_args
+from tests.component.test_resident import _populate
+from tests.stores import store_args
 
 # Broker options shared with every command that connects (main's own have no help yet).
 HELPLESS = {"broker_host", "broker_port", "secrets_dir"}

@@ -1,4 +1,5 @@
-"""Fresh PostgreSQL databases for tests, on the session's own server (tests/conftest.py).
+"""Store helpers for tests: fresh PostgreSQL databases on the session's own server
+(tests/conftest.py), and a look at either store's tables from outside.
 
 Each test that wants one gets a database of its own (``CREATE DATABASE t_<uuid>``
 through an admin connection, dropped after), copied from a template the store's
@@ -121,3 +122,27 @@ def committed(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
             await connection.close()
 
     return _in_thread(read)
+
+
+def copy_database(dsn: str) -> str:
+    """A new database on the same server with what ``dsn``'s holds (nothing may be
+    connected to it); its DSN. Left for the session's server to take with it."""
+    base, name = dsn.rsplit("/", 1)
+    copy = f"t_{uuid.uuid4().hex}"
+
+    async def create() -> None:
+        connection = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await connection.execute(f"CREATE DATABASE {copy} TEMPLATE {name}")
+        finally:
+            await connection.close()
+
+    _in_thread(create)
+    return f"{base}/{copy}"
+
+
+def store_args(settings: Settings) -> list[str]:
+    """The command-line options that name the settings' store, whatever INTERCOM_STORE
+    says (``--store`` wins over the environment)."""
+    store = settings.store or f"sqlite:///{settings.db_path.resolve()}"
+    return ["--db", str(settings.db_path), "--store", store]
