@@ -111,7 +111,8 @@ def committed(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     settings' store through a connection of its own: only what is committed."""
     path = sqlite_path(settings)
     if path is not None:
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        # Read-only: a look from outside, while the gateway may be writing.
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             return [tuple(row) for row in db.execute(sql)]
 
     async def read() -> list[tuple[Any, ...]]:

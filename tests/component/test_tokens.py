@@ -255,7 +255,8 @@ def test_cli_mistakes_are_one_error_line(
     assert message in error
 
 
-def test_cli_without_a_store_says_so(tmp_path: Path) -> None:
+def test_cli_without_a_store_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTERCOM_STORE", raising=False)  # the SQLite file's check
     result = CliRunner().invoke(main, ["token", "list", "--db", str(tmp_path / "none.sqlite")])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
