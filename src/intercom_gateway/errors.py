@@ -14,6 +14,7 @@ them from here (and some re-export them under their old names)::
     │   ├── SubscribeRefused
     │   └── NoGateway .......... the broker answers, but not the gateway we expect
     ├── BrokerError ............ the Mosquitto process would not start or stop
+    ├── StoreUnreachable ....... a PostgreSQL store (``--store``) that does not answer
     ├── InputRejected .......... a panel's message failed an ingress check (``.reason``)
     ├── UnknownDwelling ........ resident requests
     ├── UnknownPartner
@@ -60,6 +61,7 @@ __all__ = [
     "ScenarioFileError",
     "SessionTakenOver",
     "StepFailed",
+    "StoreUnreachable",
     "SubscribeRefused",
     "TokenRefused",
     "UnknownDwelling",
@@ -164,6 +166,11 @@ class MalformedPacket(ValueError):
 
 class BrokerError(GatewayError):
     """The Mosquitto process could not be started or stopped."""
+
+
+class StoreUnreachable(GatewayError):
+    """The shared store (a PostgreSQL DSN) cannot be reached: the CLI exits 3, as for a
+    broker it cannot reach."""
 
 
 # --- ingress -------------------------------------------------------------------------

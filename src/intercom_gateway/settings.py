@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # --- gateway -------------------------------------------------------------------
     gateway_id: str = "gw-1"
     db_path: Path = Path("var/gateway.sqlite")
+    store: str | None = Field(
+        default=None,
+        description="a postgresql:// DSN for a store several gateways share (or"
+        " sqlite:///path); None: the SQLite file at db_path",
+    )
     registry_path: Path = DATA / "registry.sample.yaml"
     policy_path: Path = DATA / "policy-2026-04-01.yaml"
     partners_path: Path = DATA / "partners.sample.yaml"

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sqlite3
 import time
 import uuid
 from collections import defaultdict
@@ -42,7 +41,9 @@ from intercom_gateway.core.models import Event
 from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.qa.runner import StatusWatch
+from intercom_gateway.settings import Settings
 from tests.broker.worlds import Publisher, World, decisions, make_events, open_world, report
+from tests.stores import committed
 
 pytestmark = pytest.mark.slow
 
@@ -251,9 +252,10 @@ async def test_no_analytics_copy_can_be_joined_to_an_identified_one(world: World
 
 
 def held_rows(world: World) -> int:
-    path = world.workdir / "gateway.sqlite"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        return int(db.execute("SELECT count(*) FROM analytics_held").fetchone()[0])
+    # The gateway process's store: its SQLite file, or INTERCOM_STORE (--store=postgres).
+    settings = Settings(db_path=world.workdir / "gateway.sqlite")
+    [(count,)] = committed(settings, "SELECT count(*) FROM analytics_held")
+    return int(count)
 
 
 async def test_a_window_held_through_a_sigkill_is_published_once_complete(

@@ -30,8 +30,9 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event
 from intercom_gateway.errors import BusError
 from intercom_gateway.qa.runner import StatusWatch, follow
+from intercom_gateway.settings import Settings
 from intercom_gateway.simulators.outbox import Outbox, ResendPolicy, keep
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.broker.worlds import (
     Recorder,
     World,
@@ -162,7 +163,8 @@ async def crash_broker(world: World, subscribers: Subscribers, crashes: int) -> 
 
 async def ledger_gaps(world: World, recorder: Recorder) -> tuple[int, int, int]:
     """(partner deliveries seen, of them without a ledger row, duplicate ledger rows)."""
-    async with SqliteStore.open(world.workdir / "gateway.sqlite") as store:
+    # The gateway process's store: its SQLite file, or INTERCOM_STORE (--store=postgres).
+    async with open_store(Settings(db_path=world.workdir / "gateway.sqlite")) as store:
         rows = [r.as_dict() for r in await store.provisions()]
     pairs = [(r["recipient"], r["event_id"], r["part"]) for r in rows if r["third_party"]]
     seen = {

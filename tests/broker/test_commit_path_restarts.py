@@ -18,7 +18,6 @@ import contextlib
 import json
 import random
 import signal
-import sqlite3
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -34,6 +33,7 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.models import Event, utc_now
 from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.qa.runner import StatusWatch, following
+from intercom_gateway.settings import Settings
 from tests.broker.worlds import (
     Publisher,
     Recorder,
@@ -47,6 +47,7 @@ from tests.broker.worlds import (
     report,
 )
 from tests.helpers import unawaited
+from tests.stores import committed
 
 pytestmark = pytest.mark.slow
 
@@ -194,12 +195,14 @@ async def test_statistics_windows_count_every_event_once_across_sigterm_and_sigk
 def ledger_rows(world: World) -> list[tuple[str, str, str, str]]:
     """(recipient, event, part, status) of every ledger row, read while the gateway may
     run."""
-    path = world.workdir / "gateway.sqlite"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        return [
-            (str(r), str(e), str(p), str(s))
-            for r, e, p, s in db.execute("SELECT recipient, event_id, part, status FROM ledger")
-        ]
+    # The gateway process's store: its SQLite file, or INTERCOM_STORE (--store=postgres).
+    settings = Settings(db_path=world.workdir / "gateway.sqlite")
+    return [
+        (str(r), str(e), str(p), str(s))
+        for r, e, p, s in committed(
+            settings, "SELECT recipient, event_id, part, status FROM ledger"
+        )
+    ]
 
 
 def check_rows(world: World, recorder: Recorder) -> dict[str, Any]:

@@ -76,9 +76,11 @@ async def settle_and_check(
 
 async def _check_ledger(world: World, expected: dict[str, set[str]]) -> None:
     """The ledger counts each third-party provision exactly once."""
-    from intercom_gateway.store.sqlite import SqliteStore
+    from intercom_gateway.settings import Settings
+    from intercom_gateway.store import open_store
 
-    async with SqliteStore.open(world.workdir / "gateway.sqlite") as store:
+    # The gateway process's store: its SQLite file, or INTERCOM_STORE (--store=postgres).
+    async with open_store(Settings(db_path=world.workdir / "gateway.sqlite")) as store:
         rows = [r.as_dict() for r in await store.provisions()]
     pairs = [(r["recipient"], r["event_id"], r["part"]) for r in rows if r["third_party"]]
     assert len(pairs) == len(set(pairs))

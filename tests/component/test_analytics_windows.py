@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,9 +23,10 @@ from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message
 from tests.helpers import collect
+from tests.stores import committed
 
 DWELLINGS = ("d0001", "d0002", "d0003")
 
@@ -67,7 +67,7 @@ async def started(
     """One life of the gateway: load from the store file, and close it on the way out.
     The observer reads ``filters`` (default: the analytics topics)."""
     broker = MemoryBroker()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         bus = FlakyBus(broker)
         broker.buses.append(bus)
@@ -101,8 +101,8 @@ def at_window_end(gateway: Gateway) -> datetime:
 
 
 def held_rows(settings: Settings) -> int:
-    with contextlib.closing(sqlite3.connect(settings.db_path)) as db:
-        return int(db.execute("SELECT count(*) FROM analytics_held").fetchone()[0])
+    [(count,)] = committed(settings, "SELECT count(*) FROM analytics_held")
+    return int(count)
 
 
 def codes(messages: list[Message]) -> list[str]:
@@ -244,7 +244,7 @@ async def test_the_release_loop_publishes_each_window_after_it_ends(
     short = settings.model_copy(update={"analytics_window": 0.4})
     broker = MemoryBroker()
     events = failures(12)
-    async with SqliteStore.open(short.db_path) as store:
+    async with open_store(short) as store:
         gateway = await Gateway.load(short, store)
         observer = broker.client("observer")
         await observer.subscribe("analytics/#")

@@ -29,8 +29,9 @@ from intercom_gateway.resident.api import create_app
 from intercom_gateway.resident.channels import StoreChannel
 from intercom_gateway.resident.tokens import TokenBook
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.component.test_resident import _populate
+from tests.stores import Databases, copy_database, store_args
 
 OPERATOR = "test-operator-token"
 BASE = "/dwellings/b001/d0001"
@@ -85,12 +86,23 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def populated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Filled by the gateway once per module; each test works on its own copy."""
-    return asyncio.run(_populate(tmp_path_factory.mktemp("populated")))
+def populated(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Settings:
+    """Filled by the gateway once per module; each test works on its own copy (of the
+    SQLite file, or of the PostgreSQL database with ``--store=postgres``)."""
+    with pytest.MonkeyPatch.context() as env:
+        if request.config.getoption("store") == "postgres":
+            databases: Databases = request.getfixturevalue("pg_databases")
+            env.setenv("INTERCOM_STORE", databases.create())
+        else:
+            env.delenv("INTERCOM_STORE", raising=False)
+        return asyncio.run(_populate(tmp_path_factory.mktemp("populated")))
 
 
 def _copy(populated: Settings, into: Path) -> Settings:
+    if populated.store is not None:
+        return populated.model_copy(
+            update={"store": copy_database(populated.store), "api_token": SecretStr(OPERATOR)}
+        )
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{populated.db_path}{suffix}")
         if source.exists():
@@ -102,7 +114,7 @@ def _copy(populated: Settings, into: Path) -> Settings:
 
 async def _issue(settings: Settings) -> tuple[dict[str, str | None], dict[str, str]]:
     now = utc_now()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         book = TokenBook(store)
         issued = {
             who: await book.issue(
@@ -138,7 +150,7 @@ async def api(populated: Settings, tmp_path: Path) -> AsyncIterator[Api]:
 
 async def _state(settings: Settings, dwelling: str) -> tuple[Any, list[dict[str, Any]]]:
     """What a refused request must not have changed: consent and the requests on record."""
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         requests = [r.as_dict() for r in await store.requests("b001", dwelling)]
         return await store.consent("b001", dwelling), requests
 
@@ -242,9 +254,8 @@ async def test_the_disclosure_lists_the_dwellings_tokens_by_id_and_dates_only(ap
 
 async def test_a_token_revoked_from_the_cli_is_refused_by_the_running_api(api: Api) -> None:
     assert (await api.ask("GET", BASE + "/purposes", "own")).status_code == 200
-    db = str(api.settings.db_path)
     result = await asyncio.to_thread(
-        CliRunner().invoke, main, ["token", "revoke", api.ids["own"], "--db", db]
+        CliRunner().invoke, main, ["token", "revoke", api.ids["own"], *store_args(api.settings)]
     )
     assert result.exit_code == 0, result.output
     refused = await api.ask("GET", BASE + "/purposes", "own")
@@ -316,7 +327,7 @@ async def test_api_accepts_the_edges_of_the_range(api: Api, bounds: dict[str, st
 
 
 def _cli(settings: Settings, *options: str) -> Any:
-    args = ["resident", "provisions", "b001", "d0001", *options, "--db", str(settings.db_path)]
+    args = ["resident", "provisions", "b001", "d0001", *options, *store_args(settings)]
     return CliRunner().invoke(main, args)
 
 
@@ -349,13 +360,11 @@ def test_cli_accepts_the_edges_of_the_range(
 def test_ledger_purge_refuses_a_retention_past_the_calendar(
     populated: Settings, tmp_path: Path
 ) -> None:
-    db = str(_copy(populated, tmp_path).db_path)
-    huge = CliRunner().invoke(
-        main, ["ledger", "purge", "--older-than-days", "10000000", "--db", db]
-    )
+    db = store_args(_copy(populated, tmp_path))
+    huge = CliRunner().invoke(main, ["ledger", "purge", "--older-than-days", "10000000", *db])
     assert huge.exit_code == 2 and "10000000 is not in the range" in huge.output
     env = {"INTERCOM_LEDGER_RETENTION_DAYS": "1000000000"}
-    from_env = CliRunner().invoke(main, ["ledger", "purge", "--db", db], env=env)
+    from_env = CliRunner().invoke(main, ["ledger", "purge", *db], env=env)
     assert from_env.exit_code == 2, from_env.output
     assert from_env.output.splitlines() == [
         "Error: INTERCOM_LEDGER_RETENTION_DAYS=1000000000 is more than 36525 days (100 years)"

@@ -19,7 +19,7 @@ from intercom_gateway.core.policy import default_policy, sample_partners
 from intercom_gateway.core.router import Router
 from intercom_gateway.gateway.explain import explain_logged, render_logged
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.unit.conftest import NOW
 from tests.unit.test_decision import consent, make_event
 
@@ -64,7 +64,7 @@ async def test_explain_of_a_logged_event_is_unchanged(
         )
         for event_type in EventType
     ]
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         for decision in decisions:
             store.record_decision(_decision_row(decision))
         await store.flush()

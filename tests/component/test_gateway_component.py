@@ -1,5 +1,5 @@
-"""The gateway with a real SQLite file: acknowledgement, de-duplication, replay and
-initialisation semantics, message by message.
+"""The gateway with a real store (SQLite, then PostgreSQL): acknowledgement,
+de-duplication, replay and initialisation semantics, message by message.
 
 Written once, run on both transports (``transport`` fixture): the in-memory broker and
 the session's real Mosquitto, where the gateway publishes through ``MqttBus`` as its
@@ -25,7 +25,7 @@ from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core.models import RejectReason
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 from tests.helpers import collect, collect_until
 from tests.transports import Transport
@@ -35,10 +35,10 @@ World = tuple[Gateway, Any, Any]
 
 
 @pytest.fixture
-async def world(tmp_path: Path, transport: Transport) -> AsyncIterator[World]:
+async def world(tmp_path: Path, transport: Transport, both_stores: str) -> AsyncIterator[World]:
     settings = gateway_settings(tmp_path)
     async with (
-        SqliteStore.open(settings.db_path) as store,
+        open_store(settings) as store,
         transport.bus(GATEWAY) as bus,
         transport.bus(OPERATOR) as observer,
     ):

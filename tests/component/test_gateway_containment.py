@@ -1,6 +1,7 @@
 """No message stops the gateway (issue 13): poison input, errors of ours, messages that
 killed the process, refused publishes. The gateway on the in-memory bus with a real
-SQLite file; ``tests/broker/test_poison.py`` does the same against a real Mosquitto."""
+store (SQLite, then PostgreSQL); ``tests/broker/test_poison.py`` does the same against a
+real Mosquitto."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from intercom_gateway.errors import PublishFailed
 from intercom_gateway.gateway import service as gateway_module
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 
 MAX_PACKET = 65_536  # mosquitto.conf max_packet_size
@@ -27,14 +28,14 @@ World = tuple[Gateway, MemoryBus, list[Message]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, both_stores: str) -> Settings:
     return gateway_settings(tmp_path)
 
 
 @pytest.fixture
 async def world(settings: Settings) -> AsyncIterator[World]:
     broker = MemoryBroker()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         bus = broker.client("gateway")
         gateway._bus = bus
@@ -184,7 +185,7 @@ async def test_a_message_that_kept_killing_the_process_is_dead_lettered(
         observer.deliver = seen.append  # type: ignore[method-assign,assignment]
         await observer.subscribe("#")
         bus = broker.client("gateway")
-        async with SqliteStore.open(settings.db_path) as store:
+        async with open_store(settings) as store:
             gateway = await Gateway.load(settings, store)
             gateway._bus = bus
             await gateway.handle(bus, inbound(*panel_message(neighbour), dup=dup))

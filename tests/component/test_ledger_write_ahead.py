@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
@@ -25,6 +26,7 @@ from intercom_gateway.errors import ConnectionLost, PublishFailed
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import provisions_csv
 from intercom_gateway.settings import Settings
+from intercom_gateway.store import Store, open_store, sqlite_path
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.factories import event_dict, gateway_settings, ledger_row, panel_message
 from tests.helpers import collect
@@ -49,16 +51,16 @@ class WitnessBus(MemoryBus):
     can make chosen copies fail: ``fail(topic)`` returns the error to report, if any,
     and whether the copy still reached the broker first."""
 
-    def __init__(self, broker: MemoryBroker, db_path: Path) -> None:
+    def __init__(self, broker: MemoryBroker, settings: Settings) -> None:
         super().__init__(broker, "gateway")
-        self.db_path = db_path
+        self.settings = settings
         self.seen: dict[Key, str | None] = {}
         self.fail: Callable[[str], tuple[BaseException, bool] | None] = lambda topic: None
 
     async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
         if topic.startswith(LEDGER_PREFIXES):
             key = (json.loads(payload)["event_id"], _recipient(topic), _part(topic))
-            self.seen[key] = _status(self.db_path, *key)
+            self.seen[key] = await _status(self.settings, *key)
         failure = self.fail(topic)
         if failure is None:
             await super().publish(topic, payload, **kwargs)
@@ -69,8 +71,22 @@ class WitnessBus(MemoryBus):
         kwargs["on_done"](error)
 
 
-def _status(db_path: Path, event_id: str, recipient: str, part: str) -> str | None:
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
+async def _status(settings: Settings, event_id: str, recipient: str, part: str) -> str | None:
+    """The row's status as another connection to the store sees it (committed only)."""
+    path = sqlite_path(settings)
+    if path is None:
+        connection = await asyncpg.connect(settings.store)
+        try:
+            found = await connection.fetchval(
+                "SELECT status FROM ledger WHERE event_id = $1 AND recipient = $2 AND part = $3",
+                event_id,
+                recipient,
+                part,
+            )
+        finally:
+            await connection.close()
+        return None if found is None else str(found)
+    with contextlib.closing(sqlite3.connect(path)) as db:
         row = db.execute(
             "SELECT status FROM ledger WHERE event_id = ? AND recipient = ? AND part = ?",
             (event_id, recipient, part),
@@ -79,16 +95,16 @@ def _status(db_path: Path, event_id: str, recipient: str, part: str) -> str | No
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, both_stores: str) -> Settings:
     return gateway_settings(tmp_path)
 
 
 @contextlib.asynccontextmanager
 async def gateway_on(settings: Settings) -> AsyncIterator[tuple[Gateway, WitnessBus, MemoryBus]]:
     broker = MemoryBroker()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
-        bus = WitnessBus(broker, settings.db_path)
+        bus = WitnessBus(broker, settings)
         broker.buses.append(bus)
         gateway._bus = bus  # handle() is driven directly, without serve()
         observer = broker.client("observer")
@@ -183,7 +199,7 @@ async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_r
 ) -> None:
     data = event_dict("visitor", dwelling="d0001")
     intent = ledger_row(event_id=data["event_id"], dwelling_id="d0001", decision_id="first")
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         await store.save_intents([intent])  # ...and the process died before the PUBACK
 
     async with gateway_on(settings) as (gateway, bus, _):
@@ -202,17 +218,16 @@ async def test_intents_a_stopped_gateway_left_are_unconfirmed_then_upgraded_by_r
     assert after.keys() == {key, image, (data["event_id"], "group", "event")}
 
 
-async def test_a_delivered_row_is_never_marked_unconfirmed(tmp_path: Path) -> None:
-    row = ledger_row()
-    async with SqliteStore.open(tmp_path / "store.sqlite") as store:
-        await store.save_intents([row])
-        store.record_provisions([row])
-        await store.flush()
-        store.record_unconfirmed([row])  # a later, failed handling of the same event
-        await store.save_intents([row])
-        await store.flush()
-        assert await store.save_unconfirmed() == 0
-        [stored] = [r.as_dict() for r in await store.provisions()]
+async def test_a_delivered_row_is_never_marked_unconfirmed(any_store: Store) -> None:
+    row, store = ledger_row(), any_store
+    await store.save_intents([row])
+    store.record_provisions([row])
+    await store.flush()
+    store.record_unconfirmed([row])  # a later, failed handling of the same event
+    await store.save_intents([row])
+    await store.flush()
+    assert await store.save_unconfirmed() == 0
+    [stored] = [r.as_dict() for r in await store.provisions()]
     assert stored["status"] == "delivered"
 
 
@@ -264,7 +279,7 @@ async def test_no_copy_waits_for_the_batch_timer_and_intents_share_commits(
     slow = settings.model_copy(update={"flush_interval": 3_600.0})
     broker = MemoryBroker()
     events = [event_dict("visitor", dwelling=f"d000{1 + i % 3}") for i in range(60)]
-    async with SqliteStore.open(slow.db_path) as store:
+    async with open_store(slow) as store:
         gateway = await Gateway.load(slow, store)
         observer = broker.client("observer")
         await observer.subscribe("partners/concierge/#")

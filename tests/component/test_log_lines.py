@@ -17,7 +17,7 @@ import structlog
 from intercom_gateway import logs
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 
 # The keys of each line, as logs.py documents them.
@@ -45,7 +45,7 @@ def _configure(capture: pytest.CaptureFixture[str]) -> None:
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, MemoryBus]]:
     settings = gateway_settings(tmp_path, log_events=True)
     assert settings.log_events  # the default
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         bus = MemoryBroker().client("gateway")
         gateway._bus = bus  # handle() is driven directly, one message at a time

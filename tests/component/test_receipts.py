@@ -1,16 +1,15 @@
 """Receipts name exactly the settled events, on each panel's own topic, after the commit.
 
-The gateway runs on the in-memory bus with a real SQLite file. A spy around the bus
-reads the database through a separate connection at the moment each receipt is sent:
+The gateway runs on the in-memory bus with a real store (SQLite, then PostgreSQL). A
+spy around the bus reads the database through a separate connection at the moment each
+receipt is sent:
 only committed rows are visible there, so a receipt that named an event before its
 records were committed would fail the test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,10 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.models import Receipt, RejectReason
 from intercom_gateway.gateway.receipts import MAX_IDS_PER_RECEIPT, Receipts, rejected_target
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.settings import Settings
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
+from tests.stores import committed
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SpyBus:
     """The gateway's bus, noting for each receipt what the database had committed then."""
 
     bus: MemoryBus
-    db_path: Path
+    settings: Settings
     receipts: list[tuple[str, Receipt, set[str]]] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
@@ -40,18 +41,17 @@ class SpyBus:
 
     async def publish(self, topic: str, payload: bytes, **options: Any) -> None:
         if topic.endswith("/receipts"):
-            with contextlib.closing(sqlite3.connect(self.db_path)) as db:
-                committed = {row[0] for row in db.execute("SELECT event_id FROM completed")}
-            self.receipts.append((topic, Receipt.model_validate_json(payload), committed))
+            done = {row[0] for row in committed(self.settings, "SELECT event_id FROM completed")}
+            self.receipts.append((topic, Receipt.model_validate_json(payload), done))
         await self.bus.publish(topic, payload, **options)
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SpyBus]]:
+async def world(tmp_path: Path, both_stores: str) -> AsyncIterator[tuple[Gateway, SpyBus]]:
     settings = gateway_settings(tmp_path)
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
-        spy = SpyBus(MemoryBroker().client("gateway"), settings.db_path)
+        spy = SpyBus(MemoryBroker().client("gateway"), settings)
         gateway._bus = spy  # handle() is driven directly
         yield gateway, spy
 
@@ -92,8 +92,8 @@ async def test_receipts_name_exactly_the_settled_events_after_their_commit(
         device_topic(visitor): {visitor["event_id"], alarm["event_id"]},
         device_topic(parcel): {parcel["event_id"]},
     }
-    for _, receipt, committed in spy.receipts:
-        assert {str(i) for i in receipt.event_ids} <= committed  # after the commit
+    for _, receipt, done in spy.receipts:
+        assert {str(i) for i in receipt.event_ids} <= done  # after the commit
         assert receipt.gateway_id == gateway.settings.gateway_id
     # One receipt per device per batch.
     assert len(spy.receipts) == 2
@@ -132,10 +132,10 @@ async def test_a_replay_of_an_event_still_in_flight_waits_for_the_first_copy(
     await handle(gateway, spy, *panel_message(data))
     await handle(gateway, spy, *panel_message(data))  # resent before the first committed
     await gateway.finish_in_flight()
-    (_, receipt, committed), *more = spy.receipts
+    (_, receipt, done), *more = spy.receipts
     assert more == []
     assert [str(i) for i in receipt.event_ids] == [data["event_id"]]
-    assert data["event_id"] in committed
+    assert data["event_id"] in done
 
 
 async def test_rejected_events_are_named_when_their_id_can_be_read(

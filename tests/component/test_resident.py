@@ -1,5 +1,6 @@
-"""Resident requests (§8) and ledger retention over a real SQLite store filled by the
-gateway on the in-memory bus: each request through the CLI."""
+"""Resident requests (§8) and ledger retention over a real store filled by the gateway on
+the in-memory bus: each request through the CLI, on SQLite and on PostgreSQL
+(``--store``)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from intercom_gateway.core.models import utc_now
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import Store, open_store
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, gateway_settings, ledger_row, panel_message
+from tests.stores import store_args
 
 # (dwelling, event type) -> what the sample registry sends where (every dwelling uses all
 # three sample services): visitor to concierge, delivery box to concierge and
@@ -35,7 +37,7 @@ EVENTS += [("d0002", "visitor"), ("d0002", "alarm")]
 
 async def _populate(tmp_path: Path) -> Settings:
     settings = gateway_settings(tmp_path)
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         bus = MemoryBroker().client("gateway")
         gateway._bus = bus  # handle() is driven directly, as in the gateway component tests
@@ -51,13 +53,13 @@ async def _populate(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, both_stores: str) -> Settings:
     return asyncio.run(_populate(tmp_path))
 
 
 def _store(settings: Settings, work: Any) -> Any:
     async def go() -> Any:
-        async with SqliteStore.open(settings.db_path) as store:
+        async with open_store(settings) as store:
             answer = await work(store)
         # The store answers with typed values; these tests read them as the CLI shows them.
         return [a.as_dict() for a in answer] if isinstance(answer, list) else answer
@@ -66,7 +68,7 @@ def _store(settings: Settings, work: Any) -> Any:
 
 
 def _cli(settings: Settings, *args: str) -> Any:
-    result = CliRunner().invoke(main, [*args, "--db", str(settings.db_path)])
+    result = CliRunner().invoke(main, [*args, *store_args(settings)])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -79,7 +81,7 @@ def _json_cli(settings: Settings, *args: str) -> Any:
 
 
 def _aged_rows(settings: Settings, days: list[int]) -> None:
-    async def add(store: SqliteStore) -> None:
+    async def add(store: Store) -> None:
         [template] = await store.provisions(dwelling_id="d0001", limit=1)
         row = ledger_row(at=utc_now(), event_id="", decision_id=template.decision_id)
         store.record_provisions(
@@ -244,7 +246,7 @@ def test_every_request_is_recorded_with_its_outcome(settings: Settings) -> None:
 
 def test_cli_refuses_an_unknown_dwelling(settings: Settings) -> None:
     result = CliRunner().invoke(
-        main, ["resident", "purposes", "b001", "d0999", "--db", str(settings.db_path)]
+        main, ["resident", "purposes", "b001", "d0999", *store_args(settings)]
     )
     assert result.exit_code == 1 and "unknown dwelling b001/d0999" in result.output
 

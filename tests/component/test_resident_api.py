@@ -20,7 +20,7 @@ from intercom_gateway.resident.api import create_app
 from intercom_gateway.resident.channels import StoreChannel
 from intercom_gateway.resident.service import CSV_COLUMNS
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.component.test_resident import _populate
 
 TOKEN = "test-operator-token"
@@ -28,7 +28,7 @@ BASE = "/dwellings/b001/d0001"
 
 
 @pytest.fixture
-async def settings(tmp_path: Path) -> Settings:
+async def settings(tmp_path: Path, both_stores: str) -> Settings:
     populated = await _populate(tmp_path)
     return populated.model_copy(update={"api_token": SecretStr(TOKEN)})
 
@@ -49,7 +49,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _consent_of(settings: Settings, dwelling: str) -> object:
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         return await store.consent("b001", dwelling)
 
 

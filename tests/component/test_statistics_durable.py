@@ -23,7 +23,7 @@ from intercom_gateway.core.statistics import Window, aggregate_id
 from intercom_gateway.errors import ConnectionLost
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message
 from tests.helpers import collect
 
@@ -58,7 +58,7 @@ def settings(tmp_path: Path) -> Settings:
 async def started(settings: Settings) -> AsyncIterator[tuple[Gateway, FlakyBus, MemoryBus]]:
     """One life of the gateway: load from the store file, and close it on the way out."""
     broker = MemoryBroker()
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         bus = FlakyBus(broker)
         broker.buses.append(bus)

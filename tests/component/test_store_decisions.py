@@ -1,6 +1,7 @@
-"""The decision log stores each distinct outcome set once, and reads back as before.
+"""The decision log stores each distinct outcome set once, and reads back as before,
+on both stores (SQLite, PostgreSQL).
 
-Also: a store made with the first layout (the outcomes text in every decision row) is
+Also (SQLite only): a store made with the first layout (the outcomes text in every decision row) is
 moved to outcome sets when it is opened, and reads back the same.
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 from intercom_gateway.store.results import LoggedDecision
 from intercom_gateway.store.schema import outcome_set_id
 from intercom_gateway.store.sqlite import DecisionRow, SqliteStore
+from tests.conftest import StoreFactory
+from tests.stores import count_rows
 from tests.unit.conftest import NOW
 
 FORWARDED = json.dumps([{"destination": "cloud", "forwarded": True, "purposes": ["p1"]}])
@@ -39,24 +42,19 @@ def _logged(decision: LoggedDecision | None) -> dict[str, Any] | None:
     return decision.as_dict() if decision else None
 
 
-def _count(path: Path, table: str) -> int:
-    with sqlite3.connect(path) as db:
-        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
 async def test_each_outcome_set_is_stored_once_and_every_decision_reads_back(
-    tmp_path: Path,
+    store_factory: StoreFactory,
 ) -> None:
-    path = tmp_path / "store.sqlite"
-    async with SqliteStore.open(path) as store:
+    async with store_factory() as store:
         store.record_decision(_row("e1", FORWARDED))
         store.record_decision(_row("e2", WITHHELD))
         await store.flush()
         store.record_decision(_row("e3", FORWARDED))  # a set already stored
         await store.flush()
         e1, e2, e3 = [_logged(await store.decision(e)) for e in ("e1", "e2", "e3")]
+        sets = await count_rows(store, "outcome_sets")
 
-    assert _count(path, "outcome_sets") == 2
+    assert sets == 2
     assert e1 is not None and e2 is not None and e3 is not None
     assert e1["outcomes"] == e3["outcomes"] == json.loads(FORWARDED)
     assert e2["outcomes"] == json.loads(WITHHELD)
@@ -73,15 +71,17 @@ async def test_each_outcome_set_is_stored_once_and_every_decision_reads_back(
     }
 
 
-async def test_a_set_is_recorded_again_after_another_process_starts(tmp_path: Path) -> None:
+async def test_a_set_is_recorded_again_after_another_process_starts(
+    store_factory: StoreFactory,
+) -> None:
     # The set's key is its text's hash, so a second store (another run, or another
     # gateway on a shared store) records the same key and stores nothing twice.
-    path = tmp_path / "store.sqlite"
     for event_id in ("e1", "e2"):
-        async with SqliteStore.open(path) as store:
+        async with store_factory() as store:
             store.record_decision(_row(event_id, FORWARDED))
-    assert _count(path, "outcome_sets") == 1
-    assert _count(path, "decisions") == 2
+    async with store_factory() as store:
+        assert await count_rows(store, "outcome_sets") == 1
+        assert await count_rows(store, "decisions") == 2
 
 
 FIRST_LAYOUT = """

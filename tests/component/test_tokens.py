@@ -26,8 +26,10 @@ from intercom_gateway.resident.tokens import (
     UnknownToken,
 )
 from intercom_gateway.settings import Settings
+from intercom_gateway.store import Store
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.component.test_resident import _populate
+from tests.stores import store_args
 
 # Broker options shared with every command that connects (main's own have no help yet).
 HELPLESS = {"broker_host", "broker_port", "secrets_dir"}
@@ -36,13 +38,20 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+def store(any_store: Store) -> Store:
+    """SQLite, then PostgreSQL."""
+    return any_store
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """For a look at the file itself."""
     async with SqliteStore.open(tmp_path / "gateway.sqlite") as store:
         yield store
 
 
 @pytest.fixture
-def book(store: SqliteStore) -> TokenBook:
+def book(store: Store) -> TokenBook:
     return TokenBook(store)
 
 
@@ -55,9 +64,10 @@ async def _issue(book: TokenBook, dwelling: str = "d0001", **kwargs: Any) -> Any
 
 
 async def test_a_token_carries_its_id_and_only_its_hash_is_stored(
-    book: TokenBook, store: SqliteStore, tmp_path: Path
+    sqlite_store: SqliteStore, tmp_path: Path
 ) -> None:
-    issued = await _issue(book)
+    store = sqlite_store
+    issued = await _issue(TokenBook(store))
     match = TOKEN_PATTERN.match(issued.token)
     assert match is not None and match["id"] == issued.info.token_id
     assert len(issued.token) == 65
@@ -153,12 +163,12 @@ async def test_the_token_tables_are_made_at_once_and_commit_no_callers_work(
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, both_stores: str) -> Settings:
     return asyncio.run(_populate(tmp_path))
 
 
 def _run(settings: Settings, *args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(main, [*args, "--db", str(settings.db_path)])
+    result = CliRunner().invoke(main, [*args, *store_args(settings)])
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     return result
@@ -245,7 +255,8 @@ def test_cli_mistakes_are_one_error_line(
     assert message in error
 
 
-def test_cli_without_a_store_says_so(tmp_path: Path) -> None:
+def test_cli_without_a_store_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTERCOM_STORE", raising=False)  # the SQLite file's check
     result = CliRunner().invoke(main, ["token", "list", "--db", str(tmp_path / "none.sqlite")])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
@@ -293,7 +304,7 @@ def test_a_residents_disclosure_lists_the_dwellings_tokens_ids_and_dates_only(
 # --- the store's token tables -------------------------------------------------------------
 
 
-async def test_a_taken_id_saves_nothing(store: SqliteStore) -> None:
+async def test_a_taken_id_saves_nothing(store: Store) -> None:
     issued = await _issue(TokenBook(store))
     taken = dataclasses.replace(issued.info, dwelling_id="d0002", label="other")
     entry = AuditEntry(NOW, "issue", taken.token_id, "b001", "d0002", "cli:t", "")
@@ -311,8 +322,11 @@ async def test_a_store_file_of_before_opens_with_its_tokens_or_gains_the_tables(
     async with SqliteStore.open(path) as store:  # tables and rows as they were
         assert await TokenBook(store).authenticate(issued.token, now=NOW) == issued.info
         db = store.connection
-        # A gateway's file from before any token was issued: it had no token tables.
-        await db.executescript("DROP TABLE api_tokens; DROP TABLE api_token_audit;")
+        # A gateway's file from before any token was issued: it had no token tables (nor
+        # versioned migrations, which came later still).
+        await db.executescript(
+            "DROP TABLE api_tokens; DROP TABLE api_token_audit; DROP TABLE schema_migrations;"
+        )
     async with SqliteStore.open(path) as store:
         assert await store.tokens() == [] and await store.token_audit() == []
         assert (await _issue(TokenBook(store))).info.building_id == "b001"

@@ -151,7 +151,8 @@ def test_explain_of_something_not_json() -> None:
     assert line.startswith("Error: not a valid event: Invalid JSON")
 
 
-def test_api_without_a_store(tmp_path: Path) -> None:
+def test_api_without_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTERCOM_STORE", raising=False)  # the SQLite file's check
     env = {"INTERCOM_API_TOKEN": "t" * 32}
     result = invoke("api", "--db", str(tmp_path / "none.sqlite"), "--port", "1", env=env)
     line = one_error_line(result, 1)
@@ -161,7 +162,10 @@ def test_api_without_a_store(tmp_path: Path) -> None:
     )
 
 
-def test_api_without_a_token_or_a_store_says_both_in_one_line(tmp_path: Path) -> None:
+def test_api_without_a_token_or_a_store_says_both_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INTERCOM_STORE", raising=False)  # the SQLite file's check
     result = invoke("api", "--db", str(tmp_path / "none.sqlite"), env={"INTERCOM_API_TOKEN": ""})
     line = one_error_line(result, 1)
     assert line.startswith("Error: INTERCOM_API_TOKEN is not set")

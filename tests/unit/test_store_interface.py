@@ -1,5 +1,5 @@
-"""``Store`` is exactly what callers use, the SQLite store implements it, and every
-method follows the package's naming rule (``intercom_gateway.store``)."""
+"""``Store`` is exactly what callers use, both stores (SQLite, PostgreSQL) implement it,
+and every method follows the package's naming rule (``intercom_gateway.store``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 import intercom_gateway.store
 from intercom_gateway.store import Store, base, results
+from intercom_gateway.store.postgres import PostgresStore
 from intercom_gateway.store.sqlite import SqliteStore
 
 # Pinned: a second backend implements exactly these. Adding one is a decision.
@@ -67,12 +70,13 @@ def _members() -> dict[str, Callable[..., Any]]:
 
 def test_the_interface_is_pinned() -> None:
     assert set(_members()) == MEMBERS
-    assert intercom_gateway.store.__all__ == ["Store"]
+    assert intercom_gateway.store.__all__ == ["Store", "open_store", "sqlite_path"]
 
 
-def test_the_sqlite_store_implements_every_member_with_its_signature() -> None:
+@pytest.mark.parametrize("backend", [SqliteStore, PostgresStore], ids=["sqlite", "postgres"])
+def test_each_store_implements_every_member_with_its_signature(backend: type[Any]) -> None:
     for name, member in _members().items():
-        implementation = getattr(SqliteStore, name)
+        implementation = getattr(backend, name)
         assert inspect.signature(implementation) == inspect.signature(member), name
         assert inspect.iscoroutinefunction(implementation) == inspect.iscoroutinefunction(member)
 
@@ -89,8 +93,9 @@ def test_every_member_follows_the_naming_rule() -> None:
 
 def test_no_driver_type_leaks_out_of_the_interface() -> None:
     for name, member in _members().items():
-        assert "aiosqlite" not in str(inspect.signature(member)), name
+        for driver in ("aiosqlite", "asyncpg"):
+            assert driver not in str(inspect.signature(member)), name
     for module in (base, results):
-        assert "aiosqlite" not in vars(module), module.__name__
+        assert "aiosqlite" not in vars(module) and "asyncpg" not in vars(module), module.__name__
     # The connection is the SQLite store's own, for its own file's other tables.
     assert "connection" not in _members() and hasattr(SqliteStore, "connection")

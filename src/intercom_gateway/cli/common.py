@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from intercom_gateway.errors import BusError, ConfigError, GatewayError
+from intercom_gateway.errors import BusError, ConfigError, GatewayError, StoreUnreachable
 from intercom_gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def describe(error: BaseException) -> tuple[int, str]:
     error = _leaf(error)
     if isinstance(error, ValidationError):
         return EXIT_INVALID, validation_line(error)
-    if isinstance(error, BusError):
+    if isinstance(error, BusError | StoreUnreachable):
         return EXIT_UNREACHABLE, _message(error)
     if isinstance(error, GatewayError):
         return _gateway_code(error), _message(error)
@@ -313,11 +313,33 @@ broker_options = options(
         "[env INTERCOM_SECRETS_DIR, default .secrets/broker].",
     ),
 )
-db_option = click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path),
-    help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
+
+
+def _given_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    """``--store``: into the command's settings (``settings_of`` starts from them)."""
+    if value is not None:
+        obj = ctx.ensure_object(dict)
+        base: Settings = obj.get("settings") or Settings()
+        obj["settings"] = base.model_copy(update={"store": value})
+
+
+# Every command that takes --db takes --store next to it (db_option below).
+store_option = click.option(
+    "--store",
+    metavar="URL",
+    callback=_given_store,
+    expose_value=False,
+    help="[env INTERCOM_STORE] a postgresql:// DSN for a shared store; default: the "
+    "SQLite file of --db",
+)
+db_option = options(
+    click.option(
+        "--db",
+        "db_path",
+        type=click.Path(path_type=Path),
+        help="SQLite store file [env INTERCOM_DB_PATH, default var/gateway.sqlite].",
+    ),
+    store_option,
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 stack_option = click.option(

@@ -266,7 +266,7 @@ def ledger() -> None:
 def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None) -> None:
     """Delete ledger rows older than the retention period, and only those."""
     from intercom_gateway.core.models import utc_now
-    from intercom_gateway.store.sqlite import SqliteStore
+    from intercom_gateway.store.opening import open_store, sqlite_path
 
     settings = settings_of(ctx, db_path=db_path, ledger_retention_days=older_than_days)
     if settings.ledger_retention_days > MAX_RETENTION_DAYS:  # from the environment
@@ -274,11 +274,12 @@ def purge(ctx: click.Context, older_than_days: int | None, db_path: Path | None)
             f"INTERCOM_LEDGER_RETENTION_DAYS={settings.ledger_retention_days}"
             f" is more than {MAX_RETENTION_DAYS} days (100 years)"
         )
-    path = existing_store(settings.db_path)
+    if (path := sqlite_path(settings)) is not None:
+        existing_store(path)
     before = utc_now() - timedelta(days=settings.ledger_retention_days)
 
     async def go() -> int:
-        async with SqliteStore.open(path) as store:
+        async with open_store(settings) as store:
             return await store.purge_ledger(before=before)
 
     deleted = run(go)

@@ -64,12 +64,14 @@ def show(
     ctx: click.Context, building: str, dwelling: str, db_path: Path | None, history: bool
 ) -> None:
     """Print the dwelling's current consent and the history of changes to it."""
-    from intercom_gateway.store.sqlite import SqliteStore
+    from intercom_gateway.store.opening import open_store, sqlite_path
 
-    path = existing_store(settings_of(ctx, db_path=db_path).db_path)
+    settings = settings_of(ctx, db_path=db_path)
+    if (path := sqlite_path(settings)) is not None:
+        existing_store(path)
 
     async def read() -> dict[str, Any]:
-        async with SqliteStore.open(path) as store:
+        async with open_store(settings) as store:
             state = (await store.consents()).get((building, dwelling))
             stored = await store.consent_history(building, dwelling) if history else []
         changes = [change.as_dict() for change in stored]
@@ -410,7 +412,9 @@ def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any)
     _say_if_no_gateway(settings)
     app = create_app(settings)
     where = f"http://{settings.api_host}:{settings.api_port}"
-    click.echo(f"API on {where} (docs: {where}/docs), store {settings.db_path}", err=True)
+    from intercom_gateway.store.opening import describe_store
+
+    click.echo(f"API on {where} (docs: {where}/docs), store {describe_store(settings)}", err=True)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
 
 
@@ -430,11 +434,12 @@ def _say_if_no_gateway(settings: Settings) -> None:
 def _check_api_needs(settings: Settings) -> None:
     """Everything the API lacks, in one line: the operator's token, the store."""
     from intercom_gateway.resident.api import TOKEN_NEEDED, has_token
+    from intercom_gateway.store.opening import sqlite_path
 
     missing = [] if has_token(settings) else [TOKEN_NEEDED]
-    if not settings.db_path.exists():
+    if (path := sqlite_path(settings)) is not None and not path.exists():
         missing.append(
-            f"{settings.db_path}: no store here: has the gateway run? (`run` makes it; "
+            f"{path}: no store here: has the gateway run? (`run` makes it; "
             "--db or INTERCOM_DB_PATH names another)"
         )
     if missing:

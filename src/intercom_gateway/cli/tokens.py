@@ -56,12 +56,14 @@ def _actor() -> str:
 def _with_book(
     ctx: click.Context, db_path: Path | None, work: Callable[[Store, TokenBook], Awaitable[T]]
 ) -> T:
-    from intercom_gateway.store.sqlite import SqliteStore
+    from intercom_gateway.store.opening import open_store, sqlite_path
 
-    path = existing_store(settings_of(ctx, db_path=db_path).db_path)
+    settings = settings_of(ctx, db_path=db_path)
+    if (path := sqlite_path(settings)) is not None:
+        existing_store(path)
 
     async def go() -> T:
-        async with SqliteStore.open(path) as store:
+        async with open_store(settings) as store:
             return await work(store, TokenBook(store))
 
     return run(go)

@@ -16,13 +16,14 @@ from intercom_gateway.core.registry import load_registry
 from intercom_gateway.core.router import Router
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store.opening import open_store, sqlite_path
 
 
 async def _stored_consent(settings: Settings, building: str, dwelling: str) -> ConsentState | None:
-    if not settings.db_path.exists():
+    path = sqlite_path(settings)
+    if path is not None and not path.exists():
         return None
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         return (await store.consents()).get((building, dwelling))
 
 
@@ -77,9 +78,10 @@ async def explain_event(
 
 async def explain_logged(settings: Settings, event_id: str, *, as_json: bool = False) -> str:
     """Where a past event went, and why not elsewhere, from the decision log."""
-    if not settings.db_path.exists():
-        raise ConfigError("no store here", path=str(settings.db_path))
-    async with SqliteStore.open(settings.db_path) as store:
+    path = sqlite_path(settings)
+    if path is not None and not path.exists():
+        raise ConfigError("no store here", path=str(path))
+    async with open_store(settings) as store:
         logged = await store.decision(event_id)
     row = logged.as_dict() if logged else None
     if row is None:

@@ -17,7 +17,7 @@ from intercom_gateway.gateway.rejections import describe
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics, status_payload
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store.opening import open_store
 
 __all__ = ["broker_address", "run_gateway"]
 
@@ -52,7 +52,7 @@ async def run_gateway(
     # The broker accepts only ids of the form <account>.<suffix> (docs/security.md).
     client_id = address.client_id(settings.gateway_id)
 
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
         if ready is not None:
             ready(gateway)

@@ -35,7 +35,7 @@ from intercom_gateway.resident.service import (
 )
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
-from intercom_gateway.store.sqlite import SqliteStore
+from intercom_gateway.store.opening import open_store, sqlite_path
 
 
 class ResidentDesk:
@@ -237,12 +237,13 @@ def consent_key(consent: ConsentState) -> tuple[str, str]:
 async def open_desk(
     settings: Settings, *, via: str, channel: ConsentChannel | None = None
 ) -> AsyncIterator[ResidentDesk]:
-    """A desk over the store at ``settings.db_path`` (which the gateway created)."""
-    if not settings.db_path.exists():
-        raise ConfigError("no store here: has the gateway run?", path=str(settings.db_path))
+    """A desk over the settings' store (which the gateway created)."""
+    path = sqlite_path(settings)
+    if path is not None and not path.exists():
+        raise ConfigError("no store here: has the gateway run?", path=str(path))
     policy = load_policy(settings.policy_path)
     partners = load_partners(settings.partners_path, policy=policy)
-    async with SqliteStore.open(settings.db_path) as store:
+    async with open_store(settings) as store:
         yield ResidentDesk(
             store,
             policy=policy,

@@ -1,12 +1,13 @@
-"""The durable store behind one small interface, ``Store`` (SQLite today).
+"""The durable store behind one small interface, ``Store`` (SQLite or PostgreSQL).
 
 What must survive the gateway lives here, not only in process memory: the device
 registry, every dwelling's consent (current state and append-only history), the record
 of completed events (for de-duplication after a crash), the decision log, the
 provision ledger, rejected input, the resident requests and API tokens, and the
 statistics and analytics the gateway still holds. Callers depend on ``Store`` (``store.base``); the
-composition roots open ``store.sqlite.SqliteStore``. A later, clustered deployment adds
-a backend over a shared database behind the same ``Store``.
+composition roots open it with ``open_store(settings)`` (``store.opening``): the SQLite
+file of one gateway (``store.sqlite``, the default), or a PostgreSQL database several
+gateways share (``store.postgres``, ``INTERCOM_STORE=postgresql://...``).
 
 One naming rule for every method of a store:
 
@@ -20,5 +21,6 @@ One naming rule for every method of a store:
 """
 
 from intercom_gateway.store.base import Store
+from intercom_gateway.store.opening import open_store, sqlite_path
 
-__all__ = ["Store"]
+__all__ = ["Store", "open_store", "sqlite_path"]

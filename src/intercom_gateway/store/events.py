@@ -44,7 +44,9 @@ _LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 @dataclass
-class _Batch:
+class EventBatch:
+    """What the event path recorded since the last flush, as rows ready to write."""
+
     outcome_sets: list[tuple[str, str]] = field(default_factory=list)
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     ledger: list[tuple[Any, ...]] = field(default_factory=list)  # delivered provisions
@@ -70,13 +72,14 @@ class _Batch:
         )
 
 
-class EventLog:
-    """The buffered batch of the event path, and its few committed exceptions."""
+class Recorder:
+    """The event path's buffered batch: what every backend records the same way.
 
-    def __init__(self, db: aiosqlite.Connection, writing: asyncio.Lock) -> None:
-        self._db = db
-        self._writing = writing  # the store's one transaction at a time
-        self._batch = _Batch()
+    A backend's event log adds ``flush`` (and its few committed exceptions) over it.
+    """
+
+    def __init__(self) -> None:
+        self._batch = EventBatch()
         self._outcome_sets: dict[str, str] = {}  # text -> id, recorded by this process
         self._finished_attempts: list[str] = []
 
@@ -150,10 +153,31 @@ class EventLog:
     def pending(self) -> bool:
         return bool(self._batch)
 
+    def _take(self) -> tuple[EventBatch, list[str]]:
+        """The batch and finished attempts to write now; recording starts a new one."""
+        batch, self._batch = self._batch, EventBatch()
+        done, self._finished_attempts = self._finished_attempts, []
+        return batch, done
+
+    def _lost(self, done: list[str]) -> None:
+        """A flush failed: sets recorded in the lost batch must be recorded again with
+        later rows, and the finished attempts are still to be forgotten."""
+        self._outcome_sets.clear()
+        self._finished_attempts[:0] = done
+
+
+class EventLog(Recorder):
+    """The buffered batch of the event path, and its few committed exceptions."""
+
+    def __init__(self, db: aiosqlite.Connection, writing: asyncio.Lock) -> None:
+        super().__init__()
+        self._db = db
+        self._writing = writing  # the store's one transaction at a time
+
     async def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
         async with self._writing:
-            batch, self._batch = self._batch, _Batch()
+            batch, self._batch = self._batch, EventBatch()
             if not batch and not self._finished_attempts:
                 return
             try:
@@ -164,7 +188,7 @@ class EventLog:
                 self._outcome_sets.clear()
                 raise
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: EventBatch) -> None:
         db = self._db
         if batch.outcome_sets:
             await db.executemany(

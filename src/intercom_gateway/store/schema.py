@@ -1,13 +1,16 @@
 """The SQLite store's tables, indexes and migrations, and how it writes a moment.
 
-``create`` brings any store file up to the current layout: a new file gets every table,
-a file of an earlier layout is migrated in place (its rows kept), and a current one is
-left as it is. The statistics, held analytics and resident token tables are their own
-modules'.
+``migrate`` applies the versioned migrations (``MIGRATIONS``, recorded in
+``schema_migrations``) a file has not had. Migration 1, ``create``, brings any store file
+up to the layout of its day: a new file gets every table, a file of an earlier layout is
+migrated in place (its rows kept), and a current one is left as it is. The statistics,
+held analytics and resident token tables are their own modules'.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import aiosqlite
@@ -57,7 +60,6 @@ CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 
 SCHEMA = (
     """
-PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, building_id TEXT NOT NULL, role TEXT NOT NULL,
     dwelling_id TEXT);
@@ -112,29 +114,94 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+# Every open: WAL with synchronous=NORMAL survives a crash of the process; only a power
+# loss could take back the last commits. Neither may change inside a transaction.
+PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);"""
+
+
+async def migrate(connection: aiosqlite.Connection) -> None:
+    """Apply the migrations this file has not had, in order, each once; committed.
+
+    Each runs in a transaction of its own with its ``schema_migrations`` row, under
+    SQLite's write lock (``BEGIN IMMEDIATE``): a second process opening the same file
+    at the same moment waits, then finds the version applied.
+    """
+    await connection.executescript(PRAGMAS + MIGRATIONS_TABLE)
+    for version, step in enumerate(MIGRATIONS, start=1):
+        if version in await _applied(connection):
+            continue
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            if version not in await _applied(connection):
+                await step(connection)
+                await connection.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?)",
+                    (version, utc_text(datetime.now(UTC))),
+                )
+            await connection.commit()
+        except BaseException:
+            await connection.rollback()
+            raise
+
+
+async def _applied(connection: aiosqlite.Connection) -> set[int]:
+    async with connection.execute("SELECT version FROM schema_migrations") as cursor:
+        return {int(row[0]) for row in await cursor.fetchall()}
+
+
 async def create(connection: aiosqlite.Connection) -> None:
-    """Every table and index, made or migrated to the current layout; committed."""
-    # WAL with synchronous=NORMAL survives a crash of the process; only a power loss
-    # could take back the last commits.
-    await connection.executescript(
-        SCHEMA
-        + store_statistics.SCHEMA
-        + store_analytics.SCHEMA
-        + store_tokens.SCHEMA
-        + "PRAGMA synchronous = NORMAL;"
+    """Migration 1: every table and index, made or migrated to the current layout.
+
+    Written before migrations were versioned, it brings a file of any earlier layout up
+    to date (a file made before ``schema_migrations`` existed has no version yet), and
+    leaves a current one as it is. Runs in the caller's transaction.
+    """
+    await run_script(
+        connection,
+        SCHEMA + store_statistics.SCHEMA + store_analytics.SCHEMA + store_tokens.SCHEMA,
     )
     await _migrate_decisions(connection)
     await _migrate_ledger(connection)
     await _migrate_ledger_parts(connection)
-    await connection.executescript(
+    await run_script(
+        connection,
         "CREATE INDEX IF NOT EXISTS decisions_dwelling"
         " ON decisions (building_id, dwelling_id, decided_at);"
         # Rows stay "intended" for a moment only: this index stays tiny, and at start
         # the ones a stopped process left are found without a scan.
         " CREATE INDEX IF NOT EXISTS ledger_intended ON ledger (event_id)"
-        " WHERE status = 'intended';"
+        " WHERE status = 'intended';",
     )
-    await connection.commit()
+
+
+# The migrations, in order: version n is MIGRATIONS[n - 1]. Append; never reorder.
+MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (create,)
+
+
+async def run_script(connection: aiosqlite.Connection, script: str) -> None:
+    """The statements of ``script``, one by one, in the caller's transaction
+    (``executescript`` would commit it first)."""
+    for statement in statements(script):
+        await connection.execute(statement)
+
+
+def statements(script: str) -> list[str]:
+    """``script`` cut into whole statements (comments alone are dropped)."""
+    found: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            code = "\n".join(
+                line for line in current.splitlines() if not line.strip().startswith("--")
+            )
+            if code.strip(" \n;"):
+                found.append(current.strip())
+            current = ""
+    return found
 
 
 async def _migrate_ledger(connection: aiosqlite.Connection) -> None:
@@ -159,15 +226,14 @@ async def _migrate_ledger_parts(connection: aiosqlite.Connection) -> None:
         return
     kept = ", ".join(columns)
     # The old table's indexes go with it (their names would stop the new ones).
-    await connection.executescript(
-        "BEGIN;"
-        " DROP INDEX IF EXISTS ledger_dwelling; DROP INDEX IF EXISTS ledger_at;"
+    await run_script(
+        connection,
+        "DROP INDEX IF EXISTS ledger_dwelling; DROP INDEX IF EXISTS ledger_at;"
         " DROP INDEX IF EXISTS ledger_intended;"
         " ALTER TABLE ledger RENAME TO ledger_before_parts;"
         f" {LEDGER_TABLE} {LEDGER_INDEXES}"
         f" INSERT INTO ledger ({kept}) SELECT {kept} FROM ledger_before_parts ORDER BY id;"
-        " DROP TABLE ledger_before_parts;"
-        " COMMIT;"
+        " DROP TABLE ledger_before_parts;",
     )
 
 
@@ -184,15 +250,14 @@ async def _migrate_decisions(connection: aiosqlite.Connection) -> None:
         [(outcome_set_id(text), text) for text in texts],
     )
     # The old table's index is dropped with it; the caller makes it for the new table.
-    await connection.executescript(
-        "BEGIN;"
-        " DROP INDEX IF EXISTS decisions_dwelling;"
+    await run_script(
+        connection,
+        "DROP INDEX IF EXISTS decisions_dwelling;"
         " ALTER TABLE decisions RENAME TO decisions_first_layout;"
         f" {DECISIONS_TABLE}"
         " INSERT INTO decisions SELECT d.event_id, d.decision_id, d.building_id,"
         " d.dwelling_id, d.event_type, d.decided_at, d.policy_version, d.consent_revision,"
         " s.id FROM decisions_first_layout AS d JOIN outcome_sets AS s"
         " ON s.outcomes = d.outcomes ORDER BY d.rowid;"
-        " DROP TABLE decisions_first_layout;"
-        " COMMIT;"
+        " DROP TABLE decisions_first_layout;",
     )

@@ -83,7 +83,7 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         async with aiosqlite.connect(path) as connection:
             connection.row_factory = aiosqlite.Row
-            await schema.create(connection)
+            await schema.migrate(connection)
             store = cls(connection)
             try:
                 yield store
