@@ -14,6 +14,8 @@ them from here (and some re-export them under their old names)::
     │   ├── SubscribeRefused
     │   └── NoGateway .......... the broker answers, but not the gateway we expect
     ├── BrokerError ............ the Mosquitto process would not start or stop
+    ├── LeaseError ............. the lease database (several gateways) cannot be used
+    │   └── LeaseLost .......... a partition's lease is no longer ours (``.partition``)
     ├── InputRejected .......... a panel's message failed an ingress check (``.reason``)
     ├── UnknownDwelling ........ resident requests
     ├── UnknownPartner
@@ -52,6 +54,8 @@ __all__ = [
     "DateBoundError",
     "GatewayError",
     "InputRejected",
+    "LeaseError",
+    "LeaseLost",
     "MalformedPacket",
     "NoGateway",
     "PendingChange",
@@ -164,6 +168,25 @@ class MalformedPacket(ValueError):
 
 class BrokerError(GatewayError):
     """The Mosquitto process could not be started or stopped."""
+
+
+# --- partition leases (several gateways) ----------------------------------------------
+
+
+class LeaseError(GatewayError):
+    """The PostgreSQL database that holds the partition leases cannot be used."""
+
+
+class LeaseLost(LeaseError):
+    """A partition's lease moved on: its epoch is not ``epoch`` any more (the fencing check).
+
+    The gateway that gets it must not ack or record anything more for the partition.
+    """
+
+    def __init__(self, partition: int, epoch: int) -> None:
+        super().__init__(f"the lease of partition {partition} (epoch {epoch}) is lost")
+        self.partition = partition
+        self.epoch = epoch
 
 
 # --- ingress -------------------------------------------------------------------------
