@@ -163,6 +163,30 @@ async def test_a_joining_gateway_wakes_the_others(books: Books) -> None:
     assert len(gained) == 32
 
 
+async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books) -> None:
+    """The loop the runtime runs: a change comes out of it, and cancelling it ends it even
+    while a notification is arriving (on Python 3.11, ``wait_for`` around the wake-up
+    ``Event`` left such a task cancelling forever)."""
+    a = await books.open("gw-a")
+    changes: asyncio.Queue[tuple[list[Lease], list[int]]] = asyncio.Queue()
+
+    async def loop() -> None:
+        async for change in a.rounds():
+            await changes.put(change)
+
+    task = asyncio.create_task(loop())
+    gained, lost = await changes.get()
+    assert (len(gained), lost) == (64, [])
+    b = await books.open("gw-b")
+    await b.rebalance()  # its NOTIFY wakes a's loop before the heartbeat is due
+    task.cancel()  # while that NOTIFY arrives
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    gained, lost = await a.rebalance()  # the book itself is still fine
+    assert (gained, len(lost)) == ([], 32)
+
+
 # --- leaving and dying ----------------------------------------------------------------
 
 

@@ -324,7 +324,8 @@ class LeaseBook:
     async def wait(self) -> None:
         """Until the next heartbeat is due or another member announced a change."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.heartbeat)
+            async with asyncio.timeout(self.heartbeat):
+                await self._wake.wait()
         self._wake.clear()
 
     async def rounds(self) -> AsyncIterator[tuple[list[Lease], list[int]]]:
