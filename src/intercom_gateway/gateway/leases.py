@@ -57,6 +57,7 @@ from intercom_gateway.gateway import leases_sql as sql
 
 if TYPE_CHECKING:
     from asyncpg import Record
+    from asyncpg.pool import PoolConnectionProxy
 
     Connection = asyncpg.Connection[Record]
 
@@ -84,7 +85,9 @@ class Lease:
     since: datetime
 
 
-async def fence(connection: Connection, partition: int, epoch: int) -> None:
+async def fence(
+    connection: Connection | PoolConnectionProxy[Record], partition: int, epoch: int
+) -> None:
     """Run the fencing check (``LeaseBook.fence_sql``) in the caller's transaction.
 
     Raises ``LeaseLost`` when ``epoch`` is not the partition's current lease; the row stays
