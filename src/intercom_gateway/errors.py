@@ -15,6 +15,8 @@ them from here (and some re-export them under their old names)::
     │   └── NoGateway .......... the broker answers, but not the gateway we expect
     ├── BrokerError ............ the Mosquitto process would not start or stop
     ├── StoreUnreachable ....... a PostgreSQL store (``--store``) that does not answer
+    ├── LeaseError ............. the lease database (several gateways) cannot be used
+    │   └── LeaseLost .......... a partition's lease is no longer ours (``.partition``)
     ├── InputRejected .......... a panel's message failed an ingress check (``.reason``)
     ├── UnknownDwelling ........ resident requests
     ├── UnknownPartner
@@ -53,6 +55,8 @@ __all__ = [
     "DateBoundError",
     "GatewayError",
     "InputRejected",
+    "LeaseError",
+    "LeaseLost",
     "MalformedPacket",
     "NoGateway",
     "PendingChange",
@@ -171,6 +175,23 @@ class BrokerError(GatewayError):
 class StoreUnreachable(GatewayError):
     """The shared store (a PostgreSQL DSN) cannot be reached: the CLI exits 3, as for a
     broker it cannot reach."""
+# --- partition leases (several gateways) ----------------------------------------------
+
+
+class LeaseError(GatewayError):
+    """The PostgreSQL database that holds the partition leases cannot be used."""
+
+
+class LeaseLost(LeaseError):
+    """A partition's lease moved on: its epoch is not ``epoch`` any more (the fencing check).
+
+    The gateway that gets it must not ack or record anything more for the partition.
+    """
+
+    def __init__(self, partition: int, epoch: int) -> None:
+        super().__init__(f"the lease of partition {partition} (epoch {epoch}) is lost")
+        self.partition = partition
+        self.epoch = epoch
 
 
 # --- ingress -------------------------------------------------------------------------
