@@ -175,6 +175,8 @@ class BrokerError(GatewayError):
 class StoreUnreachable(GatewayError):
     """The shared store (a PostgreSQL DSN) cannot be reached: the CLI exits 3, as for a
     broker it cannot reach."""
+
+
 # --- partition leases (several gateways) ----------------------------------------------
 
 
