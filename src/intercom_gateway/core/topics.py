@@ -122,6 +122,15 @@ def statistics(building: str) -> str:
     return f"statistics/v1/{building}"
 
 
+def gateway_status(gateway_id: str) -> str:
+    """One gateway's own retained status, with the partitions it serves (partitioned)."""
+    return f"gateway/v1/{gateway_id}/status"
+
+
+def gateway_metrics(gateway_id: str) -> str:
+    return f"gateway/v1/{gateway_id}/metrics"
+
+
 def rejected(reason: str) -> str:
     return f"gateway/v1/rejected/{reason}"
 

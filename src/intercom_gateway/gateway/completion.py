@@ -12,7 +12,7 @@ named in the next receipt (``receipts.Receipts``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import structlog
@@ -85,6 +85,9 @@ class Completion:
         self._idle.set()
         self._acked_changed = asyncio.Condition()
         self._waiting_for_acks = 0
+        # A partition's lease check (gateway.partitioned): raises before a commit once
+        # another gateway owns the partition, so this one records and acknowledges no more.
+        self.fence: Callable[[], Awaitable[None]] | None = None
 
     def take(self, message: Message) -> Inbound:
         """A message is taken: it is acknowledged after every one taken before it."""
@@ -230,6 +233,8 @@ class Completion:
                 self._waiting_for_acks -= 1
 
     async def flush(self) -> None:
+        if self.fence is not None and self._unflushed:
+            await self.fence()
         batch, self._unflushed = self._unflushed, []
         await self.store.flush()
         for inbound in batch:

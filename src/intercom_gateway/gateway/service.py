@@ -146,6 +146,7 @@ class Gateway:
             send=self.completion.send,
         )
         self._bus: Bus | None = None
+        self.announce = True  # publish status and metrics (a partition leaves them to its process)
         self.online = asyncio.Event()  # set while subscribed and taking messages
 
     @property
@@ -209,6 +210,7 @@ class Gateway:
         """
         stop = stop or asyncio.Event()
         self._bus = bus
+        self.announce = announce
         # Retain handling 2: the broker never replays retained panel messages at
         # subscribe time. A panel event is not state; a retained one would come back at
         # every restart, even after our session was cleared.
@@ -422,12 +424,13 @@ class Gateway:
             "analytics_released": self.analytics.released,
             "ledger_commits": self.ledger.commits,
         }
-        await bus.publish(
-            topics.METRICS,
-            metrics_payload(report),
-            retain=True,
-            on_done=lambda _error: None,  # not awaited: the next report replaces it
-        )
+        if self.announce:
+            await bus.publish(
+                topics.METRICS,
+                metrics_payload(report),
+                retain=True,
+                on_done=lambda _error: None,  # not awaited: the next report replaces it
+            )
         await self._statistics.publish(bus, self.clock())
 
     async def release_analytics(self, bus: Bus) -> int:
