@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # --- gateway -------------------------------------------------------------------
     gateway_id: str = "gw-1"
     db_path: Path = Path("var/gateway.sqlite")
+    partitioned: bool = Field(
+        default=False,
+        description="serve a share of the building partitions, leased in the PostgreSQL"
+        " store, beside other gateways (docs/partitions.md)",
+    )
     store: str | None = Field(
         default=None,
         description="a postgresql:// DSN for a store several gateways share (or"

@@ -56,10 +56,22 @@ _HEALTH_TOPICS = (topics.STATUS, topics.METRICS)
     type=click.Path(exists=True, path_type=Path),
     help="Partner registry YAML [env INTERCOM_PARTNERS_PATH, default: the packaged sample].",
 )
+@click.option(
+    "--partitioned",
+    is_flag=True,
+    default=None,
+    help="Serve a share of the 64 building partitions, leased in the PostgreSQL store "
+    "(--store), beside other gateways started the same way [env INTERCOM_PARTITIONED] "
+    "(README, 'Several gateways').",
+)
 @click.option("--share-group", hidden=True, help="Retired: refused (issue #17).")
 @click.pass_context
 def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) -> None:
-    """Run the gateway until SIGTERM or Ctrl-C (it finishes in-flight events first)."""
+    """Run the gateway until SIGTERM or Ctrl-C (it finishes in-flight events first).
+
+    With --partitioned, several gateways share the buildings: each serves the partitions
+    it holds a lease on, and takes over those of a gateway that stops or dies.
+    """
     from intercom_gateway.gateway.run import run_gateway
     from intercom_gateway.settings import RETIRED
 
@@ -71,7 +83,12 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
     async def serve() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        metrics = await run_gateway(settings, stop=stop, ready=_freeze_heap)
+        if settings.partitioned:
+            from intercom_gateway.gateway.partitioned import run_partitioned
+
+            metrics = await run_partitioned(settings, stop=stop, ready=_freeze_heap)
+        else:
+            metrics = await run_gateway(settings, stop=stop, ready=_freeze_heap)
         click.echo(json.dumps(metrics.snapshot()), err=True)
 
     run(serve)
@@ -125,12 +142,22 @@ def _freeze_heap(_gateway: object) -> None:
     show_default=True,
     help="Seconds a message may wait for its acknowledgement before the gateway counts as stuck.",
 )
+@click.option(
+    "--group",
+    is_flag=True,
+    help="Partitioned gateways: every gateway's status and partitions; exit 0 only if the "
+    "online ones serve all 64 partitions, none twice.",
+)
 @click.pass_context
-def health(ctx: click.Context, /, timeout: float, stall_after: float, **options: Any) -> None:
+def health(
+    ctx: click.Context, /, timeout: float, stall_after: float, group: bool, **options: Any
+) -> None:
     """Exit 0 if the gateway is online and making progress; print its status and metrics.
 
     Online alone is not enough: its retained metrics must be fresh (a hung loop stops
-    publishing them) and no message may have waited longer than --stall-after.
+    publishing them) and no message may have waited longer than --stall-after. A
+    partitioned gateway (INTERCOM_PARTITIONED) is read on its own topics,
+    gateway/v1/<gateway id>/status and metrics; --group judges the whole group.
     """
     from intercom_gateway.broker.mosquitto import OPERATOR
     from intercom_gateway.bus import MqttBus
@@ -141,13 +168,20 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
 
     settings = settings_of(ctx, **options)
     address = broker_address(settings, OPERATOR)
+    if group:
+        _group_health(address, timeout)
+        return
+    wanted = _HEALTH_TOPICS
+    if settings.partitioned:
+        gateway_id = settings.gateway_id
+        wanted = (topics.gateway_status(gateway_id), topics.gateway_metrics(gateway_id))
 
     async def check() -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         client_id = address.client_id(f"health-{uuid.uuid4().hex[:8]}")
         try:
             async with MqttBus(address, client_id=client_id) as bus:
-                await bus.subscribe(topics.STATUS, topics.METRICS)
+                await bus.subscribe(*wanted)
 
                 async def read() -> None:
                     async for message in bus.messages():
@@ -165,10 +199,22 @@ def health(ctx: click.Context, /, timeout: float, stall_after: float, **options:
     # Not our gateway's broker (or none has served it): one line, exit 3. Our gateway
     # offline is an answer, not an error: unhealthy, exit 1.
     where = f"{address.host}:{address.port}"
-    judge(where, found.get(topics.STATUS), gateway_id=settings.gateway_id, offline_ok=True)
-    status, metrics = (json.loads(found[t]) if t in found else None for t in _HEALTH_TOPICS)
+    if not settings.partitioned:
+        judge(where, found.get(topics.STATUS), gateway_id=settings.gateway_id, offline_ok=True)
+    status, metrics = (json.loads(found[t]) if t in found else None for t in wanted)
     click.echo(json.dumps({"status": status, "metrics": metrics}, indent=2))
     result = verdict(status, metrics, now=utc_now(), stall_after=stall_after)
+    click.echo(f"health: {result.reason}", err=True)
+    if not result.healthy:
+        sys.exit(EXIT_NO)
+
+
+def _group_health(address: Any, timeout: float) -> None:
+    from intercom_gateway.gateway.group import judge_group, read_group
+
+    gateways = run(lambda: read_group(address, timeout=timeout))
+    result = judge_group(gateways)
+    click.echo(json.dumps({"gateways": gateways}, indent=2))
     click.echo(f"health: {result.reason}", err=True)
     if not result.healthy:
         sys.exit(EXIT_NO)

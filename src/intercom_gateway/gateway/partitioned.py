@@ -1,0 +1,231 @@
+"""Partitioned gateways: this process serves the partitions it holds a lease on.
+
+The design, with the owner of every piece of state, is ``docs/partitions.md``. In short:
+a building belongs to one of 64 partitions (``core.partitions``); a partition is served
+by exactly one gateway process at a time, the holder of its lease (``gateway.leases``,
+PostgreSQL advisory locks with an epoch for fencing), on an MQTT session of its own
+(client id ``gateway.pNN``) subscribed to its buildings' panel topics only. Everything a
+dwelling sends is therefore decided, in order, by one ``Gateway``; what arrives while no
+one holds the partition waits in the partition's broker session.
+
+Here, one ``Gateway`` per held partition shares the process's store and compiled policy
+and has its own consent, completed ids, acknowledgement order, statistics and receipts,
+loaded from the store when the partition is taken. Before each commit a partition checks
+its lease (``Completion.fence``): a gateway that lost it stops recording and
+acknowledging, and the broker gives the unacknowledged messages to the new holder, which
+finds the committed ones in the store and does not forward them again. The process
+publishes its own status and metrics on ``gateway/v1/{gateway_id}/status`` and
+``…/metrics`` (retained), with the partitions it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from intercom_gateway.bus import BrokerAddress, MqttBus, Will
+from intercom_gateway.core import partitions, topics
+from intercom_gateway.core.models import utc_now
+from intercom_gateway.errors import ConfigError, LeaseLost
+from intercom_gateway.gateway.completion import CompletedIds
+from intercom_gateway.gateway.run import broker_address, serve_connected
+from intercom_gateway.gateway.service import Gateway
+from intercom_gateway.gateway.status import Metrics
+from intercom_gateway.settings import Settings
+from intercom_gateway.store import Store
+from intercom_gateway.store.opening import POSTGRES_SCHEMES
+
+log = structlog.get_logger("intercom_gateway.gateway.partitioned")
+
+
+@dataclass
+class Held:
+    """One partition this process serves."""
+
+    partition: int
+    epoch: int
+    since: datetime
+    gateway: Gateway
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+@dataclass
+class Partitioned:
+    settings: Settings
+    store: Store
+    leases: Any  # gateway.leases.LeaseBook
+    base: Gateway  # the policy, partners, registry and device index, loaded once
+    address: BrokerAddress
+    groups: dict[int, list[str]]
+    held: dict[int, Held] = field(default_factory=dict)
+    retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
+
+    async def take(self, partition: int, epoch: int) -> None:
+        """Serve ``partition``: its consent and completed ids from the store, its session."""
+        buildings = self.groups.get(partition, [])
+        gateway = await self._gateway_for(buildings)
+
+        async def fence() -> None:
+            if not await self.leases.holds(partition, epoch):
+                raise LeaseLost(partition, epoch)
+
+        gateway.completion.fence = fence
+        stop = asyncio.Event()
+        filters = partitions.panel_filters(buildings)
+        client_id = partitions.client_id(partition)  # the same for every gateway
+        task = asyncio.create_task(
+            self._serve(gateway, client_id, filters, stop), name=f"partition-{partition}"
+        )
+        self.held[partition] = Held(partition, epoch, utc_now(), gateway, stop, task)
+        log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
+
+    async def _serve(
+        self, gateway: Gateway, client_id: str, filters: list[str], stop: asyncio.Event
+    ) -> None:
+        if not filters:  # a partition with no building: held, nothing to subscribe
+            await stop.wait()
+            return
+        await serve_connected(
+            gateway, self.address, client_id=client_id, stop=stop, filters=filters, announce=False
+        )
+
+    async def _gateway_for(self, buildings: list[str]) -> Gateway:
+        base, store, settings = self.base, self.store, self.settings
+        consents = await store.consents()
+        completed = CompletedIds(
+            settings.completed_memory, await store.recent_completed(settings.completed_memory)
+        )
+        gateway = Gateway(
+            settings=settings,
+            store=store,
+            policy=base.policy,
+            partners=base.partners,
+            registry=base.registry,
+            consents=consents,
+            completed=completed,
+        )
+        gateway.announce = False
+        mine = set(buildings)
+        counts, closed_before = await store.statistics_windows()
+        gateway.statistics.restore(
+            [c for c in counts if c[0].building_id in mine], closed_before=closed_before
+        )
+        return gateway
+
+    async def give_up(self, partition: int, *, drain: bool) -> None:
+        """Stop serving ``partition``: finish what is in flight first if ``drain``."""
+        held = self.held.pop(partition, None)
+        if held is None:
+            return
+        if drain:
+            held.stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(held.task), 30)
+        if not held.task.done():
+            held.task.cancel()
+        with contextlib.suppress(BaseException):
+            await held.task
+        _add(self.retired, held.gateway.metrics)
+        log.info("partition given up", partition=partition, drained=drain)
+
+    def metrics(self) -> Metrics:
+        total = Metrics()
+        _add(total, self.retired)
+        for held in self.held.values():
+            _add(total, held.gateway.metrics)
+        return total
+
+    def status(self, state: str) -> bytes:
+        return json.dumps(
+            {
+                "gateway_id": self.settings.gateway_id,
+                "state": state,
+                "since": utc_now().isoformat(),
+                "partitions": sorted(self.held),
+            }
+        ).encode()
+
+    async def ended(self) -> list[int]:
+        """Partitions whose session ended on its own (a lost lease, a fatal error)."""
+        return [p for p, h in self.held.items() if h.task.done()]
+
+
+def _add(total: Metrics, part: Metrics) -> None:
+    for name, value in vars(part).items():
+        mine = getattr(total, name)
+        if isinstance(value, int):
+            setattr(total, name, mine + value)
+        else:
+            mine.update(value)
+
+
+async def run_partitioned(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    ready: Callable[[Partitioned], None] | None = None,
+) -> Metrics:
+    """Serve this gateway's share of the partitions until ``stop``; then drain each one and
+    release its lease, so the others take them at once."""
+    from intercom_gateway.gateway.leases import LeaseBook
+    from intercom_gateway.store import open_store
+
+    dsn = settings.store
+    if not dsn or not dsn.startswith(POSTGRES_SCHEMES):
+        raise ConfigError(
+            "several gateways need a shared store: --store postgresql://… (INTERCOM_STORE)"
+        )
+    address = broker_address(settings)
+    async with (
+        open_store(settings) as store,
+        LeaseBook.open(dsn, gateway_id=settings.gateway_id) as leases,
+    ):
+        base = await Gateway.load(settings, store)
+        groups = partitions.buildings_by_partition(b.id for b in base.registry.buildings)
+        work = Partitioned(settings, store, leases, base, address, groups)
+        if ready is not None:
+            ready(work)
+        own = address.client_id(settings.gateway_id)
+        will = Will(topics.gateway_status(settings.gateway_id), work.status("offline"))
+        async with MqttBus(address, client_id=own, will=will) as bus:
+            try:
+                while not stop.is_set():
+                    for partition in await work.ended():
+                        await work.give_up(partition, drain=False)
+                        await leases.release(partition)
+                    gained, lost = await leases.rebalance()
+                    for partition in lost:
+                        await work.give_up(partition, drain=True)
+                    for lease in gained:
+                        await work.take(lease.partition, lease.epoch)
+                    await _report(bus, work, "online")
+                    # The next heartbeat, or sooner: another member joined or left.
+                    waking = asyncio.ensure_future(leases.wait())
+                    stopping = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    for pending in (waking, stopping):
+                        pending.cancel()
+            finally:
+                for partition in list(work.held):
+                    await work.give_up(partition, drain=True)
+                await leases.release_all()
+                await _report(bus, work, "offline")
+        await store.flush()
+        return work.metrics()
+
+
+async def _report(bus: MqttBus, work: Partitioned, state: str) -> None:
+    gateway_id = work.settings.gateway_id
+    await bus.publish(topics.gateway_status(gateway_id), work.status(state), retain=True)
+    snapshot = {"gateway_id": gateway_id, "at": utc_now().isoformat(), **work.metrics().snapshot()}
+    await bus.publish(
+        topics.gateway_metrics(gateway_id), json.dumps(snapshot).encode(), retain=True
+    )

@@ -1,0 +1,224 @@
+"""Partitioned gateways (issue #17): several `run --partitioned` processes on one broker
+and one PostgreSQL store share the 64 building partitions, and when one is killed the
+others take its partitions and the broker gives them what was queued.
+
+Judged on what arrives: every event reaches the cloud (after de-duplication by event
+id, as QoS 1 allows), a partner a dwelling stopped receives nothing from that dwelling,
+and the ledger holds no provision twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from intercom_gateway.broker.mosquitto import OPERATOR, Mosquitto
+from intercom_gateway.core import topics
+from intercom_gateway.core.registry import Registry, generate_registry
+from intercom_gateway.qa.runner import GatewayProcess, follow
+from intercom_gateway.qa.testing import publish_as_fleet
+from tests.conftest import SAMPLE_SERVICES
+from tests.factories import event_dict, panel_message, settings_message
+
+PARTITIONS = 64
+TYPES = ("visitor", "return_home", "delivery_box", "alarm")
+
+
+class Statuses:
+    """The latest retained status of every gateway, as the operator reads it."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Condition()
+
+    async def on(self, topic: str, payload: bytes, _message: Any) -> None:
+        if not payload or not topic.endswith("/status") or topic == topics.STATUS:
+            return
+        status = json.loads(payload)
+        async with self._changed:
+            self.latest[status["gateway_id"]] = status
+            self._changed.notify_all()
+
+    def held(self, gateway_id: str) -> set[int]:
+        status = self.latest.get(gateway_id)
+        if status is None or status["state"] != "online":
+            return set()
+        return set(status["partitions"])
+
+    async def until(self, shares: dict[str, int], *, timeout: float = 60) -> None:
+        """Until each gateway named holds its share, all disjoint, all 64 held."""
+
+        def settled() -> bool:
+            held = [self.held(g) for g in shares]
+            every = set().union(*held)
+            disjoint = sum(len(h) for h in held) == len(every)
+            return (
+                disjoint
+                and len(every) == PARTITIONS
+                and [len(h) for h in held] == list(shares.values())
+            )
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(settled)
+
+
+async def _cli(
+    broker: Mosquitto, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """A CLI command against ``broker`` for partitioned gateways."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "intercom_gateway",
+        *args,
+        env={
+            **os.environ,
+            "INTERCOM_BROKER_PORT": str(broker.port),
+            "INTERCOM_SECRETS_DIR": str(broker.credentials.directory),
+            "INTERCOM_PARTITIONED": "true",
+            **(env or {}),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return subprocess.CompletedProcess(args, process.returncode or 0, out, err)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return generate_registry(buildings=12, dwellings=3, services=SAMPLE_SERVICES)
+
+
+@asynccontextmanager
+async def gateways(
+    broker: Mosquitto, registry: Registry, workdir: Path, dsn: str, names: list[str]
+) -> AsyncIterator[dict[str, GatewayProcess]]:
+    started: dict[str, GatewayProcess] = {}
+    try:
+        for name in names:
+            process = GatewayProcess(
+                broker,
+                workdir / name,
+                gateway_id=name,
+                env={
+                    "INTERCOM_STORE": dsn,
+                    "INTERCOM_PARTITIONED": "true",
+                    "INTERCOM_SESSION_EXPIRY": "3600",
+                    "INTERCOM_LOG_LEVEL": "INFO",
+                },
+            )
+            (workdir / name).mkdir(parents=True)
+            await process.write_registry(registry)
+            started[name] = process
+        yield started
+    finally:
+        for process in started.values():
+            await process.aclose(graceful=False)
+
+
+async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    statuses = Statuses()
+    cloud_ids: dict[str, int] = {}
+    partner: list[dict[str, Any]] = []
+    stopped = ("b003", "d0002")
+    panel = f"panel-{stopped[0]}-{stopped[1]}"
+
+    wanted: set[str] = set()
+    all_arrived = asyncio.Event()
+
+    async def on_cloud(topic: str, payload: bytes, _message: Any) -> None:
+        event_id = json.loads(payload)["event_id"]
+        cloud_ids[event_id] = cloud_ids.get(event_id, 0) + 1
+        if wanted and wanted <= cloud_ids.keys():
+            all_arrived.set()
+
+    async def on_partner(topic: str, payload: bytes, _message: Any) -> None:
+        partner.append({"topic": topic, **json.loads(payload)})
+
+    acks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_ack(topic: str, payload: bytes, _message: Any) -> None:
+        await acks.put(payload)
+
+    followers = [
+        follow(own_broker, OPERATOR, [topics.gateway_filter()], statuses.on),
+        follow(own_broker, OPERATOR, [topics.cloud_filter()], on_cloud),
+        follow(own_broker, "concierge", [topics.partner_filter("concierge")], on_partner),
+        follow(own_broker, OPERATOR, [topics.settings_ack(stopped[0], panel)], on_ack),
+    ]
+    tasks = [asyncio.create_task(f) for f in followers]
+    try:
+        async with gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a", "gw-b"]) as gw:
+            await gw["gw-a"].launch()
+            await statuses.until({"gw-a": 64})
+            await gw["gw-b"].launch()
+            await statuses.until({"gw-a": 32, "gw-b": 32})
+            group = await _cli(own_broker, "health", "--group")
+            assert group.returncode == 0, group.stderr
+            assert b"2 gateways serve all 64 partitions (gw-a 32, gw-b 32)" in group.stderr
+
+            stop = settings_message(
+                {"kind": "service_use", "partner_id": "concierge", "used": False},
+                building=stopped[0],
+                dwelling=stopped[1],
+            )
+            await publish_as_fleet(own_broker, [stop])
+            ack = json.loads(await asyncio.wait_for(acks.get(), 30))
+            assert ack["applied"] is True
+
+            buildings = [b.id for b in registry.buildings]
+            events = [
+                event_dict(
+                    TYPES[i % len(TYPES)], building=buildings[i % 12], dwelling=f"d000{1 + i % 3}"
+                )
+                for i in range(240)
+            ]
+            events += [
+                event_dict("visitor", building=stopped[0], dwelling=stopped[1]) for _ in range(20)
+            ]
+            wanted.update(e["event_id"] for e in events)
+            first, rest = events[:130], events[130:]
+            await publish_as_fleet(own_broker, [panel_message(e) for e in first])
+
+            killed_at = time.monotonic()
+            await gw["gw-a"].kill()
+            await publish_as_fleet(own_broker, [panel_message(e) for e in rest])
+            await statuses.until({"gw-b": 64})
+            handover = time.monotonic() - killed_at
+            one = await _cli(own_broker, "health", env={"INTERCOM_GATEWAY_ID": "gw-b"})
+            assert one.returncode == 0, one.stderr
+            assert b"gateway gw-b is online" in one.stderr
+
+            await asyncio.wait_for(all_arrived.wait(), 60)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert wanted <= cloud_ids.keys()
+    leaked = [p for p in partner if f"/{stopped[0]}/{stopped[1]}/" in p["topic"]]
+    assert leaked == [], "a partner the dwelling stopped received its events"
+    # The ledger equals what the partner received: one row per event it got, none else.
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT event_id FROM ledger WHERE recipient = 'partner:concierge' AND part = 'event'"
+        )
+    finally:
+        await connection.close()
+    assert {r["event_id"] for r in rows} == {p["event_id"] for p in partner}
+    print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b")
