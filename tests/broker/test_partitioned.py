@@ -26,7 +26,7 @@ import pytest
 from intercom_gateway.broker.mosquitto import OPERATOR, Mosquitto
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, generate_registry
-from intercom_gateway.qa.runner import GatewayProcess, follow
+from intercom_gateway.qa.runner import GatewayProcess, client, follow
 from intercom_gateway.qa.testing import publish_as_fleet
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
@@ -222,3 +222,95 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
         await connection.close()
     assert {r["event_id"] for r in rows} == {p["event_id"] for p in partner}
     print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b")
+
+
+async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """The consent race, 240 times: a change is acknowledged, then at once an event of
+    that dwelling; every 60 rounds a gateway is killed or restarted, so the partition's
+    next owner must decide on the consent the last acknowledgement confirmed."""
+    from intercom_gateway.broker.mosquitto import FLEET
+
+    statuses = Statuses()
+    arrived: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_partner(topic: str, payload: bytes, _message: Any) -> None:
+        await arrived.put(json.loads(payload))
+
+    async def on_ack(topic: str, payload: bytes, _message: Any) -> None:
+        await acks.put(json.loads(payload))
+
+    tasks = [
+        asyncio.create_task(f)
+        for f in (
+            follow(own_broker, OPERATOR, [topics.gateway_filter()], statuses.on),
+            follow(own_broker, "concierge", [topics.partner_filter("concierge")], on_partner),
+            follow(own_broker, OPERATOR, [topics.settings_ack_filter()], on_ack),
+        )
+    ]
+    # The last dwelling of each building keeps concierge on: its events are the markers.
+    dwellings = [(b.id, d.id) for b in registry.buildings for d in b.dwellings[:-1]]
+    markers = {b.id: b.dwellings[-1].id for b in registry.buildings}
+    using = dict.fromkeys(dwellings, True)
+    stale: list[str] = []
+    withheld_wrongly: list[str] = []
+    try:
+        async with (
+            gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a", "gw-b"]) as gw,
+            client(own_broker, FLEET) as fleet,
+        ):
+            await gw["gw-a"].launch()
+            await gw["gw-b"].launch()
+            await statuses.until({"gw-a": 32, "gw-b": 32})
+
+            async def check(which: list[tuple[str, str]]) -> None:
+                """An event of each dwelling, then its building's marker: the event's
+                copy arrives before the marker's if and only if consent allows it."""
+                for building, dwelling in which:
+                    data = event_dict("visitor", building=building, dwelling=dwelling)
+                    marker = event_dict("visitor", building=building, dwelling=markers[building])
+                    await fleet.publish(*panel_message(data))
+                    await fleet.publish(*panel_message(marker))
+                    seen: set[str] = set()
+                    async with asyncio.timeout(30):
+                        while marker["event_id"] not in seen:
+                            seen.add((await arrived.get())["event_id"])
+                    if data["event_id"] in seen and not using[(building, dwelling)]:
+                        stale.append(data["event_id"])
+                    if data["event_id"] not in seen and using[(building, dwelling)]:
+                        withheld_wrongly.append(data["event_id"])
+
+            for round_ in range(240):
+                if round_ % 60 == 59:  # a hand-over: kill one, or bring it back
+                    if gw["gw-a"].alive:
+                        await gw["gw-a"].kill()
+                        await statuses.until({"gw-b": 64})
+                    else:
+                        await gw["gw-a"].launch()
+                        await statuses.until({"gw-a": 32, "gw-b": 32})
+                    # The new owners decide on the consent the last acknowledgements
+                    # confirmed, before any new change: every dwelling, once.
+                    await check(dwellings)
+                building, dwelling = dwellings[round_ % len(dwellings)]
+                using[(building, dwelling)] = not using[(building, dwelling)]
+                change = {
+                    "kind": "service_use",
+                    "partner_id": "concierge",
+                    "used": using[(building, dwelling)],
+                }
+                topic, payload = settings_message(change, building=building, dwelling=dwelling)
+                await fleet.publish(topic, payload)
+                change_id = json.loads(payload)["change_id"]
+                async with asyncio.timeout(30):  # a redelivered change may be acked twice
+                    while (ack := await acks.get())["change_id"] != change_id:
+                        pass
+                assert ack["applied"] is True, ack
+                await check([(building, dwelling)])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert stale == [], f"{len(stale)} events forwarded after their dwelling stopped the partner"
+    assert withheld_wrongly == [], f"{len(withheld_wrongly)} events withheld after a resume"
