@@ -56,6 +56,13 @@ BENCH_PATHS = (
     help=f"Comma-separated paths to measure, of {','.join(BENCH_PATHS)} [default: all].",
 )
 @click.option("--no-plot", is_flag=True, help="Write the JSON result only, no PNG.")
+@click.option(
+    "--gateways",
+    metavar="N,N,...",
+    help="Instead: partitioned gateways, e.g. 1,2,3, on one broker and one PostgreSQL, each"
+    " count's throughput as a ratio to the first (bench/gateways_bench.py; --events and"
+    " --repeat apply).",
+)
 def bench(**options: Any) -> None:
     """Throughput, latency and CPU of raw, pass-through and full-gateway relays, measured
     in one run; `bench --quick` for a smoke run (docs/benchmarks.md).
@@ -80,6 +87,16 @@ def bench(**options: Any) -> None:
         )
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
+    if options["gateways"] is not None:
+        counts = options["gateways"].split(",")
+        if not all(c.isdigit() and int(c) > 0 for c in counts):
+            raise click.BadParameter("give counts like 1,2,3", param_hint="'--gateways'")
+        arguments = [f"--gateways={options['gateways']}"]
+        for name in ("events", "repeat"):
+            if options[name] is not None:
+                arguments.append(f"--{name}={options[name]}")
+        partitioned = importlib.import_module("bench.gateways_bench").main
+        sys.exit(partitioned(arguments))
     main: Callable[[Sequence[str]], Any] = importlib.import_module("bench.relay_bench").main
     main(bench_arguments(options))
 
