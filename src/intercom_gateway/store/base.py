@@ -1,8 +1,9 @@
 """``Store``: what the gateway, the resident desk, the CLI and QA need of a store.
 
-Exactly what they call, so that a second backend (a shared PostgreSQL database is
-planned) implements this and nothing more; ``store.sqlite.SqliteStore`` is the one
-today. Nothing here names a driver: rows go in as ``core`` values and the store's row
+Exactly what they call, so that each backend implements this and nothing more:
+``store.sqlite.SqliteStore`` (one file, the default) and ``store.postgres.PostgresStore``
+(a database several gateways share); ``store.opening.open_store`` opens the one the
+settings name. Nothing here names a driver: rows go in as ``core`` values and the store's row
 types, answers come out as ``store.results`` values. The naming rule is the package's
 (``intercom_gateway.store``).
 """
