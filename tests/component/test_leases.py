@@ -408,3 +408,32 @@ async def test_random_joins_leaves_kills_and_hangs(dsn: str, admin: Admin, seed:
         assert sum(shares) == 64
         assert max(shares) - min(shares) <= 1
         await assert_no_partition_held_twice(live + gone, admin)
+
+
+async def test_a_fenced_store_commits_nothing_once_its_partition_moved_on(
+    books: Books, admin: Admin, dsn: str
+) -> None:
+    """The partitioned gateway's flush (PostgresStore.fenced): the lease check runs in the
+    flush's own transaction, so the old owner's last batch is refused whole, with
+    LeaseLost, and the new owner's goes through."""
+    from intercom_gateway.store.postgres.store import PostgresStore
+    from tests.component.test_store_decisions import FORWARDED, _row
+
+    a, b = [await books.open(f"gw-{x}") for x in "ab"]
+    await a.rebalance()
+    old = (await a.owned())[7]
+    async with PostgresStore.open(dsn) as store:
+        mine = store.fenced(lambda db: fence(db, old.partition, old.epoch))
+        mine.record_decision(_row("e-first", FORWARDED))
+        await mine.flush()
+        await terminate(admin, a)  # a dies; its store's pool lives on
+        await b.rebalance()
+        new = next(lease for lease in await b.owned() if lease.partition == old.partition)
+        mine.record_decision(_row("e-late", FORWARDED))
+        with pytest.raises(LeaseLost):
+            await mine.flush()
+        theirs = store.fenced(lambda db: fence(db, new.partition, new.epoch))
+        theirs.record_decision(_row("e-new-owner", FORWARDED))
+        await theirs.flush()
+        logged = await admin.fetch("SELECT event_id FROM decisions")
+    assert sorted(row["event_id"] for row in logged) == ["e-first", "e-new-owner"]

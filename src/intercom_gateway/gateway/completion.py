@@ -12,7 +12,7 @@ named in the next receipt (``receipts.Receipts``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import structlog
@@ -85,9 +85,6 @@ class Completion:
         self._idle.set()
         self._acked_changed = asyncio.Condition()
         self._waiting_for_acks = 0
-        # A partition's lease check (gateway.partitioned): raises before a commit once
-        # another gateway owns the partition, so this one records and acknowledges no more.
-        self.fence: Callable[[], Awaitable[None]] | None = None
 
     def take(self, message: Message) -> Inbound:
         """A message is taken: it is acknowledged after every one taken before it."""
@@ -107,6 +104,21 @@ class Completion:
             self._settled.clear()
             await self.flush()
             if self._idle.is_set():
+                return
+            await self._settled.wait()
+
+    async def commit_before(self, inbound: Inbound) -> None:
+        """Until every message taken before ``inbound`` is committed and acknowledged.
+
+        A consent change is committed at once; an event before it whose records were
+        not yet committed would, after a crash or a hand-over, be decided again under
+        the newer consent (withheld from a partner it was entitled to). So the change
+        waits for the events before it to be done first.
+        """
+        while self.acks.oldest is not None and self.acks.oldest is not inbound:
+            self._settled.clear()
+            await self.flush()
+            if self.acks.oldest is None or self.acks.oldest is inbound:
                 return
             await self._settled.wait()
 
@@ -233,8 +245,6 @@ class Completion:
                 self._waiting_for_acks -= 1
 
     async def flush(self) -> None:
-        if self.fence is not None and self._unflushed:
-            await self.fence()
         batch, self._unflushed = self._unflushed, []
         await self.store.flush()
         for inbound in batch:

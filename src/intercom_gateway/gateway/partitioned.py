@@ -33,13 +33,13 @@ import structlog
 from intercom_gateway.bus import BrokerAddress, MqttBus, Will
 from intercom_gateway.core import partitions, topics
 from intercom_gateway.core.models import utc_now
-from intercom_gateway.errors import ConfigError, LeaseLost
+from intercom_gateway.errors import ConfigError
 from intercom_gateway.gateway.completion import CompletedIds
+from intercom_gateway.gateway.leases import fence
 from intercom_gateway.gateway.run import broker_address, serve_connected
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import Store
 from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 log = structlog.get_logger("intercom_gateway.gateway.partitioned")
@@ -60,7 +60,7 @@ class Held:
 @dataclass
 class Partitioned:
     settings: Settings
-    store: Store
+    store: Any  # store.postgres.PostgresStore: each partition flushes through .fenced()
     leases: Any  # gateway.leases.LeaseBook
     base: Gateway  # the policy, partners, registry and device index, loaded once
     address: BrokerAddress
@@ -71,19 +71,20 @@ class Partitioned:
     async def take(self, partition: int, epoch: int) -> None:
         """Serve ``partition``: its consent and completed ids from the store, its session."""
         buildings = self.groups.get(partition, [])
-        gateway = await self._gateway_for(buildings)
-
-        async def fence() -> None:
-            if not await self.leases.holds(partition, epoch):
-                raise LeaseLost(partition, epoch)
-
-        gateway.completion.fence = fence
+        store = self.store.fenced(lambda db: fence(db, partition, epoch))
+        gateway = await self._gateway_for(store, buildings)
         stop = asyncio.Event()
         filters = partitions.panel_filters(buildings)
         client_id = partitions.client_id(partition)  # the same for every gateway
         task = asyncio.create_task(
             self._serve(gateway, client_id, filters, stop), name=f"partition-{partition}"
         )
+        if filters:
+            # Held once its session is subscribed: a session made at this first
+            # subscription queues only what is published after it.
+            online = asyncio.ensure_future(gateway.online.wait())
+            await asyncio.wait({online, task}, return_when=asyncio.FIRST_COMPLETED)
+            online.cancel()
         self.held[partition] = Held(partition, epoch, utc_now(), gateway, stop, task)
         log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
 
@@ -97,8 +98,8 @@ class Partitioned:
             gateway, self.address, client_id=client_id, stop=stop, filters=filters, announce=False
         )
 
-    async def _gateway_for(self, buildings: list[str]) -> Gateway:
-        base, store, settings = self.base, self.store, self.settings
+    async def _gateway_for(self, store: Any, buildings: list[str]) -> Gateway:
+        base, settings = self.base, self.settings
         consents = await store.consents()
         completed = CompletedIds(
             settings.completed_memory, await store.recent_completed(settings.completed_memory)
@@ -177,6 +178,7 @@ async def run_partitioned(
     release its lease, so the others take them at once."""
     from intercom_gateway.gateway.leases import LeaseBook
     from intercom_gateway.store import open_store
+    from intercom_gateway.store.postgres.store import PostgresStore
 
     dsn = settings.store
     if not dsn or not dsn.startswith(POSTGRES_SCHEMES):
@@ -188,6 +190,7 @@ async def run_partitioned(
         open_store(settings) as store,
         LeaseBook.open(dsn, gateway_id=settings.gateway_id) as leases,
     ):
+        assert isinstance(store, PostgresStore)  # checked above: a postgresql:// store
         base = await Gateway.load(settings, store)
         groups = partitions.buildings_by_partition(b.id for b in base.registry.buildings)
         work = Partitioned(settings, store, leases, base, address, groups)

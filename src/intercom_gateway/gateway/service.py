@@ -373,6 +373,7 @@ class Gateway:
         if await self.store.consent_change_seen(str(change.change_id)):
             self.metrics.settings["duplicate"] += 1
             return
+        await self.completion.commit_before(inbound)
         applied = await self.apply_settings(change, source=f"panel:{topic.device}", now=now)
         ack = Publication(topics.settings_ack(topic.building, topic.device), applied)
         await self.completion.send(bus, inbound, ack)

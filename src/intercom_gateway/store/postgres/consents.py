@@ -8,7 +8,7 @@ that loads consent afterwards sees it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +30,9 @@ _INSERT_HISTORY = (
 class PgConsentBook:
     """The registry's devices and dwellings, and each dwelling's consent."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, *, fence: Callable[[Any], Awaitable[None]] | None = None) -> None:
         self._pool = pool
+        self._fence = fence  # a partition's lease check (PostgresStore.fenced)
 
     async def save_registry(self, registry: Registry) -> None:
         async with self._pool.acquire() as db, db.transaction():
@@ -118,6 +119,8 @@ class PgConsentBook:
     ) -> None:
         """Append to the history and replace the current state, in one commit."""
         async with self._pool.acquire() as db, db.transaction():
+            if self._fence is not None:
+                await self._fence(db)
             await db.execute(
                 _INSERT_HISTORY,
                 state.building_id,

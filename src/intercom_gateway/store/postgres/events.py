@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +42,24 @@ _CLOSED_BEFORE = "closed_before"
 class PgEventLog(Recorder):
     """The event path's batch, written to PostgreSQL through ``pool``."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        writing: asyncio.Lock | None = None,
+        fence: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__()
         self._pool = pool
-        self._writing = asyncio.Lock()  # one flush at a time, in recording order
+        # One flush at a time, in recording order; shared by a store's fenced views.
+        self._writing = writing or asyncio.Lock()
+        # A partition's lease check, run first in each flush's own transaction (its row
+        # stays locked FOR SHARE till commit): see PostgresStore.fenced.
+        self._fence = fence
+
+    @property
+    def writing(self) -> asyncio.Lock:
+        return self._writing
 
     async def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
@@ -55,6 +69,8 @@ class PgEventLog(Recorder):
                 return
             try:
                 async with self._pool.acquire() as db, db.transaction():
+                    if self._fence is not None:
+                        await self._fence(db)
                     await _forget(db, done)
                     await _write(db, batch)
             except BaseException:
@@ -70,6 +86,8 @@ class PgEventLog(Recorder):
         being saved (the last one, at close) writes after them, with what their
         acknowledged copies recorded."""
         async with self._writing, self._pool.acquire() as db, db.transaction():
+            if self._fence is not None:  # no copy leaves once the partition moved on
+                await self._fence(db)
             await db.executemany(
                 f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')"
                 " ON CONFLICT (event_id, recipient, part) DO NOTHING",

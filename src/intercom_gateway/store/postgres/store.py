@@ -10,7 +10,8 @@ with ``PostgresStore.open(dsn)``: a small pool (1 to 4 connections), the migrati
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,19 @@ class PostgresStore:
         self._consents = PgConsentBook(pool)
         self._queries = PgQueries(pool)
         self._tokens = PgTokenTables(pool)
+
+    def fenced(self, fence: Callable[[Any], Awaitable[None]]) -> PostgresStore:
+        """This store, with an event path of its own whose every flush, ledger intent and
+        consent change first runs ``fence`` (a partition's lease check,
+        ``gateway.leases.fence``) in its own transaction: a gateway that lost the
+        partition commits nothing more for it (no record, no consent change, so no
+        acknowledgement and no copy waiting for its intent), not even in the moment
+        between a check and a commit; the new holder's epoch bump waits for a commit in
+        progress. Queries are shared."""
+        view = copy.copy(self)
+        view._events = PgEventLog(self._pool, writing=self._events.writing, fence=fence)
+        view._consents = PgConsentBook(self._pool, fence=fence)
+        return view
 
     @property
     def pool(self) -> Any:
