@@ -212,15 +212,19 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
     assert wanted <= cloud_ids.keys()
     leaked = [p for p in partner if f"/{stopped[0]}/{stopped[1]}/" in p["topic"]]
     assert leaked == [], "a partner the dwelling stopped received its events"
-    # The ledger equals what the partner received: one row per event it got, none else.
+    # No copy without its ledger row; a delivered row was received (a row written ahead
+    # of a copy a killed gateway never sent stays "intended": it may not have left).
     connection = await asyncpg.connect(postgres_dsn)
     try:
         rows = await connection.fetch(
-            "SELECT event_id FROM ledger WHERE recipient = 'partner:concierge' AND part = 'event'"
+            "SELECT event_id, status FROM ledger"
+            " WHERE recipient = 'partner:concierge' AND part = 'event'"
         )
     finally:
         await connection.close()
-    assert {r["event_id"] for r in rows} == {p["event_id"] for p in partner}
+    received = {p["event_id"] for p in partner}
+    assert received <= {r["event_id"] for r in rows}
+    assert {r["event_id"] for r in rows if r["status"] == "delivered"} <= received
     print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b")
 
 
