@@ -166,6 +166,18 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
         ),
         "status": _channel(topics.STATUS, ["gatewayStatus"], "Gateway status, retained."),
         "metrics": _channel(topics.METRICS, ["gatewayMetrics"], "Gateway counters, retained."),
+        "gatewayOwnStatus": _channel(
+            _placeholders(topics.gateway_status, "gatewayId"),
+            ["partitionedStatus"],
+            "One partitioned gateway's status and partitions, retained (health --group).",
+            gatewayId=_param("the gateway's id (run --gateway-id)"),
+        ),
+        "gatewayOwnMetrics": _channel(
+            _placeholders(topics.gateway_metrics, "gatewayId"),
+            ["gatewayMetrics"],
+            "One partitioned gateway's counters over its partitions, retained.",
+            gatewayId=_param("the gateway's id (run --gateway-id)"),
+        ),
     }
     return found
 

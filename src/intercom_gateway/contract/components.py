@@ -229,6 +229,13 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "GatewayStatus",
                 ),
                 _message(
+                    "partitionedStatus",
+                    "A partitioned gateway's status",
+                    "online/offline with the building partitions it serves; retained, and"
+                    " its last will (run --partitioned, docs/partitions.md).",
+                    "PartitionedStatus",
+                ),
+                _message(
                     "gatewayMetrics",
                     "Gateway metrics",
                     "Counters, retained, published every 5 s.",

@@ -12,6 +12,7 @@ from intercom_gateway.core.models import (
     SETTINGS_ADAPTER,
     Forwarded,
     GatewayStatus,
+    PartitionedStatus,
     Receipt,
     Rejection,
     SettingsAck,
@@ -29,6 +30,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["rejection"] = Rejection.model_json_schema()
     found["receipt"] = Receipt.model_json_schema()
     found["gateway-status"] = GatewayStatus.model_json_schema()
+    found["partitioned-status"] = PartitionedStatus.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
         schema.setdefault("$id", f"urn:intercom-gateway:schema:{name}")

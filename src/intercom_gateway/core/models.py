@@ -416,3 +416,10 @@ class GatewayStatus(Model):
     gateway_id: str
     state: Literal["online", "offline"]
     since: AwareDatetime
+
+
+class PartitionedStatus(GatewayStatus):
+    """A partitioned gateway's own status (``gateway/v1/{gateway_id}/status``): the
+    building partitions it serves now (docs/partitions.md)."""
+
+    partitions: tuple[int, ...]

@@ -26,13 +26,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from intercom_gateway.bus import BrokerAddress, MqttBus, Will
 from intercom_gateway.core import partitions, topics
-from intercom_gateway.core.models import utc_now
+from intercom_gateway.core.models import PartitionedStatus, utc_now
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.gateway.completion import CompletedIds
 from intercom_gateway.gateway.leases import fence
@@ -144,15 +144,14 @@ class Partitioned:
             _add(total, held.gateway.metrics)
         return total
 
-    def status(self, state: str) -> bytes:
-        return json.dumps(
-            {
-                "gateway_id": self.settings.gateway_id,
-                "state": state,
-                "since": utc_now().isoformat(),
-                "partitions": sorted(self.held),
-            }
-        ).encode()
+    def status(self, state: Literal["online", "offline"]) -> bytes:
+        status = PartitionedStatus(
+            gateway_id=self.settings.gateway_id,
+            state=state,
+            since=utc_now(),
+            partitions=tuple(sorted(self.held)),
+        )
+        return status.model_dump_json().encode()
 
     async def ended(self) -> list[int]:
         """Partitions whose session ended on its own (a lost lease, a fatal error)."""
@@ -225,7 +224,7 @@ async def run_partitioned(
         return work.metrics()
 
 
-async def _report(bus: MqttBus, work: Partitioned, state: str) -> None:
+async def _report(bus: MqttBus, work: Partitioned, state: Literal["online", "offline"]) -> None:
     gateway_id = work.settings.gateway_id
     await bus.publish(topics.gateway_status(gateway_id), work.status(state), retain=True)
     snapshot = {"gateway_id": gateway_id, "at": utc_now().isoformat(), **work.metrics().snapshot()}
