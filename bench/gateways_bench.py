@@ -38,7 +38,12 @@ from intercom_gateway.broker.mosquitto import OPERATOR
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.qa.postgres import PostgresServer
-from intercom_gateway.qa.runner import GatewayProcess, follow, started_broker
+from intercom_gateway.qa.runner import (
+    GatewayProcess,
+    follow,
+    partitioned_process,
+    started_broker,
+)
 from intercom_gateway.qa.testing import publish_as_fleet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateways.json"
@@ -108,19 +113,14 @@ async def one_run(
     processes: list[GatewayProcess] = []
     try:
         for name in names:
-            process = GatewayProcess(
+            process = await partitioned_process(
                 broker,
                 workdir / name,
+                registry,
                 gateway_id=name,
-                env={
-                    "INTERCOM_STORE": dsn,
-                    "INTERCOM_PARTITIONED": "true",
-                    "INTERCOM_LOG_LEVEL": "WARNING",
-                    "INTERCOM_SESSION_EXPIRY": "0",
-                },
+                store=dsn,
+                env={"INTERCOM_LOG_LEVEL": "WARNING", "INTERCOM_SESSION_EXPIRY": "0"},
             )
-            (workdir / name).mkdir(parents=True)
-            await process.write_registry(registry)
             await process.launch()
             processes.append(process)
         await shares.settled(names)

@@ -26,7 +26,7 @@ import pytest
 from intercom_gateway.broker.mosquitto import OPERATOR, Mosquitto
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry, generate_registry
-from intercom_gateway.qa.runner import GatewayProcess, client, follow
+from intercom_gateway.qa.runner import GatewayProcess, client, follow, partitioned_process
 from intercom_gateway.qa.testing import publish_as_fleet
 from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, panel_message, settings_message
@@ -108,20 +108,14 @@ async def gateways(
     started: dict[str, GatewayProcess] = {}
     try:
         for name in names:
-            process = GatewayProcess(
+            started[name] = await partitioned_process(
                 broker,
                 workdir / name,
+                registry,
                 gateway_id=name,
-                env={
-                    "INTERCOM_STORE": dsn,
-                    "INTERCOM_PARTITIONED": "true",
-                    "INTERCOM_SESSION_EXPIRY": "3600",
-                    "INTERCOM_LOG_LEVEL": "INFO",
-                },
+                store=dsn,
+                env={"INTERCOM_SESSION_EXPIRY": "3600", "INTERCOM_LOG_LEVEL": "INFO"},
             )
-            (workdir / name).mkdir(parents=True)
-            await process.write_registry(registry)
-            started[name] = process
         yield started
     finally:
         for process in started.values():

@@ -408,3 +408,25 @@ async def gateway_process(
         yield gateway
     finally:
         await gateway.aclose()
+
+
+async def partitioned_process(
+    broker: Broker,
+    workdir: Path,
+    registry: Registry,
+    *,
+    gateway_id: str,
+    store: str,
+    env: Mapping[str, str] | None = None,
+) -> GatewayProcess:
+    """``run --partitioned`` on ``broker`` with the PostgreSQL ``store`` (a DSN), its
+    registry written, not started (``launch``; it reports on its own status topic,
+    ``gateway/v1/{gateway_id}/status``, not on the one ``StatusWatch`` follows)."""
+    process = GatewayProcess(
+        broker,
+        workdir,
+        gateway_id=gateway_id,
+        env={"INTERCOM_STORE": store, "INTERCOM_PARTITIONED": "true", **(env or {})},
+    )
+    await process.write_registry(registry)
+    return process
