@@ -9,7 +9,9 @@ held analytics and resident token tables are their own modules'.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -122,6 +124,26 @@ MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);"""
 
 
+LOCKED_WAIT = 30.0  # seconds another process may hold the new file while it sets it up
+
+
+async def _settle_journal(connection: aiosqlite.Connection) -> None:
+    """WAL mode and the migrations table. Switching a new file to WAL does not wait for
+    the busy timeout when another process is doing the same (SQLite answers "database
+    is locked" at once), so that one step is tried again until the other is done."""
+    deadline = time.monotonic() + LOCKED_WAIT
+    delay = 0.01
+    while True:
+        try:
+            await connection.executescript(PRAGMAS + MIGRATIONS_TABLE)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(delay)  # another process holds the lock: no event to await
+        delay = min(delay * 2, 0.5)
+
+
 async def migrate(connection: aiosqlite.Connection) -> None:
     """Apply the migrations this file has not had, in order, each once; committed.
 
@@ -129,7 +151,7 @@ async def migrate(connection: aiosqlite.Connection) -> None:
     SQLite's write lock (``BEGIN IMMEDIATE``): a second process opening the same file
     at the same moment waits, then finds the version applied.
     """
-    await connection.executescript(PRAGMAS + MIGRATIONS_TABLE)
+    await _settle_journal(connection)
     for version, step in enumerate(MIGRATIONS, start=1):
         if version in await _applied(connection):
             continue

@@ -81,7 +81,9 @@ class SqliteStore:
         """The store at ``path``, made or migrated to the current layout; what is still
         recorded is flushed when it closes."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        async with aiosqlite.connect(path) as connection:
+        # A generous busy timeout: a second process opening the file while the first
+        # migrates it waits for the write lock rather than failing.
+        async with aiosqlite.connect(path, timeout=schema.LOCKED_WAIT) as connection:
             connection.row_factory = aiosqlite.Row
             await schema.migrate(connection)
             store = cls(connection)
