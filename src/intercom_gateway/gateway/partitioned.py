@@ -9,11 +9,13 @@ dwelling sends is therefore decided, in order, by one ``Gateway``; what arrives 
 one holds the partition waits in the partition's broker session.
 
 Here, one ``Gateway`` per held partition shares the process's store and compiled policy
-and has its own consent, completed ids, acknowledgement order, statistics and receipts,
-loaded from the store when the partition is taken. Before each commit a partition checks
-its lease (``Completion.fence``): a gateway that lost it stops recording and
-acknowledging, and the broker gives the unacknowledged messages to the new holder, which
-finds the committed ones in the store and does not forward them again. The process
+and has its own consent, acknowledgement order, statistics and receipts, read from the
+store once the partition is leased; the completed event ids are one set for the process
+(an event id belongs to one partition), refreshed from the store at each take. Each
+partition writes through a view of the store fenced by its lease
+(``PostgresStore.fenced``): a gateway that lost it commits, acknowledges and sends
+nothing more for it, and the broker gives the unacknowledged messages to the new holder,
+which finds the committed ones in the store and does not forward them again. The process
 publishes its own status and metrics on ``gateway/v1/{gateway_id}/status`` and
 ``…/metrics`` (retained), with the partitions it holds.
 """
@@ -32,10 +34,11 @@ import structlog
 
 from intercom_gateway.bus import BrokerAddress, MqttBus, Will
 from intercom_gateway.core import partitions, topics
+from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import PartitionedStatus, utc_now
+from intercom_gateway.core.statistics import Window
 from intercom_gateway.errors import ConfigError
-from intercom_gateway.gateway.completion import CompletedIds
-from intercom_gateway.gateway.leases import fence
+from intercom_gateway.gateway.leases import Lease, fence
 from intercom_gateway.gateway.run import broker_address, serve_connected
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics
@@ -68,11 +71,31 @@ class Partitioned:
     held: dict[int, Held] = field(default_factory=dict)
     retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
 
-    async def take(self, partition: int, epoch: int) -> None:
-        """Serve ``partition``: its consent and completed ids from the store, its session."""
+    async def take_all(self, leases: list[Lease]) -> None:
+        """Serve the partitions just leased. What they start from is read once for all of
+        them, after the leases were taken: consent as the last acknowledgement left it,
+        the completed event ids (into the process's one set), the statistics windows."""
+        if not leases:
+            return
+        consents = await self.store.consents()
+        for event_id in await self.store.recent_completed(self.settings.completed_memory):
+            self.base.completed.add(event_id)
+        windows = await self.store.statistics_windows()
+        for lease in leases:
+            await self.take(lease.partition, lease.epoch, consents, windows)
+
+    async def take(
+        self,
+        partition: int,
+        epoch: int,
+        consents: dict[tuple[str, str], ConsentState],
+        windows: tuple[list[tuple[Window, str, int]], datetime | None],
+    ) -> None:
+        """Serve ``partition`` on its own session, writing through a store fenced by its
+        lease."""
         buildings = self.groups.get(partition, [])
         store = self.store.fenced(lambda db: fence(db, partition, epoch))
-        gateway = await self._gateway_for(store, buildings)
+        gateway = self._gateway_for(store, buildings, dict(consents), windows)
         stop = asyncio.Event()
         filters = partitions.panel_filters(buildings)
         client_id = partitions.client_id(partition)  # the same for every gateway
@@ -98,24 +121,26 @@ class Partitioned:
             gateway, self.address, client_id=client_id, stop=stop, filters=filters, announce=False
         )
 
-    async def _gateway_for(self, store: Any, buildings: list[str]) -> Gateway:
-        base, settings = self.base, self.settings
-        consents = await store.consents()
-        completed = CompletedIds(
-            settings.completed_memory, await store.recent_completed(settings.completed_memory)
-        )
+    def _gateway_for(
+        self,
+        store: Any,
+        buildings: list[str],
+        consents: dict[tuple[str, str], ConsentState],
+        windows: tuple[list[tuple[Window, str, int]], datetime | None],
+    ) -> Gateway:
+        base = self.base
         gateway = Gateway(
-            settings=settings,
+            settings=self.settings,
             store=store,
             policy=base.policy,
             partners=base.partners,
             registry=base.registry,
             consents=consents,
-            completed=completed,
+            completed=base.completed,  # event ids are unique: one set serves every partition
         )
         gateway.announce = False
         mine = set(buildings)
-        counts, closed_before = await store.statistics_windows()
+        counts, closed_before = windows
         gateway.statistics.restore(
             [c for c in counts if c[0].building_id in mine], closed_before=closed_before
         )
@@ -153,7 +178,7 @@ class Partitioned:
         )
         return status.model_dump_json().encode()
 
-    async def ended(self) -> list[int]:
+    def ended(self) -> list[int]:
         """Partitions whose session ended on its own (a lost lease, a fatal error)."""
         return [p for p, h in self.held.items() if h.task.done()]
 
@@ -200,14 +225,13 @@ async def run_partitioned(
         async with MqttBus(address, client_id=own, will=will) as bus:
             try:
                 while not stop.is_set():
-                    for partition in await work.ended():
+                    for partition in work.ended():
                         await work.give_up(partition, drain=False)
                         await leases.release(partition)
                     gained, lost = await leases.rebalance()
                     for partition in lost:
                         await work.give_up(partition, drain=True)
-                    for lease in gained:
-                        await work.take(lease.partition, lease.epoch)
+                    await work.take_all(gained)
                     await _report(bus, work, "online")
                     # The next heartbeat, or sooner: another member joined or left.
                     waking = asyncio.ensure_future(leases.wait())
