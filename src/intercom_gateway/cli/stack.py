@@ -8,7 +8,6 @@ its broker, accounts, store and gateway id by default (``qa.stackfile``).
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -96,10 +95,11 @@ def up(ctx: click.Context, /, **options: Any) -> None:
 
 def _announce(state: StackState, settings: Settings) -> None:
     """What a developer and a partner need, printed once the stack serves."""
+    from intercom_gateway.broker.mosquitto import load_credentials
     from intercom_gateway.core import topics
     from intercom_gateway.core.policy import load_partners, load_policy
 
-    passwords = json.loads((state.secrets_dir / "credentials.json").read_text(encoding="utf-8"))
+    passwords = load_credentials(state.secrets_dir).passwords
     policy = load_policy(settings.policy_path)
     partners = load_partners(settings.partners_path, policy=policy)
     lines = [

@@ -18,11 +18,10 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
-from intercom_gateway.broker.mosquitto import grant_traversal
+from intercom_gateway.broker.mosquitto import free_port, grant_traversal
 from intercom_gateway.errors import BrokerError
 
 SEARCH = ("/usr/lib/postgresql",)
@@ -44,13 +43,6 @@ def find_bin(name: str) -> str:
             "(scripts/setup does it)"
         )
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:

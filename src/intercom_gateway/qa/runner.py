@@ -190,7 +190,7 @@ async def running_gateway(
 ) -> AsyncIterator[RunningGateway]:
     """The gateway in this process, connected to ``broker``, subscribed and online."""
     registry_path = workdir / "registry.yaml"
-    await asyncio.to_thread(_write, registry_path, dump_registry(registry))
+    await save_registry(registry_path, registry)
     settings = Settings().model_copy(
         update={
             "broker_host": broker.host,
@@ -215,6 +215,11 @@ async def running_gateway(
     finally:
         stop.set()
         await task
+
+
+async def save_registry(path: Path, registry: Registry) -> None:
+    """``registry`` as YAML at ``path`` (its folder made), off the event loop."""
+    await asyncio.to_thread(_write, path, dump_registry(registry))
 
 
 def _write(path: Path, text: str) -> None:
@@ -316,7 +321,7 @@ class GatewayProcess:
         return self.workdir / "registry.yaml"
 
     async def write_registry(self, registry: Registry) -> None:
-        await asyncio.to_thread(_write, self.registry_path, dump_registry(registry))
+        await save_registry(self.registry_path, registry)
 
     def environment(self) -> dict[str, str]:
         return {

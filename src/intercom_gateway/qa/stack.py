@@ -31,12 +31,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from intercom_gateway.broker.mosquitto import Mosquitto, generate_credentials, load_credentials
+from intercom_gateway.broker.mosquitto import (
+    Mosquitto,
+    free_port,
+    generate_credentials,
+    load_credentials,
+)
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
-from intercom_gateway.core.registry import Registry, dump_registry, load_registry
+from intercom_gateway.core.registry import Registry, load_registry
 from intercom_gateway.errors import ConfigError, RunnerError
-from intercom_gateway.qa.runner import GatewayProcess, gateway_process
+from intercom_gateway.qa.runner import GatewayProcess, gateway_process, save_registry
 from intercom_gateway.qa.stackfile import (
     StackState,
     pid_alive,
@@ -69,7 +74,7 @@ async def serve_stack(
     """
     state_dir = options.state_dir
     await asyncio.to_thread(clear_stale, state_dir)
-    port = options.port or _free_port(options.host)
+    port = options.port or free_port(options.host)
     _check_port(options.host, port, "--port")
     if options.tls_port:
         _check_port(options.host, options.tls_port, "--tls-port")
@@ -84,7 +89,7 @@ async def serve_stack(
     token_file = _api_token(secrets_dir)
     # The gateway's registry, also for one the developer runs (`up --no-gateway`).
     registry_path = state_dir / "gateway" / "registry.yaml"
-    await asyncio.to_thread(_write, registry_path, dump_registry(registry))
+    await save_registry(registry_path, registry)
     mosquitto = Mosquitto(
         workdir=state_dir / "broker",
         credentials=credentials,
@@ -167,11 +172,6 @@ async def _until_a_child_exits(mosquitto: Mosquitto, gateway: GatewayProcess | N
     raise RunnerError(f"the gateway exited (log: {log})")
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def _kept_passwords(secrets_dir: Path) -> dict[str, str]:
     if not (secrets_dir / "credentials.json").exists():
         return {}
@@ -189,13 +189,6 @@ def _api_token(secrets_dir: Path) -> Path:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(secrets.token_urlsafe(24) + "\n")
     return path
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _check_port(host: str, port: int, option: str) -> None:
