@@ -5,7 +5,8 @@ them from here (and some re-export them under their old names)::
 
     GatewayError
     ├── ConfigError ............ a configuration, registry, policy or scenario file is wrong
-    │   └── ScenarioFileError .. a scenario file, with every problem and its line
+    │   ├── ScenarioFileError .. a scenario file, with every problem and its line
+    │   └── ConfigMismatch ..... a gateway joining a group with other files than its members
     ├── BusError ............... talking to the broker
     │   ├── ConnectFailed
     │   ├── ConnectionLost
@@ -50,6 +51,7 @@ __all__ = [
     "BrokerError",
     "BusError",
     "ConfigError",
+    "ConfigMismatch",
     "ConnectFailed",
     "ConnectionLost",
     "DateBoundError",
@@ -182,6 +184,10 @@ class StoreUnreachable(GatewayError):
 
 class LeaseError(GatewayError):
     """The PostgreSQL database that holds the partition leases cannot be used."""
+
+
+class ConfigMismatch(ConfigError):
+    """A gateway joining a group decides with other files than its live members."""
 
 
 class LeaseLost(LeaseError):

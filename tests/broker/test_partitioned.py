@@ -312,3 +312,178 @@ async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
         await asyncio.gather(*tasks, return_exceptions=True)
     assert stale == [], f"{len(stale)} events forwarded after their dwelling stopped the partner"
     assert withheld_wrongly == [], f"{len(withheld_wrongly)} events withheld after a resume"
+
+
+async def test_a_join_and_a_clean_leave_hand_over_without_a_duplicate(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """A steady stream while a second gateway joins and the first then leaves (SIGTERM):
+    each partition given away is drained before its lease goes, so every event reaches
+    the cloud and the partner exactly once. (A killed gateway cannot drain: what it had
+    forwarded but not acknowledged goes again, which the soak test counts.)"""
+    from intercom_gateway.broker.mosquitto import FLEET
+
+    statuses = Statuses()
+    cloud: dict[str, int] = {}  # copies by topic and event id
+    arrived: set[str] = set()
+    partner: dict[str, int] = {}
+    sent: list[str] = []
+    all_arrived = asyncio.Event()
+    streaming = True
+
+    async def on_cloud(topic: str, payload: bytes, _message: Any) -> None:
+        copy = f"{topic} {json.loads(payload)['event_id']}"  # an image is a copy of its own
+        cloud[copy] = cloud.get(copy, 0) + 1
+        arrived.add(json.loads(payload)["event_id"])
+        if not streaming and set(sent) <= arrived:
+            all_arrived.set()
+
+    async def on_partner(topic: str, payload: bytes, _message: Any) -> None:
+        copy = f"{topic} {json.loads(payload)['event_id']}"
+        partner[copy] = partner.get(copy, 0) + 1
+
+    tasks = [
+        asyncio.create_task(f)
+        for f in (
+            follow(own_broker, OPERATOR, [topics.gateway_filter()], statuses.on),
+            follow(own_broker, OPERATOR, [topics.cloud_filter()], on_cloud),
+            follow(own_broker, "concierge", [topics.partner_filter("concierge")], on_partner),
+        )
+    ]
+    buildings = [b.id for b in registry.buildings]
+
+    async def stream(fleet: Any) -> None:
+        i = 0
+        while streaming or i < 200:
+            data = event_dict(
+                TYPES[i % len(TYPES)], building=buildings[i % 12], dwelling=f"d000{1 + i % 3}"
+            )
+            await fleet.publish(*panel_message(data))
+            sent.append(data["event_id"])
+            i += 1
+            if i % 10 == 0:
+                # A steady stream of about 300 events/s (a pace, not a wait for an event):
+                # at full speed a 2-core machine would build a backlog of minutes.
+                await fleet.drain()
+                await asyncio.sleep(0.03)
+
+    try:
+        async with (
+            gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a", "gw-b"]) as gw,
+            client(own_broker, FLEET) as fleet,
+        ):
+            await gw["gw-a"].launch()
+            await statuses.until({"gw-a": 64})
+            publishing = asyncio.create_task(stream(fleet))
+            await gw["gw-b"].launch()  # gw-a hands 32 partitions over
+            await statuses.until({"gw-a": 32, "gw-b": 32})
+            assert await gw["gw-a"].stop() == 0  # SIGTERM: gw-a drains and releases
+            await statuses.until({"gw-b": 64})
+            streaming = False
+            await publishing
+            await fleet.drain()
+            if set(sent) <= arrived:
+                all_arrived.set()
+            await asyncio.wait_for(all_arrived.wait(), 60)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    twice = {e: n for e, n in cloud.items() if n > 1}
+    assert twice == {}, f"{len(twice)} of {len(cloud)} cloud copies arrived twice"
+    twice = {e: n for e, n in partner.items() if n > 1}
+    assert twice == {}, f"{len(twice)} of {len(partner)} partner copies arrived twice"
+    assert partner, "the partner received nothing: the test would prove nothing"
+    print(f"{len(sent)} events over a join and a leave, each once")
+
+
+async def test_the_next_holder_releases_the_analytics_copies_a_killed_gateway_held(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Analytics copies wait, durably, for their window to end (§5(5)). A gateway killed
+    while holding some leaves them in the store; the next holder of their partitions
+    takes them up with the partitions and releases them at the window's end, once."""
+    from intercom_gateway.broker.mosquitto import ANALYTICS
+
+    window = 8.0
+    statuses = Statuses()
+    acked: dict[str, int] = {}
+    acked_changed = asyncio.Event()
+    copies: list[dict[str, Any]] = []
+    all_released = asyncio.Event()
+    buildings = [b.id for b in registry.buildings]
+    events = [
+        event_dict(TYPES[i % len(TYPES)], building=buildings[i % 12], dwelling="d0001")
+        for i in range(24)
+    ]
+
+    async def on_status(topic: str, payload: bytes, message: Any) -> None:
+        await statuses.on(topic, payload, message)
+        if payload and topic.endswith("/metrics"):
+            metrics = json.loads(payload)
+            acked[metrics["gateway_id"]] = metrics["acked"]
+            acked_changed.set()
+
+    async def on_analytics(topic: str, payload: bytes, _message: Any) -> None:
+        copies.append(json.loads(payload))
+        if len(copies) >= len(events):
+            all_released.set()
+
+    tasks = [
+        asyncio.create_task(f)
+        for f in (
+            follow(own_broker, OPERATOR, [topics.gateway_filter()], on_status),
+            follow(own_broker, ANALYTICS, [topics.analytics_filter()], on_analytics),
+        )
+    ]
+    env = {"INTERCOM_ANALYTICS_WINDOW": str(window)}
+    try:
+        async with gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a", "gw-b"]) as gw:
+            for process in gw.values():
+                process.env.update(env)
+            await gw["gw-a"].launch()
+            await gw["gw-b"].launch()
+            await statuses.until({"gw-a": 32, "gw-b": 32})
+            # Start at the beginning of a window (a pace to the clock, not a wait for an
+            # event), so that the kill comes while the copies are still held.
+            await asyncio.sleep(window - time.time() % window + 0.1)
+            window_end = time.time() - time.time() % window + window
+            await publish_as_fleet(own_broker, [panel_message(e) for e in events])
+            async with asyncio.timeout(30):  # until every event is committed and acked
+                while sum(acked.values()) < len(events):
+                    acked_changed.clear()
+                    await acked_changed.wait()
+            await gw["gw-a"].kill()
+            assert time.time() < window_end, "the window ended before the kill: too slow"
+            assert copies == [], "no copy may leave before its window ends"
+            await statuses.until({"gw-b": 64})
+            await asyncio.wait_for(all_released.wait(), 3 * window)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert len({c["decision_id"] for c in copies}) == len(copies) == len(events)
+
+
+async def test_a_gateway_with_another_registry_refuses_to_join_in_one_line(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    statuses = Statuses()
+    watching = asyncio.create_task(
+        follow(own_broker, OPERATOR, [topics.gateway_filter()], statuses.on)
+    )
+    try:
+        async with gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a", "gw-b"]) as gw:
+            await gw["gw-a"].launch()
+            await statuses.until({"gw-a": 64})
+            other = generate_registry(buildings=13, dwellings=3, services=SAMPLE_SERVICES)
+            await gw["gw-b"].write_registry(other)
+            code = await asyncio.wait_for((await gw["gw-b"].launch()).wait(), 60)
+            log = (tmp_path / "gw-b" / "gateway-1.log").read_text().strip().splitlines()
+            assert code == 1, log  # a configuration error (README, exit statuses)
+            assert log[-1].startswith("Error: gateway gw-a decides with another registry"), log
+            assert statuses.held("gw-a") == set(range(64))  # undisturbed
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
-from intercom_gateway.errors import LeaseLost
+from intercom_gateway.errors import ConfigMismatch, LeaseLost
 from intercom_gateway.gateway import leases_sql
 from intercom_gateway.gateway.leases import Lease, LeaseBook, fence
 from intercom_gateway.qa.postgres import PostgresServer
@@ -65,8 +65,10 @@ class Books:
         self.dsn = dsn
         self.stack = stack
 
-    async def open(self, gateway_id: str) -> LeaseBook:
-        return await self.stack.enter_async_context(LeaseBook.open(self.dsn, gateway_id=gateway_id))
+    async def open(self, gateway_id: str, *, config: str | None = None) -> LeaseBook:
+        return await self.stack.enter_async_context(
+            LeaseBook.open(self.dsn, gateway_id=gateway_id, config_sha256=config)
+        )
 
 
 async def settle(books: Sequence[LeaseBook], *, rounds: int = 3) -> int:
@@ -161,6 +163,43 @@ async def test_a_joining_gateway_wakes_the_others(books: Books) -> None:
     await b.wait()  # woken by a's release
     gained, lost = await b.rebalance()
     assert len(gained) == 32
+
+
+async def test_a_gateway_that_drains_first_keeps_its_surplus_until_it_releases(
+    books: Books, admin: Admin
+) -> None:
+    """``hand_back=False``: the partitions above the share stay locked (and fenced to
+    their holder) while it drains them; nobody else takes them until they are released."""
+    a = await books.open("gw-a")
+    await a.rebalance(hand_back=False)
+    assert a.surplus == []
+    b = await books.open("gw-b")
+    await b.rebalance()
+    gained, lost = await a.rebalance(hand_back=False)
+    assert (gained, lost) == ([], [])
+    surplus = a.surplus
+    assert surplus == list(range(63, 31, -1))  # the highest first
+    assert all([await a.holds(lease.partition, lease.epoch) for lease in await a.owned()])
+    assert await b.rebalance() == ([], [])  # nothing is free while a drains
+    await a.release(*surplus)
+    assert a.surplus == []
+    gained, lost = await b.rebalance()
+    assert sorted(lease.partition for lease in gained) == sorted(surplus)
+    assert await lock_holders(admin) == Counter(range(64))
+
+
+async def test_a_gateway_with_other_files_refuses_to_join(books: Books, admin: Admin) -> None:
+    """Two registries in one group would decide a building under two: the newcomer
+    refuses before its first heartbeat, so the members never count it."""
+    a = await books.open("gw-a", config="1" * 64)
+    await a.rebalance()
+    b = await books.open("gw-b", config="2" * 64)
+    with pytest.raises(ConfigMismatch, match="gateway gw-a decides with another registry"):
+        await b.rebalance()
+    assert await a.rebalance() == ([], [])  # still alone, still holding all 64
+    c = await books.open("gw-c", config="1" * 64)
+    await settle([a, c])
+    assert await counts([a, c]) == [32, 32]
 
 
 async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books) -> None:

@@ -31,7 +31,9 @@ from intercom_gateway.core.statistics import Window
 from intercom_gateway.errors import ConfigError, StoreUnreachable
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store, open_store, sqlite_path
+from intercom_gateway.store import schema as sqlite_schema
 from intercom_gateway.store.postgres import PostgresStore
+from intercom_gateway.store.postgres import schema as postgres_schema
 from intercom_gateway.store.results import AuditEntry, TokenInfo
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.factories import ledger_row
@@ -80,9 +82,9 @@ async def _fill(store: Store) -> None:
     store.record_statistic(window, "visitor")
     store.record_statistic(window._replace(building_id="b002"), "alarm")
     store.record_window_published(window._replace(building_id="b002"), closed_before=AT)
-    for copy_id in ("c1", "c2"):
+    for copy_id, building in (("c1", "b001"), ("c2", "b001"), ("c3", "b002")):
         store.record_analytics_held(
-            HeldCopy(copy_id, AT, AT + timedelta(hours=1), "analytics/x", b"\x00{}", (("k", "v"),))
+            HeldCopy(copy_id, AT, AT + timedelta(hours=1), "analytics/x", b"\x00{}", (), building)
         )
     store.record_analytics_released("c2")
     await store.flush()
@@ -124,6 +126,8 @@ QUESTIONS: dict[str, Question] = {
     "recent completed": lambda s: s.recent_completed(2),
     "statistics windows": lambda s: s.statistics_windows(),
     "analytics held": lambda s: s.analytics_held(),
+    "analytics held of a building": lambda s: s.analytics_held(["b002", "b009"]),
+    "analytics held of no building": lambda s: s.analytics_held([]),
     "token": lambda s: s.token("0123456789abcdef"),
     "hashed token": lambda s: s.hashed_token("0123456789abcdef"),
     "tokens": lambda s: s.tokens(),
@@ -133,6 +137,8 @@ QUESTIONS: dict[str, Question] = {
 CHANGES: dict[str, Question] = {
     "attempt": lambda s: s.save_attempt("m-1"),
     "attempt again": lambda s: s.save_attempt("m-1"),
+    "unconfirmed of another building": lambda s: s.save_unconfirmed(["b009"]),
+    "unconfirmed of its building": lambda s: s.save_unconfirmed(["b001", "b009"]),
     "unconfirmed at start": lambda s: s.save_unconfirmed(),
     "purge": lambda s: s.purge_ledger(before=AT - timedelta(days=1), chunk=1),
     "erase": lambda s: s.erase_dwelling(*KEY),
@@ -174,7 +180,13 @@ def test_the_answers_are_not_empty(answers: dict[str, dict[str, Any]]) -> None:
         "schema_violation"
     ]
     assert {p.status for p in sqlite["provisions"]} == {"intended", "unconfirmed", "delivered"}
-    assert [c.copy_id for c in sqlite["analytics held"]] == ["c1"]
+    assert [c.copy_id for c in sqlite["analytics held"]] == ["c1", "c3"]
+    assert [c.building_id for c in sqlite["analytics held of a building"]] == ["b002"]
+    assert sqlite["analytics held of no building"] == []
+    # A partition taken over marks its own buildings' intents only.
+    assert sqlite["unconfirmed of another building"] == 0
+    assert sqlite["unconfirmed of its building"] == 1
+    assert sqlite["unconfirmed at start"] == 0
     assert sqlite["statistics windows"][1] == AT
     assert (sqlite["attempt"], sqlite["attempt again"]) == (1, 2)
     assert sqlite["purge"] == 1 and sqlite["erase"].as_dict() == {"decisions": 3, "rejections": 2}
@@ -192,7 +204,7 @@ async def test_sqlite_records_each_migration_once(tmp_path: Path) -> None:
         pass
     with closing(sqlite3.connect(path)) as db:
         rows = db.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
-    assert [version for version, _ in rows] == [1]
+    assert [version for version, _ in rows] == list(range(1, len(sqlite_schema.MIGRATIONS) + 1))
 
 
 async def test_sqlite_opened_by_two_processes_at_once_migrates_once(tmp_path: Path) -> None:
@@ -204,7 +216,8 @@ async def test_sqlite_opened_by_two_processes_at_once_migrates_once(tmp_path: Pa
 
     assert await asyncio.gather(*(open_and_count() for _ in range(4))) == [0] * 4
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        versions = db.execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(v,) for v in range(1, len(sqlite_schema.MIGRATIONS) + 1)]
 
 
 async def test_gateways_opening_a_new_database_at_once_migrate_it_once(
@@ -225,7 +238,9 @@ async def test_gateways_opening_a_new_database_at_once_migrate_it_once(
             versions = await connection.fetch("SELECT version FROM schema_migrations")
         finally:
             await connection.close()
-        assert [row["version"] for row in versions] == [1]
+        assert [row["version"] for row in versions] == list(
+            range(1, len(postgres_schema.MIGRATIONS) + 1)
+        )
     finally:
         pg_databases.drop(dsn)
 

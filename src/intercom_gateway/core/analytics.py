@@ -51,6 +51,7 @@ class Draft:
     policy_version: str
     gateway_id: str
     event: dict[str, Any]
+    building_id: str = ""  # whose partition holds the copy; never published
 
     @property
     def properties(self) -> tuple[tuple[str, str], ...]:
@@ -63,7 +64,9 @@ class Draft:
         )
 
     @classmethod
-    def of(cls, outcome: Outcome, *, policy_version: str, gateway_id: str) -> Draft:
+    def of(
+        cls, outcome: Outcome, *, policy_version: str, gateway_id: str, building_id: str = ""
+    ) -> Draft:
         if outcome.topic is None or outcome.payload is None or outcome.rule_id is None:
             raise ValueError(f"{outcome.destination}: no per-event copy to hold")
         return cls(
@@ -76,6 +79,7 @@ class Draft:
             policy_version=policy_version,
             gateway_id=gateway_id,
             event=outcome.payload,
+            building_id=building_id,
         )
 
 
@@ -89,6 +93,10 @@ class HeldCopy:
     topic: str
     payload: bytes
     properties: tuple[tuple[str, str], ...]
+    # The building of the event, kept in the store (not in the copy) so that the next
+    # holder of its partition takes the copy up (gateway/partitioned.py); "" on copies
+    # held before it was kept, which a single gateway's start takes up.
+    building_id: str = ""
 
 
 def floor_to(moment: datetime, period: timedelta) -> datetime:
@@ -161,6 +169,7 @@ class AnalyticsWindows:
             topic=draft.topic,
             payload=to_json(envelope),
             properties=(*draft.properties, ("decision_id", copy_id)),
+            building_id=draft.building_id,
         )
         self._held[copy_id] = held
         return held

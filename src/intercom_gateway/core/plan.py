@@ -100,7 +100,10 @@ def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id
             continue
         if outcome.kind is DestinationKind.ANALYTICS:
             analytics = Draft.of(
-                outcome, policy_version=decision.policy_version, gateway_id=gateway_id
+                outcome,
+                policy_version=decision.policy_version,
+                gateway_id=gateway_id,
+                building_id=decision.building_id,
             )
             continue
         # One publication per copy: the event's facts, and its image in a message of its

@@ -27,8 +27,11 @@ PostgreSQL database the gateways share, not in a home-made cluster protocol:
 - **Fair shares**: the live members sorted by id; member ``rank`` should own
   ``fair_share(partitions, members, rank)``. A rebalance releases the partitions above its
   share, highest first (so a joining gateway gets its share from everybody), and takes
-  free ones up to it. Taking starts at an offset that depends on the rank, so gateways
-  rebalancing at the same moment rarely try the same lock.
+  free ones up to it. A gateway rebalances with ``hand_back=False``: it drains the
+  partitions above its share (``surplus``) before releasing them, so that none of their
+  messages in flight goes to the next holder again. Taking starts at an offset that
+  depends on the rank, so gateways rebalancing at the same moment rarely try the same
+  lock.
 - ``NOTIFY intercom_leases`` after a join or a release wakes the other books
   (``wait``/``rounds``), so a hand-over takes one round trip, not a heartbeat.
 
@@ -52,7 +55,7 @@ import asyncpg
 import structlog
 
 from intercom_gateway.core.partitions import PARTITIONS, fair_share
-from intercom_gateway.errors import LeaseError, LeaseLost
+from intercom_gateway.errors import ConfigMismatch, LeaseError, LeaseLost
 from intercom_gateway.gateway import leases_sql as sql
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ class LeaseBook:
         partitions: int = PARTITIONS,
         heartbeat: float = 1.0,
         expiry: float = 5.0,
+        config_sha256: str | None = None,
     ) -> None:
         if expiry <= heartbeat:
             raise ValueError(f"expiry ({expiry:g} s) must be longer than heartbeat")
@@ -120,12 +124,16 @@ class LeaseBook:
         self.partitions = partitions
         self.heartbeat = heartbeat
         self.expiry = expiry
+        # A fingerprint of what this gateway decides with (``config_fingerprint``): a
+        # gateway whose fingerprint differs from a live member's refuses to join.
+        self.config_sha256 = config_sha256
         self._conn: Connection | None = None
         self._session: tuple[int, Any] | None = None  # (pid, backend_start) of our session
         self._guard = asyncio.Lock()
         self._held: dict[int, Lease] = {}
         self._wake = asyncio.Event()
         self._members: list[str] = []
+        self._share = partitions  # this member's fair share, as of the last rebalance
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -137,6 +145,7 @@ class LeaseBook:
         partitions: int = PARTITIONS,
         heartbeat: float = 1.0,
         expiry: float = 5.0,
+        config_sha256: str | None = None,
     ) -> AsyncIterator[LeaseBook]:
         """Connect and create the schema; leaving closes the connection (its locks go).
 
@@ -144,7 +153,12 @@ class LeaseBook:
         that the others need not notice the closed session.
         """
         book = cls(
-            dsn, gateway_id=gateway_id, partitions=partitions, heartbeat=heartbeat, expiry=expiry
+            dsn,
+            gateway_id=gateway_id,
+            partitions=partitions,
+            heartbeat=heartbeat,
+            expiry=expiry,
+            config_sha256=config_sha256,
         )
         await book._connect()
         try:
@@ -169,11 +183,16 @@ class LeaseBook:
 
     # --- the rebalance ---------------------------------------------------------------
 
-    async def rebalance(self) -> tuple[list[Lease], list[int]]:
+    async def rebalance(self, *, hand_back: bool = True) -> tuple[list[Lease], list[int]]:
         """Heartbeat, then take free partitions up to the fair share or release above it.
 
         Returns the leases gained and the partitions lost (released here, or gone with a
         lost connection): stop work on the lost ones before starting the gained ones.
+
+        ``hand_back=False`` keeps the partitions above the share instead of releasing
+        them: they are in ``surplus``, for the caller to drain (finish and acknowledge
+        what it took) and then ``release``. Released first, a partition's last messages
+        in flight would fail their fence and go again to the new holder.
         """
         async with self._guard:
             lost: list[int] = []
@@ -181,15 +200,25 @@ class LeaseBook:
                 lost = self._forget_all()
                 await self._connect()
             try:
-                gained, released = await self._rebalance(self._live())
+                gained, released = await self._rebalance(self._live(), hand_back)
             except _GONE:
                 lost += self._forget_all()
                 await self._connect()
-                gained, released = await self._rebalance(self._live())
+                gained, released = await self._rebalance(self._live(), hand_back)
             return gained, lost + released
 
-    async def _rebalance(self, conn: Connection) -> tuple[list[Lease], list[int]]:
-        await conn.execute(sql.HEARTBEAT, self.gateway_id)
+    @property
+    def surplus(self) -> list[int]:
+        """The partitions held above this gateway's share as of the last rebalance, highest
+        first: what ``rebalance(hand_back=False)`` kept for the caller to drain and release."""
+        return sorted(self._held, reverse=True)[: max(0, len(self._held) - self._share)]
+
+    async def _rebalance(
+        self, conn: Connection, hand_back: bool = True
+    ) -> tuple[list[Lease], list[int]]:
+        if not self._members and self.config_sha256 is not None:  # joining
+            await self._check_config(conn)
+        await conn.execute(sql.HEARTBEAT, self.gateway_id, self.config_sha256)
         await self._evict_stale(conn)
         await conn.execute(sql.FORGET_DEAD, self.expiry, self.gateway_id)
         members = [row[0] for row in await conn.fetch(sql.LIVE_MEMBERS, self.expiry)]
@@ -198,9 +227,9 @@ class LeaseBook:
         joined = members != self._members
         self._members = members
         rank = members.index(self.gateway_id)
-        share = fair_share(self.partitions, len(members), rank)
+        share = self._share = fair_share(self.partitions, len(members), rank)
         released = []
-        for partition in sorted(self._held, reverse=True)[: max(0, len(self._held) - share)]:
+        for partition in self.surplus if hand_back else []:
             await self._release(conn, partition)
             released.append(partition)
         gained = await self._take_free(conn, share, rank, len(members))
@@ -216,6 +245,17 @@ class LeaseBook:
                 released=released,
             )
         return gained, released
+
+    async def _check_config(self, conn: Connection) -> None:
+        others = await conn.fetch(
+            sql.OTHER_CONFIGS, self.expiry, self.gateway_id, self.config_sha256
+        )
+        if others:
+            names = ", ".join(row[0] for row in others)
+            raise ConfigMismatch(
+                f"gateway {names} decides with another registry, partner registry or policy:"
+                " every gateway of a group must use the same files"
+            )
 
     async def _take_free(
         self, conn: Connection, share: int, rank: int, members: int
@@ -261,13 +301,15 @@ class LeaseBook:
 
     # --- releasing ---------------------------------------------------------------------
 
-    async def release(self, partition: int) -> None:
-        """Give up one partition (the SIGTERM path, after draining it); others may take it."""
+    async def release(self, *partitions: int) -> None:
+        """Give up partitions (after draining them); the others may take them at once."""
         async with self._guard:
-            if partition not in self._held:
+            mine = [p for p in partitions if p in self._held]
+            if not mine:
                 return
             try:
-                await self._release(self._live(), partition)
+                for partition in mine:
+                    await self._release(self._live(), partition)
                 await self._notify(self._live())
             except _GONE:
                 self._forget_all()

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS gateway_members (
     backend_pid   integer NOT NULL,
     backend_start timestamptz
 );
+-- what the member decides with (its registry, partners and policy): one for all members
+ALTER TABLE gateway_members ADD COLUMN IF NOT EXISTS config_sha256 text;
 CREATE TABLE IF NOT EXISTS partition_leases (
     partition integer PRIMARY KEY,
     owner     text,            -- NULL once released; a dead owner's name stays until taken
@@ -51,13 +53,15 @@ $fence$;
 FENCE = "SELECT intercom_lease_fence($1::integer, $2::bigint)"
 
 HEARTBEAT = """
-INSERT INTO gateway_members (gateway_id, heartbeat_at, backend_pid, backend_start)
+INSERT INTO gateway_members (gateway_id, heartbeat_at, backend_pid, backend_start,
+                             config_sha256)
 VALUES ($1, clock_timestamp(), pg_backend_pid(),
-        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()))
+        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), $2)
 ON CONFLICT (gateway_id) DO UPDATE
    SET heartbeat_at = excluded.heartbeat_at,
        backend_pid = excluded.backend_pid,
-       backend_start = excluded.backend_start
+       backend_start = excluded.backend_start,
+       config_sha256 = excluded.config_sha256
 """
 
 # A member's session is alive when its backend still runs (the same pid and start time:
@@ -91,6 +95,17 @@ SELECT m.gateway_id, m.backend_pid FROM gateway_members m
 """
 
 TERMINATE = "SELECT pg_terminate_backend($1, $2)"
+
+# Live members that decide with another registry, partners or policy than $2's: a gateway
+# joining checks this before its first heartbeat, so that it never counts as a member.
+OTHER_CONFIGS = f"""
+SELECT m.gateway_id FROM gateway_members m
+ WHERE m.heartbeat_at > clock_timestamp() - make_interval(secs => $1)
+   AND {_SESSION_ALIVE}
+   AND m.gateway_id <> $2
+   AND m.config_sha256 IS DISTINCT FROM $3
+ ORDER BY m.gateway_id
+"""
 
 # Members that are neither live nor holding anything: forgotten, so the table stays small.
 FORGET_DEAD = f"""

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -34,6 +35,7 @@ import structlog
 
 from intercom_gateway.bus import BrokerAddress, MqttBus, Will
 from intercom_gateway.core import partitions, topics
+from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import PartitionedStatus, utc_now
 from intercom_gateway.core.statistics import Window
@@ -69,20 +71,35 @@ class Partitioned:
     address: BrokerAddress
     groups: dict[int, list[str]]
     held: dict[int, Held] = field(default_factory=dict)
+    # Partitions being drained before their lease goes: beside the lease loop, whose
+    # heartbeat must go on (a drain under load can outlast the lease expiry).
+    handing_back: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
 
     async def take_all(self, leases: list[Lease]) -> None:
         """Serve the partitions just leased. What they start from is read once for all of
         them, after the leases were taken: consent as the last acknowledgement left it,
-        the completed event ids (into the process's one set), the statistics windows."""
+        the completed event ids (into the process's one set), the statistics windows,
+        and what a previous holder left of their buildings: its ledger intents, marked
+        unconfirmed (§8), and its held analytics copies, to be released with their
+        windows. Only the partitions taken: the other gateways' rows are theirs."""
         if not leases:
             return
+        buildings = [b for lease in leases for b in self.groups.get(lease.partition, [])]
+        unconfirmed = await self.store.save_unconfirmed(buildings)
+        if unconfirmed:
+            log.warning(
+                "ledger rows intended by the previous holder are marked unconfirmed (§8)",
+                rows=unconfirmed,
+                partitions=[lease.partition for lease in leases],
+            )
+        held = await self.store.analytics_held(buildings)
         consents = await self.store.consents()
         for event_id in await self.store.recent_completed(self.settings.completed_memory):
             self.base.completed.add(event_id)
         windows = await self.store.statistics_windows()
         for lease in leases:
-            await self.take(lease.partition, lease.epoch, consents, windows)
+            await self.take(lease.partition, lease.epoch, consents, windows, held)
 
     async def take(
         self,
@@ -90,12 +107,14 @@ class Partitioned:
         epoch: int,
         consents: dict[tuple[str, str], ConsentState],
         windows: tuple[list[tuple[Window, str, int]], datetime | None],
+        held: Sequence[HeldCopy] = (),
     ) -> None:
         """Serve ``partition`` on its own session, writing through a store fenced by its
         lease."""
         buildings = self.groups.get(partition, [])
         store = self.store.fenced(lambda db: fence(db, partition, epoch))
         gateway = self._gateway_for(store, buildings, dict(consents), windows)
+        gateway.analytics.restore(c for c in held if c.building_id in buildings)
         stop = asyncio.Event()
         filters = partitions.panel_filters(buildings)
         client_id = partitions.client_id(partition)  # the same for every gateway
@@ -162,6 +181,29 @@ class Partitioned:
         _add(self.retired, held.gateway.metrics)
         log.info("partition given up", partition=partition, drained=drain)
 
+    def hand_back(self, surplus: list[int]) -> None:
+        """Give ``surplus`` to the other gateways without a duplicate: drain each partition
+        (stop taking, commit and acknowledge what was taken, keep the broker session) and
+        only then release its lease. The next holder resumes the session and receives
+        exactly what this gateway did not acknowledge. Runs in a task of its own per
+        partition, so that the lease loop goes on heartbeating meanwhile."""
+        for partition in surplus:
+            if partition not in self.handing_back:
+                self.handing_back[partition] = asyncio.create_task(
+                    self._hand_back(partition), name=f"hand-back-{partition}"
+                )
+
+    async def _hand_back(self, partition: int) -> None:
+        try:
+            await self.give_up(partition, drain=True)
+            await self.leases.release(partition)
+        finally:
+            self.handing_back.pop(partition, None)
+
+    async def handed_back(self) -> None:
+        """Until every hand-back under way is done (at shutdown)."""
+        await asyncio.gather(*self.handing_back.values(), return_exceptions=True)
+
     def metrics(self) -> Metrics:
         total = Metrics()
         _add(total, self.retired)
@@ -181,6 +223,17 @@ class Partitioned:
     def ended(self) -> list[int]:
         """Partitions whose session ended on its own (a lost lease, a fatal error)."""
         return [p for p, h in self.held.items() if h.task.done()]
+
+
+def config_fingerprint(gateway: Gateway) -> str:
+    """SHA-256 of what a gateway decides with: its registry, partner registry and policy,
+    as loaded (the same content in another layout is the same). Members of one group
+    must agree on it (``LeaseBook``), or one building would be decided under two."""
+    digest = hashlib.sha256()
+    for model in (gateway.registry, gateway.partners, gateway.policy):
+        digest.update(model.model_dump_json().encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _add(total: Metrics, part: Metrics) -> None:
@@ -210,42 +263,56 @@ async def run_partitioned(
             "several gateways need a shared store: --store postgresql://… (INTERCOM_STORE)"
         )
     address = broker_address(settings)
-    async with (
-        open_store(settings) as store,
-        LeaseBook.open(dsn, gateway_id=settings.gateway_id) as leases,
-    ):
+    async with open_store(settings) as store:
         assert isinstance(store, PostgresStore)  # checked above: a postgresql:// store
-        base = await Gateway.load(settings, store)
-        groups = partitions.buildings_by_partition(b.id for b in base.registry.buildings)
-        work = Partitioned(settings, store, leases, base, address, groups)
-        if ready is not None:
-            ready(work)
-        own = address.client_id(settings.gateway_id)
-        will = Will(topics.gateway_status(settings.gateway_id), work.status("offline"))
-        async with MqttBus(address, client_id=own, will=will) as bus:
-            try:
-                while not stop.is_set():
-                    for partition in work.ended():
-                        await work.give_up(partition, drain=False)
-                        await leases.release(partition)
-                    gained, lost = await leases.rebalance()
-                    for partition in lost:
-                        await work.give_up(partition, drain=True)
-                    await work.take_all(gained)
-                    await _report(bus, work, "online")
-                    # The next heartbeat, or sooner: another member joined or left.
-                    waking = asyncio.ensure_future(leases.wait())
-                    stopping = asyncio.ensure_future(stop.wait())
-                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    for pending in (waking, stopping):
-                        pending.cancel()
-            finally:
-                for partition in list(work.held):
+        base = await Gateway.load(settings, store, recover=False)  # per partition, at take
+        async with LeaseBook.open(
+            dsn, gateway_id=settings.gateway_id, config_sha256=config_fingerprint(base)
+        ) as leases:
+            return await _serve_leases(settings, stop, ready, store, leases, base, address)
+
+
+async def _serve_leases(
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: Callable[[Partitioned], None] | None,
+    store: Any,  # store.postgres.PostgresStore
+    leases: Any,  # gateway.leases.LeaseBook
+    base: Gateway,
+    address: BrokerAddress,
+) -> Metrics:
+    """Serve this gateway's share until ``stop``, then drain and release everything."""
+    groups = partitions.buildings_by_partition(b.id for b in base.registry.buildings)
+    work = Partitioned(settings, store, leases, base, address, groups)
+    if ready is not None:
+        ready(work)
+    own = address.client_id(settings.gateway_id)
+    will = Will(topics.gateway_status(settings.gateway_id), work.status("offline"))
+    async with MqttBus(address, client_id=own, will=will) as bus:
+        try:
+            while not stop.is_set():
+                for partition in work.ended():
+                    await work.give_up(partition, drain=False)
+                    await leases.release(partition)
+                gained, lost = await leases.rebalance(hand_back=False)
+                for partition in lost:
                     await work.give_up(partition, drain=True)
-                await leases.release_all()
-                await _report(bus, work, "offline")
-        await store.flush()
-        return work.metrics()
+                work.hand_back(leases.surplus)
+                await work.take_all(gained)
+                await _report(bus, work, "online")
+                # The next heartbeat, or sooner: another member joined or left.
+                waking = asyncio.ensure_future(leases.wait())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                for pending in (waking, stopping):
+                    pending.cancel()
+        finally:
+            await work.handed_back()
+            await asyncio.gather(*(work.give_up(p, drain=True) for p in list(work.held)))
+            await leases.release_all()
+            await _report(bus, work, "offline")
+    await store.flush()
+    return work.metrics()
 
 
 async def _report(bus: MqttBus, work: Partitioned, state: Literal["online", "offline"]) -> None:

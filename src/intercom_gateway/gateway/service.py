@@ -155,9 +155,17 @@ class Gateway:
 
     @classmethod
     async def load(
-        cls, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utc_now
+        cls,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        recover: bool = True,
     ) -> Gateway:
-        """Read the registry, policy and partner files; restore consent and completed ids."""
+        """Read the registry, policy and partner files; restore consent and completed ids.
+
+        ``recover``: also take up what a stopped process left (``_recover``); a
+        partitioned gateway does it per partition as it takes them instead."""
         policy = load_policy(settings.policy_path)
         partners = load_partners(settings.partners_path, policy=policy)
         registry = load_registry(settings.registry_path)
@@ -177,7 +185,8 @@ class Gateway:
             completed=completed,
             clock=clock,
         )
-        await gateway._recover()
+        if recover:
+            await gateway._recover()
         return gateway
 
     async def _recover(self) -> None:

@@ -12,6 +12,7 @@ random ``decision_id``.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS analytics_held (
 class AnalyticsBatch:
     """What one store batch changes in the held analytics copies."""
 
-    held: list[tuple[str, str, str, str, bytes, str]] = field(default_factory=list)
+    held: list[tuple[str, str, str, str, bytes, str, str]] = field(default_factory=list)
     released: list[tuple[str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -45,6 +46,7 @@ class AnalyticsBatch:
                 copy.topic,
                 copy.payload,
                 json.dumps(copy.properties),
+                copy.building_id,
             )
         )
 
@@ -56,17 +58,29 @@ async def write(db: aiosqlite.Connection, batch: AnalyticsBatch) -> None:
     """Within the caller's transaction: held copies first, then what was released."""
     if batch.held:
         await db.executemany(
-            "INSERT OR IGNORE INTO analytics_held VALUES (?, ?, ?, ?, ?, ?)", batch.held
+            f"INSERT OR IGNORE INTO analytics_held ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            batch.held,
         )
     if batch.released:
         await db.executemany("DELETE FROM analytics_held WHERE copy_id = ?", batch.released)
 
 
-async def load(db: aiosqlite.Connection) -> list[HeldCopy]:
-    """Every held copy, as the store has it."""
-    async with db.execute(
-        "SELECT copy_id, window_start, window_end, topic, payload, properties FROM analytics_held"
-    ) as cursor:
+# Migration 2: the building of each copy, so that a partition takes up its own copies.
+ADD_BUILDING = "ALTER TABLE analytics_held ADD COLUMN building_id TEXT NOT NULL DEFAULT ''"
+
+COLUMNS = "copy_id, window_start, window_end, topic, payload, properties, building_id"
+
+
+async def load(
+    db: aiosqlite.Connection, buildings: Collection[str] | None = None
+) -> list[HeldCopy]:
+    """The held copies, as the store has them: every one, or those of ``buildings``."""
+    query = f"SELECT {COLUMNS} FROM analytics_held"
+    params: tuple[str, ...] = ()
+    if buildings is not None:
+        params = tuple(buildings)
+        query += f" WHERE building_id IN ({', '.join('?' * len(params))})"
+    async with db.execute(query + " ORDER BY copy_id", params) as cursor:
         rows = list(await cursor.fetchall())
     return [
         HeldCopy(
@@ -76,8 +90,9 @@ async def load(db: aiosqlite.Connection) -> list[HeldCopy]:
             topic=str(topic),
             payload=bytes(payload),
             properties=tuple((str(k), str(v)) for k, v in json.loads(properties)),
+            building_id=str(building),
         )
-        for copy_id, start, end, topic, payload, properties in rows
+        for copy_id, start, end, topic, payload, properties, building in rows
     ]
 
 

@@ -10,7 +10,7 @@ types, answers come out as ``store.results`` values. The naming rule is the pack
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,8 +74,9 @@ class Store(Protocol):
     async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
         """The ledger's write-ahead record: provisions about to be published, "intended"."""
 
-    async def save_unconfirmed(self) -> int:
-        """At start: the intents a stopped process left, now "unconfirmed"; how many."""
+    async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
+        """At start: the intents a stopped process left, now "unconfirmed"; how many.
+        ``buildings``: only theirs (the partitions a gateway takes over)."""
 
     async def save_attempt(self, key: str) -> int:
         """One more delivery of a message about to be handled; the count so far."""
@@ -88,7 +89,8 @@ class Store(Protocol):
         self,
     ) -> tuple[list[tuple[Window, str, int]], datetime | None]: ...
 
-    async def analytics_held(self) -> list[HeldCopy]: ...
+    async def analytics_held(self, buildings: Collection[str] | None = None) -> list[HeldCopy]:
+        """The analytics copies held, not yet acknowledged: all, or ``buildings``'."""
 
     # --- dwellings and consent ----------------------------------------------------------
 

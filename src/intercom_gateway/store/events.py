@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -250,13 +250,16 @@ class EventLog(Recorder):
             )
             await self._db.commit()
 
-    async def save_unconfirmed(self) -> int:
+    async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
         """At start: what a stopped process intended but never completed (§8: kept, as
-        "unconfirmed"). Assumes one gateway per store file. Returns how many rows."""
+        "unconfirmed"); ``buildings``: only theirs. Returns how many rows."""
+        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+        params: tuple[str, ...] = ()
+        if buildings is not None:
+            params = tuple(buildings)
+            query += f" AND building_id IN ({', '.join('?' * len(params))})"
         async with self._writing:
-            cursor = await self._db.execute(
-                "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
-            )
+            cursor = await self._db.execute(query, params)
             await self._db.commit()
         return cursor.rowcount
 
@@ -297,6 +300,7 @@ class EventLog(Recorder):
         """The open windows' counts and the start of the oldest window still open."""
         return await store_statistics.load(self._db)
 
-    async def analytics_held(self) -> list[HeldCopy]:
-        """The analytics copies held and not yet acknowledged by the broker."""
-        return await store_analytics.load(self._db)
+    async def analytics_held(self, buildings: Collection[str] | None = None) -> list[HeldCopy]:
+        """The analytics copies held and not yet acknowledged by the broker: every one, or
+        those of ``buildings``."""
+        return await store_analytics.load(self._db, buildings)

@@ -200,7 +200,20 @@ async def create(connection: aiosqlite.Connection) -> None:
 
 
 # The migrations, in order: version n is MIGRATIONS[n - 1]. Append; never reorder.
-MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (create,)
+async def analytics_buildings(connection: aiosqlite.Connection) -> None:
+    """Migration 2: each held analytics copy keeps its building, so that the next holder
+    of its partition takes it up (several gateways, ``gateway/partitioned.py``). A file
+    whose versions were lost (made before they were kept) may have the column already."""
+    async with connection.execute("PRAGMA table_info(analytics_held)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "building_id" not in columns:
+        await connection.execute(store_analytics.ADD_BUILDING)
+
+
+MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
+    create,
+    analytics_buildings,
+)
 
 
 async def run_script(connection: aiosqlite.Connection, script: str) -> None:

@@ -13,7 +13,7 @@ The row types an event's records are made of are defined here too (for now).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -138,8 +138,8 @@ class SqliteStore:
     async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
         await self._events.save_intents(rows)
 
-    async def save_unconfirmed(self) -> int:
-        return await self._events.save_unconfirmed()
+    async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
+        return await self._events.save_unconfirmed(buildings)
 
     async def save_attempt(self, key: str) -> int:
         return await self._events.save_attempt(key)
@@ -150,8 +150,8 @@ class SqliteStore:
     async def statistics_windows(self) -> tuple[list[tuple[Window, str, int]], datetime | None]:
         return await self._events.statistics_windows()
 
-    async def analytics_held(self) -> list[HeldCopy]:
-        return await self._events.analytics_held()
+    async def analytics_held(self, buildings: Collection[str] | None = None) -> list[HeldCopy]:
+        return await self._events.analytics_held(buildings)
 
     # --- dwellings and consent (store.consents) ---------------------------------------
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.statistics import Window
+from intercom_gateway.store import analytics as store_analytics
 from intercom_gateway.store.events import EventBatch, Recorder
 from intercom_gateway.store.postgres.queries import rowcount
 
@@ -94,13 +95,17 @@ class PgEventLog(Recorder):
                 [row.as_params() for row in rows],
             )
 
-    async def save_unconfirmed(self) -> int:
+    async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
         """At start: the intents a stopped process left, now "unconfirmed"; how many.
-        Like the SQLite store, assumes one gateway per store."""
+        ``buildings``: only theirs (a partition taken over; the other gateways' rows in
+        flight are theirs to settle)."""
+        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+        params: list[Any] = []
+        if buildings is not None:
+            query += " AND building_id = ANY($1::text[])"
+            params.append(list(buildings))
         async with self._pool.acquire() as db:
-            status = await db.execute(
-                "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
-            )
+            status = await db.execute(query, *params)
         return rowcount(status)
 
     async def save_attempt(self, key: str) -> int:
@@ -137,12 +142,14 @@ class PgEventLog(Recorder):
         counts = [(Window(b, s, e), str(t), int(n)) for b, s, e, t, n in rows]
         return counts, closed
 
-    async def analytics_held(self) -> list[HeldCopy]:
+    async def analytics_held(self, buildings: Collection[str] | None = None) -> list[HeldCopy]:
+        query = f"SELECT {store_analytics.COLUMNS} FROM analytics_held"
+        params: list[Any] = []
+        if buildings is not None:
+            query += " WHERE building_id = ANY($1::text[])"
+            params.append(list(buildings))
         async with self._pool.acquire() as db:
-            rows = await db.fetch(
-                "SELECT copy_id, window_start, window_end, topic, payload, properties"
-                " FROM analytics_held ORDER BY copy_id"
-            )
+            rows = await db.fetch(query + " ORDER BY copy_id", *params)
         return [
             HeldCopy(
                 copy_id=str(copy_id),
@@ -151,8 +158,9 @@ class PgEventLog(Recorder):
                 topic=str(topic),
                 payload=bytes(payload),
                 properties=tuple((str(k), str(v)) for k, v in json.loads(properties)),
+                building_id=str(building),
             )
-            for copy_id, start, end, topic, payload, properties in rows
+            for copy_id, start, end, topic, payload, properties, building in rows
         ]
 
 
@@ -263,7 +271,8 @@ async def _write_analytics(db: Any, batch: EventBatch) -> None:
     held = batch.analytics
     if held.held:
         await db.executemany(
-            f"INSERT INTO analytics_held VALUES ($1, $2{_TS}, $3{_TS}, $4, $5, $6)"
+            f"INSERT INTO analytics_held ({store_analytics.COLUMNS})"
+            f" VALUES ($1, $2{_TS}, $3{_TS}, $4, $5, $6, $7)"
             " ON CONFLICT DO NOTHING",
             held.held,
         )

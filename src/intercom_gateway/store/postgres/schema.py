@@ -100,7 +100,10 @@ CREATE INDEX api_token_audit_dwelling ON api_token_audit (building_id, dwelling_
 """
 
 # The migrations, in order: version n is MIGRATIONS[n - 1]. Append; never reorder.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# 2: each held analytics copy keeps its building, so that the next holder of its
+# partition takes it up (gateway/partitioned.py).
+_V2 = "ALTER TABLE analytics_held ADD COLUMN building_id text NOT NULL DEFAULT '';"
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 async def migrate(connection: Any) -> list[int]:

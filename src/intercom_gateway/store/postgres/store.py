@@ -11,7 +11,7 @@ with ``PostgresStore.open(dsn)``: a small pool (1 to 4 connections), the migrati
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -154,8 +154,8 @@ class PostgresStore:
     async def save_intents(self, rows: Sequence[LedgerRow]) -> None:
         await self._events.save_intents(rows)
 
-    async def save_unconfirmed(self) -> int:
-        return await self._events.save_unconfirmed()
+    async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
+        return await self._events.save_unconfirmed(buildings)
 
     async def save_attempt(self, key: str) -> int:
         return await self._events.save_attempt(key)
@@ -166,8 +166,8 @@ class PostgresStore:
     async def statistics_windows(self) -> tuple[list[tuple[Window, str, int]], datetime | None]:
         return await self._events.statistics_windows()
 
-    async def analytics_held(self) -> list[HeldCopy]:
-        return await self._events.analytics_held()
+    async def analytics_held(self, buildings: Collection[str] | None = None) -> list[HeldCopy]:
+        return await self._events.analytics_held(buildings)
 
     # --- dwellings and consent (store.consents) ---------------------------------------
 
