@@ -265,7 +265,7 @@ async def run_partitioned(
     address = broker_address(settings)
     async with open_store(settings) as store:
         assert isinstance(store, PostgresStore)  # checked above: a postgresql:// store
-        base = await Gateway.load(settings, store, recover=False)  # per partition, at take
+        base = await Gateway.load(settings, store)  # recovers nothing: each partition, at take
         async with LeaseBook.open(
             dsn, gateway_id=settings.gateway_id, config_sha256=config_fingerprint(base)
         ) as leases:

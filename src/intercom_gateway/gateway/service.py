@@ -155,17 +155,10 @@ class Gateway:
 
     @classmethod
     async def load(
-        cls,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] = utc_now,
-        recover: bool = True,
+        cls, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utc_now
     ) -> Gateway:
-        """Read the registry, policy and partner files; restore consent and completed ids.
-
-        ``recover``: also take up what a stopped process left (``_recover``); a
-        partitioned gateway does it per partition as it takes them instead."""
+        """Read the registry, policy and partner files; restore consent and completed ids,
+        and what a stopped process left (partitioned: per partition, as each is taken)."""
         policy = load_policy(settings.policy_path)
         partners = load_partners(settings.partners_path, policy=policy)
         registry = load_registry(settings.registry_path)
@@ -185,7 +178,7 @@ class Gateway:
             completed=completed,
             clock=clock,
         )
-        if recover:
+        if not settings.partitioned:
             await gateway._recover()
         return gateway
 
