@@ -70,6 +70,7 @@ class Partitioned:
     groups: dict[int, list[str]]
     held: dict[int, Held] = field(default_factory=dict)
     retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
+    unknown: Held | None = None  # the unknown buildings' session, with partition 0
 
     async def take_all(self, leases: list[Lease]) -> None:
         """Serve the partitions just leased. What they start from is read once for all of
@@ -96,20 +97,47 @@ class Partitioned:
         buildings = self.groups.get(partition, [])
         store = self.store.fenced(lambda db: fence(db, partition, epoch))
         gateway = self._gateway_for(store, buildings, dict(consents), windows)
-        stop = asyncio.Event()
         filters = partitions.panel_filters(buildings)
         client_id = partitions.client_id(partition)  # the same for every gateway
-        task = asyncio.create_task(
-            self._serve(gateway, client_id, filters, stop), name=f"partition-{partition}"
+        self.held[partition] = await self._start(
+            partition, epoch, gateway, client_id, filters, name=f"partition-{partition}"
         )
+        if partition == 0:
+            await self._take_unknown(store, epoch)
+        log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
+
+    async def _take_unknown(self, store: Any, epoch: int) -> None:
+        """Reject what panels send for buildings not in the registry, as a single gateway
+        does: no partition subscribes to them. A session of its own takes every panel
+        topic, acknowledges the registry's buildings untouched (their partition decides
+        them) and rejects the rest; it writes through partition 0's fenced store, so a
+        gateway that lost partition 0 records nothing more."""
+        gateway = self._gateway_for(store, [], {}, ([], None))
+        gateway.served_elsewhere = frozenset(b.id for b in self.base.registry.buildings)
+        filters = [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER]
+        self.unknown = await self._start(
+            0, epoch, gateway, partitions.UNKNOWN_CLIENT_ID, filters, name="unknown-buildings"
+        )
+
+    async def _start(
+        self,
+        partition: int,
+        epoch: int,
+        gateway: Gateway,
+        client_id: str,
+        filters: list[str],
+        *,
+        name: str,
+    ) -> Held:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._serve(gateway, client_id, filters, stop), name=name)
         if filters:
             # Held once its session is subscribed: a session made at this first
             # subscription queues only what is published after it.
             online = asyncio.ensure_future(gateway.online.wait())
             await asyncio.wait({online, task}, return_when=asyncio.FIRST_COMPLETED)
             online.cancel()
-        self.held[partition] = Held(partition, epoch, utc_now(), gateway, stop, task)
-        log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
+        return Held(partition, epoch, utc_now(), gateway, stop, task)
 
     async def _serve(
         self, gateway: Gateway, client_id: str, filters: list[str], stop: asyncio.Event
@@ -151,6 +179,14 @@ class Partitioned:
         held = self.held.pop(partition, None)
         if held is None:
             return
+        sessions = [held]
+        if partition == 0 and self.unknown is not None:
+            sessions.append(self.unknown)
+            self.unknown = None
+        await asyncio.gather(*(self._stop(h, drain=drain) for h in sessions))
+        log.info("partition given up", partition=partition, drained=drain)
+
+    async def _stop(self, held: Held, *, drain: bool) -> None:
         if drain:
             held.stop.set()
             with contextlib.suppress(Exception):
@@ -160,13 +196,14 @@ class Partitioned:
         with contextlib.suppress(BaseException):
             await held.task
         _add(self.retired, held.gateway.metrics)
-        log.info("partition given up", partition=partition, drained=drain)
 
     def metrics(self) -> Metrics:
         total = Metrics()
         _add(total, self.retired)
         for held in self.held.values():
             _add(total, held.gateway.metrics)
+        if self.unknown is not None:
+            _add(total, self.unknown.gateway.metrics)
         return total
 
     def status(self, state: Literal["online", "offline"]) -> bytes:
@@ -179,8 +216,12 @@ class Partitioned:
         return status.model_dump_json().encode()
 
     def ended(self) -> list[int]:
-        """Partitions whose session ended on its own (a lost lease, a fatal error)."""
-        return [p for p, h in self.held.items() if h.task.done()]
+        """Partitions whose session ended on its own (a lost lease, a fatal error); the
+        unknown buildings' session counts as partition 0's."""
+        ended = [p for p, h in self.held.items() if h.task.done()]
+        if self.unknown is not None and self.unknown.task.done() and 0 not in ended:
+            ended.append(0)
+        return ended
 
 
 def _add(total: Metrics, part: Metrics) -> None:
