@@ -18,6 +18,11 @@ nothing more for it, and the broker gives the unacknowledged messages to the new
 which finds the committed ones in the store and does not forward them again. The process
 publishes its own status and metrics on ``gateway/v1/{gateway_id}/status`` and
 ``…/metrics`` (retained), with the partitions it holds.
+
+No partition subscribes to a building that is not in the registry, so the holder of
+partition 0 also runs the session ``gateway.unknown`` on the full panel wildcard: it
+rejects those buildings' messages as a single gateway does (``Gateway.served_elsewhere``
+lets the registry's buildings through untouched, to their partitions).
 """
 
 from __future__ import annotations
@@ -103,15 +108,17 @@ class Partitioned:
             partition, epoch, gateway, client_id, filters, name=f"partition-{partition}"
         )
         if partition == 0:
-            await self._take_unknown(store, epoch)
+            await self._take_unknown(epoch)
         log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
 
-    async def _take_unknown(self, store: Any, epoch: int) -> None:
+    async def _take_unknown(self, epoch: int) -> None:
         """Reject what panels send for buildings not in the registry, as a single gateway
         does: no partition subscribes to them. A session of its own takes every panel
         topic, acknowledges the registry's buildings untouched (their partition decides
-        them) and rejects the rest; it writes through partition 0's fenced store, so a
-        gateway that lost partition 0 records nothing more."""
+        them) and rejects the rest. It writes through a store fenced by partition 0's
+        lease, so a gateway that lost partition 0 records nothing more; a view of its
+        own, so that neither session's flush commits the other's records."""
+        store = self.store.fenced(lambda db: fence(db, 0, epoch))
         gateway = self._gateway_for(store, [], {}, ([], None))
         gateway.served_elsewhere = frozenset(b.id for b in self.base.registry.buildings)
         filters = [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER]
