@@ -291,11 +291,16 @@ class Gateway:
         self.completion.handled(inbound)
 
     def _served_elsewhere(self, topic: str) -> bool:
-        """Before any count or record: the other session takes, counts and records it."""
+        """Before any count or record: the other session takes, counts and records it.
+
+        By the building level alone, not the parsed topic: the building's session
+        (``intercom/v1/<building>/+/…``) also takes its topics that do not parse, and
+        rejects them itself.
+        """
         if not self.served_elsewhere:
             return False
-        parsed = topics.parse_panel_topic(topic)
-        return parsed is not None and parsed.building in self.served_elsewhere
+        levels = topic.split("/", 3)
+        return len(levels) > 3 and levels[2] in self.served_elsewhere
 
     async def _attempt(self, bus: Bus, inbound: Inbound, now: datetime) -> None:
         message = inbound.message
