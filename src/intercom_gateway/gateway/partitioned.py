@@ -21,8 +21,8 @@ publishes its own status and metrics on ``gateway/v1/{gateway_id}/status`` and
 
 No partition subscribes to a building that is not in the registry, so the holder of
 partition 0 also runs the session ``gateway.unknown`` on the full panel wildcard: it
-rejects those buildings' messages as a single gateway does (``Gateway.served_elsewhere``
-lets the registry's buildings through untouched, to their partitions).
+rejects those buildings' messages as a single gateway does (``UnknownBuildings`` lets
+the registry's buildings through untouched, to their partitions).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import structlog
 
-from intercom_gateway.bus import BrokerAddress, MqttBus, Will
+from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, Will
 from intercom_gateway.core import partitions, topics
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import PartitionedStatus, utc_now
@@ -51,6 +51,24 @@ from intercom_gateway.settings import Settings
 from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 log = structlog.get_logger("intercom_gateway.gateway.partitioned")
+
+
+class UnknownBuildings(Gateway):
+    """The gateway on the full panel wildcards (``gateway.unknown``): it rejects what
+    comes for buildings no partition takes, as a single gateway does, and lets the
+    registry's buildings (``known``) through untouched."""
+
+    known: frozenset[str] = frozenset()
+
+    async def handle(self, bus: Bus, message: Message) -> None:
+        """A known building's message is acknowledged in its turn before anything is
+        counted, recorded or attempted: its partition's session does all that (and
+        rejects it there if the rest of its topic is bad, so this goes by the building
+        level alone)."""
+        if topics.panel_building(message.topic) in self.known:
+            self.completion.handled(self.completion.take(message))
+            return
+        await super().handle(bus, message)
 
 
 @dataclass
@@ -119,8 +137,9 @@ class Partitioned:
         lease, so a gateway that lost partition 0 records nothing more; a view of its
         own, so that neither session's flush commits the other's records."""
         store = self.store.fenced(lambda db: fence(db, 0, epoch))
-        gateway = self._gateway_for(store, [], {}, ([], None))
-        gateway.served_elsewhere = frozenset(b.id for b in self.base.registry.buildings)
+        gateway = self._gateway_for(store, [], {}, ([], None), kind=UnknownBuildings)
+        assert isinstance(gateway, UnknownBuildings)
+        gateway.known = frozenset(b.id for b in self.base.registry.buildings)
         filters = [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER]
         self.unknown = await self._start(
             0, epoch, gateway, partitions.UNKNOWN_CLIENT_ID, filters, name="unknown-buildings"
@@ -162,9 +181,11 @@ class Partitioned:
         buildings: list[str],
         consents: dict[tuple[str, str], ConsentState],
         windows: tuple[list[tuple[Window, str, int]], datetime | None],
+        *,
+        kind: type[Gateway] = Gateway,
     ) -> Gateway:
         base = self.base
-        gateway = Gateway(
+        gateway = kind(
             settings=self.settings,
             store=store,
             policy=base.policy,

@@ -148,10 +148,6 @@ class Gateway:
         self._bus: Bus | None = None
         self.announce = True  # publish status and metrics (a partition leaves them to its process)
         self.online = asyncio.Event()  # set while subscribed and taking messages
-        # Buildings whose messages another session decides: acknowledged untouched here.
-        # The session that rejects unknown buildings takes every panel topic and sets
-        # this to the registry's buildings (``gateway.partitioned``).
-        self.served_elsewhere: frozenset[str] = frozenset()
 
     @property
     def consents(self) -> dict[tuple[str, str], ConsentState]:
@@ -276,9 +272,6 @@ class Gateway:
         was delivered again at every restart, and stopped every other event with it.
         """
         inbound = self.completion.take(message)
-        if self._served_elsewhere(message.topic):
-            self.completion.handled(inbound)  # acknowledged in its turn, nothing recorded
-            return
         self.metrics.received += 1
         now = self.clock()
         try:
@@ -289,18 +282,6 @@ class Gateway:
             self.completion.handled(inbound, failed=True)
             raise
         self.completion.handled(inbound)
-
-    def _served_elsewhere(self, topic: str) -> bool:
-        """Before any count or record: the other session takes, counts and records it.
-
-        By the building level alone, not the parsed topic: the building's session
-        (``intercom/v1/<building>/+/…``) also takes its topics that do not parse, and
-        rejects them itself.
-        """
-        if not self.served_elsewhere:
-            return False
-        levels = topic.split("/", 3)
-        return len(levels) > 3 and levels[2] in self.served_elsewhere
 
     async def _attempt(self, bus: Bus, inbound: Inbound, now: datetime) -> None:
         message = inbound.message
