@@ -17,6 +17,7 @@ from intercom_gateway.core import decide as core_decision
 from intercom_gateway.core import topics
 from intercom_gateway.errors import PublishFailed
 from intercom_gateway.gateway import service as gateway_module
+from intercom_gateway.gateway.partitioned import UnknownBuildings
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import open_store
@@ -287,3 +288,37 @@ async def test_a_store_error_while_rejecting_is_logged_and_the_message_still_ack
     await gateway.finish_in_flight()
     assert gateway.metrics.internal_errors == 1
     assert len(bus.acked) == 1
+
+
+async def test_the_unknown_buildings_session_rejects_them_and_leaves_the_rest_untouched(
+    settings: Settings,
+) -> None:
+    """Partitioned gateways (docs/partitions.md, "Unknown buildings"): the session on the
+    full panel wildcard rejects what a single gateway rejects for buildings that no
+    partition takes, and acknowledges the registry's buildings without a count, a record
+    or an attempt: their partition's session does all that."""
+    broker = MemoryBroker()
+    seen: list[Message] = []
+    observer = broker.client("observer")
+    observer.deliver = seen.append  # type: ignore[method-assign,assignment]
+    await observer.subscribe("#")
+    bus = broker.client("gateway")
+    known = event_dict("alarm", dwelling="d0001")
+    unknown = event_dict("alarm", building="b999", dwelling="d0001")
+    async with open_store(settings) as store:
+        gateway = await UnknownBuildings.load(settings, store)
+        assert isinstance(gateway, UnknownBuildings)
+        gateway.known = frozenset(b.id for b in gateway.registry.buildings)
+        gateway._bus = bus
+        await gateway.handle(bus, inbound(*panel_message(known)))
+        await gateway.handle(bus, inbound(*panel_message(known), dup=True))  # no attempt
+        await gateway.handle(bus, inbound("intercom/v1/b001//events/alarm", b"{}"))  # b001's
+        await gateway.handle(bus, inbound(*panel_message(unknown)))
+        await gateway.handle(bus, inbound("intercom/v1//panel/events/alarm", b"{}"))
+        await gateway.finish_in_flight()
+    assert gateway.metrics.rejected == {"unknown_device": 1, "bad_topic": 1}
+    assert gateway.metrics.received == 2
+    assert cloud_ids(seen) == set()
+    echoes = rejections(seen)["gateway/v1/rejected/unknown_device"]
+    assert [echo["topic"] for echo in echoes] == [panel_message(unknown)[0]]
+    assert len(bus.acked) == 5

@@ -139,3 +139,17 @@ def test_panel_filters_cover_exactly_the_buildings_panel_topics() -> None:
             strict=True,
         )
     )
+
+
+@pytest.mark.parametrize("gateway_id", ["p07", "p63", "unknown"])
+async def test_a_gateway_id_that_names_a_shared_session_is_refused(gateway_id: str) -> None:
+    """Its own connection would take a partition's session over (same client id)."""
+    import asyncio
+
+    from intercom_gateway.errors import ConfigError
+    from intercom_gateway.gateway.partitioned import run_partitioned
+    from intercom_gateway.settings import Settings
+
+    settings = Settings(gateway_id=gateway_id, store="postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(ConfigError, match="is the name of a partition's session"):
+        await run_partitioned(settings, stop=asyncio.Event())

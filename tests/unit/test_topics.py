@@ -67,6 +67,24 @@ def test_matches_follows_mqtt_wildcards(filter_: str, topic: str, matched: bool)
     assert topics.matches(filter_, topic) is matched
 
 
+@pytest.mark.parametrize(
+    ("topic", "building"),
+    [
+        ("intercom/v1/b001/panel-b001-d0001/events/alarm", "b001"),
+        ("intercom/v1/b001//events/alarm", "b001"),  # not a panel topic, still b001's
+        ("intercom/v1//panel/settings", ""),
+        ("intercom/v1/b001", None),
+        ("cloud/v1/b001/d0001/alarm", None),
+    ],
+)
+def test_the_building_level_is_read_whether_the_topic_parses_or_not(
+    topic: str, building: str | None
+) -> None:
+    """What the unknown buildings' session tells its partitions' messages by: the
+    level their filters (``panel_filters``) fix."""
+    assert topics.panel_building(topic) == building
+
+
 def test_an_image_lives_one_level_below_its_event() -> None:
     event = topics.cloud("b001", "d0001", "visitor")
     assert topics.image(event) == f"{event}/image"

@@ -62,6 +62,11 @@ def client_id(partition: int) -> str:
     return f"gateway.p{partition:02d}"
 
 
+# The session that takes the panel messages of buildings no partition has (not in the
+# registry), to reject them: one for all gateways, held by the holder of partition 0.
+UNKNOWN_CLIENT_ID = "gateway.unknown"
+
+
 def panel_filters(building_ids: Iterable[str]) -> list[str]:
     """The panel topics (events and settings) of these buildings, for one session.
 

@@ -64,6 +64,15 @@ def parse_panel_topic(topic: str) -> PanelTopic | None:
     return PanelTopic(match["building"], match["device"], match["event_type"])
 
 
+def panel_building(topic: str) -> str | None:
+    """The building level of a topic under ``intercom/v1/``, whether the rest parses or
+    not: the level a building's own filters (``core.partitions.panel_filters``) fix."""
+    levels = topic.split("/", 3)
+    if len(levels) < 4 or levels[0] != "intercom" or levels[1] != "v1":
+        return None
+    return levels[2]
+
+
 def panel_events(building: str, device: str, event_type: str) -> str:
     return f"intercom/v1/{building}/{device}/events/{event_type}"
 

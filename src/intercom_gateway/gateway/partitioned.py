@@ -18,6 +18,11 @@ nothing more for it, and the broker gives the unacknowledged messages to the new
 which finds the committed ones in the store and does not forward them again. The process
 publishes its own status and metrics on ``gateway/v1/{gateway_id}/status`` and
 ``…/metrics`` (retained), with the partitions it holds.
+
+No partition subscribes to a building that is not in the registry, so the holder of
+partition 0 also runs the session ``gateway.unknown`` on the full panel wildcard: it
+rejects those buildings' messages as a single gateway does (``UnknownBuildings`` lets
+the registry's buildings through untouched, to their partitions).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, Literal
 
 import structlog
 
-from intercom_gateway.bus import BrokerAddress, MqttBus, Will
+from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, Will
 from intercom_gateway.core import partitions, topics
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.consent import ConsentState
@@ -48,6 +53,24 @@ from intercom_gateway.settings import Settings
 from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 log = structlog.get_logger("intercom_gateway.gateway.partitioned")
+
+
+class UnknownBuildings(Gateway):
+    """The gateway on the full panel wildcards (``gateway.unknown``): it rejects what
+    comes for buildings no partition takes, as a single gateway does, and lets the
+    registry's buildings (``known``) through untouched."""
+
+    known: frozenset[str] = frozenset()
+
+    async def handle(self, bus: Bus, message: Message) -> None:
+        """A known building's message is acknowledged in its turn before anything is
+        counted, recorded or attempted: its partition's session does all that (and
+        rejects it there if the rest of its topic is bad, so this goes by the building
+        level alone)."""
+        if topics.panel_building(message.topic) in self.known:
+            self.completion.handled(self.completion.take(message))
+            return
+        await super().handle(bus, message)
 
 
 @dataclass
@@ -75,6 +98,7 @@ class Partitioned:
     # heartbeat must go on (a drain under load can outlast the lease expiry).
     handing_back: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
+    unknown: Held | None = None  # the unknown buildings' session, with partition 0
 
     async def take_all(self, leases: list[Lease]) -> None:
         """Serve the partitions just leased. What they start from is read once for all of
@@ -115,20 +139,50 @@ class Partitioned:
         store = self.store.fenced(lambda db: fence(db, partition, epoch))
         gateway = self._gateway_for(store, buildings, dict(consents), windows)
         gateway.analytics.restore(c for c in held if c.building_id in buildings)
-        stop = asyncio.Event()
         filters = partitions.panel_filters(buildings)
         client_id = partitions.client_id(partition)  # the same for every gateway
-        task = asyncio.create_task(
-            self._serve(gateway, client_id, filters, stop), name=f"partition-{partition}"
+        self.held[partition] = await self._start(
+            partition, epoch, gateway, client_id, filters, name=f"partition-{partition}"
         )
+        if partition == 0:
+            await self._take_unknown(epoch)
+        log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
+
+    async def _take_unknown(self, epoch: int) -> None:
+        """Reject what panels send for buildings not in the registry, as a single gateway
+        does: no partition subscribes to them. A session of its own takes every panel
+        topic, acknowledges the registry's buildings untouched (their partition decides
+        them) and rejects the rest. It writes through a store fenced by partition 0's
+        lease, so a gateway that lost partition 0 records nothing more; a view of its
+        own, so that neither session's flush commits the other's records."""
+        store = self.store.fenced(lambda db: fence(db, 0, epoch))
+        gateway = self._gateway_for(store, [], {}, ([], None), kind=UnknownBuildings)
+        assert isinstance(gateway, UnknownBuildings)
+        gateway.known = frozenset(b.id for b in self.base.registry.buildings)
+        filters = [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER]
+        self.unknown = await self._start(
+            0, epoch, gateway, partitions.UNKNOWN_CLIENT_ID, filters, name="unknown-buildings"
+        )
+
+    async def _start(
+        self,
+        partition: int,
+        epoch: int,
+        gateway: Gateway,
+        client_id: str,
+        filters: list[str],
+        *,
+        name: str,
+    ) -> Held:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._serve(gateway, client_id, filters, stop), name=name)
         if filters:
             # Held once its session is subscribed: a session made at this first
             # subscription queues only what is published after it.
             online = asyncio.ensure_future(gateway.online.wait())
             await asyncio.wait({online, task}, return_when=asyncio.FIRST_COMPLETED)
             online.cancel()
-        self.held[partition] = Held(partition, epoch, utc_now(), gateway, stop, task)
-        log.info("partition taken", partition=partition, epoch=epoch, buildings=len(buildings))
+        return Held(partition, epoch, utc_now(), gateway, stop, task)
 
     async def _serve(
         self, gateway: Gateway, client_id: str, filters: list[str], stop: asyncio.Event
@@ -146,9 +200,11 @@ class Partitioned:
         buildings: list[str],
         consents: dict[tuple[str, str], ConsentState],
         windows: tuple[list[tuple[Window, str, int]], datetime | None],
+        *,
+        kind: type[Gateway] = Gateway,
     ) -> Gateway:
         base = self.base
-        gateway = Gateway(
+        gateway = kind(
             settings=self.settings,
             store=store,
             policy=base.policy,
@@ -170,6 +226,14 @@ class Partitioned:
         held = self.held.pop(partition, None)
         if held is None:
             return
+        sessions = [held]
+        if partition == 0 and self.unknown is not None:
+            sessions.append(self.unknown)
+            self.unknown = None
+        await asyncio.gather(*(self._stop(h, drain=drain) for h in sessions))
+        log.info("partition given up", partition=partition, drained=drain)
+
+    async def _stop(self, held: Held, *, drain: bool) -> None:
         if drain:
             held.stop.set()
             with contextlib.suppress(Exception):
@@ -179,7 +243,6 @@ class Partitioned:
         with contextlib.suppress(BaseException):
             await held.task
         _add(self.retired, held.gateway.metrics)
-        log.info("partition given up", partition=partition, drained=drain)
 
     def hand_back(self, surplus: list[int]) -> None:
         """Give ``surplus`` to the other gateways without a duplicate: drain each partition
@@ -209,6 +272,8 @@ class Partitioned:
         _add(total, self.retired)
         for held in self.held.values():
             _add(total, held.gateway.metrics)
+        if self.unknown is not None:
+            _add(total, self.unknown.gateway.metrics)
         return total
 
     def status(self, state: Literal["online", "offline"]) -> bytes:
@@ -221,8 +286,20 @@ class Partitioned:
         return status.model_dump_json().encode()
 
     def ended(self) -> list[int]:
-        """Partitions whose session ended on its own (a lost lease, a fatal error)."""
-        return [p for p, h in self.held.items() if h.task.done()]
+        """Partitions whose session ended on its own (a lost lease, a fatal error); the
+        unknown buildings' session counts as partition 0's."""
+        ended = [p for p, h in self.held.items() if h.task.done()]
+        if self.unknown is not None and self.unknown.task.done() and 0 not in ended:
+            ended.append(0)
+        return ended
+
+
+def _session_ids() -> set[str]:
+    """The client ids of the sessions a group's gateways share (partitions, unknown
+    buildings): a gateway's own connection must not take one of them over."""
+    return {partitions.client_id(p) for p in range(partitions.PARTITIONS)} | {
+        partitions.UNKNOWN_CLIENT_ID
+    }
 
 
 def config_fingerprint(gateway: Gateway) -> str:
@@ -261,6 +338,12 @@ async def run_partitioned(
     if not dsn or not dsn.startswith(POSTGRES_SCHEMES):
         raise ConfigError(
             "several gateways need a shared store: --store postgresql://… (INTERCOM_STORE)"
+        )
+    # The gateway account's sessions are "gateway.<suffix>", its own connection's too.
+    if settings.gateway_id in {cid.partition(".")[2] for cid in _session_ids()}:
+        raise ConfigError(
+            f"gateway id {settings.gateway_id!r} is the name of a partition's session:"
+            " choose another --gateway-id"
         )
     address = broker_address(settings)
     async with open_store(settings) as store:
