@@ -17,7 +17,7 @@ from pathlib import Path
 from intercom_gateway.broker.mosquitto import OPERATOR, Mosquitto
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
-from intercom_gateway.qa.runner import own_store
+from intercom_gateway.qa.postgres import own_store
 from intercom_gateway.qa.testing import running_gateway
 from tests.factories import event_dict, panel_message, settings_message
 from tests.helpers import collect

@@ -261,10 +261,12 @@ def scenario_run(
     """Run scenario FILEs or every *.yaml of DIRs (default: the scenario library).
 
     By default it is self-contained: one Mosquitto with the project's configuration for
-    the run and a fresh gateway per scenario. With --broker-port or --secrets-dir it
-    uses a broker and gateway already running (start the gateway with the registry that
-    `scenario registry FILE` prints); --stack uses the running dev stack (`up --registry`
-    with that registry). Exit status 0 only if every expectation held.
+    the run and a fresh gateway and store per scenario (with INTERCOM_STORE naming a
+    PostgreSQL database, a database of its own beside it, dropped after). With
+    --broker-port or --secrets-dir it uses a broker and gateway already running (start
+    the gateway with the registry that `scenario registry FILE` prints); --stack uses the
+    running dev stack (`up --registry` with that registry). Exit status 0 only if every
+    expectation held.
 
     Analytics copies are held until their window ends (INTERCOM_ANALYTICS_WINDOW, an
     hour by default): the self-contained gateway uses 0.5 s windows; start a running

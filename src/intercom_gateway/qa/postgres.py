@@ -7,8 +7,9 @@ It listens on loopback TCP only, trusts local connections (a throwaway cluster),
 keeps its unix socket in its own folder. ``with`` starts it; leaving stops it with a
 fast shutdown (``pg_ctl stop -m fast``).
 
-``own_database`` makes a database beside the one a DSN names, on any server: for a run
-that starts several gateways each needing a fresh store (``qa.runner.own_store``).
+``own_database`` makes a database beside the one a DSN names, on any server, and
+``own_store`` one beside ``INTERCOM_STORE``'s: for a run that starts several gateways
+each needing a fresh store (the scenario runner).
 
 When run as root (CI containers), the cluster belongs to the ``postgres`` user, as
 PostgreSQL refuses to run as root: the folder is handed to that user and the commands
@@ -23,12 +24,15 @@ import pwd
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from intercom_gateway.broker.mosquitto import free_port, grant_traversal
 from intercom_gateway.errors import BrokerError
+from intercom_gateway.settings import Settings
+from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 SEARCH = ("/usr/lib/postgresql",)
 
@@ -182,3 +186,18 @@ async def own_database(dsn: str, suffix: str) -> AsyncIterator[str]:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def own_store(label: str) -> AsyncIterator[str | None]:
+    """A store of its own for one of several gateways a run starts that each expect a
+    fresh one, as ``running_gateway``'s ``store``: None, the SQLite file in the
+    gateway's work folder (also when ``INTERCOM_STORE`` names a SQLite file), or, when
+    ``INTERCOM_STORE`` names a PostgreSQL database, a new database on that server
+    (``<db>_<label>_<random>``), dropped after."""
+    configured = Settings().store
+    if configured is None or not configured.startswith(POSTGRES_SCHEMES):
+        yield None
+        return
+    async with own_database(configured, f"{label}_{uuid.uuid4().hex[:8]}") as dsn:
+        yield dsn

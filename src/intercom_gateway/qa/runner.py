@@ -40,9 +40,7 @@ from intercom_gateway.core.registry import Registry, dump_registry
 from intercom_gateway.errors import BusError, RunnerError
 from intercom_gateway.gateway.run import run_gateway
 from intercom_gateway.gateway.service import Gateway
-from intercom_gateway.qa.postgres import own_database
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 STARTUP = 30.0  # seconds a gateway may take to come online
 
@@ -217,21 +215,6 @@ async def running_gateway(
     finally:
         stop.set()
         await task
-
-
-@contextlib.asynccontextmanager
-async def own_store(label: str) -> AsyncIterator[str | None]:
-    """A store of its own for one of several gateways a run starts that each expect a
-    fresh one, as ``running_gateway``'s ``store``: None, the SQLite file in the
-    gateway's work folder (also when ``INTERCOM_STORE`` names a SQLite file), or, when
-    ``INTERCOM_STORE`` names a PostgreSQL database, a new database on that server
-    (``<db>_<label>_<random>``), dropped after."""
-    configured = Settings().store
-    if configured is None or not configured.startswith(POSTGRES_SCHEMES):
-        yield None
-        return
-    async with own_database(configured, f"{label}_{uuid.uuid4().hex[:8]}") as dsn:
-        yield dsn
 
 
 async def save_registry(path: Path, registry: Registry) -> None:

@@ -44,13 +44,8 @@ from intercom_gateway.core.models import (
 )
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.errors import GatewayError, StepFailed
-from intercom_gateway.qa.runner import (
-    Endpoint,
-    RunningGateway,
-    own_store,
-    running_gateway,
-    start_broker,
-)
+from intercom_gateway.qa.postgres import own_store
+from intercom_gateway.qa.runner import Endpoint, RunningGateway, running_gateway, start_broker
 from intercom_gateway.qa.scenario import matching
 from intercom_gateway.qa.scenario.judge import (
     Collector,
