@@ -274,7 +274,9 @@ class Bench:
             "INTERCOM_BROKER_HOST": self.broker.host,
             "INTERCOM_BROKER_PORT": str(self.broker.port),
             "INTERCOM_SECRETS_DIR": str(self.broker.credentials.directory),
-            "INTERCOM_DB_PATH": str(workdir / "gateway.sqlite"),
+            # A fresh SQLite store per run, whatever INTERCOM_STORE the caller has set:
+            # runs that share a store would take the same events for duplicates.
+            "INTERCOM_STORE": f"sqlite:///{(workdir / 'gateway.sqlite').resolve()}",
             "INTERCOM_REGISTRY_PATH": str(self.registry_path),
             "INTERCOM_GATEWAY_ID": gateway_id,
             "INTERCOM_LOG_EVENTS": "false",

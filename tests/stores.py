@@ -1,5 +1,6 @@
 """Store helpers for tests: fresh PostgreSQL databases on the session's own server
-(tests/conftest.py), and a look at either store's tables from outside.
+(tests/conftest.py), a look at either store's tables from outside, and the records the
+store tests start from (``save_dwelling``, ``record_decisions``, ``save_request``).
 
 Each test that wants one gets a database of its own (``CREATE DATABASE t_<uuid>``
 through an admin connection, dropped after), copied from a template the store's
@@ -16,17 +17,27 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import asyncpg
 
+from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.records import DecisionRow, RequestRow
+from intercom_gateway.core.registry import generate_registry
 from intercom_gateway.qa.postgres import PostgresServer
 from intercom_gateway.settings import Settings
-from intercom_gateway.store import sqlite_path
+from intercom_gateway.store import Store, sqlite_path
 from intercom_gateway.store.postgres import PostgresStore
 
 T = TypeVar("T")
 TEMPLATE = "t_template"
+
+# The moment and dwelling the store tests' records are about; JST for a moment given in
+# another zone than the one it is kept in.
+AT = datetime(2026, 4, 2, 9, 30, 0, 250, tzinfo=UTC)
+KEY = ("b001", "d0001")
+JST = timezone(timedelta(hours=9))
 
 
 def _in_thread(work: Callable[[], Awaitable[T]]) -> T:
@@ -147,3 +158,42 @@ def store_args(settings: Settings) -> list[str]:
     says (``--store`` wins over the environment)."""
     store = settings.store or f"sqlite:///{settings.db_path.resolve()}"
     return ["--db", str(settings.db_path), "--store", store]
+
+
+# --- records the store tests start from ---------------------------------------------------
+
+
+async def save_dwelling(store: Store) -> None:
+    """A registry of one building of two dwellings, ``KEY``'s initial consent, and a
+    change to it that was refused (``c-1``, given in JST)."""
+    await store.save_registry(generate_registry(buildings=1, dwellings=2))
+    state = ConsentState.initial(*KEY)
+    await store.save_initial_consents([(state, "{}")], source="registry", detail="", at=AT)
+    await store.save_consent(
+        state.model_copy(update={"revision": 2}),
+        change='{"kind": "x"}',
+        change_id="c-1",
+        source="panel:panel-b001-d0001",
+        applied=False,
+        detail="refused",
+        at=AT.astimezone(JST),
+    )
+
+
+def record_decisions(store: Store, outcomes: Callable[[str], str] = lambda _: "[]") -> None:
+    """Decisions on a visitor (``e1``) and two alarms (``e2``, ``e3``) of ``KEY``, each
+    with the outcomes (JSON) ``outcomes(event_id)`` gives; committed by the next flush."""
+    for event_id, event_type in (("e1", "visitor"), ("e2", "alarm"), ("e3", "alarm")):
+        store.record_decision(
+            DecisionRow(
+                event_id, f"d-{event_id}", *KEY, event_type, AT, "2026-04-01", 1, outcomes(event_id)
+            )
+        )
+
+
+async def save_request(store: Store) -> None:
+    """One answered §8 request of ``KEY`` (``r-1``, its provisions)."""
+    params = {"from": AT, "third_party_only": True}
+    await store.save_request(
+        RequestRow("r-1", AT, *KEY, "provisions", "cli", params, "done", {"rows": 1})
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from intercom_gateway.broker.mosquitto import OPERATOR, Mosquitto
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.qa.postgres import own_store
 from intercom_gateway.qa.testing import running_gateway
 from tests.factories import event_dict, panel_message, settings_message
 from tests.helpers import collect
@@ -34,8 +35,10 @@ async def test_two_gateways_forward_nothing_to_a_stopped_partner(
     marker = event_dict("visitor", dwelling="d0001")  # d0001 still uses concierge
     panel = visitors[0]["device"]["id"]
     async with (
-        running_gateway(broker, fleet_registry, tmp_path / "a") as first,
-        running_gateway(broker, fleet_registry, tmp_path / "b") as second,
+        own_store("a") as store_a,
+        own_store("b") as store_b,  # each gateway its own, as before partitions
+        running_gateway(broker, fleet_registry, tmp_path / "a", store=store_a) as first,
+        running_gateway(broker, fleet_registry, tmp_path / "b", store=store_b) as second,
         first.client("concierge") as concierge,
         first.client(OPERATOR) as operator,
     ):

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,7 @@ from click.testing import CliRunner
 
 from intercom_gateway.cli.main import main
 from intercom_gateway.core.analytics import HeldCopy
-from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.records import DecisionRow, RejectionRow, RequestRow
-from intercom_gateway.core.registry import generate_registry
+from intercom_gateway.core.records import RejectionRow
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.errors import ConfigError, StoreUnreachable
 from intercom_gateway.settings import Settings
@@ -37,28 +35,14 @@ from intercom_gateway.store.postgres import schema as postgres_schema
 from intercom_gateway.store.results import AuditEntry, TokenInfo
 from intercom_gateway.store.sqlite import SqliteStore
 from tests.factories import ledger_row
-from tests.stores import Databases
+from tests.stores import AT, KEY, Databases, record_decisions, save_dwelling, save_request
 
-JST = timezone(timedelta(hours=9))
-AT = datetime(2026, 4, 2, 9, 30, 0, 250, tzinfo=UTC)
-KEY = ("b001", "d0001")
 PANEL = "intercom/v1/b001/panel-b001-d0001/events/alarm"
 
 
 async def _fill(store: Store) -> None:
     """One of every record a store keeps."""
-    await store.save_registry(generate_registry(buildings=1, dwellings=2))
-    state = ConsentState.initial(*KEY)
-    await store.save_initial_consents([(state, "{}")], source="registry", detail="", at=AT)
-    await store.save_consent(
-        state.model_copy(update={"revision": 2}),
-        change='{"kind": "x"}',
-        change_id="c-1",
-        source="panel:panel-b001-d0001",
-        applied=False,
-        detail="refused",
-        at=AT.astimezone(JST),
-    )
+    await save_dwelling(store)
     row = ledger_row(at=AT)
     await store.save_intents([replace(row, event_id="e-intended")])
     await store.save_intents([replace(row, event_id="e-lost")])
@@ -66,11 +50,10 @@ async def _fill(store: Store) -> None:
     store.record_provisions([row, replace(row, recipient="group", third_party=False)])
     store.record_provisions([replace(row, event_id="e2", at=AT + timedelta(days=1))])
     store.record_provisions([replace(row, event_id="e-old", at=AT - timedelta(days=4_000))])
-    for event_id, event_type in (("e1", "visitor"), ("e2", "alarm"), ("e3", "alarm")):
-        outcomes = json.dumps([{"destination": "cloud", "forwarded": event_id != "e3"}])
-        store.record_decision(
-            DecisionRow(event_id, f"d-{event_id}", *KEY, event_type, AT, "2026-04-01", 1, outcomes)
-        )
+    record_decisions(
+        store,
+        lambda event_id: json.dumps([{"destination": "cloud", "forwarded": event_id != "e3"}]),
+    )
     store.record_rejection(RejectionRow(AT, "malformed_json", "bad", PANEL, "{"))
     named = json.dumps({"building_id": "b001", "dwelling_id": "d0001"})
     store.record_rejection(RejectionRow(AT, "schema_violation", "bad", "t", named))
@@ -88,10 +71,7 @@ async def _fill(store: Store) -> None:
         )
     store.record_analytics_released("c2")
     await store.flush()
-    params = {"from": AT, "third_party_only": True}
-    await store.save_request(
-        RequestRow("r-1", AT, *KEY, "provisions", "cli", params, "done", {"rows": 1})
-    )
+    await save_request(store)
     info = TokenInfo("0123456789abcdef", *KEY, "app", AT, AT + timedelta(days=1), None)
     issue = AuditEntry(AT, "issue", info.token_id, *KEY, "cli:t", "")
     assert await store.save_token(info, sha256="f" * 64, audit=issue)

@@ -12,20 +12,15 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.registry import generate_registry
-from intercom_gateway.store.sqlite import DecisionRow, RejectionRow, RequestRow, SqliteStore
+from intercom_gateway.store.sqlite import RejectionRow, SqliteStore
 from tests.factories import ledger_row
-
-JST = timezone(timedelta(hours=9))
-AT = datetime(2026, 4, 2, 9, 30, 0, 250, tzinfo=UTC)
-KEY = ("b001", "d0001")
+from tests.stores import AT, JST, KEY, record_decisions, save_dwelling, save_request
 
 
 @contextmanager
@@ -49,27 +44,13 @@ async def path(tmp_path: Path) -> Path:
     path = tmp_path / "store.sqlite"
     row = ledger_row(at=AT)
     async with SqliteStore.open(path) as store:
-        await store.save_registry(generate_registry(buildings=1, dwellings=2))
-        state = ConsentState.initial(*KEY)
-        await store.save_initial_consents([(state, "{}")], source="registry", detail="", at=AT)
-        await store.save_consent(
-            state.model_copy(update={"revision": 2}),
-            change='{"kind": "x"}',
-            change_id="c-1",
-            source="panel:panel-b001-d0001",
-            applied=False,
-            detail="refused",
-            at=AT.astimezone(JST),
-        )
+        await save_dwelling(store)
         await store.save_intents([replace(row, event_id="e-intended")])
         store.record_provisions(
             [row, replace(row, recipient="group", third_party=False, at=AT.astimezone(JST))]
         )
         store.record_provisions([replace(row, event_id="e2", at=AT + timedelta(days=1))])
-        for event_id, event_type in (("e1", "visitor"), ("e2", "alarm"), ("e3", "alarm")):
-            store.record_decision(
-                DecisionRow(event_id, f"d-{event_id}", *KEY, event_type, AT, "2026-04-01", 1, "[]")
-            )
+        record_decisions(store)
         store.record_rejection(
             RejectionRow(AT, "malformed_json", "bad", "intercom/v1/b001/panel-b001-d0001/x", "{")
         )
@@ -77,10 +58,7 @@ async def path(tmp_path: Path) -> Path:
         store.record_rejection(RejectionRow(AT, "schema_violation", "bad", "t", payload))
         store.record_completed("e1", 1.0)
         await store.flush()
-        params = {"from": AT, "third_party_only": True}
-        await store.save_request(
-            RequestRow("r-1", AT, *KEY, "provisions", "cli", params, "done", {"rows": 1})
-        )
+        await save_request(store)
     return path
 
 

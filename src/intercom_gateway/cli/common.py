@@ -255,18 +255,25 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) -> T | None:
+async def stopped_by_signals(
+    work: Coroutine[Any, Any, T], received: list[int], *, stop: asyncio.Event | None = None
+) -> T | None:
     """Run ``work``; SIGINT, SIGTERM or SIGHUP cancels it, so that every ``async with``
     in it (Mosquitto, the gateway process, the work folder) cleans up on the way out,
     and then returns None with the signal in ``received``. A second signal during the
-    cleanup is ignored: the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does
-    not end it in time)."""
+    cleanup is ignored, and so is any after it while the command finishes (removing its
+    temp folder): the cleanup is bounded (the gateway gets SIGKILL if SIGTERM does not
+    end it in time). The first signal sets ``stop`` too, for work that watches it:
+    it ends even if the cancellation is lost, as Python 3.11's ``wait_for`` can lose one
+    that meets the awaited result (gh-86296)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
 
     def on_signal(signum: int) -> None:
         if not received:
+            if stop is not None:
+                stop.set()
             task.cancel()
         received.append(signum)
 
@@ -281,6 +288,8 @@ async def stopped_by_signals(work: Coroutine[Any, Any, T], received: list[int]) 
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+            if received:
+                signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -34,6 +34,7 @@ from intercom_gateway.cli.common import (
     settings_of,
     stack_option,
     stop_on_signals,
+    stopped_by_signals,
     workdir_option,
 )
 from intercom_gateway.cli.load import load
@@ -85,20 +86,21 @@ def demo(
     logs.configure("ERROR")
 
     async def go(folder: Path) -> None:
+        # A signal stops the demo once (its broker and gateway too); the temp folder goes.
         stop = asyncio.Event()
-        _stop_on_signals(stop)
-        with contextlib.suppress(asyncio.CancelledError):
-            await run_demo(
-                console=console,
-                workdir=folder,
-                duration=duration or None,
-                seed=seed,
-                acceleration=acceleration,
-                broker_port=broker_port,
-                secrets_dir=secrets_dir,
-                stop=stop,
-            )
-        if stop.is_set():
+        received: list[int] = []
+        work = run_demo(
+            console=console,
+            workdir=folder,
+            duration=duration or None,
+            seed=seed,
+            acceleration=acceleration,
+            broker_port=broker_port,
+            secrets_dir=secrets_dir,
+            stop=stop,
+        )
+        await stopped_by_signals(work, received, stop=stop)
+        if received:
             console.print("stopped")
 
     with contextlib.ExitStack() as stack:
@@ -107,30 +109,6 @@ def demo(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="intercom-demo-"))
             )
         asyncio.run(go(workdir))
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) set ``stop`` and cancel the running
-    command once, so its context managers stop the broker and gateway and its temp
-    folder goes. ``stop`` covers a cancellation lost in Python 3.11's ``wait_for`` when
-    it meets the awaited result (gh-86296)."""
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def cancel() -> None:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-            # Further signals are ignored while it cleans up, not fatal.
-            signal.signal(sig, signal.SIG_IGN)
-        stop.set()
-        task.cancel()
-
-    for sig in signals:
-        loop.add_signal_handler(sig, cancel)
 
 
 @click.command()
@@ -283,10 +261,12 @@ def scenario_run(
     """Run scenario FILEs or every *.yaml of DIRs (default: the scenario library).
 
     By default it is self-contained: one Mosquitto with the project's configuration for
-    the run and a fresh gateway per scenario. With --broker-port or --secrets-dir it
-    uses a broker and gateway already running (start the gateway with the registry that
-    `scenario registry FILE` prints); --stack uses the running dev stack (`up --registry`
-    with that registry). Exit status 0 only if every expectation held.
+    the run and a fresh gateway and store per scenario (with INTERCOM_STORE naming a
+    PostgreSQL database, a database of its own beside it, dropped after). With
+    --broker-port or --secrets-dir it uses a broker and gateway already running (start
+    the gateway with the registry that `scenario registry FILE` prints); --stack uses the
+    running dev stack (`up --registry` with that registry). Exit status 0 only if every
+    expectation held.
 
     Analytics copies are held until their window ends (INTERCOM_ANALYTICS_WINDOW, an
     hour by default): the self-contained gateway uses 0.5 s windows; start a running

@@ -7,6 +7,10 @@ It listens on loopback TCP only, trusts local connections (a throwaway cluster),
 keeps its unix socket in its own folder. ``with`` starts it; leaving stops it with a
 fast shutdown (``pg_ctl stop -m fast``).
 
+``own_database`` makes a database beside the one a DSN names, on any server, and
+``own_store`` one beside ``INTERCOM_STORE``'s: for a run that starts several gateways
+each needing a fresh store (the scenario runner).
+
 When run as root (CI containers), the cluster belongs to the ``postgres`` user, as
 PostgreSQL refuses to run as root: the folder is handed to that user and the commands
 run as it (``runuser``).
@@ -17,12 +21,18 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from intercom_gateway.broker.mosquitto import free_port, grant_traversal
 from intercom_gateway.errors import BrokerError
+from intercom_gateway.settings import Settings
+from intercom_gateway.store.opening import POSTGRES_SCHEMES
 
 SEARCH = ("/usr/lib/postgresql",)
 
@@ -151,3 +161,43 @@ def _run_as() -> pwd.struct_passwd | None:
         return pwd.getpwnam("postgres")
     except KeyError:
         raise BrokerError("running as root needs a `postgres` user to own the cluster") from None
+
+
+@contextlib.asynccontextmanager
+async def own_database(dsn: str, suffix: str) -> AsyncIterator[str]:
+    """A new, empty database ``<db>_<suffix>`` on the server of ``dsn`` (which names
+    ``<db>``), made through ``dsn``'s account (it needs CREATEDB); its DSN. Dropped on
+    the way out, whoever is still connected to it."""
+    import asyncpg  # the postgres extra: only a PostgreSQL store gets here
+
+    parts = urlsplit(dsn)
+    base = parts.path.lstrip("/") or parts.username or "postgres"
+    name = re.sub(r"[^a-z0-9_]", "_", f"{base}_{suffix}".lower())[:63]
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    await admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def own_store(label: str) -> AsyncIterator[str | None]:
+    """A store of its own for one of several gateways a run starts that each expect a
+    fresh one, as ``running_gateway``'s ``store``: None, the SQLite file in the
+    gateway's work folder (also when ``INTERCOM_STORE`` names a SQLite file), or, when
+    ``INTERCOM_STORE`` names a PostgreSQL database, a new database on that server
+    (``<db>_<label>_<random>``), dropped after."""
+    configured = Settings().store
+    if configured is None or not configured.startswith(POSTGRES_SCHEMES):
+        yield None
+        return
+    async with own_database(configured, f"{label}_{uuid.uuid4().hex[:8]}") as dsn:
+        yield dsn

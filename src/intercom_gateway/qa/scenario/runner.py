@@ -1,9 +1,12 @@
 """Run scenarios against a real Mosquitto and gateway, and judge every expectation.
 
 Self-contained (the default) starts one Mosquitto for the whole run and a fresh gateway,
-with its own store, per scenario. Against a running broker and gateway (``External``) it
-only connects. Either way the runner reads every destination as the ``operator`` account
-from before the first step, and publishes as the ``fleet`` account, on the panel topics.
+with its own store, per scenario: a SQLite file in the scenario's folder or, when
+``INTERCOM_STORE`` names a PostgreSQL database, a new database on that server, dropped
+after (no scenario sees another's consents or completed events). Against a running
+broker and gateway (``External``) it only connects. Either way the runner reads every
+destination as the ``operator`` account from before the first step, and publishes as
+the ``fleet`` account, on the panel topics.
 
 "Does not receive" is decided after a barrier, never after a fixed sleep: in-process,
 the runner waits until the gateway has acknowledged every message the steps sent (it
@@ -41,6 +44,7 @@ from intercom_gateway.core.models import (
 )
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.errors import GatewayError, StepFailed
+from intercom_gateway.qa.postgres import own_store
 from intercom_gateway.qa.runner import Endpoint, RunningGateway, running_gateway, start_broker
 from intercom_gateway.qa.scenario import matching
 from intercom_gateway.qa.scenario.judge import (
@@ -215,11 +219,20 @@ class SelfContained:
     @contextlib.asynccontextmanager
     async def harness(self, loaded: LoadedScenario, workdir: Path) -> AsyncIterator[Harness]:
         world = build_world(loaded.scenario, source=loaded.path, workdir=workdir)
-        overrides = {
-            "partners_path": world.partners_path,
-            "analytics_window": ANALYTICS_WINDOW,
-            **world.overrides,
-        }
+        async with own_store(f"scenario_{workdir.name}") as store:
+            overrides = {
+                "store": store,
+                "partners_path": world.partners_path,
+                "analytics_window": ANALYTICS_WINDOW,
+                **world.overrides,
+            }
+            async with self._gateway(world, workdir, overrides) as harness:
+                yield harness
+
+    @contextlib.asynccontextmanager
+    async def _gateway(
+        self, world: World, workdir: Path, overrides: dict[str, Any]
+    ) -> AsyncIterator[Harness]:
         async with (
             running_gateway(self.broker, world.registry, workdir, **overrides) as running,
             running.client(OPERATOR) as operator,
