@@ -222,8 +222,11 @@ async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books) -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
-    gained, lost = await a.rebalance()  # the book itself is still fine
-    assert (gained, len(lost)) == ([], 32)
+    # The book itself is still fine. (The cancel may land inside the loop's own
+    # rebalance, after it released some of the 32: how many this one releases varies.)
+    gained, _lost = await a.rebalance()
+    assert gained == []
+    assert len(await a.owned()) == 32
 
 
 # --- leaving and dying ----------------------------------------------------------------
