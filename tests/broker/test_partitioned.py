@@ -134,9 +134,12 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
     wanted: set[str] = set()
     all_arrived = asyncio.Event()
 
+    first_arrival: dict[str, float] = {}
+
     async def on_cloud(topic: str, payload: bytes, _message: Any) -> None:
         event_id = json.loads(payload)["event_id"]
         cloud_ids[event_id] = cloud_ids.get(event_id, 0) + 1
+        first_arrival.setdefault(event_id, time.monotonic())
         if wanted and wanted <= cloud_ids.keys():
             all_arrived.set()
 
@@ -188,6 +191,7 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
             first, rest = events[:130], events[130:]
             await publish_as_fleet(own_broker, [panel_message(e) for e in first])
 
+            orphaned = statuses.held("gw-a")  # the partitions the kill leaves
             killed_at = time.monotonic()
             await gw["gw-a"].kill()
             await publish_as_fleet(own_broker, [panel_message(e) for e in rest])
@@ -219,7 +223,19 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
     received = {p["event_id"] for p in partner}
     assert received <= {r["event_id"] for r in rows}
     assert {r["event_id"] for r in rows if r["status"] == "delivered"} <= received
-    print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b")
+    # From the kill to the first event of a killed gateway's partition decided (and
+    # forwarded) by the new owner: the hand-over as a dwelling sees it.
+    from intercom_gateway.core.partitions import partition_of
+
+    decided = [
+        first_arrival[e["event_id"]]
+        for e in rest
+        if partition_of(e["building_id"]) in orphaned and e["event_id"] in first_arrival
+    ]
+    assert decided, "no event of the killed gateway's partitions came after the kill"
+    first = min(decided) - killed_at
+    print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b,")
+    print(f"{first:.2f} s to the first event of a killed gateway's partition decided")
 
 
 async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
