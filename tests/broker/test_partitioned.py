@@ -233,9 +233,9 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
         if partition_of(e["building_id"]) in orphaned and e["event_id"] in first_arrival
     ]
     assert decided, "no event of the killed gateway's partitions came after the kill"
-    first = min(decided) - killed_at
+    to_first = min(decided) - killed_at
     print(f"hand-over: {handover:.2f} s from SIGKILL to all 64 partitions held by gw-b,")
-    print(f"{first:.2f} s to the first event of a killed gateway's partition decided")
+    print(f"{to_first:.2f} s to the first event of a killed gateway's partition decided")
 
 
 async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
