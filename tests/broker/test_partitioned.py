@@ -503,3 +503,31 @@ async def test_a_gateway_with_another_registry_refuses_to_join_in_one_line(
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_commands_that_need_a_gateway_accept_a_partitioned_group(
+    own_broker: Mosquitto, registry: Registry, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """`simulate` (like `consent set`) checks that a gateway reads the broker: a group of
+    partitioned gateways keeps no single status, yet one of them online is enough."""
+    statuses = Statuses()
+    watching = asyncio.create_task(
+        follow(own_broker, OPERATOR, [topics.gateway_filter()], statuses.on)
+    )
+    env = {
+        "INTERCOM_PARTITIONED": "false",  # the command knows nothing of the group
+        "INTERCOM_REGISTRY_PATH": str(tmp_path / "gw-a" / "registry.yaml"),
+    }
+    try:
+        async with gateways(own_broker, registry, tmp_path, postgres_dsn, ["gw-a"]) as gw:
+            await gw["gw-a"].launch()
+            await statuses.until({"gw-a": 64})
+            sent = await _cli(own_broker, "simulate", "--events", "12", env=env)
+            assert sent.returncode == 0, sent.stderr
+            assert await gw["gw-a"].stop() == 0
+            refused = await _cli(own_broker, "simulate", "--events", "12", env=env)
+            assert refused.returncode == 3, refused.stderr
+            assert b"every partitioned gateway of the group is offline" in refused.stderr
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)

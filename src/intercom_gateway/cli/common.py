@@ -211,16 +211,17 @@ def broker_address(settings: Settings, user: str) -> BrokerAddress:
 
 
 def require_gateway(settings: Settings) -> None:
-    """Refuse (one line, exit 3) unless the configured gateway is online on the broker.
+    """Refuse (one line, exit 3) unless the configured gateway, or a group of partitioned
+    gateways, is online on the broker.
 
     Every command that relies on a gateway calls this first, so that a change never
     goes to a broker no gateway reads (Debian's own Mosquitto on 1883, say).
     """
     from intercom_gateway.broker.mosquitto import OPERATOR
-    from intercom_gateway.gateway.presence import expect_gateway
+    from intercom_gateway.gateway.presence import expect_gateway_or_group
 
     address = broker_address(settings, OPERATOR)
-    run(lambda: expect_gateway(address, gateway_id=settings.gateway_id))
+    run(lambda: expect_gateway_or_group(address, gateway_id=settings.gateway_id))
 
 
 def running_stack_of(ctx: click.Context) -> StackState:

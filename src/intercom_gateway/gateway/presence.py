@@ -99,3 +99,22 @@ async def expect_gateway(
     payload = await read_status(address, timeout=timeout)
     where = f"{address.host}:{address.port}"
     return judge(where, payload, gateway_id=gateway_id, offline_ok=offline_ok)
+
+
+async def expect_gateway_or_group(
+    address: BrokerAddress, *, gateway_id: str, timeout: float = CHECK_TIMEOUT
+) -> None:
+    """``expect_gateway``; or, where no single gateway ever kept a status, a group of
+    partitioned gateways (``run --partitioned``) with at least one of them online. A
+    partition nobody serves at the moment loses nothing: its session queues."""
+    from intercom_gateway.gateway.group import read_group
+
+    payload = await read_status(address, timeout=timeout)
+    where = f"{address.host}:{address.port}"
+    if payload is None:
+        group = await read_group(address, timeout=timeout)
+        if any(g.get("state") == "online" for g in group):
+            return
+        if group:
+            raise no_gateway(where, "every partitioned gateway of the group is offline")
+    judge(where, payload, gateway_id=gateway_id)
