@@ -40,6 +40,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of its children, live or ended (the server's
+    backends, for a PostgreSQL store): its own, what it reaped, and each live child's."""
+
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended
+            fields = stat.read_text().rpartition(")")[2].split()
+            # The process itself, or a child (ppid is the field after the state): own
+            # user + system time, and that of the children it reaped.
+            if stat.parent.name == str(pid) or int(fields[1]) == pid:
+                total += sum(int(f) for f in fields[11:15])
+    return total / _CLOCK_TICKS
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all processes of the machine have used since boot (from /proc/stat).
 
@@ -124,6 +139,7 @@ class Bench:
     workdir: Path
     runs: int = 0
     log: list[str] = field(default_factory=list)
+    postgres: Any = None  # qa.postgres.PostgresServer, for gateway-pg
 
     def account(self, user: str) -> dict[str, Any]:
         address = self.broker.address(user)
@@ -177,13 +193,16 @@ class Bench:
             },
         )
         relay: Child | None = None
+        store = contextlib.AsyncExitStack()
         try:
             await subscriber.ready()
-            relay = await self._start_relay(scenario, workdir)
+            dsn = await store.enter_async_context(self._own_store(scenario))
+            relay = await self._start_relay(scenario, workdir, dsn)
             watched = {"broker": self._broker_pid()}
             if relay is not None:
                 watched["relay"] = relay.process.pid
             cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            store_before = self._store_cpu()
             busy_before, started = machine_busy_seconds(), time.monotonic()
             publisher = await client_process(
                 "publish",
@@ -203,16 +222,20 @@ class Bench:
             await publisher.wait(limit)
             await subscriber.wait(limit)
             cpu_after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            store_cpu = self._store_cpu() - store_before
             busy, wall = machine_busy_seconds() - busy_before, time.monotonic() - started
         finally:
             if relay is not None:
                 await relay.stop()
             await subscriber.stop()
+            await store.aclose()
         published = json.loads((workdir / "publisher.out.json").read_text(encoding="utf-8"))
         received = json.loads((workdir / "subscriber.out.json").read_text(encoding="utf-8"))
         cpu = {name: cpu_after[name] - cpu_before[name] for name in watched}
         cpu["publisher"] = published["cpu_seconds"]
         cpu["subscriber"] = received["cpu_seconds"]
+        if scenario == "gateway-pg":
+            cpu["store"] = store_cpu  # the PostgreSQL server: the store's work moved there
         result = self._summarise(scenario, mode, count, copies, published, received, cpu)
         # Cores busy with anything but this run's processes, on average over the run.
         result["foreign_cores"] = max(0.0, busy - sum(cpu.values())) / wall
@@ -242,13 +265,31 @@ class Bench:
             for destination, kinds in types_of.items()
         ]
 
+    @contextlib.asynccontextmanager
+    async def _own_store(self, scenario: str) -> Any:
+        """gateway-pg: a fresh database of its own for this run, dropped after it."""
+        if scenario != "gateway-pg":
+            yield None
+            return
+        from intercom_gateway.qa.postgres import own_database
+
+        if self.postgres is None:
+            raise RuntimeError("gateway-pg needs the bench's PostgreSQL server")
+        async with own_database(self.postgres.dsn, f"run{self.runs:03d}") as dsn:
+            yield dsn
+
+    def _store_cpu(self) -> float:
+        return 0.0 if self.postgres is None else tree_cpu_seconds(self.postgres.pid)
+
     def _broker_pid(self) -> int:
         process = self.broker.process
         if process is None:
             raise RuntimeError("the broker is not running")
         return process.pid
 
-    async def _start_relay(self, scenario: str, workdir: Path) -> Child | None:
+    async def _start_relay(
+        self, scenario: str, workdir: Path, dsn: str | None = None
+    ) -> Child | None:
         if scenario.startswith("raw"):
             return None
         if scenario.startswith("passthrough"):
@@ -266,17 +307,18 @@ class Bench:
             )
             await relay.ready()
             return relay
-        return await self._start_gateway(workdir)
+        return await self._start_gateway(workdir, dsn)
 
-    async def _start_gateway(self, workdir: Path) -> Child:
+    async def _start_gateway(self, workdir: Path, dsn: str | None = None) -> Child:
         gateway_id = f"gw-bench-{uuid.uuid4().hex[:8]}"
         env = {
             "INTERCOM_BROKER_HOST": self.broker.host,
             "INTERCOM_BROKER_PORT": str(self.broker.port),
             "INTERCOM_SECRETS_DIR": str(self.broker.credentials.directory),
-            # A fresh SQLite store per run, whatever INTERCOM_STORE the caller has set:
-            # runs that share a store would take the same events for duplicates.
-            "INTERCOM_STORE": f"sqlite:///{(workdir / 'gateway.sqlite').resolve()}",
+            # A fresh store per run, whatever INTERCOM_STORE the caller has set (runs that
+            # share a store would take the same events for duplicates): a SQLite file, or
+            # for gateway-pg a database of its own on the bench's PostgreSQL.
+            "INTERCOM_STORE": dsn or f"sqlite:///{(workdir / 'gateway.sqlite').resolve()}",
             "INTERCOM_REGISTRY_PATH": str(self.registry_path),
             "INTERCOM_GATEWAY_ID": gateway_id,
             "INTERCOM_LOG_EVENTS": "false",

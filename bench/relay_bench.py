@@ -100,8 +100,14 @@ async def _bench(options: Options, workdir: Path) -> AsyncIterator[Bench]:
     payloads = _write_payloads(
         workload, {options.saturation_events, options.latency_events}, workdir
     )
-    with start_broker(workdir, registry, SERVICES) as broker:
-        yield Bench(broker, registry_path, workload, payloads, options, workdir)
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(start_broker(workdir, registry, SERVICES))
+        bench = Bench(broker, registry_path, workload, payloads, options, workdir)
+        if "gateway-pg" in options.scenarios:
+            from intercom_gateway.qa.postgres import PostgresServer
+
+            bench.postgres = stack.enter_context(PostgresServer(workdir / "postgres"))
+        yield bench
 
 
 async def measure(options: Options, workdir: Path) -> dict[str, Any]:
@@ -178,7 +184,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--scenarios",
-        help=f"comma-separated paths to measure, of {','.join(SCENARIOS)} [default: all]",
+        help=f"comma-separated paths to measure, of {','.join(SCENARIOS)} [default: all but"
+        " gateway-pg, the gateway on a PostgreSQL store, which needs PostgreSQL]",
     )
     parser.add_argument("--no-plot", action="store_true", help="write the JSON result only, no PNG")
     args = parser.parse_args(argv)

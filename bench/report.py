@@ -70,6 +70,7 @@ def comparisons(scenarios: dict[str, Any]) -> dict[str, float | None]:
         "full/passthrough-fanout": ratio(rate("gateway"), rate("passthrough-fanout")),
         "passthrough/raw": ratio(rate("passthrough"), rate("raw")),
         "lean/paho transport": ratio(rate("passthrough"), rate("passthrough-paho")),
+        "PostgreSQL/SQLite gateway": ratio(rate("gateway-pg"), rate("gateway")),
         "added_p99_ms": None if full_p99 is None or raw_p99 is None else full_p99 - raw_p99,
     }
 
@@ -124,7 +125,7 @@ def _cell(node: dict[str, Any] | None, digits: int = 0) -> str:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The results as the table of docs/benchmarks.md: median (min-max) of the repetitions."""
-    processes = ("publisher", "relay", "subscriber", "broker")
+    processes = ("publisher", "relay", "subscriber", "broker", "store")
     lines = [
         "| path | events/s at saturation | p50 ms | p99 ms | max ms | CPU s / 10k events: "
         + " / ".join(processes)

@@ -14,9 +14,12 @@ import pytest
 from bench.relay_bench import QUICK, SCENARIOS, run
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> None:
-    options = replace(QUICK, saturation_events=200, latency_events=200, rate=2_000.0)
+    # Every path, gateway-pg too (its own PostgreSQL; not in the default set).
+    options = replace(
+        QUICK, saturation_events=200, latency_events=200, rate=2_000.0, scenarios=SCENARIOS
+    )
     result = run(options, results=tmp_path, command="pytest")
 
     written = json.loads(Path(result["files"]["json"]).read_text(encoding="utf-8"))
@@ -42,6 +45,9 @@ def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> Non
         expected = {"publisher", "subscriber", "broker"} | (
             {"relay"} if not each["scenario"].startswith("raw") else set()
         )
+        if each["scenario"] == "gateway-pg":  # the PostgreSQL server, which does the store's work
+            expected.add("store")
+            assert each["cpu_per_10k"]["store"] > 0
         assert set(each["cpu_per_10k"]) == expected
     # Without a relay, each destination's own connection got its copies from the broker.
     destinations = {d for names in written["workload"]["fanout"].values() for d in names}
@@ -63,6 +69,7 @@ def test_quick_bench_loses_nothing_and_writes_every_field(tmp_path: Path) -> Non
         "full/passthrough-fanout",
         "passthrough/raw",
         "lean/paho transport",
+        "PostgreSQL/SQLite gateway",
         "added_p99_ms",
     }
     assert all(value is not None for value in written["comparisons"].values())

@@ -204,7 +204,10 @@ def test_the_entry_point_parses_the_options_it_always_had() -> None:
         "passthrough-fanout",
         "passthrough-paho",
         "gateway",
+        "gateway-pg",
     )
+    # gateway-pg needs PostgreSQL: measured when named, not by default.
+    assert Options().scenarios == SCENARIOS[:-1]
 
 
 def test_the_entry_point_refuses_an_unknown_path(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ BENCH_PATHS = (
     "passthrough-fanout",
     "passthrough-paho",
     "gateway",
+    "gateway-pg",
 )
 
 
@@ -53,7 +54,8 @@ BENCH_PATHS = (
 )
 @click.option(
     "--scenarios",
-    help=f"Comma-separated paths to measure, of {','.join(BENCH_PATHS)} [default: all].",
+    help=f"Comma-separated paths to measure, of {','.join(BENCH_PATHS)} [default: all but"
+    " gateway-pg, the gateway on a PostgreSQL store of the bench's own, which needs PostgreSQL].",
 )
 @click.option("--no-plot", is_flag=True, help="Write the JSON result only, no PNG.")
 @click.option(

@@ -75,6 +75,12 @@ class PostgresServer:
     def dsn(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id, while it runs (a benchmark counts the CPU of it
+        and its backends)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def __enter__(self) -> PostgresServer:
         self.start()
         return self
