@@ -1,7 +1,8 @@
 """The gateway's own CPU per event, in one process, without MQTT.
 
 The real ``Gateway`` (``Gateway.load`` and ``serve``) runs on the in-memory bus with a
-real SQLite file in a temporary directory. The events are the relay benchmark's
+real SQLite file in a temporary directory, with the heap settled as ``intercom-gateway
+run`` settles it (``gateway.run.settle_heap``). The events are the relay benchmark's
 (``bench.workload.prepare``: simulated panels of dwellings that use all three sample
 partner services, about four copies an event). Every event is put on the bus at once,
 then the run waits until all are acknowledged, which the gateway does only after their
@@ -12,7 +13,11 @@ restructuring of issue 15").
 
 ``.venv/bin/python -m bench.inprocess_bench --events 20000`` prints each run and the
 median of ``--repeat`` runs; ``--profile out.prof`` writes a cProfile of one more run
-(read it with ``python -m pstats out.prof``).
+(read it with ``python -m pstats out.prof``). ``--stages`` times the gateway's pure
+per-event steps one at a time over the same events, outside the loop: parse alone
+(``json.loads``), parse and validate (``check_topic``, ``check_event``), ``decide``,
+``plan`` (with its decision log row and envelope bytes apart). Best of ``--repeat``
+passes, µs per event (docs/benchmarks.md, "Issue #18: where a gateway event's CPU goes").
 """
 
 from __future__ import annotations
@@ -20,15 +25,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.workload import SERVICES, prepare
 from intercom_gateway.bus import MemoryBroker
+from intercom_gateway.core.decide import decide
+from intercom_gateway.core.encoding import Envelopes
+from intercom_gateway.core.ingress import check_event, check_topic
+from intercom_gateway.core.models import Event, random_uuid, utc_now
+from intercom_gateway.core.plan import logged_outcomes, plan
 from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.run import settle_heap
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.sqlite import SqliteStore
@@ -59,6 +72,7 @@ async def run_once(
     broker = MemoryBroker()
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
+        settle_heap(gateway)  # as ``intercom-gateway run`` does once loaded
         bus, panels = broker.client("gateway"), broker.client("panels")
         stop = asyncio.Event()
         serving = asyncio.create_task(gateway.serve(bus, stop=stop), name="gateway")
@@ -76,6 +90,66 @@ async def run_once(
     return Run(len(messages), cpu, main, wall)
 
 
+def _best_us(step: Callable[[], object], events: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        step()
+        best = min(best, time.process_time() - start)
+    return 1e6 * best / events
+
+
+async def stages(
+    workdir: Path, registry_path: Path, messages: list[tuple[str, bytes]], *, repeat: int
+) -> dict[str, float]:
+    """µs per event of each pure step of ``Gateway._handle_event``, one at a time."""
+    settings = Settings(
+        db_path=workdir / "stages.sqlite", registry_path=registry_path, log_events=False
+    )
+    async with SqliteStore.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+    now, gid, n = utc_now(), settings.gateway_id, len(messages)
+
+    def ingress(topic: str, payload: bytes) -> Event:
+        return check_event(
+            check_topic(topic), payload, devices=gateway.devices, limits=gateway.limits, now=now
+        )
+
+    events = [ingress(t, p) for t, p in messages]
+    consents = [gateway.consent(e.building_id, e.dwelling_id) for e in events]
+    decisions = [
+        decide(e, c, router=gateway.router, gateway_id=gid, decision_id=random_uuid(), now=now)
+        for e, c in zip(events, consents, strict=True)
+    ]
+
+    def encode_all() -> None:
+        for d in decisions:
+            envelopes = Envelopes(d, now)
+            for o in d.outcomes:
+                if o.forwarded and o.kind.value != "analytics":
+                    for c in o.copies:
+                        if c.payload is not None:
+                            envelopes.encode(o, c)
+
+    steps: dict[str, Callable[[], object]] = {
+        "parse (json.loads alone)": lambda: [json.loads(p) for _, p in messages],
+        "ingress: topic, size, parse + validate, device": lambda: [
+            ingress(t, p) for t, p in messages
+        ],
+        "decide (with the decision id)": lambda: [
+            decide(e, c, router=gateway.router, gateway_id=gid, decision_id=random_uuid(), now=now)
+            for e, c in zip(events, consents, strict=True)
+        ],
+        "plan (all of it)": lambda: [
+            plan(d, occurred_at=e.occurred_at, now=now, gateway_id=gid)
+            for d, e in zip(decisions, events, strict=True)
+        ],
+        "  of which: decision log text": lambda: [logged_outcomes(d) for d in decisions],
+        "  of which: envelope bytes + properties": encode_all,
+    }
+    return {name: _best_us(step, n, repeat) for name, step in steps.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -84,6 +158,9 @@ def main() -> None:
     parser.add_argument("--dwellings", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="write a cProfile of one more run here")
+    parser.add_argument(
+        "--stages", action="store_true", help="time each pure step apart, then stop"
+    )
     args = parser.parse_args()
 
     registry = generate_registry(
@@ -98,6 +175,12 @@ def main() -> None:
             prepare(registry, args.events, seed=args.seed + index)
             for index in range(args.repeat + (1 if args.profile else 0))
         ]
+        if args.stages:
+            messages = [(t, p.encode()) for t, p in workloads[0].messages]
+            timed = asyncio.run(stages(workdir, registry_path, messages, repeat=args.repeat))
+            for name, us in timed.items():
+                print(f"{us:7.1f} µs/event  {name}")
+            return
         runs = []
         for index in range(args.repeat):
             messages = [(t, p.encode()) for t, p in workloads[index].messages]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import sys
 import uuid
@@ -72,7 +71,7 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
     With --partitioned, several gateways share the buildings: each serves the partitions
     it holds a lease on, and takes over those of a gateway that stops or dies.
     """
-    from intercom_gateway.gateway.run import run_gateway
+    from intercom_gateway.gateway.run import run_gateway, settle_heap
     from intercom_gateway.settings import RETIRED
 
     if share_group is not None:
@@ -86,9 +85,9 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
         if settings.partitioned:
             from intercom_gateway.gateway.partitioned import run_partitioned
 
-            metrics = await run_partitioned(settings, stop=stop, ready=_freeze_heap)
+            metrics = await run_partitioned(settings, stop=stop, ready=settle_heap)
         else:
-            metrics = await run_gateway(settings, stop=stop, ready=_freeze_heap)
+            metrics = await run_gateway(settings, stop=stop, ready=settle_heap)
         click.echo(json.dumps(metrics.snapshot()), err=True)
 
     run(serve)
@@ -112,18 +111,6 @@ def _not_the_stacks_gateway(ctx: click.Context, settings: Any) -> None:
             f" on {stack.where} (pid {stack.gateway_pid}): use its gateway, start the"
             " stack with `up --no-gateway`, or give this one another --gateway-id"
         )
-
-
-def _freeze_heap(_gateway: object) -> None:
-    """Take what start-up loaded out of the garbage collector's scans.
-
-    The policy, registry, consents and modules live as long as the process. Left in
-    the oldest generation, every full collection scanned them: 24-27 ms each, a stall
-    every few seconds at 1,000 events/s. Frozen, a full collection takes 0.5-1.3 ms
-    (docs/benchmarks.md). Only the ``run`` command does this; tests share a process.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 @click.command()

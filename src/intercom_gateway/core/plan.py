@@ -24,7 +24,7 @@ from intercom_gateway.core.encoding import Envelopes
 from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind, Provision
 from intercom_gateway.core.records import DecisionRow, LedgerRow
-from intercom_gateway.core.tags import Copy
+from intercom_gateway.core.tags import Copy, Tags
 
 __all__ = [
     "LEDGER",
@@ -84,6 +84,7 @@ def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id
     """The publications and rows of ``decision``, decided at ``now``."""
     envelopes = Envelopes(decision, now)
     event_id = str(decision.event_id)
+    event_type = decision.event_type.value  # an enum's .value is a Python-level lookup
     publications: list[Publication] = []
     forwarded: list[str] = []
     withheld: list[str] = []
@@ -95,7 +96,7 @@ def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id
             continue
         forwarded.append(outcome.kind.value)
         if outcome.kind is DestinationKind.STATISTICS:
-            statistic = (decision.building_id, decision.event_type.value, occurred_at)
+            statistic = (decision.building_id, event_type, occurred_at)
         if outcome.payload is None or outcome.topic is None:
             continue
         if outcome.kind is DestinationKind.ANALYTICS:
@@ -114,7 +115,9 @@ def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id
                 continue
             payload, properties = envelopes.encode(outcome, copy)
             row = (
-                provision_row(decision, outcome, copy, now, event_id, envelopes.decision_id)
+                provision_row(
+                    decision, outcome, copy, now, event_id, envelopes.decision_id, event_type
+                )
                 if ledger
                 else None
             )
@@ -212,7 +215,26 @@ def logged_outcomes(decision: Decision) -> str:
     distinct one is encoded once, and a row is their join, the same text as
     ``json.dumps`` of the whole list (tests/unit/test_decision_log.py).
     """
-    return f"[{','.join([_log_text(_log_key(o)) for o in decision.outcomes])}]"
+    return f"[{','.join([_log_text_of(o) for o in decision.outcomes])}]"
+
+
+# An outcome's log entry, by its scalars and the identity of its copies' tags. The tags
+# are the router's, made once per route (router.parts): comparing them by identity is
+# what makes the lookup cheap (hashing a Tags hashes all its tuples, every event). Each
+# entry holds its tags, so no id in a key can be reused while the entry lives.
+_LOG_TEXTS: dict[tuple[Any, ...], tuple[tuple[Tags, ...], str]] = {}
+_LOG_TEXTS_SIZE = 4_096
+
+
+def _log_text_of(o: Outcome) -> str:
+    tags = tuple([c.tags for c in o.copies])
+    key = (o.destination, o.forwarded, o.reason, o.detail, o.clause, o.untrue, *map(id, tags))
+    made = _LOG_TEXTS.get(key)
+    if made is None:
+        if len(_LOG_TEXTS) >= _LOG_TEXTS_SIZE:
+            _LOG_TEXTS.clear()
+        made = _LOG_TEXTS[key] = (tags, _log_text(_log_key(o)))
+    return made[1]
 
 
 # --- the provision ledger ---------------------------------------------------------------
@@ -225,6 +247,7 @@ def provision_row(
     now: datetime,
     event_id: str,
     decision_id: str,
+    event_type: str | None = None,
 ) -> LedgerRow:
     """The ledger row of one copy to a recipient: its own items, purposes and rule."""
     tags = copy.tags
@@ -236,7 +259,7 @@ def provision_row(
         building_id=decision.building_id,
         dwelling_id=decision.dwelling_id,
         event_id=event_id,
-        event_type=decision.event_type.value,
+        event_type=decision.event_type.value if event_type is None else event_type,
         items=tags.fields,
         image="image" in tags.fields,
         purposes=tags.purposes,
