@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from intercom_gateway.bus.base import DoneCallback, UserProperties
+from intercom_gateway.bus.codes import reason_name
 from intercom_gateway.errors import PublishFailed
 
 __all__ = ["Inflight", "Publishing", "until_done"]
@@ -68,14 +69,24 @@ class Inflight:
     def __init__(self, size: int) -> None:
         self.size = size
         self._count = 0
-        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
+        # By packet id: what a PUBACK settles. Public for the id allocation of the bus.
+        self.pending: dict[int, tuple[str, DoneCallback | None]] = {}
         self._space = asyncio.Event()
         self._space.set()
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __contains__(self, packet_id: int) -> bool:
-        return packet_id in self._pending
+        return packet_id in self.pending
+
+    def try_reserve(self) -> bool:
+        """Take a place for one publish if there is one now: ``reserve`` without a
+        coroutine, for the common case of a window with room."""
+        if self._count >= self.size:
+            return False
+        self._count += 1
+        self._empty.clear()
+        return True
 
     async def reserve(self) -> None:
         """Take a place for one publish, waiting while the window is full."""
@@ -96,23 +107,26 @@ class Inflight:
     def sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
         """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
         if qos:
-            self._pending[packet_id] = (topic, on_done)
+            self.pending[packet_id] = (topic, on_done)
             return
         # QoS 0 has no acknowledgement; sent is all we will ever know.
         self.release()
         if on_done is not None:
             on_done(None)
 
-    def acknowledged(self, packet_id: int, reason: int, name: str) -> None:
-        """The broker's PUBACK for ``packet_id``, with its reason code."""
-        entry = self._pending.pop(packet_id, None)
+    def acknowledged(self, packet_id: int, reason: int, name: str | None = None) -> None:
+        """The broker's PUBACK for ``packet_id``, with its reason code (and the code in
+        words, ``mqtt5.reason_name``'s unless given: only a refusal needs it)."""
+        entry = self.pending.pop(packet_id, None)
         if entry is None:
             return
         self.release()
-        topic, callback = entry
+        callback = entry[1]
         if callback is None:
             return
         if reason >= 0x80:
+            topic = entry[0]
+            name = name or reason_name(reason)
             callback(
                 PublishFailed(f"broker refused publish: {name}", topic=topic, reason_code=reason)
             )
@@ -121,7 +135,7 @@ class Inflight:
 
     def fail_all(self, error: BaseException) -> None:
         """The connection is gone: every publish still waiting fails with ``error``."""
-        pending, self._pending = self._pending, {}
+        pending, self.pending = self.pending, {}
         for _topic, callback in pending.values():
             self.release()
             if callback is not None:
