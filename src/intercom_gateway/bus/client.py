@@ -186,7 +186,8 @@ class BrokerClient(Publishing, Generic[Connack]):
         if not self._inflight.try_reserve():
             await self._inflight.reserve()
         try:
-            self._check()
+            if self._lost is not None or self._closing:
+                self._check()  # raises
             packet_id = self._transmit(topic, payload, qos, retain, user_properties)
         except BaseException:
             self._inflight.release()  # it never went

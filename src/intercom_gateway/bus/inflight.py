@@ -63,12 +63,16 @@ class Inflight:
     """Unacknowledged QoS 1 publishes by packet id, at most ``size`` at once.
 
     Packet ids are 16-bit, so no more than 65,535 can exist; the broker's Receive
-    Maximum may lower the cap further once connected.
+    Maximum may lower the cap further once connected. Every publish takes a place and
+    every PUBACK gives one back, so the two events are touched only when someone waits
+    on them: ``_waiting`` publishes for a place, ``drain`` for none taken (``_empty`` is
+    set exactly while ``_count`` is 0).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._count = 0
+        self._waiting = 0
         # By packet id: what a PUBACK settles. Public for the id allocation of the bus.
         self.pending: dict[int, tuple[str, DoneCallback | None]] = {}
         self._space = asyncio.Event()
@@ -82,26 +86,30 @@ class Inflight:
     def try_reserve(self) -> bool:
         """Take a place for one publish if there is one now: ``reserve`` without a
         coroutine, for the common case of a window with room."""
-        if self._count >= self.size:
+        count = self._count
+        if count >= self.size:
             return False
-        self._count += 1
-        self._empty.clear()
+        self._count = count + 1
+        if not count:
+            self._empty.clear()
         return True
 
     async def reserve(self) -> None:
         """Take a place for one publish, waiting while the window is full."""
-        while self._count >= self.size:
+        while not self.try_reserve():
             self._space.clear()
-            await self._space.wait()
-        self._count += 1
-        self._empty.clear()
+            self._waiting += 1
+            try:
+                await self._space.wait()
+            finally:
+                self._waiting -= 1
 
     def release(self) -> None:
         """Give back a place: its publish is done, or never went."""
-        self._count -= 1
-        if self._count < self.size:
+        count = self._count = self._count - 1
+        if self._waiting and count < self.size:
             self._space.set()
-        if self._count == 0:
+        if not count:
             self._empty.set()
 
     def sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
