@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Generic, Self, TypeVar
 
@@ -47,6 +48,31 @@ def disconnected(reason_code: int, reason: str) -> ConnectionLost:
     return lost(f"broker disconnected: {reason}")
 
 
+class Inbox:
+    """Inbound messages in arrival order, then the error that ended the connection.
+
+    ``asyncio.Queue`` without what the bus does not use (a size limit, ``join``): a
+    message costs an append and a look at an event, and a reader that finds messages
+    waiting takes them without a coroutine of its own.
+    """
+
+    __slots__ = ("_ready", "items")
+
+    def __init__(self) -> None:
+        self.items: deque[Message | BaseException] = deque()
+        self._ready = asyncio.Event()
+
+    def put_nowait(self, item: Message | BaseException) -> None:
+        self.items.append(item)
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Until there is something to take."""
+        while not self.items:
+            self._ready.clear()
+            await self._ready.wait()
+
+
 class BrokerClient(Publishing, Generic[Connack]):
     """The state of one connection that is not the socket's. Use as ``async with``.
 
@@ -60,7 +86,7 @@ class BrokerClient(Publishing, Generic[Connack]):
         # Packet ids are 16-bit: no more unacknowledged publishes can exist.
         self._inflight = Inflight(min(publish_window, mqtt5.MAX_PACKET_ID))
         self._subscribing: dict[int, asyncio.Future[list[int]]] = {}
-        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._inbox = Inbox()
         self._lost: BaseException | None = None
         self._closing = False
         # The CONNACK's Session Present flag: with clean_start=False, False means the
@@ -135,8 +161,11 @@ class BrokerClient(Publishing, Generic[Connack]):
     # --- the Bus interface, but for subscribe and ack ---------------------------------
 
     async def messages(self) -> AsyncIterator[Message]:
+        items = self._inbox.items
         while True:
-            item = await self._inbox.get()
+            if not items:
+                await self._inbox.wait()
+            item = items.popleft()
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -154,9 +183,11 @@ class BrokerClient(Publishing, Generic[Connack]):
         on_done: DoneCallback,
     ) -> None:
         """Queue a publish; waits only while the publish window is full."""
-        await self._inflight.reserve()
+        if not self._inflight.try_reserve():
+            await self._inflight.reserve()
         try:
-            self._check()
+            if self._lost is not None or self._closing:
+                self._check()  # raises
             packet_id = self._transmit(topic, payload, qos, retain, user_properties)
         except BaseException:
             self._inflight.release()  # it never went

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from intercom_gateway.bus.base import DoneCallback, UserProperties
+from intercom_gateway.bus.codes import reason_name
 from intercom_gateway.errors import PublishFailed
 
 __all__ = ["Inflight", "Publishing", "until_done"]
@@ -62,57 +63,78 @@ class Inflight:
     """Unacknowledged QoS 1 publishes by packet id, at most ``size`` at once.
 
     Packet ids are 16-bit, so no more than 65,535 can exist; the broker's Receive
-    Maximum may lower the cap further once connected.
+    Maximum may lower the cap further once connected. Every publish takes a place and
+    every PUBACK gives one back, so the two events are touched only when someone waits
+    on them: ``_waiting`` publishes for a place, ``drain`` for none taken (``_empty`` is
+    set exactly while ``_count`` is 0).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._count = 0
-        self._pending: dict[int, tuple[str, DoneCallback | None]] = {}
+        self._waiting = 0
+        # By packet id: what a PUBACK settles. Public for the id allocation of the bus.
+        self.pending: dict[int, tuple[str, DoneCallback | None]] = {}
         self._space = asyncio.Event()
         self._space.set()
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __contains__(self, packet_id: int) -> bool:
-        return packet_id in self._pending
+        return packet_id in self.pending
+
+    def try_reserve(self) -> bool:
+        """Take a place for one publish if there is one now: ``reserve`` without a
+        coroutine, for the common case of a window with room."""
+        count = self._count
+        if count >= self.size:
+            return False
+        self._count = count + 1
+        if not count:
+            self._empty.clear()
+        return True
 
     async def reserve(self) -> None:
         """Take a place for one publish, waiting while the window is full."""
-        while self._count >= self.size:
+        while not self.try_reserve():
             self._space.clear()
-            await self._space.wait()
-        self._count += 1
-        self._empty.clear()
+            self._waiting += 1
+            try:
+                await self._space.wait()
+            finally:
+                self._waiting -= 1
 
     def release(self) -> None:
         """Give back a place: its publish is done, or never went."""
-        self._count -= 1
-        if self._count < self.size:
+        count = self._count = self._count - 1
+        if self._waiting and count < self.size:
             self._space.set()
-        if self._count == 0:
+        if not count:
             self._empty.set()
 
     def sent(self, packet_id: int, qos: int, topic: str, on_done: DoneCallback | None) -> None:
         """A publish is on its way: await its PUBACK, or, at QoS 0, it is done."""
         if qos:
-            self._pending[packet_id] = (topic, on_done)
+            self.pending[packet_id] = (topic, on_done)
             return
         # QoS 0 has no acknowledgement; sent is all we will ever know.
         self.release()
         if on_done is not None:
             on_done(None)
 
-    def acknowledged(self, packet_id: int, reason: int, name: str) -> None:
-        """The broker's PUBACK for ``packet_id``, with its reason code."""
-        entry = self._pending.pop(packet_id, None)
+    def acknowledged(self, packet_id: int, reason: int, name: str | None = None) -> None:
+        """The broker's PUBACK for ``packet_id``, with its reason code (and the code in
+        words, ``mqtt5.reason_name``'s unless given: only a refusal needs it)."""
+        entry = self.pending.pop(packet_id, None)
         if entry is None:
             return
         self.release()
-        topic, callback = entry
+        callback = entry[1]
         if callback is None:
             return
         if reason >= 0x80:
+            topic = entry[0]
+            name = name or reason_name(reason)
             callback(
                 PublishFailed(f"broker refused publish: {name}", topic=topic, reason_code=reason)
             )
@@ -121,7 +143,7 @@ class Inflight:
 
     def fail_all(self, error: BaseException) -> None:
         """The connection is gone: every publish still waiting fails with ``error``."""
-        pending, self._pending = self._pending, {}
+        pending, self.pending = self.pending, {}
         for _topic, callback in pending.values():
             self.release()
             if callback is not None:

@@ -82,7 +82,9 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
         self._closed: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._rest = b""  # the start of a packet whose end has not arrived yet
-        self._out: list[bytes] = []
+        # What this turn of the loop writes; handed to the transport whole, and a new
+        # one begun, never reused (a transport may keep it until the socket takes it).
+        self._out = bytearray()
         self._flush_handle: asyncio.Handle | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._next_id = 0
@@ -181,9 +183,7 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
         self._closing = True
         transport = self._transport
         if self._lost is None and transport is not None and not transport.is_closing():
-            self._out.append(
-                mqtt5.DISCONNECT_WITH_WILL_PACKET if with_will else mqtt5.DISCONNECT_PACKET
-            )
+            self._out += mqtt5.DISCONNECT_WITH_WILL_PACKET if with_will else mqtt5.DISCONNECT_PACKET
             self._flush()
             transport.close()  # writes what is buffered first
             if self._closed is not None:
@@ -201,7 +201,7 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._out.clear()
+        self._out = bytearray()
 
     def _transport_closed(self, exc: Exception | None) -> None:
         if self._closed is not None and not self._closed.done():
@@ -213,24 +213,24 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
     # --- writing ---------------------------------------------------------------------
 
     def _queue(self, packet: bytes) -> None:
-        self._out.append(packet)
+        self._out += packet
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
         if self._out and self._transport is not None:
-            self._transport.write(b"".join(self._out))
-            self._out.clear()
+            self._transport.write(self._out)
+            self._out = bytearray()
             self._last_sent = time.monotonic()
 
     def _allocate_id(self) -> int:
-        packet_id = self._next_id
-        while True:
+        packet_id = self._next_id % mqtt5.MAX_PACKET_ID + 1
+        pending, subscribing = self._inflight.pending, self._subscribing
+        while packet_id in pending or packet_id in subscribing:
             packet_id = packet_id % mqtt5.MAX_PACKET_ID + 1
-            if packet_id not in self._inflight and packet_id not in self._subscribing:
-                self._next_id = packet_id
-                return packet_id
+        self._next_id = packet_id
+        return packet_id
 
     # --- reading ---------------------------------------------------------------------
 
@@ -239,14 +239,26 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
         if self._rest:
             data = self._rest + data
         position, end = 0, len(data)
+        acknowledged = self._inflight.acknowledged
         try:
             while end - position >= 2 and self._lost is None:
                 first = data[position]
-                length, cursor = mqtt5.read_varint(data, position + 1, end)
-                if cursor < 0 or cursor + length > end:
+                length = data[position + 1]
+                if length < 0x80:
+                    cursor = position + 2
+                else:
+                    length, cursor = mqtt5.read_varint(data, position + 1, end)
+                    if cursor < 0:
+                        break  # the rest of its length has not arrived yet
+                if cursor + length > end:
                     break  # the rest of this packet has not arrived yet
-                body = data[cursor : cursor + length]
                 position = cursor + length
+                if first == mqtt5.PUBACK and length == 2:
+                    # The commonest packet by far, "Success" with nothing else in it:
+                    # read where it lies, without a copy of its body.
+                    acknowledged(data[cursor] << 8 | data[cursor + 1], 0)
+                    continue
+                body = data[cursor:position]
                 kind = first & 0xF0
                 if kind == mqtt5.PUBLISH:
                     self._on_publish(first, body)
@@ -269,7 +281,7 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
 
     def _on_puback(self, body: bytes) -> None:
         packet_id, reason = mqtt5.read_ack(body)
-        self._inflight.acknowledged(packet_id, reason, mqtt5.reason_name(reason))
+        self._inflight.acknowledged(packet_id, reason)
 
     def _on_control(self, first: int, body: bytes) -> None:
         if first == mqtt5.CONNACK:
@@ -317,17 +329,20 @@ class MqttBus(BrokerClient[tuple[int, mqtt5.Properties]]):
                 qos=qos,
                 retain=retain,
                 packet_id=packet_id,
-                properties=mqtt5.user_properties(tuple(user_properties)),
+                properties=mqtt5.user_properties(user_properties),
             )
         except ValueError as error:
             raise PublishFailed(str(error), topic=topic) from error
-        size = len(header) + len(payload)
-        if self._max_packet and size > self._max_packet:
+        if self._max_packet and len(header) + len(payload) > self._max_packet:
+            size = len(header) + len(payload)
             raise PublishFailed(
                 f"a {size:,}-byte packet is over the broker's maximum of {self._max_packet:,}",
                 topic=topic,
                 reason_code=0x95,
             )
-        self._out.append(header)
-        self._queue(payload)
+        out = self._out
+        out += header
+        out += payload
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
         return packet_id

@@ -17,13 +17,22 @@ tests/unit/test_mqtt5.py.
 
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass, field
 
 # The values the codec reads and writes live with the seam (base.py); re-exported.
+from intercom_gateway.bus import codes
 from intercom_gateway.bus.base import Message as Message
+from intercom_gateway.bus.base import UserProperties
 from intercom_gateway.bus.base import Will as Will
+from intercom_gateway.bus.codes import MAXIMUM_PACKET_SIZE as MAXIMUM_PACKET_SIZE
+from intercom_gateway.bus.codes import MAXIMUM_QOS as MAXIMUM_QOS
+from intercom_gateway.bus.codes import REASON_STRING as REASON_STRING
+from intercom_gateway.bus.codes import REASONS as REASONS
+from intercom_gateway.bus.codes import RECEIVE_MAXIMUM as RECEIVE_MAXIMUM
+from intercom_gateway.bus.codes import SESSION_EXPIRY as SESSION_EXPIRY
+from intercom_gateway.bus.codes import USER_PROPERTY as USER_PROPERTY
+from intercom_gateway.bus.codes import reason_name as reason_name
 from intercom_gateway.errors import MalformedPacket as MalformedPacket
 
 CONNECT = 0x10
@@ -46,111 +55,24 @@ MAX_PACKET_ID = 65_535
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
-# Property identifiers used by name below (MQTT 5.0, 2.2.2.2).
-SESSION_EXPIRY = 0x11
-RECEIVE_MAXIMUM = 0x21
-MAXIMUM_QOS = 0x24
-MAXIMUM_PACKET_SIZE = 0x27
-REASON_STRING = 0x1F
-USER_PROPERTY = 0x26
-
-# How each property's value is laid out, to walk a property list.
-_BYTE, _U16_KIND, _U32_KIND, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
-_PROPERTY_KINDS: dict[int, int] = {
-    0x01: _BYTE,  # payload format indicator
-    0x02: _U32_KIND,  # message expiry interval
-    0x03: _UTF8,  # content type
-    0x08: _UTF8,  # response topic
-    0x09: _BINARY,  # correlation data
-    0x0B: _VARINT,  # subscription identifier
-    0x11: _U32_KIND,  # session expiry interval
-    0x12: _UTF8,  # assigned client identifier
-    0x13: _U16_KIND,  # server keep alive
-    0x15: _UTF8,  # authentication method
-    0x16: _BINARY,  # authentication data
-    0x17: _BYTE,  # request problem information
-    0x18: _U32_KIND,  # will delay interval
-    0x19: _BYTE,  # request response information
-    0x1A: _UTF8,  # response information
-    0x1C: _UTF8,  # server reference
-    0x1F: _UTF8,  # reason string
-    0x21: _U16_KIND,  # receive maximum
-    0x22: _U16_KIND,  # topic alias maximum
-    0x23: _U16_KIND,  # topic alias
-    0x24: _BYTE,  # maximum QoS
-    0x25: _BYTE,  # retain available
-    0x26: _PAIR,  # user property
-    0x27: _U32_KIND,  # maximum packet size
-    0x28: _BYTE,  # wildcard subscription available
-    0x29: _BYTE,  # subscription identifier available
-    0x2A: _BYTE,  # shared subscription available
-}
-
-# Reason codes as the specification names them (MQTT 5.0, 2.4).
-REASONS: dict[int, str] = {
-    0x00: "Success",
-    0x01: "Granted QoS 1",
-    0x02: "Granted QoS 2",
-    0x04: "Disconnect with will message",
-    0x10: "No matching subscribers",
-    0x11: "No subscription existed",
-    0x18: "Continue authentication",
-    0x19: "Re-authenticate",
-    0x80: "Unspecified error",
-    0x81: "Malformed packet",
-    0x82: "Protocol error",
-    0x83: "Implementation specific error",
-    0x84: "Unsupported protocol version",
-    0x85: "Client identifier not valid",
-    0x86: "Bad user name or password",
-    0x87: "Not authorized",
-    0x88: "Server unavailable",
-    0x89: "Server busy",
-    0x8A: "Banned",
-    0x8B: "Server shutting down",
-    0x8C: "Bad authentication method",
-    0x8D: "Keep alive timeout",
-    0x8E: "Session taken over",
-    0x8F: "Topic filter invalid",
-    0x90: "Topic name invalid",
-    0x91: "Packet identifier in use",
-    0x92: "Packet identifier not found",
-    0x93: "Receive maximum exceeded",
-    0x94: "Topic alias invalid",
-    0x95: "Packet too large",
-    0x96: "Message rate too high",
-    0x97: "Quota exceeded",
-    0x98: "Administrative action",
-    0x99: "Payload format invalid",
-    0x9A: "Retain not supported",
-    0x9B: "QoS not supported",
-    0x9C: "Use another server",
-    0x9D: "Server moved",
-    0x9E: "Shared subscriptions not supported",
-    0x9F: "Connection rate exceeded",
-    0xA0: "Maximum connect time",
-    0xA1: "Subscription identifiers not supported",
-    0xA2: "Wildcard subscriptions not supported",
-}
-
-
-def reason_name(code: int) -> str:
-    return f"{REASONS.get(code, 'Unknown reason')} (0x{code:02x})"
-
-
 # --- encoding --------------------------------------------------------------------------
 
 
 def varint(value: int) -> bytes:
     """A variable byte integer: 7 bits a byte, the high bit says more follow."""
     if value < 128:
-        return bytes((value,))
+        return _SMALL[value]
+    if value < 16_384:  # most packets: one struct call, no loop
+        return _U16.pack(0x8000 | (value & 0x7F) << 8 | value >> 7)
     out = bytearray()
     while True:
         value, digit = divmod(value, 128)
         out.append(digit | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+_SMALL = [bytes((value,)) for value in range(128)]
 
 
 def utf8(text: str) -> bytes:
@@ -166,19 +88,37 @@ def binary(data: bytes) -> bytes:
     return _U16.pack(len(data)) + data
 
 
-@functools.lru_cache(maxsize=8_192)
-def _user_property(key: str, value: str) -> bytes:
-    # Most of the gateway's properties (purposes, kind, gateway id) repeat from event to
-    # event; the cache keeps their encoding, the bounded size keeps per-event ids from
-    # growing it.
-    return b"\x26" + utf8(key) + utf8(value)
+class _Cache(dict[tuple[str, str], bytes]):
+    """Encoded user properties by their (key, value) pair.
+
+    Most of the gateway's properties (purposes, categories, policy version, rule id)
+    repeat from event to event, and the ids of one event repeat over its copies: a
+    dictionary lookup by the pair the caller already holds is cheaper than encoding
+    them again. Per-event ids would grow it without end, so it starts afresh when full:
+    the pairs that repeat are back after one event, at the cost of one encoding each.
+    """
+
+    __slots__ = ()
+    limit = 4_096
+
+    def __missing__(self, pair: tuple[str, str]) -> bytes:
+        key, value = pair
+        encoded = b"\x26" + utf8(key) + utf8(value)
+        if len(self) >= self.limit:
+            self.clear()
+        self[pair] = encoded
+        return encoded
 
 
-def user_properties(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bytes:
+_PAIRS = _Cache()
+
+
+def user_properties(pairs: UserProperties) -> bytes:
     """The property section (length prefix included) holding these user properties."""
     if not pairs:
         return b"\x00"
-    body = b"".join([_user_property(key, value) for key, value in pairs])
+    cache = _PAIRS
+    body = b"".join([cache[pair] for pair in pairs])
     return varint(len(body)) + body
 
 
@@ -234,13 +174,38 @@ def subscribe(
 def publish_header(
     topic: str, payload_length: int, *, qos: int, retain: bool, packet_id: int, properties: bytes
 ) -> bytes:
-    """Everything of a PUBLISH but its payload (which the caller writes after it)."""
-    variable = utf8(topic)
+    """Everything of a PUBLISH but its payload (which the caller writes after it); raises
+    ValueError for what MQTT cannot carry (a string over 65,535 bytes, a lone surrogate)."""
+    name = topic.encode("utf-8")
+    size = len(name)
+    if size > 65_535:
+        raise ValueError("an MQTT string is at most 65,535 bytes")
     if qos:
-        variable += _U16.pack(packet_id)
-    variable += properties
-    first = PUBLISH | (qos << 1) | (1 if retain else 0)
-    return bytes((first,)) + varint(len(variable) + payload_length) + variable
+        # One join of parts made without intermediate concatenations: a few of these
+        # for every event the gateway forwards.
+        return b"".join(
+            (
+                _FIRST[qos << 1 | retain],
+                varint(size + 4 + len(properties) + payload_length),
+                _U16.pack(size),
+                name,
+                _U16.pack(packet_id),
+                properties,
+            )
+        )
+    return b"".join(
+        (
+            _FIRST[retain],
+            varint(size + 2 + len(properties) + payload_length),
+            _U16.pack(size),
+            name,
+            properties,
+        )
+    )
+
+
+# The first byte of a PUBLISH by its QoS and retain flag (QoS << 1 | retain).
+_FIRST = [bytes((PUBLISH | flags,)) for flags in range(4)]
 
 
 def publish_packet(
@@ -250,7 +215,7 @@ def publish_packet(
     qos: int,
     retain: bool,
     packet_id: int,
-    pairs: tuple[tuple[str, str], ...] = (),
+    pairs: UserProperties = (),
 ) -> bytes:
     """A whole PUBLISH with ``pairs`` as its user properties; raises ValueError for what
     MQTT cannot carry (a string over 65,535 bytes, a lone surrogate)."""
@@ -309,24 +274,24 @@ def read_properties(body: bytes, cursor: int) -> tuple[Properties, int]:
     try:
         while cursor < end:
             identifier = body[cursor]
-            kind = _PROPERTY_KINDS[identifier]
+            if identifier == USER_PROPERTY:  # the common case, read without a detour
+                pair, cursor = _read_pair(body, cursor + 1, end)
+                user.append(pair)
+                continue
+            kind = codes.PROPERTY_KINDS[identifier]
             cursor += 1
-            if kind == _PAIR:
-                key, cursor = _read_utf8(body, cursor)
-                value, cursor = _read_utf8(body, cursor)
-                user.append((key, value))
-            elif kind == _BYTE:
+            if kind == codes.BYTE:
                 values[identifier] = body[cursor]
                 cursor += 1
-            elif kind == _U16_KIND:
+            elif kind == codes.U16:
                 values[identifier] = _U16.unpack_from(body, cursor)[0]
                 cursor += 2
-            elif kind == _U32_KIND:
+            elif kind == codes.U32:
                 values[identifier] = _U32.unpack_from(body, cursor)[0]
                 cursor += 4
-            elif kind == _VARINT:
+            elif kind == codes.VARINT:
                 values[identifier], cursor = read_varint(body, cursor, end)
-            elif kind == _UTF8:
+            elif kind == codes.UTF8:
                 values[identifier], cursor = _read_utf8(body, cursor)
             else:
                 size = _U16.unpack_from(body, cursor)[0]
@@ -348,6 +313,33 @@ def _read_utf8(body: bytes, cursor: int) -> tuple[str, int]:
     if end > len(body):
         raise MalformedPacket("string runs past the packet")
     return body[cursor + 2 : end].decode("utf-8"), end
+
+
+def _read_pair(body: bytes, cursor: int, end: int) -> tuple[tuple[str, str], int]:
+    """The user property (a string pair) at ``cursor``, which must end by ``end``.
+
+    The pairs that repeat from message to message are decoded once: the encoded pair
+    (both length prefixes included) is looked up in a bounded cache first.
+    """
+    value_at = cursor + 2 + (body[cursor] << 8 | body[cursor + 1])
+    after = value_at + 2 + (body[value_at] << 8 | body[value_at + 1])
+    if after > end:
+        raise MalformedPacket("string runs past the packet")
+    encoded = body[cursor:after]
+    pair = _DECODED.get(encoded)
+    if pair is None:
+        pair = (
+            body[cursor + 2 : value_at].decode("utf-8"),
+            body[value_at + 2 : after].decode("utf-8"),
+        )
+        if len(_DECODED) >= _Cache.limit:
+            _DECODED.clear()
+        _DECODED[encoded] = pair
+    return pair, after
+
+
+# Decoded user properties by their encoding: the reverse of ``_PAIRS``.
+_DECODED: dict[bytes, tuple[str, str]] = {}
 
 
 def split_packet(packet: bytes) -> tuple[int, bytes]:
