@@ -6,6 +6,7 @@ committed) before its answer is given.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -38,6 +39,17 @@ _DECISION_COLUMNS = (
 )
 
 _moment = datetime.fromisoformat
+# Provision's fields, in order.
+_PROVISION_COLUMNS = (
+    "id, at, recipient, recipient_kind, third_party, building_id, dwelling_id, event_id,"
+    " event_type, items, image, purposes, rule_id, policy_version, decision_id, part, status"
+)
+
+
+@functools.lru_cache(maxsize=1_024)
+def json_tuple(text: str) -> tuple[str, ...]:
+    """A ledger row's items or purposes: a route's list, the same text row after row."""
+    return tuple(json.loads(text))
 
 
 class Queries:
@@ -77,30 +89,32 @@ class Queries:
         limit: int | None = None,
     ) -> list[Provision]:
         where, params = _filters(building_id, dwelling_id, start, end)
-        sql = f"SELECT * FROM ledger {where} ORDER BY at, id"
+        sql = f"SELECT {_PROVISION_COLUMNS} FROM ledger {where} ORDER BY at, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         async with self._db.execute(sql, params) as cursor:
             rows = await cursor.fetchall()
+        # A dwelling's year is thousands of rows (issue #18): read by position, and the
+        # few distinct items and purposes texts parsed once.
         return [
             Provision(
-                id=row["id"],
-                at=_moment(row["at"]),
-                recipient=row["recipient"],
-                recipient_kind=row["recipient_kind"],
-                third_party=bool(row["third_party"]),
-                building_id=row["building_id"],
-                dwelling_id=row["dwelling_id"],
-                event_id=row["event_id"],
-                event_type=row["event_type"],
-                items=tuple(json.loads(row["items"])),
-                image=bool(row["image"]),
-                purposes=tuple(json.loads(row["purposes"])),
-                rule_id=row["rule_id"],
-                policy_version=row["policy_version"],
-                decision_id=row["decision_id"],
-                part=row["part"],
-                status=row["status"],
+                row[0],
+                _moment(row[1]),
+                row[2],
+                row[3],
+                bool(row[4]),
+                row[5],
+                row[6],
+                row[7],
+                row[8],
+                json_tuple(row[9]),
+                bool(row[10]),
+                json_tuple(row[11]),
+                row[12],
+                row[13],
+                row[14],
+                row[15],
+                row[16],
             )
             for row in rows
         ]

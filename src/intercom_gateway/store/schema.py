@@ -118,7 +118,21 @@ def utc_text(moment: datetime) -> str:
 
 # Every open: WAL with synchronous=NORMAL survives a crash of the process; only a power
 # loss could take back the last commits. Neither may change inside a transaction.
-PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+#
+# The decision log, the ledger and the completed ids are keyed by the panels' random
+# event ids, so each event's rows land on random pages of three indexes. Once those
+# outgrow SQLite's own cache (2 MB by default) every insert read its pages with a
+# system call and a copy: with 10 million events present the store cost 2.9 x its CPU
+# per event on an empty file (``bench.store_size``, docs/benchmarks.md, issue #18).
+# Mapped, a page the OS already holds costs neither (1.2 x); the cache keeps the
+# indexes' upper levels and the pages a flush dirties. 2 GiB is SQLite's default
+# ceiling for the map (SQLITE_MAX_MMAP_SIZE): address space, not memory.
+MMAP_BYTES = 2_147_418_112
+CACHE_KIB = 65_536
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+    f" PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA cache_size = -{CACHE_KIB};"
+)
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);"""

@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from intercom_gateway.store.requests import json_tuple
 from intercom_gateway.store.results import (
     DecisionSummary,
     Erased,
@@ -91,8 +92,8 @@ class PgQueries:
             Provision(
                 **{
                     **dict(row),
-                    "items": tuple(json.loads(row["items"])),
-                    "purposes": tuple(json.loads(row["purposes"])),
+                    "items": json_tuple(row["items"]),
+                    "purposes": json_tuple(row["purposes"]),
                 }
             )
             for row in rows
