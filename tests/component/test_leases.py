@@ -202,7 +202,7 @@ async def test_a_gateway_with_other_files_refuses_to_join(books: Books, admin: A
     assert await counts([a, c]) == [32, 32]
 
 
-async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books) -> None:
+async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books, admin: Admin) -> None:
     """The loop the runtime runs: a change comes out of it, and cancelling it ends it even
     while a notification is arriving (on Python 3.11, ``wait_for`` around the wake-up
     ``Event`` left such a task cancelling forever)."""
@@ -227,6 +227,9 @@ async def test_rounds_yields_changes_and_stops_when_cancelled(books: Books) -> N
     gained, _lost = await a.rebalance()
     assert gained == []
     assert len(await a.owned()) == 32
+    # Every lock the session holds is one the book knows: none left behind by a release
+    # the cancel cut short.
+    assert await lock_holders(admin) == Counter(lease.partition for lease in await a.owned())
 
 
 # --- leaving and dying ----------------------------------------------------------------

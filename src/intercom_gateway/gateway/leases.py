@@ -329,9 +329,12 @@ class LeaseBook:
 
     async def _release(self, conn: Connection, partition: int) -> None:
         # No owner first: a late flush of ours fails its fence even before anyone takes.
-        self._held.pop(partition, None)
         await conn.execute(sql.RELEASE, partition, self.gateway_id)
         await conn.fetchval(sql.UNLOCK, partition)
+        # Forgotten only once both are done: a release cancelled half-way leaves the
+        # partition in the book (still locked by our session), and the next round
+        # releases it again, instead of a lock nobody knows of until the session ends.
+        self._held.pop(partition, None)
 
     # --- checks and views --------------------------------------------------------------
 
