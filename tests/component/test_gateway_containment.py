@@ -40,11 +40,16 @@ async def world(settings: Settings) -> AsyncIterator[World]:
         gateway = await Gateway.load(settings, store)
         bus = broker.client("gateway")
         gateway._bus = bus
-        seen: list[Message] = []
-        observer = broker.client("observer")
-        observer.deliver = seen.append  # type: ignore[method-assign,assignment]
-        await observer.subscribe("#")
-        yield gateway, bus, seen
+        yield gateway, bus, await observed(broker)
+
+
+async def observed(broker: MemoryBroker) -> list[Message]:
+    """Everything ``broker`` carries from now on, as an observer on ``#`` receives it."""
+    seen: list[Message] = []
+    observer = broker.client("observer")
+    observer.deliver = seen.append  # type: ignore[method-assign,assignment]
+    await observer.subscribe("#")
+    return seen
 
 
 _mids = iter(range(1, 1_000_000))
@@ -181,10 +186,7 @@ async def test_a_message_that_kept_killing_the_process_is_dead_lettered(
 
     async def life(dup: bool) -> tuple[Gateway, MemoryBus, list[Message]]:
         broker = MemoryBroker()
-        seen: list[Message] = []
-        observer = broker.client("observer")
-        observer.deliver = seen.append  # type: ignore[method-assign,assignment]
-        await observer.subscribe("#")
+        seen = await observed(broker)
         bus = broker.client("gateway")
         async with open_store(settings) as store:
             gateway = await Gateway.load(settings, store)
@@ -298,10 +300,7 @@ async def test_the_unknown_buildings_session_rejects_them_and_leaves_the_rest_un
     partition takes, and acknowledges the registry's buildings without a count, a record
     or an attempt: their partition's session does all that."""
     broker = MemoryBroker()
-    seen: list[Message] = []
-    observer = broker.client("observer")
-    observer.deliver = seen.append  # type: ignore[method-assign,assignment]
-    await observer.subscribe("#")
+    seen = await observed(broker)
     bus = broker.client("gateway")
     known = event_dict("alarm", dwelling="d0001")
     unknown = event_dict("alarm", building="b999", dwelling="d0001")
