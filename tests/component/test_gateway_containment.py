@@ -307,7 +307,6 @@ async def test_the_unknown_buildings_session_rejects_them_and_leaves_the_rest_un
     async with open_store(settings) as store:
         gateway = await UnknownBuildings.load(settings, store)
         assert isinstance(gateway, UnknownBuildings)
-        gateway.known = frozenset(b.id for b in gateway.registry.buildings)
         gateway._bus = bus
         await gateway.handle(bus, inbound(*panel_message(known)))
         await gateway.handle(bus, inbound(*panel_message(known), dup=True))  # no attempt

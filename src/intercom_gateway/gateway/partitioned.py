@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -60,7 +61,9 @@ class UnknownBuildings(Gateway):
     comes for buildings no partition takes, as a single gateway does, and lets the
     registry's buildings (``known``) through untouched."""
 
-    known: frozenset[str] = frozenset()
+    @functools.cached_property
+    def known(self) -> frozenset[str]:
+        return frozenset(b.id for b in self.registry.buildings)
 
     async def handle(self, bus: Bus, message: Message) -> None:
         """A known building's message is acknowledged in its turn before anything is
@@ -157,8 +160,6 @@ class Partitioned:
         own, so that neither session's flush commits the other's records."""
         store = self.store.fenced(lambda db: fence(db, 0, epoch))
         gateway = self._gateway_for(store, [], {}, ([], None), kind=UnknownBuildings)
-        assert isinstance(gateway, UnknownBuildings)
-        gateway.known = frozenset(b.id for b in self.base.registry.buildings)
         filters = [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER]
         self.unknown = await self._start(
             0, epoch, gateway, partitions.UNKNOWN_CLIENT_ID, filters, name="unknown-buildings"
