@@ -34,9 +34,15 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- processes ----------------------------------------------------------------------------
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name: state, ppid, ...;
+    [11:13] are user and system ticks, [13:15] those of the children it reaped."""
+    return stat.read_text().rpartition(")")[2].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process, from /proc (10 ms resolution)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
@@ -47,7 +53,7 @@ def tree_cpu_seconds(pid: int) -> float:
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = _stat_fields(stat)
             # The process itself, or a child (ppid is the field after the state): own
             # user + system time, and that of the children it reaped.
             if stat.parent.name == str(pid) or int(fields[1]) == pid:
