@@ -34,7 +34,7 @@ item 1 default deny              ``router._route`` (``Policy.rule_for``)
 item 2 one copy per rule         ``router._tags`` (``tags.untrue_tags``)
 item 2 the image copy's fields   ``decide._image_payload``
 item 6 coarsened timestamps      ``decide._hour``
-item 6 statistics aggregated     ``decide._forwarded``
+item 6 statistics aggregated     ``decide._step``
 §5(5) analytics unlinkable       ``encoding.Envelopes.encode``
 ===============================  ==========================================
 """
