@@ -18,6 +18,11 @@ per-event steps one at a time over the same events, outside the loop: parse alon
 (``json.loads``), parse and validate (``check_topic``, ``check_event``), ``decide``,
 ``plan`` (with its decision log row and envelope bytes apart). Best of ``--repeat``
 passes, µs per event (docs/benchmarks.md, "Issue #18: where a gateway event's CPU goes").
+``--rate 1000`` instead paces the events at that rate and prints the p50, p99 and
+maximum of each cloud copy's latency from the panel's publish (what the relay bench's
+latency run measures, without Mosquitto: here only the gateway's loop, which the
+subscriber shares, can delay a copy; docs/benchmarks.md, "Issue #18: the gateway's own
+work").
 """
 
 from __future__ import annotations
@@ -88,6 +93,49 @@ async def run_once(
         if gateway.metrics.events != len(messages) or gateway.metrics.rejected:
             raise RuntimeError(f"not every event was handled: {gateway.metrics.snapshot()}")
     return Run(len(messages), cpu, main, wall)
+
+
+async def latency_once(
+    workdir: Path, registry_path: Path, messages: list[tuple[str, bytes]], *, rate: float
+) -> list[float]:
+    """Each event's cloud copy latency in ms, the events published ``rate`` a second."""
+    settings = Settings(
+        db_path=workdir / "latency.sqlite", registry_path=registry_path, log_events=False
+    )
+    broker = MemoryBroker()
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    async with SqliteStore.open(settings.db_path) as store:
+        gateway = await Gateway.load(settings, store)
+        settle_heap(gateway)
+        bus, panels, cloud = (broker.client(name) for name in ("gateway", "panels", "cloud"))
+        await cloud.subscribe("cloud/#")
+        stop = asyncio.Event()
+        serving = asyncio.create_task(gateway.serve(bus, stop=stop), name="gateway")
+        await gateway.online.wait()
+
+        async def receive() -> None:
+            async for message in cloud.messages():
+                if message.topic.endswith("/image"):
+                    continue
+                at = time.perf_counter()
+                latencies.append(1e3 * (at - sent[json.loads(message.payload)["event_id"]]))
+                if len(latencies) == len(messages):
+                    return
+
+        receiving = asyncio.create_task(receive(), name="cloud-subscriber")
+        ids = [json.loads(payload)["event_id"] for _, payload in messages]
+        start = time.perf_counter()
+        for index, (topic, payload) in enumerate(messages):
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[ids[index]] = time.perf_counter()
+            await panels.publish(topic, payload)
+        await receiving
+        stop.set()
+        await serving
+    return latencies
 
 
 def _best_us(step: Callable[[], object], events: int, repeat: int) -> float:
@@ -161,6 +209,9 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="time each pure step apart, then stop"
     )
+    parser.add_argument(
+        "--rate", type=float, help="pace the events at this rate: cloud copy latency, then stop"
+    )
     args = parser.parse_args()
 
     registry = generate_registry(
@@ -180,6 +231,15 @@ def main() -> None:
             timed = asyncio.run(stages(workdir, registry_path, messages, repeat=args.repeat))
             for name, us in timed.items():
                 print(f"{us:7.1f} µs/event  {name}")
+            return
+        if args.rate:
+            for index in range(args.repeat):
+                messages = [(t, p.encode()) for t, p in workloads[index].messages]
+                ms = sorted(
+                    asyncio.run(latency_once(workdir, registry_path, messages, rate=args.rate))
+                )
+                p50, p99 = ms[len(ms) // 2], ms[int(len(ms) * 0.99)]
+                print(f"run {index + 1}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms")
             return
         runs = []
         for index in range(args.repeat):

@@ -8,6 +8,7 @@ ledger row of its copy when the destination's provision is recorded (§8).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -117,3 +118,17 @@ def test_an_event_stopped_at_the_gate_is_planned_with_nothing_to_store(
     assert decision.gate is not None
     assert planned.decision is None
     assert planned.publications == () and planned.intents == ()
+
+
+def test_a_decision_changed_by_hand_is_planned_from_its_own_outcomes(
+    policy: Policy, partners: PartnerRegistry
+) -> None:
+    """``plan`` works out what a template's decisions share once per template; a
+    decision changed by hand carries no template, so nothing of its original is reused."""
+    event = make_event(EventType.VISITOR, image=True)
+    decision = _decide(event, consent(policy), partners, policy, NOW)
+    assert decision.template is not None
+    _assert_planned(decision, event, NOW)
+    fewer = replace(decision, outcomes=decision.outcomes[1:])
+    assert fewer.template is None
+    assert 1 <= _assert_planned(fewer, event, NOW) < _assert_planned(decision, event, NOW)

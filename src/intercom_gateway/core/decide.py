@@ -34,14 +34,13 @@ item 1 default deny              ``router._route`` (``Policy.rule_for``)
 item 2 one copy per rule         ``router._tags`` (``tags.untrue_tags``)
 item 2 the image copy's fields   ``decide._image_payload``
 item 6 coarsened timestamps      ``decide._hour``
-item 6 statistics aggregated     ``decide._forwarded``
+item 6 statistics aggregated     ``decide._step``
 §5(5) analytics unlinkable       ``encoding.Envelopes.encode``
 ===============================  ==========================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -52,12 +51,13 @@ from intercom_gateway.core.gates import consent_gate, return_home_gate, service_
 from intercom_gateway.core.models import Event, EventType
 from intercom_gateway.core.outcomes import Decision, Outcome, Reason, Withhold
 from intercom_gateway.core.policy import BASE_FIELDS, IMAGE_FIELD, DestinationKind
-from intercom_gateway.core.router import Parts, Route, Router, Target
+from intercom_gateway.core.router import Forward, Parts, Route, Router, Target, Template
 from intercom_gateway.core.tags import Copy
 
 __all__ = ["decide"]
 
 _EVENT_TYPES = {t.value: t for t in EventType}
+_UNLOCK_NAMED = "service_id"  # §3(4): the field naming the service an unlock was for
 
 
 def decide(
@@ -69,34 +69,71 @@ def decide(
     decision_id: UUID,
     now: datetime,
 ) -> Decision:
-    """Decide, for every destination, whether ``event`` flows there under ``consent``."""
-    policy = router.policy
+    """Decide, for every destination, whether ``event`` flows there under ``consent``.
+
+    Everything but the copies' payloads depends only on the route (the event's type,
+    dwelling, whether it has an image, the service an unlock names), the consent and the
+    policy: that is the router's ``Template``, made on the first such event. Per event
+    only the payloads are projected from the event's values.
+    """
+    fields = event.__dict__  # pydantic's __getattr__ miss is slow: not every type has these
+    has_image = fields.get(IMAGE_FIELD) is not None
+    named = fields.get(_UNLOCK_NAMED)
+    key = (id(consent), event.building_id, event.dwelling_id, event.type, has_image, named)
+    template = router.template(key)
+    if template is None or template.consent is not consent:
+        template = _template(event, consent, has_image, named, router)
+        if template.gate is None:
+            # A gated decision is cheap to make again; remembering it would let a flood
+            # of events from unknown dwellings (a fresh consent each) evict the rest.
+            router.remember(key, template)
+    dump = event.model_dump(mode="json") if template.fills else {}
+    outcomes = tuple(
+        step if isinstance(step, Outcome) else _forwarded(step, dump) for step in template.steps
+    )
+    decision = Decision(
+        decision_id=decision_id,
+        gateway_id=gateway_id,
+        decided_at=now,
+        event_id=event.event_id,
+        event_type=_EVENT_TYPES[event.type],
+        building_id=event.building_id,
+        dwelling_id=event.dwelling_id,
+        policy_version=router.policy.version,
+        consent_revision=consent.revision,
+        categories=template.categories,
+        outcomes=outcomes,
+        gate=template.gate,
+    )
+    object.__setattr__(decision, "template", template)  # the one place that sets it
+    return decision
+
+
+def _template(
+    event: Event, consent: ConsentState, has_image: bool, named: object, router: Router
+) -> Template:
+    """What ``event``'s decision says but for its payloads: gates, routes and tags."""
     et = _EVENT_TYPES[event.type]
-    mapping = policy.event_types[et]
-    # Not every event type has an image field; pydantic's __getattr__ miss is slow.
-    has_image = event.__dict__.get(IMAGE_FIELD) is not None
+    mapping = router.policy.event_types[et]
     categories: tuple[str, ...] = (mapping.category,)
     if has_image and mapping.image_category:
         categories += (mapping.image_category,)
     gate = _gate(event, et, consent, router)
     if gate is not None:
-        outcomes = tuple(router.withheld(t, gate) for t in router.targets)
+        steps: tuple[Outcome | Forward, ...] = tuple(
+            router.withheld(t, gate) for t in router.targets
+        )
     else:
-        ctx = _Context(event, et, consent, event.model_dump(mode="json"), has_image, router)
-        outcomes = tuple(_outcome(t, r, withheld, ctx) for t, r, withheld in router.plans[et])
-    return Decision(
-        decision_id=decision_id,
-        gateway_id=gateway_id,
-        decided_at=now,
-        event_id=event.event_id,
-        event_type=et,
-        building_id=event.building_id,
-        dwelling_id=event.dwelling_id,
-        policy_version=policy.version,
-        consent_revision=consent.revision,
-        categories=tuple(sorted(categories)),
-        outcomes=outcomes,
+        steps = tuple(
+            _step(t, r, withheld, event, et, consent, has_image, named, router)
+            for t, r, withheld in router.plans[et]
+        )
+    return Template(
+        consent=consent,
         gate=gate,
+        categories=tuple(sorted(categories)),
+        steps=steps,
+        fills=any(isinstance(step, Forward) for step in steps),
     )
 
 
@@ -107,40 +144,45 @@ def _gate(event: Event, et: EventType, consent: ConsentState, router: Router) ->
     return consent_gate(consent, router.policy) or return_home_gate(et, consent)
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
-    event: Event
-    event_type: EventType
-    consent: ConsentState
-    dump: dict[str, Any]
-    has_image: bool
-    router: Router
-
-
-def _outcome(target: Target, route: Route, withheld: Outcome | None, ctx: _Context) -> Outcome:
+def _step(
+    target: Target,
+    route: Route,
+    withheld: Outcome | None,
+    event: Event,
+    et: EventType,
+    consent: ConsentState,
+    has_image: bool,
+    named: object,
+    router: Router,
+) -> Outcome | Forward:
     service = target.service
     if service is not None:
-        why = service_gate(service, ctx.consent) or unlock_gate(
-            service, ctx.event_type, ctx.dump.get("service_id")
-        )
+        why = service_gate(service, consent) or unlock_gate(service, et, named)
         if why is not None:
-            return ctx.router.withheld(target, why)
+            return router.withheld(target, why)
     if withheld is not None:
         return withheld  # the route's own, built when it was compiled
-    parts = ctx.router.parts(target, route, ctx.has_image, ctx.consent.opted_out)
+    parts = router.parts(target, route, has_image, consent.opted_out)
     if isinstance(parts, Withhold):
-        return ctx.router.withheld(target, parts)
-    return _forwarded(target, route, ctx, parts)
+        return router.withheld(target, parts)
+    topic = _topic(target, event)
+    if route.aggregate:  # statistics: counted, never published per event
+        return _outcome(target, parts, (Copy(parts.event, topic, None),))
+    image_topic = topics.image(topic) if parts.image is not None else None
+    return Forward(target, parts, topic, image_topic, route.paths, route.coarsen)
 
 
-def _forwarded(target: Target, route: Route, ctx: _Context, parts: Parts) -> Outcome:
-    topic = _topic(target, ctx)
-    if route.aggregate:
-        copies: tuple[Copy, ...] = (Copy(parts.event, topic, None),)
-    else:
-        copies = (Copy(parts.event, topic, _project(ctx.dump, route.paths, route.coarsen)),)
-        if parts.image is not None:
-            copies += (Copy(parts.image, topics.image(topic), _image_payload(ctx.dump)),)
+def _forwarded(step: Forward, dump: dict[str, Any]) -> Outcome:
+    parts = step.parts
+    copies: tuple[Copy, ...] = (
+        Copy(parts.event, step.topic, _project(dump, step.paths, step.coarsen)),
+    )
+    if step.image_topic is not None and parts.image is not None:
+        copies += (Copy(parts.image, step.image_topic, _image_payload(dump)),)
+    return _outcome(step.target, parts, copies)
+
+
+def _outcome(target: Target, parts: Parts, copies: tuple[Copy, ...]) -> Outcome:
     return Outcome(
         destination=target.destination,
         kind=target.kind,
@@ -181,8 +223,8 @@ def _hour(timestamp: str) -> str:
     return f"{timestamp[:13]}:00:00Z"
 
 
-def _topic(target: Target, ctx: _Context) -> str:
-    event, et = ctx.event, ctx.event.type  # the type's value, without the enum lookup
+def _topic(target: Target, event: Event) -> str:
+    et = event.type  # the type's value
     match target.kind:
         case DestinationKind.CLOUD:
             return topics.cloud(event.building_id, event.dwelling_id, et)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic_core import to_json
 
@@ -17,7 +18,7 @@ from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.core.tags import Copy
 
-__all__ = ["Envelopes", "user_properties"]
+__all__ = ["Envelopes", "RoutePart", "route_part", "user_properties"]
 
 
 def user_properties(message: Forwarded) -> list[tuple[str, str]]:
@@ -41,12 +42,17 @@ class Envelopes:
     process. tests/unit/test_envelopes.py holds the two paths to each other.
     """
 
-    __slots__ = ("_common", "_decision", "_event_id", "_head", "decision_id")
+    __slots__ = ("_common", "_decision", "_event_id", "_head", "_ids", "decision_id")
 
-    def __init__(self, decision: Decision, now: datetime) -> None:
+    def __init__(
+        self, decision: Decision, now: datetime, *, decision_id: str = "", event_id: str = ""
+    ) -> None:
+        """``decision_id`` and ``event_id``: the decision's ids as text, if the caller
+        has them already (a UUID's text is not cached, and costs a microsecond)."""
         self._decision = decision
-        self.decision_id = str(decision.decision_id)
-        self._event_id = str(decision.event_id)
+        self.decision_id = decision_id or str(decision.decision_id)
+        self._event_id = event_id or str(decision.event_id)
+        self._ids = (("decision_id", self.decision_id), ("event_id", self._event_id))
         self._head = _head(self.decision_id, f'"{self._event_id}"')
         self._common = b"".join(
             (
@@ -62,39 +68,45 @@ class Envelopes:
         """(payload, user properties) of ``copy``, one of ``outcome``'s copies."""
         if copy.payload is None or not outcome.forwarded:
             raise ValueError(f"{outcome.destination}: nothing to publish per event")
-        tags = copy.tags
-        route = _route_part_of(
-            outcome.destination,
-            tags.purposes,
-            tags.categories,
-            self._decision.policy_version,
-            tags.rule_id,
-            tags.clause,
-        )
+        route = route_part(outcome, copy, self._decision.policy_version)
         if outcome.kind is DestinationKind.ANALYTICS:
             # §5(5): an analytics copy carries neither the event id nor the shared
             # decision id, so it cannot be joined to the identified copies; every other
             # copy names its event for de-duplication.
             decision_id = str(random_uuid())
-            head = _head(decision_id, "null")
-            properties = [*route.properties, ("decision_id", decision_id)]
-        else:
-            head = self._head
-            properties = [
-                *route.properties,
-                ("decision_id", self.decision_id),
-                ("event_id", self._event_id),
-            ]
-        body = (head, self._common, route.json, b',"event":', to_json(copy.payload), b"}")
-        return b"".join(body), properties
+            body = (_head(decision_id, "null"), self._common, route.json, b',"event":')
+            payload = b"".join((*body, to_json(copy.payload), b"}"))
+            return payload, [*route.properties, ("decision_id", decision_id)]
+        return self.identified(route, copy.payload)
+
+    def identified(
+        self, route: RoutePart, payload: dict[str, Any]
+    ) -> tuple[bytes, list[tuple[str, str]]]:
+        """(payload, user properties) of a copy that names its event: every copy but
+        analytics'. ``route`` is ``route_part`` of the copy, which a caller may keep."""
+        body = (self._head, self._common, route.json, b',"event":', to_json(payload), b"}")
+        return b"".join(body), [*route.properties, *self._ids]
 
 
 def _head(decision_id: str, event_id: str) -> bytes:
     return f'{{"schema_version":1,"decision_id":"{decision_id}","event_id":{event_id}'.encode()
 
 
+def route_part(outcome: Outcome, copy: Copy, policy_version: str) -> RoutePart:
+    """What a copy's envelope says that depends only on its route."""
+    tags = copy.tags
+    return _route_part_of(
+        outcome.destination,
+        tags.purposes,
+        tags.categories,
+        policy_version,
+        tags.rule_id,
+        tags.clause,
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class _RoutePart:
+class RoutePart:
     json: bytes  # "destination":...,"clause":... without braces
     properties: tuple[tuple[str, str], ...]  # all but the decision and event ids
 
@@ -111,7 +123,7 @@ def _route_part_of(
     policy_version: str,
     rule_id: str,
     clause: str,
-) -> _RoutePart:
+) -> RoutePart:
     fields = {
         "destination": destination,
         "purposes": purposes,
@@ -126,4 +138,4 @@ def _route_part_of(
         ("policy_version", policy_version),
         ("rule_id", rule_id),
     )
-    return _RoutePart(to_json(fields)[1:-1], properties)
+    return RoutePart(to_json(fields)[1:-1], properties)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -152,6 +152,10 @@ class Decision:
     # Set when consent itself stops the event (§7(1), §10): then the gateway must not
     # store it either, not just not forward it (spec item 7).
     gate: Withhold | None = None
+    # The router's template ``decide`` made this from (``router.Template``): what every
+    # decision of its route shares, so ``plan`` works that out once per template. Not an
+    # init field, so ``dataclasses.replace`` (a decision changed by hand) drops it.
+    template: object | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def forwarded(self) -> tuple[Outcome, ...]:

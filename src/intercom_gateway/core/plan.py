@@ -20,10 +20,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from intercom_gateway.core.analytics import Draft
-from intercom_gateway.core.encoding import Envelopes
+from intercom_gateway.core.encoding import Envelopes, RoutePart, route_part
 from intercom_gateway.core.outcomes import Decision, Outcome
 from intercom_gateway.core.policy import DestinationKind, Provision
 from intercom_gateway.core.records import DecisionRow, LedgerRow
+from intercom_gateway.core.router import MEMO_SIZE, TEMPLATES_PER_MEMO
 from intercom_gateway.core.tags import Copy, Tags
 
 __all__ = [
@@ -81,71 +82,178 @@ class Plan(NamedTuple):
 
 
 def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id: str) -> Plan:
-    """The publications and rows of ``decision``, decided at ``now``."""
-    envelopes = Envelopes(decision, now)
+    """The publications and rows of ``decision``, decided at ``now``.
+
+    What the plan of a decision says but for the event's ids, time and payloads (which
+    copies are published, their route's envelope part and properties, their ledger rows'
+    other fields, the decision log's text) is its ``_Shape``: the same for every decision
+    of one router template, so worked out once per template (``decide``'s); a decision
+    made by hand, without one, gets its shape worked out on the spot.
+    """
+    shape = _shape_of(decision)
     event_id = str(decision.event_id)
-    event_type = decision.event_type.value  # an enum's .value is a Python-level lookup
+    decision_id = str(decision.decision_id)
+    envelopes = Envelopes(decision, now, decision_id=decision_id, event_id=event_id)
+    outcomes = decision.outcomes
     publications: list[Publication] = []
+    for send in shape.sends:
+        copy = outcomes[send.outcome].copies[send.copy]
+        assert copy.payload is not None and copy.topic is not None  # as its shape says
+        payload, properties = envelopes.identified(send.route, copy.payload)
+        ledger = send.ledger
+        row = None if ledger is None else ledger.row(now, event_id, decision_id)
+        publications.append(Publication(copy.topic, payload, properties, confirms=row))
+    analytics = None
+    if shape.analytics is not None:
+        analytics = Draft.of(
+            outcomes[shape.analytics],
+            policy_version=decision.policy_version,
+            gateway_id=gateway_id,
+            building_id=decision.building_id,
+        )
+    statistic = None
+    if shape.statistic:
+        statistic = (decision.building_id, decision.event_type.value, occurred_at)
+    return Plan(
+        decision=None if shape.log is None else _row(decision, event_id, decision_id, shape.log),
+        publications=tuple(publications),
+        forwarded=shape.forwarded,
+        withheld=shape.withheld,
+        statistic=statistic,
+        analytics=analytics,
+    )
+
+
+class _LedgerPart(NamedTuple):
+    """A ledger row's fields that every decision of one template shares."""
+
+    recipient: str
+    recipient_kind: str
+    third_party: bool
+    building_id: str
+    dwelling_id: str
+    event_type: str
+    items: tuple[str, ...]
+    image: bool
+    purposes: tuple[str, ...]
+    rule_id: str
+    policy_version: str
+    part: str
+
+    def row(self, at: datetime, event_id: str, decision_id: str) -> LedgerRow:
+        return LedgerRow(
+            at=at,
+            recipient=self.recipient,
+            recipient_kind=self.recipient_kind,
+            third_party=self.third_party,
+            building_id=self.building_id,
+            dwelling_id=self.dwelling_id,
+            event_id=event_id,
+            event_type=self.event_type,
+            items=self.items,
+            image=self.image,
+            purposes=self.purposes,
+            rule_id=self.rule_id,
+            policy_version=self.policy_version,
+            decision_id=decision_id,
+            part=self.part,
+        )
+
+
+class _Send(NamedTuple):
+    """One publication of a decision: which copy, its route's part of the envelope, and
+    its ledger row's shared fields when its provision is recorded."""
+
+    outcome: int  # index in the decision's outcomes
+    copy: int  # index in that outcome's copies
+    route: RoutePart
+    ledger: _LedgerPart | None
+
+
+class _Shape(NamedTuple):
+    sends: tuple[_Send, ...]  # in destination order, event copy first
+    forwarded: tuple[str, ...]
+    withheld: tuple[str, ...]
+    statistic: bool  # counted in the statistics
+    analytics: int | None  # the outcome whose copy is held for analytics (§5(5))
+    log: str | None  # the decision log's outcomes; None: not stored (the consent gate)
+
+
+def _shape(decision: Decision) -> _Shape:
+    sends: list[_Send] = []
     forwarded: list[str] = []
     withheld: list[str] = []
-    statistic: Statistic | None = None
-    analytics: Draft | None = None
-    for outcome in decision.outcomes:
+    statistic = False
+    analytics: int | None = None
+    for index, outcome in enumerate(decision.outcomes):
         if not outcome.forwarded:
             withheld.append(outcome.reason.value if outcome.reason else "?")
             continue
         forwarded.append(outcome.kind.value)
         if outcome.kind is DestinationKind.STATISTICS:
-            statistic = (decision.building_id, event_type, occurred_at)
+            statistic = True
         if outcome.payload is None or outcome.topic is None:
             continue
         if outcome.kind is DestinationKind.ANALYTICS:
-            analytics = Draft.of(
-                outcome,
-                policy_version=decision.policy_version,
-                gateway_id=gateway_id,
-                building_id=decision.building_id,
-            )
+            analytics = index
             continue
         # One publication per copy: the event's facts, and its image in a message of its
         # own (spec item 2). Each copy to a recipient has its own ledger row.
         ledger = outcome.provision in LEDGER
-        for copy in outcome.copies:
+        for number, copy in enumerate(outcome.copies):
             if copy.payload is None or copy.topic is None:
                 continue
-            payload, properties = envelopes.encode(outcome, copy)
-            row = (
-                provision_row(
-                    decision, outcome, copy, now, event_id, envelopes.decision_id, event_type
-                )
-                if ledger
-                else None
-            )
-            publications.append(Publication(copy.topic, payload, properties, confirms=row))
-    return Plan(
-        decision=decision_row(decision) if decision.gate is None else None,
-        publications=tuple(publications),
+            route = route_part(outcome, copy, decision.policy_version)
+            part = _ledger_part(decision, outcome, copy) if ledger else None
+            sends.append(_Send(index, number, route, part))
+    return _Shape(
+        sends=tuple(sends),
         forwarded=tuple(forwarded),
         withheld=tuple(withheld),
         statistic=statistic,
         analytics=analytics,
+        log=logged_outcomes(decision) if decision.gate is None else None,
     )
+
+
+# Shapes by the identity of their template, which each entry holds (so no id in a key is
+# reused while it lives). Bounded as the router's templates are.
+_SHAPES: dict[int, tuple[object, _Shape]] = {}
+_SHAPES_SIZE = TEMPLATES_PER_MEMO * MEMO_SIZE
+
+
+def _shape_of(decision: Decision) -> _Shape:
+    template = decision.template
+    if template is None:
+        return _shape(decision)
+    made = _SHAPES.get(id(template))
+    if made is None or made[0] is not template:
+        if len(_SHAPES) >= _SHAPES_SIZE:
+            _SHAPES.clear()
+        made = _SHAPES[id(template)] = (template, _shape(decision))
+    return made[1]
 
 
 # --- the decision log -------------------------------------------------------------------
 
 
 def decision_row(decision: Decision) -> DecisionRow:
+    return _row(
+        decision, str(decision.event_id), str(decision.decision_id), logged_outcomes(decision)
+    )
+
+
+def _row(decision: Decision, event_id: str, decision_id: str, outcomes: str) -> DecisionRow:
     return DecisionRow(
-        event_id=str(decision.event_id),
-        decision_id=str(decision.decision_id),
+        event_id=event_id,
+        decision_id=decision_id,
         building_id=decision.building_id,
         dwelling_id=decision.dwelling_id,
         event_type=decision.event_type.value,
         decided_at=decision.decided_at,
         policy_version=decision.policy_version,
         consent_revision=decision.consent_revision,
-        outcomes=logged_outcomes(decision),
+        outcomes=outcomes,
     )
 
 
@@ -241,30 +349,25 @@ def _log_text_of(o: Outcome) -> str:
 
 
 def provision_row(
-    decision: Decision,
-    outcome: Outcome,
-    copy: Copy,
-    now: datetime,
-    event_id: str,
-    decision_id: str,
-    event_type: str | None = None,
+    decision: Decision, outcome: Outcome, copy: Copy, now: datetime, event_id: str, decision_id: str
 ) -> LedgerRow:
     """The ledger row of one copy to a recipient: its own items, purposes and rule."""
+    return _ledger_part(decision, outcome, copy).row(now, event_id, decision_id)
+
+
+def _ledger_part(decision: Decision, outcome: Outcome, copy: Copy) -> _LedgerPart:
     tags = copy.tags
-    return LedgerRow(
-        at=now,
+    return _LedgerPart(
         recipient=outcome.destination,
         recipient_kind=outcome.kind.value,
         third_party=outcome.third_party,
         building_id=decision.building_id,
         dwelling_id=decision.dwelling_id,
-        event_id=event_id,
-        event_type=decision.event_type.value if event_type is None else event_type,
+        event_type=decision.event_type.value,
         items=tags.fields,
         image="image" in tags.fields,
         purposes=tags.purposes,
         rule_id=tags.rule_id,
         policy_version=decision.policy_version,
-        decision_id=decision_id,
         part=tags.part.value,
     )

@@ -2,10 +2,11 @@
 
 Everything a decision needs that depends only on the policy and the registry (the
 destinations, and for every event type the rule, purposes, fields and image rule of each
-one) is worked out by ``Router.compile``; ``decide`` then costs a few dictionary lookups
-and one ``model_dump`` of the event. The router also remembers, bounded, what a route
-says under a set of opt-outs (``parts``) and the withheld outcomes it has built, so that
-none of that is rebuilt per event. It is a value its owner holds (the gateway builds one
+one) is worked out by ``Router.compile``. The router also remembers, bounded, what a
+route says under a set of opt-outs (``parts``), the withheld outcomes it has built, and
+per route and consent everything of a decision but the event's values (``Template``), so
+that ``decide`` then costs one dictionary lookup, one ``model_dump`` of the event and the
+projection of its copies' payloads. It is a value its owner holds (the gateway builds one
 when it loads the policy), not a module-level cache.
 
 ``Router.flows`` reads the same routes and gates for the resident's notification of
@@ -33,10 +34,13 @@ from intercom_gateway.core.policy import (
 )
 from intercom_gateway.core.tags import IMAGE_COPY_FIELDS, Part, Tags, untrue_tags
 
-__all__ = ["Flow", "Parts", "Route", "Router", "Target"]
+__all__ = ["Flow", "Forward", "Parts", "Route", "Router", "Target", "Template"]
 
 # Bound of each of a router's memos of what does not depend on the event itself.
 MEMO_SIZE = 4096
+# Templates are per dwelling (their topics name it): a few per dwelling and event type,
+# so their memo is larger (about 2 KB each).
+TEMPLATES_PER_MEMO = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,38 @@ class Flow:
     parts: Parts
 
 
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A forwarded outcome of one route, but for the event's values: its copies' tags
+    and topics, and which fields the event copy projects."""
+
+    target: Target
+    parts: Parts
+    topic: str
+    image_topic: str | None  # None: no image copy
+    paths: tuple[tuple[str, str | None], ...]
+    coarsen: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """What every decision of one route under one consent says, whatever the event's
+    values: made by ``decide`` on the first such event, remembered by the router.
+
+    Keyed by the consent object's identity (held here, so the id is not reused while
+    remembered): a consent change makes a new ``ConsentState``, so the very next event
+    finds no template and is decided afresh (spec item 9); a new policy makes a new
+    router. ``steps`` is in target order: a finished ``Outcome`` (withheld, or
+    statistics, which carry no payload) or a ``Forward`` to fill in with the event.
+    """
+
+    consent: ConsentState
+    gate: Withhold | None
+    categories: tuple[str, ...]
+    steps: tuple[Outcome | Forward, ...]
+    fills: bool  # some step is a Forward: the event's values are needed
+
+
 # Per event type, in target order: the route, and its outcome when the policy and
 # registry alone withhold it (then only a service gate can say otherwise).
 Plan = tuple[tuple[Target, Route, Outcome | None], ...]
@@ -94,7 +130,16 @@ Plan = tuple[tuple[Target, Route, Outcome | None], ...]
 class Router:
     """The compiled routes of one policy and one partner registry."""
 
-    __slots__ = ("_parts", "_withheld", "memo_size", "partners", "plans", "policy", "targets")
+    __slots__ = (
+        "_parts",
+        "_templates",
+        "_withheld",
+        "memo_size",
+        "partners",
+        "plans",
+        "policy",
+        "targets",
+    )
 
     def __init__(
         self,
@@ -112,6 +157,7 @@ class Router:
         # would cost more than what is saved, and they live as long as the router.
         self._withheld: dict[tuple[int, Withhold], Outcome] = {}
         self._parts: dict[tuple[int, bool, tuple[str, ...]], Parts | Withhold] = {}
+        self._templates: dict[tuple[object, ...], Template] = {}
         self.plans: Mapping[EventType, Plan] = {
             et: tuple(self._plan(t, _route(t, et, policy)) for t in targets) for et in EventType
         }
@@ -156,6 +202,16 @@ class Router:
                 self._parts.clear()
             made = self._parts[key] = _tags(target.kind, route, has_image, opted_out, self.policy)
         return made
+
+    def template(self, key: tuple[object, ...]) -> Template | None:
+        """The template remembered under ``key`` (``decide`` makes the keys)."""
+        return self._templates.get(key)
+
+    def remember(self, key: tuple[object, ...], template: Template) -> Template:
+        if len(self._templates) >= TEMPLATES_PER_MEMO * self.memo_size:
+            self._templates.clear()
+        self._templates[key] = template
+        return template
 
     def flows(self, consent: ConsentState) -> Withhold | tuple[Flow, ...]:
         """Every (destination, event type) that flows under ``consent``, in target order

@@ -26,6 +26,7 @@ from intercom_gateway.bus import Bus
 from intercom_gateway.core.plan import Publication
 from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.errors import BusError, ConnectionLost
+from intercom_gateway.gateway.turns import Turn
 from intercom_gateway.store import Store
 
 __all__ = ["WriteAhead"]
@@ -102,9 +103,11 @@ class WriteAhead:
             return
         self.commits += 1
         self.intents += len(batch)
+        turn = Turn()
         for index, publish in enumerate(batch):
             message = publish.publication
             try:
+                await turn.take()  # a long batch lets the loop's next message in
                 await publish.bus.publish(
                     message.topic,
                     message.payload,

@@ -30,6 +30,7 @@ from intercom_gateway.bus import Bus
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import RejectReason, utc_now
 from intercom_gateway.errors import PublishFailed
+from intercom_gateway.gateway.turns import Turn
 
 log = structlog.get_logger("intercom_gateway.gateway.receipts")
 
@@ -88,10 +89,12 @@ class Receipts:
         """One receipt per device (more if it settled very many), QoS 1, not awaited."""
         pending, self._pending = self._pending, {}
         at = self.clock().isoformat()
+        turn = Turn()
         for (building, device), ids in pending.items():
             event_ids = list(ids)
             for start in range(0, len(event_ids), MAX_IDS_PER_RECEIPT):
                 chunk = event_ids[start : start + MAX_IDS_PER_RECEIPT]
+                await turn.take()  # many devices' receipts: let the next message in
                 await bus.publish(
                     topics.receipts(building, device),
                     self._encode(chunk, at),
