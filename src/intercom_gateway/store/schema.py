@@ -60,6 +60,14 @@ CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, 
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 """
 
+# The ids of events completed, in the order they were (a rowid table, appended at its
+# end). It is read only from its end, at start (``recent_completed``, the ids a new
+# process remembers), and pruned from its start: no key on the panels' random ids, whose
+# index took a random page per event (migration 3). An event completed twice (a
+# redelivery the gateway no longer remembered) has two rows.
+COMPLETED_TABLE = """CREATE TABLE IF NOT EXISTS completed (
+    event_id TEXT NOT NULL, at REAL NOT NULL);"""
+
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS devices (
@@ -79,9 +87,9 @@ CREATE TABLE IF NOT EXISTS consent_history (
     at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_history_dwelling
     ON consent_history (building_id, dwelling_id, id);
-CREATE TABLE IF NOT EXISTS completed (
-    event_id TEXT PRIMARY KEY, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
+"""
+    + COMPLETED_TABLE
+    + """
 -- Messages delivered again whose handling never finished: the gateway died with them.
 -- A row lives from the start of such a handling to its end (README, "Nothing lost").
 CREATE TABLE IF NOT EXISTS attempts (
@@ -224,9 +232,32 @@ async def analytics_buildings(connection: aiosqlite.Connection) -> None:
         await connection.execute(store_analytics.ADD_BUILDING)
 
 
+async def completed_by_time(connection: aiosqlite.Connection) -> None:
+    """Migration 3: the completed ids without their key (``COMPLETED_TABLE`` says why).
+
+    A file made before has ``completed`` keyed by event id, with an index on ``at``: its
+    rows are copied into the new table oldest first, so that the rowids keep their order.
+    A new file has the new table already (migration 1 made it).
+    """
+    async with connection.execute("PRAGMA table_info(completed)") as cursor:
+        keyed = any(row[5] for row in await cursor.fetchall())  # a column of the key
+    if not keyed:
+        return
+    await run_script(
+        connection,
+        "DROP INDEX IF EXISTS completed_at;"
+        " ALTER TABLE completed RENAME TO completed_keyed;"
+        f" {COMPLETED_TABLE}"
+        " INSERT INTO completed (event_id, at)"
+        " SELECT event_id, at FROM completed_keyed ORDER BY at, event_id;"
+        " DROP TABLE completed_keyed;",
+    )
+
+
 MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
     create,
     analytics_buildings,
+    completed_by_time,
 )
 
 
