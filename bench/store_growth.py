@@ -1,11 +1,13 @@
 """How the event path's store writes cost more as the tables grow.
 
 The gateway's own ``Store`` (real schema, a real SQLite file, aiosqlite) takes what the
-gateway records for each event: a decision, two or three provisions, a completion;
-flushed every ``--batch`` events as the gateway flushes about every 50 ms at 4,000-5,000
-events/s. Event ids are random, as the panels make them. Printed per slice of
-``--slice`` events: CPU µs per event of the whole process (the aiosqlite thread
-included), and the size of the file.
+gateway records for each event, in the order it does: the provisions' write-ahead
+intents committed in groups of ``--intents`` events (``gateway.ledger.WriteAhead``),
+then, in the batch that completes the events, a decision, the provisions "delivered" and
+the completed id, flushed every ``--batch`` events as the gateway flushes about every
+50 ms. Event ids are random, as the panels make them. Printed per slice of ``--slice``
+events: CPU µs per event of the whole process (the aiosqlite thread included), and the
+size of the file.
 
 ``.venv/bin/python -m bench.store_growth --events 200000``
 """
@@ -31,11 +33,14 @@ RECIPIENTS = (
 OUTCOMES = '[{"destination":"cloud","forwarded":true}]'  # one set, as most events share
 
 
-async def grow(path: Path, *, events: int, batch: int, slice_: int, seed: int) -> None:
+async def grow(
+    path: Path, *, events: int, batch: int, intents: int, slice_: int, seed: int
+) -> None:
     rng = random.Random(seed)
     start = datetime(2026, 11, 22, tzinfo=UTC)
     async with SqliteStore.open(path) as store:
         began = time.process_time()
+        intended: list[LedgerRow] = []
         for number in range(1, events + 1):
             at = start + timedelta(microseconds=250 * number)
             event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -47,14 +52,19 @@ async def grow(path: Path, *, events: int, batch: int, slice_: int, seed: int) -
                     OUTCOMES,
                 )
             )  # fmt: skip
-            store.record_provisions(
+            rows = [
                 LedgerRow(
                     at, recipient, kind, third_party, building, dwelling, event_id, "visitor",
                     ("outcome",), False, ("partner_provision",), "partner-events", "2026-04-01",
                     decision_id,
                 )
                 for recipient, kind, third_party in RECIPIENTS[: 2 + number % 2]
-            )  # fmt: skip
+            ]  # fmt: skip
+            intended.extend(rows)
+            if number % intents == 0:
+                await store.save_intents(intended)
+                store.record_delivered(intended)
+                intended = []
             store.record_completed(event_id, at.timestamp())
             if number % batch == 0:
                 await store.flush()
@@ -72,6 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=250, help="events per flush")
+    parser.add_argument(
+        "--intents", type=int, default=50, help="events per write-ahead commit (divides --batch)"
+    )
     parser.add_argument("--slice", type=int, default=20_000, help="events per printed line")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -81,6 +94,7 @@ def main() -> None:
                 Path(tmp) / "store.sqlite",
                 events=args.events,
                 batch=args.batch,
+                intents=args.intents,
                 slice_=args.slice,
                 seed=args.seed,
             )

@@ -54,6 +54,7 @@ MEMBERS = {
     "save_request",
     "erase_dwelling",
     "purge_ledger",
+    "prune_completed",
     "save_token",
     "save_revocation",
     "token",

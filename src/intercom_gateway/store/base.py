@@ -167,6 +167,10 @@ class Store(Protocol):
     async def purge_ledger(self, *, before: datetime, chunk: int = 10_000) -> int:
         """Delete provision records older than ``before``; how many went."""
 
+    async def prune_completed(self, keep: int) -> int:
+        """Forget all but the ``keep`` most recent completed event ids (those a gateway
+        remembers at start, ``recent_completed``); how many went."""
+
     # --- resident API tokens (what a token is: resident.tokens) -------------------------
 
     async def save_token(self, info: TokenInfo, *, sha256: str, audit: AuditEntry) -> bool:

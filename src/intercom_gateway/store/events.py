@@ -222,7 +222,7 @@ class EventLog(Recorder):
                 batch.delivered,
             )
         if batch.completed:
-            await db.executemany("INSERT OR IGNORE INTO completed VALUES (?, ?)", batch.completed)
+            await db.executemany("INSERT INTO completed VALUES (?, ?)", batch.completed)
         if batch.rejections:
             await db.executemany(
                 "INSERT INTO rejections (at, reason, detail, topic, payload)"
@@ -291,7 +291,7 @@ class EventLog(Recorder):
 
     async def recent_completed(self, limit: int) -> list[str]:
         async with self._db.execute(
-            "SELECT event_id FROM completed ORDER BY at DESC LIMIT ?", (limit,)
+            "SELECT event_id FROM completed ORDER BY rowid DESC LIMIT ?", (limit,)
         ) as cursor:
             rows = await cursor.fetchall()
         return [row[0] for row in reversed(list(rows))]

@@ -54,10 +54,11 @@ class Retention:
                 return deleted
 
     async def prune_completed(self, keep: int) -> int:
-        """Forget all but the ``keep`` most recent completed event ids."""
+        """Forget all but the ``keep`` most recent completed event ids: the rows before
+        the ``keep`` last, by rowid (the order they completed in)."""
         cursor = await self._db.execute(
-            "DELETE FROM completed WHERE at < (SELECT at FROM completed ORDER BY at DESC"
-            " LIMIT 1 OFFSET ?)",
+            "DELETE FROM completed WHERE rowid <= (SELECT rowid FROM completed"
+            " ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
             (keep,),
         )
         await self._db.commit()

@@ -60,6 +60,14 @@ CREATE INDEX IF NOT EXISTS ledger_dwelling ON ledger (building_id, dwelling_id, 
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 """
 
+# The ids of events completed, in the order they were (a rowid table, appended at its
+# end). It is read only from its end, at start (``recent_completed``, the ids a new
+# process remembers), and pruned from its start: no key on the panels' random ids, whose
+# index took a random page per event (migration 3). An event completed twice (a
+# redelivery the gateway no longer remembered) has two rows.
+COMPLETED_TABLE = """CREATE TABLE IF NOT EXISTS completed (
+    event_id TEXT NOT NULL, at REAL NOT NULL);"""
+
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS devices (
@@ -79,9 +87,9 @@ CREATE TABLE IF NOT EXISTS consent_history (
     at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_history_dwelling
     ON consent_history (building_id, dwelling_id, id);
-CREATE TABLE IF NOT EXISTS completed (
-    event_id TEXT PRIMARY KEY, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS completed_at ON completed (at);
+"""
+    + COMPLETED_TABLE
+    + """
 -- Messages delivered again whose handling never finished: the gateway died with them.
 -- A row lives from the start of such a handling to its end (README, "Nothing lost").
 CREATE TABLE IF NOT EXISTS attempts (
@@ -119,19 +127,31 @@ def utc_text(moment: datetime) -> str:
 # Every open: WAL with synchronous=NORMAL survives a crash of the process; only a power
 # loss could take back the last commits. Neither may change inside a transaction.
 #
-# The decision log, the ledger and the completed ids are keyed by the panels' random
-# event ids, so each event's rows land on random pages of three indexes. Once those
+# The decision log and the ledger are keyed by the panels' random event ids, so each
+# event's rows land on random pages of two indexes (the completed ids' key was a third
+# until migration 3). Once those
 # outgrow SQLite's own cache (2 MB by default) every insert read its pages with a
 # system call and a copy: with 10 million events present the store cost 2.9 x its CPU
 # per event on an empty file (``bench.store_size``, docs/benchmarks.md, issue #18).
 # Mapped, a page the OS already holds costs neither (1.2 x); the cache keeps the
 # indexes' upper levels and the pages a flush dirties. 2 GiB is SQLite's default
 # ceiling for the map (SQLITE_MAX_MMAP_SIZE): address space, not memory.
+#
+# A commit appends the pages it changed to the WAL; a checkpoint copies the WAL's pages
+# back into the file, each distinct page once, then syncs it. At SQLite's default of a
+# checkpoint every 1,000 pages the checkpoints were a third of the SQLite thread's
+# samples; every 10,000 pages (40 MB of WAL), a page that several commits change in that
+# span (the random indexes' leaves, the tables' last pages) is copied and synced once:
+# 12-14 % less CPU per event written (``bench.store_growth``, docs/benchmarks.md "Issue
+# #18: flat over a long run"). Each checkpoint is longer in turn (one every few seconds
+# under load, where there were ten).
 MMAP_BYTES = 2_147_418_112
 CACHE_KIB = 65_536
+CHECKPOINT_PAGES = 10_000
 PRAGMAS = (
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
     f" PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA cache_size = -{CACHE_KIB};"
+    f" PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -224,9 +244,32 @@ async def analytics_buildings(connection: aiosqlite.Connection) -> None:
         await connection.execute(store_analytics.ADD_BUILDING)
 
 
+async def completed_by_time(connection: aiosqlite.Connection) -> None:
+    """Migration 3: the completed ids without their key (``COMPLETED_TABLE`` says why).
+
+    A file made before has ``completed`` keyed by event id, with an index on ``at``: its
+    rows are copied into the new table oldest first, so that the rowids keep their order.
+    A new file has the new table already (migration 1 made it).
+    """
+    async with connection.execute("PRAGMA table_info(completed)") as cursor:
+        keyed = any(row[5] for row in await cursor.fetchall())  # a column of the key
+    if not keyed:
+        return
+    await run_script(
+        connection,
+        "DROP INDEX IF EXISTS completed_at;"
+        " ALTER TABLE completed RENAME TO completed_keyed;"
+        f" {COMPLETED_TABLE}"
+        " INSERT INTO completed (event_id, at)"
+        " SELECT event_id, at FROM completed_keyed ORDER BY at, event_id;"
+        " DROP TABLE completed_keyed;",
+    )
+
+
 MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
     create,
     analytics_buildings,
+    completed_by_time,
 )
 
 

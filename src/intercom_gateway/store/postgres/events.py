@@ -205,9 +205,7 @@ async def _write(db: Any, batch: EventBatch) -> None:
             batch.delivered,
         )
     if batch.completed:
-        await db.executemany(
-            "INSERT INTO completed VALUES ($1, $2) ON CONFLICT DO NOTHING", batch.completed
-        )
+        await db.executemany("INSERT INTO completed VALUES ($1, $2)", batch.completed)
     if batch.rejections:
         await db.executemany(
             "INSERT INTO rejections (at, reason, detail, topic, payload, named_building,"

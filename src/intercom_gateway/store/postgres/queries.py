@@ -219,11 +219,12 @@ class PgQueries:
                 return deleted
 
     async def prune_completed(self, keep: int) -> int:
-        """Forget all but the ``keep`` most recent completed event ids."""
+        """Forget all but the ``keep`` most recent completed event ids (and any that
+        completed at the same moment as the oldest of them: kept, never lost)."""
         async with self._pool.acquire() as db:
             status = await db.execute(
-                "DELETE FROM completed WHERE at < (SELECT at FROM completed"
-                " ORDER BY at DESC LIMIT 1 OFFSET $1)",
+                "DELETE FROM completed WHERE at < (SELECT min(at) FROM"
+                " (SELECT at FROM completed ORDER BY at DESC LIMIT $1) AS kept)",
                 keep,
             )
         return rowcount(status)
