@@ -1,11 +1,8 @@
-"""Every open of a SQLite store maps the file, keeps a larger page cache and checkpoints
-its WAL less often.
+"""Every open of a SQLite store maps the file and keeps a larger page cache.
 
 Without them the store's CPU per event on a store of three years (10 million events)
 reached 2.9 x an empty one's once the page cache was contested (issue #18,
-``bench.store_size``), and a checkpoint every 1,000 pages cost 14-16 % more CPU per event
-than one every 10,000 (``bench.store_growth``); the settings are per connection, so each
-open must make them.
+``bench.store_size``); the settings are per connection, so each open must make them.
 """
 
 from __future__ import annotations
@@ -23,14 +20,11 @@ async def _pragma(store: SqliteStore, name: str) -> int:
     return int(row[0])
 
 
-async def test_each_open_maps_the_file_keeps_a_larger_cache_and_checkpoints_less(
-    tmp_path: Path,
-) -> None:
+async def test_each_open_maps_the_file_and_keeps_a_larger_cache(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     for _ in range(2):  # made, then opened again
         async with SqliteStore.open(path) as store:
             # A build may cap the map below what is asked; a map there must be.
             assert 0 < await _pragma(store, "mmap_size") <= schema.MMAP_BYTES
             assert await _pragma(store, "cache_size") == -schema.CACHE_KIB
-            assert await _pragma(store, "wal_autocheckpoint") == schema.CHECKPOINT_PAGES
             assert await _pragma(store, "synchronous") == 1  # NORMAL, as before

@@ -127,31 +127,19 @@ def utc_text(moment: datetime) -> str:
 # Every open: WAL with synchronous=NORMAL survives a crash of the process; only a power
 # loss could take back the last commits. Neither may change inside a transaction.
 #
-# The decision log and the ledger are keyed by the panels' random event ids, so each
-# event's rows land on random pages of two indexes (the completed ids' key was a third
-# until migration 3). Once those
+# The decision log, the ledger and the completed ids are keyed by the panels' random
+# event ids, so each event's rows land on random pages of three indexes. Once those
 # outgrow SQLite's own cache (2 MB by default) every insert read its pages with a
 # system call and a copy: with 10 million events present the store cost 2.9 x its CPU
 # per event on an empty file (``bench.store_size``, docs/benchmarks.md, issue #18).
 # Mapped, a page the OS already holds costs neither (1.2 x); the cache keeps the
 # indexes' upper levels and the pages a flush dirties. 2 GiB is SQLite's default
 # ceiling for the map (SQLITE_MAX_MMAP_SIZE): address space, not memory.
-#
-# A commit appends the pages it changed to the WAL; a checkpoint copies the WAL's pages
-# back into the file, each distinct page once, then syncs it. At SQLite's default of a
-# checkpoint every 1,000 pages the checkpoints were a third of the SQLite thread's
-# samples; every 10,000 pages (40 MB of WAL), a page that several commits change in that
-# span (the random indexes' leaves, the tables' last pages) is copied and synced once:
-# 12-14 % less CPU per event written (``bench.store_growth``, docs/benchmarks.md "Issue
-# #18: flat over a long run"). Each checkpoint is longer in turn (one every few seconds
-# under load, where there were ten).
 MMAP_BYTES = 2_147_418_112
 CACHE_KIB = 65_536
-CHECKPOINT_PAGES = 10_000
 PRAGMAS = (
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
     f" PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA cache_size = -{CACHE_KIB};"
-    f" PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
