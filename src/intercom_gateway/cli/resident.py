@@ -397,6 +397,28 @@ def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any)
     The store is the one the gateway writes (`run` makes it); --db or INTERCOM_DB_PATH
     says where it is.
     """
+    _serve(ctx, host, port, given, console=False)
+
+
+@click.command("console")
+@click.option("--host", help="Interface to listen on [env INTERCOM_API_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port [env INTERCOM_API_PORT, default 8080].")
+@broker_options
+@db_option
+@click.pass_context
+def console(ctx: click.Context, /, host: str | None, port: int | None, **given: Any) -> None:
+    """Serve the operator's web console at /console (the same app as `api`): the live
+    flow, each event's decision, dwellings and consent, the ledger, rejected input and
+    health; log in with INTERCOM_API_TOKEN or a resident token (its dwelling only).
+
+    Every page and asset is served by the app itself: no internet needed.
+    """
+    _serve(ctx, host, port, given, console=True)
+
+
+def _serve(
+    ctx: click.Context, host: str | None, port: int | None, given: dict[str, Any], *, console: bool
+) -> None:
     try:
         import uvicorn
 
@@ -414,7 +436,13 @@ def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any)
     where = f"http://{settings.api_host}:{settings.api_port}"
     from intercom_gateway.store.opening import describe_store
 
-    click.echo(f"API on {where} (docs: {where}/docs), store {describe_store(settings)}", err=True)
+    if console:
+        click.echo(f"console on {where}/console/ (log in with INTERCOM_API_TOKEN)", err=True)
+    click.echo(
+        f"API on {where} (docs: {where}/docs, console: {where}/console/),"
+        f" store {describe_store(settings)}",
+        err=True,
+    )
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
 
 
@@ -446,4 +474,4 @@ def _check_api_needs(settings: Settings) -> None:
         raise ConfigError("; and ".join(missing))
 
 
-COMMANDS = (consent, resident, api)
+COMMANDS = (consent, resident, api, console)
