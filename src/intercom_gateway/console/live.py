@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -24,6 +25,8 @@ from intercom_gateway.console.web import HEADERS, PREFIX, DataSession, PageSessi
 
 POLL = 0.25  # seconds between two reads of the log
 BACKLOG = 20  # decisions a new stream starts with, so the page is not empty
+COMPLETES = 30.0  # seconds a shown event is watched for its completion (its latency)
+WAITING = 500  # events watched at most: the oldest are given up first
 KEEPALIVE = 15.0  # seconds: a comment line keeps proxies from closing an idle stream
 
 
@@ -92,13 +95,19 @@ async def _messages(
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     idle = 0.0
+    waiting: dict[str, tuple[float, float]] = {}  # event id -> (decided, give up at)
     while not await request.is_disconnected():
         items, moved = await feed.since(at)
         for item in items:
             at = _after(at, item)
             if chosen.keeps(item):
                 yield f"id: {at.text()}\nevent: {item['kind']}\ndata: {json.dumps(item)}\n\n"
+                if item["kind"] == "decision" and item["latency_ms"] is None:
+                    waiting[item["event_id"]] = (item["decided"], item["decided"] + COMPLETES)
         at = moved
+        if waiting:
+            async for message in _completions(feed, waiting):
+                yield message
         if items:
             idle = 0.0
             continue  # perhaps a backlog: read on at once
@@ -107,6 +116,23 @@ async def _messages(
             idle = 0.0
             yield ": still here\n\n"
         await asyncio.sleep(POLL)
+
+
+async def _completions(feed: Feed, waiting: dict[str, tuple[float, float]]) -> AsyncIterator[str]:
+    """A ``completed`` message (no id: it moves no position) for each event shown whose
+    completion is now written, with its latency; events that take longer than
+    ``COMPLETES`` are given up on (the page shows them without one)."""
+    done = await feed.completions(list(waiting)[-WAITING:])
+    for event_id, completed in done.items():
+        decided, _ = waiting.pop(event_id)
+        latency = round((completed - decided) * 1000, 1)
+        data = json.dumps({"event_id": event_id, "latency_ms": latency})
+        yield f"event: completed\ndata: {data}\n\n"
+    now = time.time()
+    for event_id in [e for e, (_, give_up) in waiting.items() if give_up < now]:
+        del waiting[event_id]
+    while len(waiting) > WAITING:
+        del waiting[next(iter(waiting))]
 
 
 def _after(at: Position, item: dict[str, Any]) -> Position:

@@ -76,7 +76,9 @@ class Feed:
         """Decisions and rejections written after ``at``, oldest first, and the new position.
 
         Each decision carries ``latency_ms``: from its decision to the event's completion
-        (every copy acknowledged), when it has completed by now."""
+        (every copy acknowledged), when it has completed by now, else None (the gateway
+        flushes the decision before its copies are acknowledged: ``completions`` tells
+        later)."""
         async with self._db.execute(
             "SELECT d.rowid AS position, d.event_id, d.building_id, d.dwelling_id,"
             " d.event_type, d.decided_at, s.outcomes, c.at AS completed_at"
@@ -97,6 +99,14 @@ class Feed:
         )
         return decisions + rejections, moved
 
+    async def completions(self, event_ids: list[str]) -> dict[str, float]:
+        """When each of these events completed (Unix seconds), for those that have."""
+        marks = ", ".join("?" * len(event_ids))
+        async with self._db.execute(
+            f"SELECT event_id, at FROM completed WHERE event_id IN ({marks})", event_ids
+        ) as cursor:
+            return {row[0]: float(row[1]) for row in await cursor.fetchall()}
+
     async def dwellings(self) -> list[tuple[str, str]]:
         async with self._db.execute(
             "SELECT building_id, dwelling_id FROM dwellings ORDER BY building_id, dwelling_id"
@@ -116,6 +126,7 @@ def _decision(row: aiosqlite.Row) -> dict[str, Any]:
         "building_id": row["building_id"],
         "dwelling_id": row["dwelling_id"],
         "event_type": row["event_type"],
+        "decided": decided.timestamp(),
         "latency_ms": latency if latency is None or latency >= 0 else None,
         "outcomes": [_outcome(o) for o in json.loads(row["outcomes"])],
     }

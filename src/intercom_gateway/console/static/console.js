@@ -64,13 +64,16 @@
     while (flow.rows.length > ROWS) flow.deleteRow(flow.rows.length - 1);
   }
 
+  function latency(ms) {
+    if (ms === null || ms === undefined) return;
+    latencies.push(ms);
+    if (latencies.length > SECONDS) latencies.shift();
+  }
+
   function count(item) {
     const second = Math.floor(Date.now() / 1000);
     perSecond.set(second, (perSecond.get(second) || 0) + 1);
-    if (item.latency_ms !== null && item.latency_ms !== undefined) {
-      latencies.push(item.latency_ms);
-      if (latencies.length > SECONDS) latencies.shift();
-    }
+    latency(item.latency_ms);
   }
 
   function spark(id, values) {
@@ -102,8 +105,10 @@
     return (message) => {
       const item = JSON.parse(message.data);
       count(item);
-      if (paused) held.push([kind, item]);
-      else show(kind, item);
+      if (paused) {
+        held.push([kind, item]);
+        state.textContent = `paused (${held.length} held)`;
+      } else show(kind, item);
     };
   }
 
@@ -114,14 +119,18 @@
       held.forEach(([kind, item]) => show(kind, item));
       held = [];
     }
-    state.textContent = paused ? "paused (still counting)" : "live";
+    state.textContent = paused ? `paused (${held.length} held)` : "live";
   });
 
   const filters = new URLSearchParams(window.location.search);
   const source = new EventSource(`${flow.dataset.stream}?${filters.toString()}`);
   source.addEventListener("decision", receive("decision"));
   source.addEventListener("rejection", receive("rejection"));
-  source.addEventListener("open", () => { state.textContent = paused ? "paused" : "live"; });
+  // An event shown before its copies were all acknowledged: its latency, later.
+  source.addEventListener("completed", (message) => latency(JSON.parse(message.data).latency_ms));
+  source.addEventListener("open", () => {
+    state.textContent = paused ? `paused (${held.length} held)` : "live";
+  });
   source.addEventListener("error", () => { state.textContent = "reconnecting…"; });
   setInterval(draw, 1000);
   draw();
