@@ -389,8 +389,9 @@ def erase(
 @db_option
 @click.pass_context
 def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any) -> None:
-    """Serve the resident-request HTTP API (OpenAPI at /docs and /redoc, no internet
-    needed); needs INTERCOM_API_TOKEN and the gateway's store (--db).
+    """Serve the resident-request HTTP API (OpenAPI at /docs and /redoc, the operator's
+    console at /console/, no internet needed); needs INTERCOM_API_TOKEN and the
+    gateway's store (--db).
 
     The operator's token (INTERCOM_API_TOKEN, a secret you choose) reaches every
     dwelling; a resident token (`token issue`) reaches its own dwelling's routes only.
