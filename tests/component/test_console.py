@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
 from intercom_gateway.console import live
-from intercom_gateway.console.auth import COOKIE, Signer, operator_session
+from intercom_gateway.console.auth import COOKIE, Signer, operator_session, resident_session
 from intercom_gateway.console.queries import Filter, Position
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.resident.api import create_app
@@ -311,3 +311,12 @@ def test_the_filter_keeps_what_each_field_names() -> None:
     assert not Filter(dwelling="d0002").keeps(decision)
     assert not Filter(event_type="alarm").keeps(decision)
     assert not Filter(dwelling="d0001").keeps(rejection)
+
+
+def test_a_resident_streams_its_own_dwelling_whatever_it_asks_for() -> None:
+    session = resident_session("0123456789abcdef", "b001", "d0001")
+    chosen = live._filter(session, "b002", "d0002", event_type="", destination="", partner="")
+    assert (chosen.building, chosen.dwelling) == ("b001", "d0001")
+    assert not chosen.keeps({"kind": "rejection"})
+    operator = live._filter(operator_session(), "", "", event_type="", destination="", partner="")
+    assert operator == Filter()
