@@ -12,6 +12,7 @@ through ``Store`` and works on either.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,8 +129,16 @@ def _decision(row: aiosqlite.Row) -> dict[str, Any]:
         "event_type": row["event_type"],
         "decided": decided.timestamp(),
         "latency_ms": latency if latency is None or latency >= 0 else None,
-        "outcomes": [_outcome(o) for o in json.loads(row["outcomes"])],
+        "outcomes": _outcomes(row["outcomes"]),
     }
+
+
+@functools.lru_cache(maxsize=1_024)
+def _outcomes(text: str) -> list[dict[str, Any]]:
+    """An outcome set's summary, read once: the same few sets repeat event after event
+    (the decision log stores each once), so a busy flow parses each of them once, not
+    once a row. Shared between rows: never changed, only serialised."""
+    return [_outcome(o) for o in json.loads(text)]
 
 
 def _outcome(o: dict[str, Any]) -> dict[str, Any]:
