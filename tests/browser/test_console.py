@@ -56,8 +56,10 @@ def stack_env(
     home = tmp_path_factory.mktemp("console-stack")
     registry = home / "registry.yaml"
     registry.write_text(dump_registry(fleet_registry))
+    # The SQLite store, whatever --store says: the live flow reads SQLite (console/queries.py).
+    inherited = {k: v for k, v in os.environ.items() if k != "INTERCOM_STORE"}
     return {
-        **os.environ,
+        **inherited,
         "INTERCOM_BROKER_PORT": str(broker.port),
         "INTERCOM_SECRETS_DIR": str(broker.credentials.directory),
         "INTERCOM_DB_PATH": str(home / "gateway.sqlite"),
@@ -99,6 +101,7 @@ def console(stack_env: dict[str, str], gateway: None) -> Iterator[str]:
         broker_port=int(stack_env["INTERCOM_BROKER_PORT"]),
         secrets_dir=Path(stack_env["INTERCOM_SECRETS_DIR"]),
         db_path=Path(stack_env["INTERCOM_DB_PATH"]),
+        store=None,
         registry_path=Path(stack_env["INTERCOM_REGISTRY_PATH"]),
         gateway_id=stack_env["INTERCOM_GATEWAY_ID"],
         api_token=SecretStr(TOKEN),
