@@ -320,3 +320,25 @@ def test_a_resident_streams_its_own_dwelling_whatever_it_asks_for() -> None:
     assert not chosen.keeps({"kind": "rejection"})
     operator = live._filter(operator_session(), "", "", event_type="", destination="", partner="")
     assert operator == Filter()
+
+
+def test_the_console_command_serves_the_apis_app_and_says_where(
+    populated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from intercom_gateway.cli import resident
+    from intercom_gateway.cli.main import main
+
+    served: list[FastAPI] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    monkeypatch.setattr(resident, "_say_if_no_gateway", lambda _: None)
+    monkeypatch.setenv("INTERCOM_API_TOKEN", OPERATOR)
+    settings = _copy(populated, tmp_path)
+    args = ["console", "--db", str(settings.db_path), "--port", "8099"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "console on http://127.0.0.1:8099/console/" in result.output
+    [app] = served
+    assert app.state.console.settings.db_path == settings.db_path
