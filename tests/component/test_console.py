@@ -328,12 +328,12 @@ def test_the_console_command_serves_the_apis_app_and_says_where(
     import uvicorn
     from click.testing import CliRunner
 
-    from intercom_gateway.cli import resident
+    from intercom_gateway.cli import web
     from intercom_gateway.cli.main import main
 
     served: list[FastAPI] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
-    monkeypatch.setattr(resident, "_say_if_no_gateway", lambda _: None)
+    monkeypatch.setattr(web, "_say_if_no_gateway", lambda _: None)
     monkeypatch.setenv("INTERCOM_API_TOKEN", OPERATOR)
     settings = _copy(populated, tmp_path)
     args = ["console", "--db", str(settings.db_path), "--port", "8099"]
