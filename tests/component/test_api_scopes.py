@@ -171,7 +171,9 @@ def test_the_matrix_covers_every_route_the_app_registers(populated: Settings) ->
     for route in _routes(app.routes):
         assert isinstance(route, APIRoute | Route), route
         for method in route.methods or ():
-            if method != "HEAD":  # Starlette's automatic twin of every GET
+            # HEAD: Starlette's automatic twin of every GET. The console's routes answer
+            # a session cookie, not a bearer token: test_console's matrix covers them.
+            if method != "HEAD" and not route.path.startswith("/console/"):
                 registered.add((method, route.path))
     prefix = "/dwellings/{building}/{dwelling}"
     matrix = {(m, p.replace(BASE, prefix)) for m, p in DWELLING_ROUTES + PUBLIC_ROUTES}

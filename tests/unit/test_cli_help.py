@@ -20,8 +20,8 @@ from intercom_gateway.cli.main import main
 # README, "Commands": acceptance tests run these names.
 DOCUMENTED = {
     "demo", "run", "simulate", "schemas", "explain", "consent", "health", "scenario",
-    "credentials", "tls", "load", "asyncapi", "resident", "ledger", "api", "token", "bench",
-    "up", "down", "status",
+    "credentials", "tls", "load", "asyncapi", "resident", "ledger", "api", "console", "token",
+    "bench", "up", "down", "status",
 }  # fmt: skip
 
 

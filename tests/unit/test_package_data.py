@@ -50,3 +50,17 @@ def test_no_module_finds_files_relative_to_the_repository() -> None:
             if re.search(r"REPO_ROOT|parents\[", line):
                 offenders.append(f"{module.relative_to(PACKAGE)}: {line.strip()}")
     assert offenders == ["cli/bench.py: checkout = Path(__file__).resolve().parents[3]"]
+
+
+def test_the_consoles_templates_and_files_ship_inside_the_package() -> None:
+    from intercom_gateway.console.login import STATIC
+    from intercom_gateway.console.web import FOLDER
+
+    assert FOLDER.is_relative_to(PACKAGE)
+    for name in STATIC:
+        assert (FOLDER / "static" / name).exists(), name
+    templates = FOLDER / "templates"
+    used = set()
+    for module in FOLDER.glob("*.py"):
+        used |= set(re.findall(r'"(\w+\.html)"', module.read_text(encoding="utf-8")))
+    assert used and all((templates / name).exists() for name in used), used

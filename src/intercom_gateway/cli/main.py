@@ -1,8 +1,9 @@
 """``intercom-gateway``: the root command. Settings are built once here and passed down.
 
 The commands live with the people who use them: ``gateway`` (the operator), ``resident``
-and ``tokens`` (a resident's consent, requests and API), ``qa`` and ``load`` (QA and
-developers), ``security`` (broker accounts and TLS). ``common`` holds what they share,
+and ``tokens`` (a resident's consent, requests and API tokens), ``web`` (the HTTP API and
+the operator's console), ``qa`` and ``load`` (QA and developers), ``security`` (broker
+accounts and TLS). ``common`` holds what they share,
 with the one mapping from errors to exit statuses.
 """
 
@@ -14,7 +15,7 @@ import click
 from pydantic import ValidationError
 
 from intercom_gateway import logs
-from intercom_gateway.cli import gateway, qa, resident, security, stack, tokens
+from intercom_gateway.cli import gateway, qa, resident, security, stack, tokens, web
 from intercom_gateway.cli.common import cli_error, group, validation_line
 from intercom_gateway.qa.stackfile import apply_stack, running_stack
 from intercom_gateway.settings import Settings, retired_setting
@@ -65,6 +66,6 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     ctx.obj = {"settings": settings, "stack": running}
 
 
-for module in (stack, gateway, resident, tokens, qa, security):
+for module in (stack, gateway, resident, web, tokens, qa, security):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -1,5 +1,6 @@
-"""A resident's commands: their dwelling's consent (``consent``), their §8 requests
-(``resident``), and the HTTP API that serves the same requests (``api``).
+"""A resident's commands: their dwelling's consent (``consent``) and their §8 requests
+(``resident``); the HTTP API that serves the same requests, and the operator's console,
+are ``web``'s.
 
 A consent change goes over MQTT exactly as the resident makes it on the dwelling panel;
 the requests are recorded with their outcome, whichever way they come in.
@@ -379,71 +380,4 @@ def erase(
     echo_json(_ask(ctx, db_path, lambda desk: desk.erase(building, dwelling)))
 
 
-# --- the HTTP API ------------------------------------------------------------------------
-
-
-@click.command("api")
-@click.option("--host", help="Interface to listen on [env INTERCOM_API_HOST, default 127.0.0.1].")
-@click.option("--port", type=int, help="Port [env INTERCOM_API_PORT, default 8080].")
-@broker_options
-@db_option
-@click.pass_context
-def api(ctx: click.Context, /, host: str | None, port: int | None, **given: Any) -> None:
-    """Serve the resident-request HTTP API (OpenAPI at /docs and /redoc, no internet
-    needed); needs INTERCOM_API_TOKEN and the gateway's store (--db).
-
-    The operator's token (INTERCOM_API_TOKEN, a secret you choose) reaches every
-    dwelling; a resident token (`token issue`) reaches its own dwelling's routes only.
-    The store is the one the gateway writes (`run` makes it); --db or INTERCOM_DB_PATH
-    says where it is.
-    """
-    try:
-        import uvicorn
-
-        from intercom_gateway.resident.api import create_app
-    except ImportError as error:
-        raise ConfigError(
-            f"the API needs the api extra ({error.name} is missing): "
-            "pip install 'intercom-gateway[api]'"
-        ) from error
-
-    settings = settings_of(ctx, api_host=host, api_port=port, **given)
-    _check_api_needs(settings)
-    _say_if_no_gateway(settings)
-    app = create_app(settings)
-    where = f"http://{settings.api_host}:{settings.api_port}"
-    from intercom_gateway.store.opening import describe_store
-
-    click.echo(f"API on {where} (docs: {where}/docs), store {describe_store(settings)}", err=True)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
-
-
-def _say_if_no_gateway(settings: Settings) -> None:
-    """One line at start if no gateway answers: reads work, changes are refused (503)."""
-    from intercom_gateway.errors import BusError
-
-    try:
-        require_gateway(settings)
-    except BusError as error:
-        click.echo(
-            f"Note: {error}; until one does, the API serves reads and refuses changes (503)",
-            err=True,
-        )
-
-
-def _check_api_needs(settings: Settings) -> None:
-    """Everything the API lacks, in one line: the operator's token, the store."""
-    from intercom_gateway.resident.api import TOKEN_NEEDED, has_token
-    from intercom_gateway.store.opening import sqlite_path
-
-    missing = [] if has_token(settings) else [TOKEN_NEEDED]
-    if (path := sqlite_path(settings)) is not None and not path.exists():
-        missing.append(
-            f"{path}: no store here: has the gateway run? (`run` makes it; "
-            "--db or INTERCOM_DB_PATH names another)"
-        )
-    if missing:
-        raise ConfigError("; and ".join(missing))
-
-
-COMMANDS = (consent, resident, api)
+COMMANDS = (consent, resident)

@@ -14,7 +14,9 @@ recorded with ``via`` naming who made it: ``api`` for the operator, ``api:token:
 for a resident token. The OpenAPI document (``/openapi.json``) and its pages
 (``/docs``, ``/redoc``, with their assets under ``/docs/assets/``) stay public, as they
 were: they describe the routes and hold no dwelling's data. The pages load nothing from
-another host (``docs``), so they work with no internet.
+another host (``docs``), so they work with no internet. The operator's console is part
+of the same app, under ``/console`` (``intercom_gateway.console``): a login page and a
+session cookie instead of a bearer header, the same two kinds of token.
 
 Date bounds are checked (``date_bounds``): outside years 2000..2999, beyond an offset of
 ±14:00, not ISO 8601, or ``from`` after ``to`` answers 422 with the reason.
@@ -37,6 +39,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from intercom_gateway import console
 from intercom_gateway.core.dates import DateBoundError, check_order, parse_bound
 from intercom_gateway.core.models import utc_now
 from intercom_gateway.errors import (
@@ -169,7 +172,10 @@ def create_app(settings: Settings, *, channel: ConsentChannel | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         chosen = channel or mqtt_channel(settings)
-        async with open_desk(settings, via=OPERATOR.via, channel=chosen) as desk:
+        async with (
+            open_desk(settings, via=OPERATOR.via, channel=chosen) as desk,
+            console.opened(console_state),
+        ):
             state.desk = desk
             state.tokens = TokenBook(desk.store)
             yield
@@ -186,6 +192,7 @@ def create_app(settings: Settings, *, channel: ConsentChannel | None = None) -> 
     )
     serve_docs(app)
     app.state.resident_api = state
+    console_state = console.mount_console(app, settings)
     app.include_router(_routes(), dependencies=[Depends(_scope)])
     _errors(app)
     return app
