@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 
 BATCH = 500  # rows per poll at most: a backlog arrives over several polls, never at once
+RECENT_COMPLETIONS = 20_000  # completed rows searched for a latency: a few seconds at full rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +83,14 @@ class Feed:
         later)."""
         async with self._db.execute(
             "SELECT d.rowid AS position, d.event_id, d.building_id, d.dwelling_id,"
-            " d.event_type, d.decided_at, s.outcomes, c.at AS completed_at"
+            " d.event_type, d.decided_at, s.outcomes"
             " FROM decisions AS d JOIN outcome_sets AS s ON s.id = d.outcome_set"
-            " LEFT JOIN completed AS c ON c.event_id = d.event_id"
             " WHERE d.rowid > ? ORDER BY d.rowid LIMIT ?",
             (at.decision, BATCH),
         ) as cursor:
-            decisions = [_decision(row) for row in await cursor.fetchall()]
+            rows = await cursor.fetchall()
+        done = await self.completions([row["event_id"] for row in rows]) if rows else {}
+        decisions = [_decision(row, done.get(row["event_id"])) for row in rows]
         async with self._db.execute(
             "SELECT id, at, reason, detail, topic FROM rejections WHERE id > ? ORDER BY id LIMIT ?",
             (at.rejection, BATCH),
@@ -101,10 +103,18 @@ class Feed:
         return decisions + rejections, moved
 
     async def completions(self, event_ids: list[str]) -> dict[str, float]:
-        """When each of these events completed (Unix seconds), for those that have."""
+        """When each of these events completed (Unix seconds), for those that have lately.
+
+        ``completed`` has no key on the event id (an append-only table, migration 3: a key
+        on random ids made every write touch a random page), so only its newest
+        ``RECENT_COMPLETIONS`` rows are searched, a range of rowids: the stream asks about
+        events it has just shown, and an event older than that shows no latency."""
         marks = ", ".join("?" * len(event_ids))
         async with self._db.execute(
-            f"SELECT event_id, at FROM completed WHERE event_id IN ({marks})", event_ids
+            "SELECT event_id, at FROM completed"
+            " WHERE rowid > (SELECT COALESCE(MAX(rowid), 0) FROM completed) - ?"
+            f" AND event_id IN ({marks})",
+            (RECENT_COMPLETIONS, *event_ids),
         ) as cursor:
             return {row[0]: float(row[1]) for row in await cursor.fetchall()}
 
@@ -115,9 +125,8 @@ class Feed:
             return [(row[0], row[1]) for row in await cursor.fetchall()]
 
 
-def _decision(row: aiosqlite.Row) -> dict[str, Any]:
+def _decision(row: aiosqlite.Row, completed: float | None) -> dict[str, Any]:
     decided = datetime.fromisoformat(row["decided_at"])
-    completed = row["completed_at"]
     latency = None if completed is None else round((completed - decided.timestamp()) * 1000, 1)
     return {
         "kind": "decision",
