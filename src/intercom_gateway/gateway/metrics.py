@@ -35,6 +35,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from intercom_gateway.errors import ConfigError
+
 if TYPE_CHECKING:
     from intercom_gateway.gateway.service import Gateway
     from intercom_gateway.gateway.status import Metrics
@@ -384,7 +386,14 @@ async def serving_metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     server = MetricsServer(registry)
-    await server.start(host, port)
+    try:
+        await server.start(host, port)
+    except OSError as error:
+        # A taken port is the operator's to fix: one line, not a traceback (cli.common).
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}"
+            " (--metrics-port, INTERCOM_METRICS_PORT)"
+        ) from None
     log.info("prometheus metrics served", url=f"http://{host}:{server.port}/metrics")
     try:
         yield server
