@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from intercom_gateway.gateway.metrics import BUCKETS, Backlog, GatewayCollector, Histogram
+from intercom_gateway.gateway.partitioned import _add
 from intercom_gateway.gateway.status import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "intercom-gateway.json"
@@ -29,12 +30,17 @@ def test_an_observation_on_a_bound_counts_in_that_bucket() -> None:
     assert histogram.total == BUCKETS[0] * 2.01 + BUCKETS[-1] * 2
 
 
-def test_histograms_add_up_across_partitions() -> None:
+def test_a_partitioned_process_sums_its_partitions_histograms_and_kinds() -> None:
     one, two = Metrics(), Metrics()
     one.timings.publish.observe(0.001)
     two.timings.publish.observe(0.002)
-    one.timings.update(two.timings)
-    assert dict(one.timings.publish.buckets())["+Inf"] == 2
+    two.withheld_by[("partner", "no_rule")] += 1
+    total = Metrics()
+    for part in (one, two):
+        _add(total, part)  # what Partitioned.metrics() does
+    assert dict(total.timings.publish.buckets())["+Inf"] == 2
+    assert total.withheld_by == {("partner", "no_rule"): 1}
+    assert dict(one.timings.publish.buckets())["+Inf"] == 1  # the parts are untouched
 
 
 def exposition(metrics: Metrics) -> str:
