@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     metrics_interval: float = Field(
         default=5.0, gt=0, description="seconds between retained metrics (health reads them)"
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65_535,
+        description="serve Prometheus metrics on http://<metrics_host>:<port>/metrics"
+        " (0: any free port); None: not served",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address the Prometheus metrics are served on"
+    )
 
     # --- provision ledger and resident requests (§8) ----------------------------------
     # APPI keeps a third-party provision record for three years; 1,096 days is three

@@ -21,7 +21,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.cli.qa import LIBRARY
@@ -133,6 +135,13 @@ async def test_up_serves_the_other_commands_until_down(tmp_path: Path) -> None:
         sent = await cli(tmp_path, "simulate", "--events", "5", "--seed", "3")
         assert sent.code == 0, sent.err
         assert "5 confirmed" in sent.out
+        # Its gateway's Prometheus metrics, where `up` said (issue #19).
+        url = re.search(r"metrics +(http://\S+/metrics)", stack.output.text)
+        assert url is not None
+        async with httpx.AsyncClient() as http:
+            scraped = (await http.get(url[1])).text
+        families = {f.name: f for f in text_string_to_metric_families(scraped)}
+        assert families["intercom_gateway_events"].samples[0].value == 5
 
         # Its own run, said so: a scenario run never silently picks one of two systems.
         scenario = LIBRARY / "bad-input-bad-topic.yaml"

@@ -63,6 +63,16 @@ _HEALTH_TOPICS = (topics.STATUS, topics.METRICS)
     "(--store), beside other gateways started the same way [env INTERCOM_PARTITIONED] "
     "(README, 'Several gateways').",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65_535),
+    help="Serve Prometheus metrics on http://<metrics-host>:PORT/metrics (0: any free port)"
+    " [env INTERCOM_METRICS_PORT; default: not served] (README, 'Metrics and tracing').",
+)
+@click.option(
+    "--metrics-host",
+    help="Address to serve the metrics on [env INTERCOM_METRICS_HOST, default 127.0.0.1].",
+)
 @click.option("--share-group", hidden=True, help="Retired: refused (issue #17).")
 @click.pass_context
 def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) -> None:

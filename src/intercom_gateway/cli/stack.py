@@ -110,6 +110,7 @@ def _announce(state: StackState, settings: Settings) -> None:
     ]
     if state.gateway:
         lines.append(f"  gateway   {state.gateway_id}, store {state.db_path}")
+        lines.append(f"  metrics   {state.metrics_url}  (Prometheus; docs/grafana has a dashboard)")
     else:
         lines.append("  gateway   none (--no-gateway): `intercom-gateway run` here starts one")
     lines += [

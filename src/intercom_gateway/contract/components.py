@@ -133,6 +133,20 @@ def user_property_headers(policy: Policy, *, event_id: bool) -> dict[str, Any]:
             "description": "the event's id, for de-duplication (QoS 1 is at least once)",
         }
         required.append("event_id")
+        properties["traceparent"] = {
+            "type": "string",
+            "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": "W3C trace context: the event's trace id (the panel's, when its"
+            " event carried a valid `traceparent` user property; else a new one), the"
+            " gateway's span id for the event (the same on every copy of the event) and"
+            " the trace flags (`00` when the gateway started the trace)",
+        }
+        properties["tracestate"] = {
+            "type": "string",
+            "description": "W3C trace context: the panel's `tracestate`, unchanged, when it"
+            " came with a valid `traceparent`",
+        }
+        required.append("traceparent")
     return {
         "type": "object",
         "description": "MQTT 5 user properties (not JSON): the same values as in the envelope.",

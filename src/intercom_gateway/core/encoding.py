@@ -45,14 +45,22 @@ class Envelopes:
     __slots__ = ("_common", "_decision", "_event_id", "_head", "_ids", "decision_id")
 
     def __init__(
-        self, decision: Decision, now: datetime, *, decision_id: str = "", event_id: str = ""
+        self,
+        decision: Decision,
+        now: datetime,
+        *,
+        decision_id: str = "",
+        event_id: str = "",
+        trace: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """``decision_id`` and ``event_id``: the decision's ids as text, if the caller
-        has them already (a UUID's text is not cached, and costs a microsecond)."""
+        has them already (a UUID's text is not cached, and costs a microsecond).
+        ``trace``: the event's trace context properties (``core.trace``), appended to
+        the identified copies' properties (never to an analytics copy's, §5(5))."""
         self._decision = decision
         self.decision_id = decision_id or str(decision.decision_id)
         self._event_id = event_id or str(decision.event_id)
-        self._ids = (("decision_id", self.decision_id), ("event_id", self._event_id))
+        self._ids = (("decision_id", self.decision_id), ("event_id", self._event_id), *trace)
         self._head = _head(self.decision_id, f'"{self._event_id}"')
         self._common = b"".join(
             (

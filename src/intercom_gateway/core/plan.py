@@ -71,7 +71,8 @@ class Plan(NamedTuple):
     decision: DecisionRow | None
     publications: tuple[Publication, ...]  # in destination order, event copy first
     forwarded: tuple[str, ...]  # the kind of every destination that gets it (metrics)
-    withheld: tuple[str, ...]  # the reason of every destination that does not
+    # The kind and reason of every destination that does not (metrics).
+    withheld: tuple[tuple[str, str], ...]
     statistic: Statistic | None = None  # counted when the event is committed
     analytics: Draft | None = None  # §5(5): held when committed, released per window
 
@@ -81,8 +82,16 @@ class Plan(NamedTuple):
         return tuple(p.confirms for p in self.publications if p.confirms is not None)
 
 
-def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id: str) -> Plan:
-    """The publications and rows of ``decision``, decided at ``now``.
+def plan(
+    decision: Decision,
+    *,
+    occurred_at: datetime,
+    now: datetime,
+    gateway_id: str,
+    trace: tuple[tuple[str, str], ...] = (),
+) -> Plan:
+    """The publications and rows of ``decision``, decided at ``now``; ``trace``: the
+    event's trace context properties, on every identified copy (``core.trace``).
 
     What the plan of a decision says but for the event's ids, time and payloads (which
     copies are published, their route's envelope part and properties, their ledger rows'
@@ -93,7 +102,7 @@ def plan(decision: Decision, *, occurred_at: datetime, now: datetime, gateway_id
     shape = _shape_of(decision)
     event_id = str(decision.event_id)
     decision_id = str(decision.decision_id)
-    envelopes = Envelopes(decision, now, decision_id=decision_id, event_id=event_id)
+    envelopes = Envelopes(decision, now, decision_id=decision_id, event_id=event_id, trace=trace)
     outcomes = decision.outcomes
     publications: list[Publication] = []
     for send in shape.sends:
@@ -173,7 +182,7 @@ class _Send(NamedTuple):
 class _Shape(NamedTuple):
     sends: tuple[_Send, ...]  # in destination order, event copy first
     forwarded: tuple[str, ...]
-    withheld: tuple[str, ...]
+    withheld: tuple[tuple[str, str], ...]
     statistic: bool  # counted in the statistics
     analytics: int | None  # the outcome whose copy is held for analytics (§5(5))
     log: str | None  # the decision log's outcomes; None: not stored (the consent gate)
@@ -182,12 +191,12 @@ class _Shape(NamedTuple):
 def _shape(decision: Decision) -> _Shape:
     sends: list[_Send] = []
     forwarded: list[str] = []
-    withheld: list[str] = []
+    withheld: list[tuple[str, str]] = []
     statistic = False
     analytics: int | None = None
     for index, outcome in enumerate(decision.outcomes):
         if not outcome.forwarded:
-            withheld.append(outcome.reason.value if outcome.reason else "?")
+            withheld.append((outcome.kind.value, outcome.reason.value if outcome.reason else "?"))
             continue
         forwarded.append(outcome.kind.value)
         if outcome.kind is DestinationKind.STATISTICS:

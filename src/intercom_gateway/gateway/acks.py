@@ -146,6 +146,8 @@ class Inbound(Pending):
 
     message: Message
     received: float = field(default_factory=time.monotonic)
+    validated: float = 0.0  # monotonic times, for the metrics: a valid event's check done,
+    planned: float = 0.0  # and its publications planned (0: not a decided event)
     writes: bool = False  # has rows in the store's next batch: acknowledged after the commit
     event_id: str | None = None
     intents: list[LedgerRow] = field(default_factory=list)  # ledger rows written ahead

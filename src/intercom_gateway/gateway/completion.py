@@ -12,13 +12,16 @@ named in the next receipt (``receipts.Receipts``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from intercom_gateway.bus import Bus, Message
 from intercom_gateway.core.analytics import AnalyticsWindows
+from intercom_gateway.core.models import utc_now
 from intercom_gateway.core.plan import Publication
 from intercom_gateway.core.statistics import StatisticsAggregator
 from intercom_gateway.errors import PublishFailed
@@ -75,7 +78,7 @@ class Completion:
         self.analytics = analytics
         self.clock = clock
         self.bus = bus  # the connection acknowledgements go to, if any
-        self.ledger = WriteAhead(store)
+        self.ledger = WriteAhead(store, timing=metrics.timings.ledger_intent)
         self.acks: AckQueue[Inbound] = AckQueue(settle=self._settle, release=self._release)
         self.in_flight: set[str] = set()  # events taken and not yet released
         self._unflushed: list[Inbound] = []
@@ -90,6 +93,27 @@ class Completion:
         """A message is taken: it is acknowledged after every one taken before it."""
         self._idle.clear()
         return self.acks.add(Inbound(message=message))
+
+    def validated(self, inbound: Inbound) -> None:
+        """``inbound`` is a valid event: its validation's time is observed (metrics)."""
+        inbound.validated = time.monotonic()
+        self.metrics.timings.validate.observe(inbound.validated - inbound.received)
+
+    def planned(self, inbound: Inbound) -> None:
+        """``inbound``'s publications are planned: from here its copies are published."""
+        inbound.planned = time.monotonic()
+        self.metrics.timings.decide_plan.observe(inbound.planned - inbound.validated)
+
+    def progress(self, interval: float) -> dict[str, Any]:
+        """How far behind the gateway is: what ``health`` reads to tell a stall."""
+        acks = self.acks
+        oldest = acks.oldest.received if acks.oldest is not None else None
+        return {
+            "at": utc_now().isoformat(),
+            "interval": interval,
+            "pending": len(acks),
+            "oldest_pending_s": round(time.monotonic() - oldest, 3) if oldest else 0.0,
+        }
 
     def handled(self, inbound: Inbound, *, failed: bool = False) -> None:
         """Every publish of ``inbound`` is issued; ``failed``: handling stopped half-way."""
@@ -170,6 +194,11 @@ class Completion:
         Whether it has records to commit before its acknowledgement."""
         waits = self._record(inbound)
         self._settled.set()
+        if inbound.planned and not inbound.failed:
+            timings = self.metrics.timings
+            now = time.monotonic()
+            timings.publish.observe(now - inbound.planned)
+            timings.end_to_end.observe(now - inbound.received)
         return waits
 
     def _record(self, inbound: Inbound) -> bool:
@@ -246,7 +275,9 @@ class Completion:
 
     async def flush(self) -> None:
         batch, self._unflushed = self._unflushed, []
+        started = time.monotonic()
         await self.store.flush()
+        self.metrics.timings.store_flush.observe(time.monotonic() - started)
         for inbound in batch:
             self.acks.recorded(inbound)
             # Committed as completed: a redelivery after a lost connection is a no-op

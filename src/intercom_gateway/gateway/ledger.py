@@ -17,6 +17,7 @@ without a ledger row (cloud, analytics, rejections, acknowledgements) never wait
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from intercom_gateway.bus import Bus
 from intercom_gateway.core.plan import Publication
 from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.errors import BusError, ConnectionLost
+from intercom_gateway.gateway.metrics import Histogram
 from intercom_gateway.gateway.turns import Turn
 from intercom_gateway.store import Store
 
@@ -49,8 +51,10 @@ class _Publish:
 class WriteAhead:
     """Group commit of the ledger's intents, then the publishes they guard."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, timing: Histogram | None = None) -> None:
+        """``timing``: where each group commit's duration is observed (metrics)."""
         self._store = store
+        self._timing = timing
         self._waiting: list[_Publish] = []
         self._committer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -90,6 +94,7 @@ class WriteAhead:
             self._idle.set()
 
     async def _commit_and_publish(self, batch: list[_Publish]) -> None:
+        started = time.monotonic()
         try:
             await self._store.save_intents([p.row for p in batch])
         except asyncio.CancelledError:
@@ -103,6 +108,8 @@ class WriteAhead:
             return
         self.commits += 1
         self.intents += len(batch)
+        if self._timing is not None:
+            self._timing.observe(time.monotonic() - started)
         turn = Turn()
         for index, publish in enumerate(batch):
             message = publish.publication

@@ -47,6 +47,7 @@ from intercom_gateway.core.models import PartitionedStatus, utc_now
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.errors import ConfigError
 from intercom_gateway.gateway.leases import Lease, fence
+from intercom_gateway.gateway.metrics import Backlog, backlog_of, collector_of, serving_metrics
 from intercom_gateway.gateway.run import broker_address, serve_connected
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics
@@ -277,6 +278,12 @@ class Partitioned:
             _add(total, self.unknown.gateway.metrics)
         return total
 
+    def backlog(self) -> Backlog:
+        gateways = [held.gateway for held in self.held.values()]
+        if self.unknown is not None:
+            gateways.append(self.unknown.gateway)
+        return Backlog.total(backlog_of(g) for g in gateways)
+
     def status(self, state: Literal["online", "offline"]) -> bytes:
         status = PartitionedStatus(
             gateway_id=self.settings.gateway_id,
@@ -368,8 +375,24 @@ async def _serve_leases(
     """Serve this gateway's share until ``stop``, then drain and release everything."""
     groups = partitions.buildings_by_partition(b.id for b in base.registry.buildings)
     work = Partitioned(settings, store, leases, base, address, groups)
-    if ready is not None:
-        ready(work)
+    collector = collector_of(base, metrics=work.metrics, backlog=work.backlog)
+    async with serving_metrics(collector, settings.metrics_host, settings.metrics_port) as server:
+        base.metrics_server = server
+        if ready is not None:
+            ready(work)
+        await _serve_work(settings, stop, leases, work, address)
+    await store.flush()
+    return work.metrics()
+
+
+async def _serve_work(
+    settings: Settings,
+    stop: asyncio.Event,
+    leases: Any,  # gateway.leases.LeaseBook
+    work: Partitioned,
+    address: BrokerAddress,
+) -> None:
+    """The lease loop: take, give up and hand back partitions until ``stop``."""
     own = address.client_id(settings.gateway_id)
     will = Will(topics.gateway_status(settings.gateway_id), work.status("offline"))
     async with MqttBus(address, client_id=own, will=will) as bus:
@@ -395,8 +418,6 @@ async def _serve_leases(
             await asyncio.gather(*(work.give_up(p, drain=True) for p in list(work.held)))
             await leases.release_all()
             await _report(bus, work, "offline")
-    await store.flush()
-    return work.metrics()
 
 
 async def _report(bus: MqttBus, work: Partitioned, state: Literal["online", "offline"]) -> None:

@@ -14,6 +14,7 @@ import structlog
 from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions, Will
 from intercom_gateway.core import topics
 from intercom_gateway.errors import BusError, SessionTakenOver
+from intercom_gateway.gateway.metrics import collector_of, serving_metrics
 from intercom_gateway.gateway.rejections import describe
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics, status_payload
@@ -78,11 +79,15 @@ async def run_gateway(
 
     async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
-        if ready is not None:
-            ready(gateway)
-        will = Will(topics.STATUS, status_payload(settings.gateway_id, "offline"))
-        await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
-        await gateway.store.flush()
+        async with serving_metrics(
+            collector_of(gateway), settings.metrics_host, settings.metrics_port
+        ) as server:
+            gateway.metrics_server = server
+            if ready is not None:
+                ready(gateway)
+            will = Will(topics.STATUS, status_payload(settings.gateway_id, "offline"))
+            await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
+            await gateway.store.flush()
         return gateway.metrics
 
 

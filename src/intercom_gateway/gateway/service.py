@@ -14,10 +14,9 @@ completed-event record makes the second pass a no-op for the ledger.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
@@ -41,11 +40,13 @@ from intercom_gateway.core.policy import PartnerRegistry, Policy, load_partners,
 from intercom_gateway.core.registry import Registry, load_registry
 from intercom_gateway.core.router import Router
 from intercom_gateway.core.statistics import StatisticsAggregator
+from intercom_gateway.core.trace import trace_properties
 from intercom_gateway.errors import BusError
 from intercom_gateway.gateway.acks import Inbound
 from intercom_gateway.gateway.analytics import AnalyticsRelease
 from intercom_gateway.gateway.completion import CompletedIds, Completion
 from intercom_gateway.gateway.consents import Consents, consent_from_registry, seed_consents
+from intercom_gateway.gateway.metrics import MetricsServer
 from intercom_gateway.gateway.receipts import Receipts
 from intercom_gateway.gateway.rejections import Rejections, attempt_key
 from intercom_gateway.gateway.status import (
@@ -148,6 +149,8 @@ class Gateway:
         self._bus: Bus | None = None
         self.announce = True  # publish status and metrics (a partition leaves them to its process)
         self.online = asyncio.Event()  # set while subscribed and taking messages
+        # Where `run` serves this gateway's Prometheus metrics, if it does (run.py).
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def consents(self) -> dict[tuple[str, str], ConsentState]:
@@ -331,27 +334,29 @@ class Gateway:
                 return
             raise InputRejected(RejectReason.REPLAYED, f"event {event_id} was already received")
         self.metrics.events += 1
+        self.completion.validated(inbound)  # checked, and not seen before
         self.completion.in_flight.add(event_id)
         inbound.event_id = event_id
         inbound.receipt = (topic.building, topic.device, event_id)
+        gw = self.settings.gateway_id
         decision = decide(
             event,
             self.consent(event.building_id, event.dwelling_id),
             router=self.router,
-            gateway_id=self.settings.gateway_id,
+            gateway_id=gw,
             decision_id=random_uuid(),
             now=now,
         )
-        planned = plan(
-            decision, occurred_at=event.occurred_at, now=now, gateway_id=self.settings.gateway_id
-        )
+        trace = trace_properties(inbound.message.user_properties)  # core/trace.py
+        planned = plan(decision, occurred_at=event.occurred_at, now=now, gateway_id=gw, trace=trace)
+        self.completion.planned(inbound)
         # Spec item 7: an event that consent stops at the gateway (initialised dwelling,
         # §7(1)①; return-home notification off, §7(1)②) is neither forwarded nor stored,
         # not even as completed: a redelivery of it is simply withheld again.
         if planned.decision is not None:
             inbound.writes = True
             self.store.record_decision(planned.decision)
-        self.metrics.withheld.update(planned.withheld)
+        self.metrics.withheld_by.update(planned.withheld)
         self.metrics.forwarded.update(planned.forwarded)
         # Counted, and held (§5(5)), when the event is committed, in that batch.
         inbound.statistic, inbound.analytics = planned.statistic, planned.analytics
@@ -404,23 +409,12 @@ class Gateway:
             await asyncio.sleep(self.settings.metrics_interval)
             await self.publish_reports(bus)
 
-    def progress(self) -> dict[str, Any]:
-        """How far behind the gateway is: what ``health`` reads to tell a stall."""
-        acks = self.completion.acks
-        oldest = acks.oldest.received if acks.oldest is not None else None
-        return {
-            "at": utc_now().isoformat(),
-            "interval": self.settings.metrics_interval,
-            "pending": len(acks),
-            "oldest_pending_s": round(time.monotonic() - oldest, 3) if oldest else 0.0,
-        }
-
     async def publish_reports(self, bus: Bus) -> None:
         """Retained metrics and any closed statistics windows."""
         report = {
             "gateway_id": self.settings.gateway_id,
             **self.metrics.snapshot(),
-            **self.progress(),
+            **self.completion.progress(self.settings.metrics_interval),
             "statistics_late": self.statistics.late,
             "ledger_intents": self.ledger.intents,
             "analytics_held": self.analytics.held,

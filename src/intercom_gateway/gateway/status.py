@@ -19,6 +19,7 @@ from intercom_gateway.core.models import GatewayStatus, utc_now
 from intercom_gateway.core.policy import Policy
 from intercom_gateway.core.statistics import StatisticsAggregator, Window
 from intercom_gateway.errors import PublishFailed
+from intercom_gateway.gateway.metrics import Timings
 from intercom_gateway.store import Store
 
 __all__ = ["Metrics", "StatisticsRelease", "metrics_payload", "status_payload"]
@@ -31,8 +32,8 @@ class Metrics:
     received: int = 0
     events: int = 0
     duplicates: int = 0
-    forwarded: Counter[str] = field(default_factory=Counter)
-    withheld: Counter[str] = field(default_factory=Counter)
+    forwarded: Counter[str] = field(default_factory=Counter)  # per destination kind
+    withheld_by: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason)
     rejected: Counter[str] = field(default_factory=Counter)
     settings: Counter[str] = field(default_factory=Counter)
     publish_refused: int = 0
@@ -42,6 +43,15 @@ class Metrics:
     reconnects: int = 0
     session_takeovers: int = 0  # DISCONNECT 0x8E: another connection took our client id
     sessions_lost: int = 0  # reconnected to no session: what was queued for us is gone
+    timings: Timings = field(default_factory=Timings)  # latency histograms (Prometheus)
+
+    @property
+    def withheld(self) -> Counter[str]:
+        """Withheld destinations per reason (the retained metrics' view)."""
+        by_reason: Counter[str] = Counter()
+        for (_kind, reason), count in self.withheld_by.items():
+            by_reason[reason] += count
+        return by_reason
 
     def snapshot(self) -> dict[str, Any]:
         return {

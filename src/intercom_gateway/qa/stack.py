@@ -75,6 +75,10 @@ async def serve_stack(
     state_dir = options.state_dir
     await asyncio.to_thread(clear_stale, state_dir)
     port = options.port or free_port(options.host)
+    # The stack's gateway serves Prometheus metrics: INTERCOM_METRICS_PORT, else any free port.
+    metrics_port = (
+        (settings.metrics_port or free_port(settings.metrics_host)) if options.gateway else None
+    )
     _check_port(options.host, port, "--port")
     if options.tls_port:
         _check_port(options.host, options.tls_port, "--tls-port")
@@ -98,7 +102,8 @@ async def serve_stack(
         tls_port=options.tls_port or None,
         own_session=True,
     )
-    async with mosquitto, _gateway(mosquitto, state_dir, registry, settings, options) as gateway:
+    gateway_run = _gateway(mosquitto, state_dir, registry, settings, options, metrics_port)
+    async with mosquitto, gateway_run as gateway:
         assert mosquitto.process is not None
         state = StackState(
             state_dir=state_dir,
@@ -116,6 +121,11 @@ async def serve_stack(
             up_pid=os.getpid(),
             mosquitto_pid=mosquitto.process.pid,
             gateway_pid=gateway.process.pid if gateway and gateway.process else None,
+            metrics_url=(
+                None
+                if metrics_port is None
+                else f"http://{settings.metrics_host}:{metrics_port}/metrics"
+            ),
         )
         try:
             await asyncio.to_thread(write_stack, state)
@@ -132,11 +142,14 @@ async def _gateway(
     registry: Registry,
     settings: Settings,
     options: StackOptions,
+    metrics_port: int | None,
 ) -> AsyncIterator[GatewayProcess | None]:
     if not options.gateway:
         yield None
         return
     env = {
+        "INTERCOM_METRICS_PORT": str(metrics_port),
+        "INTERCOM_METRICS_HOST": settings.metrics_host,
         "INTERCOM_LOG_LEVEL": settings.log_level,
         "INTERCOM_LOG_EVENTS": "true",
         "INTERCOM_POLICY_PATH": str(settings.policy_path),
@@ -241,6 +254,8 @@ def describe_stack(state_dir: Path) -> dict[str, object]:
         except GatewayError as error:
             gateway, healthy = f"{state.gateway_id}: {error}", False
         report["gateway"] = f"{gateway} (pid {state.gateway_pid}, store {state.db_path})"
+        if state.metrics_url is not None:
+            report["metrics"] = state.metrics_url
     else:
         report["gateway"] = "none (--no-gateway)"
     report["healthy"] = healthy

@@ -48,6 +48,7 @@ class StackState(BaseModel):
     up_pid: int
     mosquitto_pid: int
     gateway_pid: int | None = None
+    metrics_url: str | None = None  # the stack's gateway's Prometheus metrics
 
     @property
     def where(self) -> str:
