@@ -4,7 +4,8 @@ app with its console on a loopback port, its consent changes sent over MQTT as a
 sends them. Debian's Chromium, driven by Playwright, with every request to another host
 refused: log in, watch events arrive live, open an event's decision and find why a
 partner was withheld, stop a dwelling's provision to a partner and see the next event
-withheld, export the ledger and compare it with ``resident provisions``.
+withheld, opt a dwelling out of a purpose and see the gateway's acknowledgement and the
+history row naming the change, export the ledger and compare it with ``resident provisions``.
 
 A screenshot of each page is written under the test's temporary directory (or
 ``$INTERCOM_CONSOLE_SCREENSHOTS``): artefacts to look at, never committed.
@@ -244,6 +245,25 @@ def test_stop_provision_then_the_next_event_is_withheld_and_its_page_says_why(
     page.click("#resume-provision button")
     expect(page.locator("#answer pre")).to_contain_text('"applied": true', timeout=WAIT)
     expect(page.locator("#provision-stopped")).to_have_text("-")
+
+
+def test_an_opt_out_goes_as_the_panels_setting_and_names_itself_in_the_history(
+    page: Page, console: str, shots: Path
+) -> None:
+    page.goto(f"{console}/dwellings/b001/d0003")
+    page.select_option("#opt-out select[name=purpose]", "marketing")
+    page.select_option("#opt-out select[name=opted_out]", "yes")
+    page.click("#opt-out button")
+    ack = page.locator("#acks li")
+    expect(ack).to_have_text("accepted: opted out of marketing", timeout=WAIT)
+    change_id = ack.get_attribute("data-change-id")
+    assert change_id
+    # The gateway applied it as the panel's own message, and its history row says which.
+    row = page.locator(f"#history tr[data-change-id='{change_id}']")
+    expect(row.locator(".change")).to_have_text("opt out of marketing")
+    expect(row).to_contain_text("panel:panel-b001-d0003")
+    expect(page.locator("#consent")).to_contain_text("marketing")
+    page.screenshot(path=shots / "dwelling-change.png", full_page=True)
 
 
 def test_the_ledger_export_is_what_resident_provisions_gives(

@@ -3,10 +3,12 @@ health. Each reads what the CLI and the API read (the store, ``explain``, the de
 group's retained status), so the console shows nothing they would not.
 
 A consent change goes through the desk and its channel, the path a panel's own change
-takes (``resident.channels``): the gateway applies it and acknowledges, and the page
-shows the acknowledgement. Stop provision and stop use are §8 requests, recorded as
-made ``via`` the console session; resuming a provision is the panel's own setting
-(``service_use``), recorded in the consent history like any panel change.
+takes (``resident.channels``): the gateway applies or refuses it and acknowledges, and
+the page shows the acknowledgement. Stop provision and stop use are §8 requests,
+recorded as made ``via`` the console session; every other setting a panel makes
+(``changes``: register, initialise, return-home, services used, opt-outs) is sent as the
+panel's own message and recorded in the consent history like any panel change. Who may
+send which is ``changes``'s; initialise asks for a second, confirming form first.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
 
 from intercom_gateway.console import health as console_health
+from intercom_gateway.console.changes import CHANGES, OPERATOR_ONLY, body_of, name_change
 from intercom_gateway.console.login import form
 from intercom_gateway.console.web import (
     PREFIX,
@@ -31,7 +35,13 @@ from intercom_gateway.console.web import (
     state_of,
 )
 from intercom_gateway.core.dates import DateBoundError, parse_bound
-from intercom_gateway.errors import BusError, GatewayError, PendingChange, UnknownPartner
+from intercom_gateway.errors import (
+    BusError,
+    GatewayError,
+    PendingChange,
+    UnknownDwelling,
+    UnknownPartner,
+)
 from intercom_gateway.gateway.explain import render_logged
 from intercom_gateway.resident.service import provisions_csv, settings_change
 
@@ -84,15 +94,21 @@ def router() -> APIRouter:
         action: Annotated[
             str,
             Path(
-                pattern=r"^(stop-provision|resume-provision|stop-use|"
-                r"purposes|disclosure|provisions)$"
+                pattern=r"^(stop-provision|stop-use|purposes|disclosure|provisions|"
+                r"register|initialise|return-home|service-use|resume-provision|opt-out)$"
             ),
         ],
     ) -> HTMLResponse:
         own_dwelling(session, building, dwelling)
-        partner = (await form(request)).get("partner", "")
-        answer, status = await _act(request, session, building, dwelling, action, partner)
-        context = {"action": action, "answer": answer}
+        if action in OPERATOR_ONLY and not session.operator:
+            raise HTTPException(403, OPERATOR_ONLY[action])
+        fields = await form(request)
+        if action == "initialise" and fields.get("confirm") != "yes":
+            # It resets the dwelling: nothing is sent until a second form confirms it.
+            confirm: dict[str, Any] = {"confirm_initialise": True}
+            return await _dwelling_page(request, session, building, dwelling, confirm)
+        answer, status = await _act(request, session, building, dwelling, action, fields)
+        context = {"action": action, "answer": answer, "acks": answer.get("changes", [])}
         return await _dwelling_page(request, session, building, dwelling, context, status)
 
     @routes.get("/ledger")
@@ -170,16 +186,26 @@ async def _dwelling_page(
         "building": building,
         "dwelling": dwelling,
         "consent": consent.model_dump(mode="json") if consent else None,
-        "history": [c.as_dict() for c in await store.consent_history(building, dwelling)],
+        "history": [
+            {**c.as_dict(), "named": name_change(c.change)}
+            for c in await store.consent_history(building, dwelling)
+        ],
         "requests": [r.as_dict() for r in await store.requests(building, dwelling)],
         "partners": [s.id for s in desk.partners.services],
+        "opt_out_purposes": sorted(desk.policy.opt_out_purposes),
+        "policy_version": desk.policy.version,
         **(extra or {}),
     }
     return page(request, "dwelling.html", session, context, status_code=status_code)
 
 
 async def _act(
-    request: Request, session: PageSession, building: str, dwelling: str, action: str, partner: str
+    request: Request,
+    session: PageSession,
+    building: str,
+    dwelling: str,
+    action: str,
+    fields: dict[str, str],
 ) -> tuple[dict[str, Any], int]:
     """Run one action of the dwelling page: its answer (the acknowledgements of a change)
     and the status the page is sent with."""
@@ -188,13 +214,13 @@ async def _act(
     try:
         async with lock:  # the desk serves one request at a time, as the API's routes
             if action == "stop-provision":
-                return await desk.stop_provision(building, dwelling, partner), 200
+                return await desk.stop_provision(building, dwelling, fields.get("partner", "")), 200
             if action == "stop-use":
                 return await desk.stop_use(building, dwelling), 200
-            if action == "resume-provision":
-                if desk.partners.get(partner) is None:
-                    raise UnknownPartner(partner)
-                body = {"kind": "service_use", "partner_id": partner, "used": True}
+            if action in CHANGES:
+                if not await desk.store.dwelling_known(building, dwelling):
+                    raise UnknownDwelling(building, dwelling)
+                body = body_of(action, fields, desk.policy)
                 change = settings_change(building, dwelling, body, now=desk.clock())
                 ack = await desk.channel.submit(change, store=desk.store)
                 return {"changes": [ack.model_dump(mode="json")]}, 200
@@ -203,8 +229,10 @@ async def _act(
             if action == "disclosure":
                 return await desk.disclose(building, dwelling), 200
             return await desk.provisions(building, dwelling, start=None, end=None), 200
-    except UnknownPartner as error:
+    except (UnknownPartner, UnknownDwelling) as error:
         return {"error": str(error)}, 404
+    except ValidationError as error:  # a form naming what no panel message can carry
+        return {"error": f"not a valid setting: {error.errors()[0]['msg']}"}, 422
     except PendingChange as error:
         return {"pending": str(error), "change_id": str(error.change.change_id)}, 202
     except BusError as error:
