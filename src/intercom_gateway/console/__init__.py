@@ -10,7 +10,8 @@ sparklines. Nothing is loaded from another host.
 
 - ``web``: the console's state on the app, sessions, the page helper and its headers;
 - ``login``: logging in and out, the static files;
-- ``live``: the live flow and its server-sent event stream, read by ``queries``;
+- ``live``: the live flow and its server-sent event stream, read by ``queries`` (SQLite)
+  or ``pg_feed`` (PostgreSQL);
 - ``pages``: an event's decision, dwellings, ledger and exports, rejected input, health.
 """
 
@@ -23,10 +24,9 @@ from fastapi import FastAPI
 
 from intercom_gateway.console import live, login, pages
 from intercom_gateway.console.auth import Signer
-from intercom_gateway.console.queries import Feed
+from intercom_gateway.console.queries import open_feed
 from intercom_gateway.console.web import PREFIX, ConsoleState
 from intercom_gateway.settings import Settings
-from intercom_gateway.store.opening import sqlite_path
 
 __all__ = ["PREFIX", "ConsoleState", "mount_console", "opened"]
 
@@ -43,7 +43,7 @@ def mount_console(app: FastAPI, settings: Settings) -> ConsoleState:
 @asynccontextmanager
 async def opened(state: ConsoleState) -> AsyncIterator[None]:
     """The console's read-only view of the store, for as long as the app runs."""
-    async with Feed.open(sqlite_path(state.settings)) as feed:
+    async with open_feed(state.settings) as feed:
         state.feed = feed
         try:
             yield

@@ -14,9 +14,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from intercom_gateway.console.auth import Session
@@ -71,8 +71,7 @@ def router() -> APIRouter:
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         feed = state_of(request).feed
-        if feed is None:
-            raise HTTPException(501, "the live flow reads a SQLite store; this one is not")
+        assert feed is not None, "the app's lifespan opens the feed"
         chosen = _filter(
             session,
             building,
@@ -99,7 +98,7 @@ async def _messages(
     while not await request.is_disconnected():
         items, moved = await feed.since(at)
         for item in items:
-            at = _after(at, item)
+            at = at.after(item)
             if chosen.keeps(item):
                 yield f"id: {at.text()}\nevent: {item['kind']}\ndata: {json.dumps(item)}\n\n"
                 if item["kind"] == "decision" and item["latency_ms"] is None:
@@ -133,10 +132,3 @@ async def _completions(feed: Feed, waiting: dict[str, tuple[float, float]]) -> A
         del waiting[event_id]
     while len(waiting) > WAITING:
         del waiting[next(iter(waiting))]
-
-
-def _after(at: Position, item: dict[str, Any]) -> Position:
-    """The position just after ``item``: what a reconnecting browser resumes from."""
-    if item["kind"] == "decision":
-        return Position(item["position"], at.rejection)
-    return Position(at.decision, item["id"])

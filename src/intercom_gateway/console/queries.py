@@ -2,12 +2,13 @@
 and rejected input *in the order they were written*, from a position on, for the live
 flow; and the list of dwellings.
 
-Its own read-only connection to the SQLite file the gateways write (WAL: readers never
-block the writer, and see each flush once it commits), so a slow page never holds the
-desk's connection. The gateways flush in batches, so each poll finds whatever the last
-flushes committed. PostgreSQL has no such position yet (its decision table keys by
-event id only): the console's live flow needs the SQLite store; every other page reads
-through ``Store`` and works on either.
+``Feed`` is that small interface; ``open_feed`` gives the one for the settings' store.
+``SqliteFeed`` (here) has its own read-only connection to the SQLite file the gateways
+write (WAL: readers never block the writer, and see each flush once it commits), so a
+slow page never holds the desk's connection. The gateways flush in batches, so each poll
+finds whatever the last flushes committed; one writer at a time commits, so the rowid
+is a safe cursor. ``PgFeed`` (``pg_feed``) reads a PostgreSQL store, whose concurrent
+writers need another cursor: its docstring says which and why.
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
+
+from intercom_gateway.store.opening import sqlite_path
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from intercom_gateway.settings import Settings
 
 BATCH = 500  # rows per poll at most: a backlog arrives over several polls, never at once
 RECENT_COMPLETIONS = 20_000  # completed rows searched for a latency: a few seconds at full rate
@@ -29,37 +37,82 @@ RECENT_COMPLETIONS = 20_000  # completed rows searched for a latency: a few seco
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a stream has read to: the last decision's rowid and the last rejection's id."""
+    """Where a stream has read to: the last decision's number and the last rejection's id.
+
+    On PostgreSQL each number comes with its writer's transaction id (``*_xid``, the
+    first key of the order: ``pg_feed``); on SQLite those are 0 and the text is as it
+    always was."""
 
     decision: int
     rejection: int
+    decision_xid: int = 0
+    rejection_xid: int = 0
 
     def text(self) -> str:
-        return f"{self.decision}-{self.rejection}"
+        if not (self.decision_xid or self.rejection_xid):
+            return f"{self.decision}-{self.rejection}"
+        return f"{self.decision_xid}.{self.decision}-{self.rejection_xid}.{self.rejection}"
+
+    def after(self, item: Mapping[str, Any]) -> Position:
+        """The position just after ``item``: what a reconnecting browser resumes from."""
+        xid = int(item.get("xid", 0))
+        if item["kind"] == "decision":
+            return Position(item["position"], self.rejection, xid, self.rejection_xid)
+        return Position(self.decision, item["id"], self.decision_xid, xid)
 
     @classmethod
     def parse(cls, text: str | None) -> Position | None:
         try:
             decision, rejection = (text or "").split("-")
-            return cls(int(decision), int(rejection))
+            d_xid, _, d = decision.rpartition(".")
+            r_xid, _, r = rejection.rpartition(".")
+            return cls(int(d), int(r), int(d_xid or 0), int(r_xid or 0))
         except ValueError:
             return None
 
 
-class Feed:
-    """The console's reads over one read-only connection."""
+class Feed(Protocol):
+    """The console's reads of the log, whichever store the gateways write."""
+
+    async def position(self, *, back: int = 0) -> Position:
+        """The current end of the log, less ``back`` decisions (a page opens with some)."""
+
+    async def since(self, at: Position) -> tuple[list[dict[str, Any]], Position]:
+        """Decisions and rejections written after ``at``, in order, and the new position."""
+
+    async def completions(self, event_ids: list[str]) -> dict[str, float]:
+        """When each of these events completed (Unix seconds), for those that have lately."""
+
+    async def dwellings(self) -> list[tuple[str, str]]:
+        """Every dwelling the store knows, by building then dwelling."""
+
+
+@asynccontextmanager
+async def open_feed(settings: Settings) -> AsyncIterator[Feed]:
+    """The feed over the settings' store: its own read-only connection(s), for as long
+    as the console runs."""
+    path = sqlite_path(settings)
+    if path is not None:
+        async with SqliteFeed.open(path) as feed:
+            yield feed
+        return
+    from intercom_gateway.console.pg_feed import PgFeed
+
+    async with PgFeed.open(settings.store or "") as pg:
+        yield pg
+
+
+class SqliteFeed:
+    """The console's reads of a SQLite store over one read-only connection."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path | None) -> AsyncIterator[Feed | None]:
+    async def open(cls, path: Path) -> AsyncIterator[SqliteFeed]:
         """The feed over the file at ``path`` (the desk, opened first, has checked that
-        it exists); None when the store is not SQLite."""
-        if path is None:
-            yield None
-            return
+        it exists)."""
         async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as db:
             db.row_factory = aiosqlite.Row
             yield cls(db)
@@ -90,12 +143,12 @@ class Feed:
         ) as cursor:
             rows = await cursor.fetchall()
         done = await self.completions([row["event_id"] for row in rows]) if rows else {}
-        decisions = [_decision(row, done.get(row["event_id"])) for row in rows]
+        decisions = [decision_item(row, done.get(row["event_id"])) for row in rows]
         async with self._db.execute(
             "SELECT id, at, reason, detail, topic FROM rejections WHERE id > ? ORDER BY id LIMIT ?",
             (at.rejection, BATCH),
         ) as cursor:
-            rejections = [_rejection(row) for row in await cursor.fetchall()]
+            rejections = [rejection_item(row) for row in await cursor.fetchall()]
         moved = Position(
             decisions[-1]["position"] if decisions else at.decision,
             rejections[-1]["id"] if rejections else at.rejection,
@@ -125,7 +178,9 @@ class Feed:
             return [(row[0], row[1]) for row in await cursor.fetchall()]
 
 
-def _decision(row: aiosqlite.Row, completed: float | None) -> dict[str, Any]:
+def decision_item(row: Any, completed: float | None) -> dict[str, Any]:
+    """What the stream sends of a decision row (by column name: a ``sqlite3.Row`` or, from
+    PostgreSQL, a dict with the moment as ISO text)."""
     decided = datetime.fromisoformat(row["decided_at"])
     latency = None if completed is None else round((completed - decided.timestamp()) * 1000, 1)
     return {
@@ -165,7 +220,8 @@ def _outcome(o: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rejection(row: aiosqlite.Row) -> dict[str, Any]:
+def rejection_item(row: Any) -> dict[str, Any]:
+    """What the stream sends of a rejection row (by column name, as ``decision_item``)."""
     return {
         "kind": "rejection",
         "id": row["id"],

@@ -55,7 +55,7 @@ class ConsoleState:
 
     settings: Settings
     signer: Signer
-    feed: Feed | None = None  # set by the app's lifespan; None: not a SQLite store
+    feed: Feed | None = None  # set by the app's lifespan
 
 
 def state_of(request: Request) -> ConsoleState:

@@ -107,7 +107,19 @@ _V2 = "ALTER TABLE analytics_held ADD COLUMN building_id text NOT NULL DEFAULT '
 # random page per event (store.schema.COMPLETED_TABLE says why). They are read and pruned
 # by ``at`` only, which keeps its index: appended at its end.
 _V3 = "ALTER TABLE completed DROP CONSTRAINT IF EXISTS completed_pkey;"
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# 4: the console's live flow (``console.pg_feed``) reads the decisions and the rejected
+# input in a gap-free order across concurrent writers: each row keeps the id of the
+# transaction that wrote it (``xid``) and a number (``seq``; rejections have ``id``), and
+# the feed reads rows of finished transactions only, ordered by (xid, number). The rows
+# already there take the migration's own transaction id: they become readable with it.
+_V4 = """
+ALTER TABLE decisions ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE decisions ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX decisions_xid_seq ON decisions (xid, seq);
+ALTER TABLE rejections ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX rejections_xid_id ON rejections (xid, id);
+"""
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 async def migrate(connection: Any) -> list[int]:
