@@ -3,7 +3,8 @@ initialise (after a confirming form), return-home, services used, stop provision
 opt-outs, each sent through the desk's ``ConsentChannel`` as the panel's settings
 message; the page shows the gateway's acknowledgement (accepted, or refused with its
 reason) and the history row that names the change. Who may send what: nobody without a
-session, a resident session on its own dwelling only and never register or initialise.
+session, a resident session on its own dwelling only (accept-policy included, §10) and
+never register or initialise.
 
 The channel here is the store's (``StoreChannel``, what a panel's change does to consent
 while no gateway runs), wrapped to count what the console sent through it.
@@ -110,6 +111,8 @@ async def page(populated: Settings, tmp_path: Path) -> AsyncIterator[Page]:
          "services_used", None),
         ("service-use", {"partner": "concierge", "used": "no"}, "provision to",
          "service concierge: stop", "provision_stopped", None),
+        ("accept-policy", {}, "accepted policy 2026-04-01", "accept_policy 2026-04-01",
+         "accepted_policy_version", "2026-04-01"),
     ],
 )  # fmt: skip
 async def test_a_change_is_sent_as_the_panels_and_acknowledged_and_named(
@@ -192,6 +195,10 @@ async def test_initialise_asks_first_then_resets_and_register_starts_again(page:
          "opt out of backup"),
         ("resume-provision", {"partner": "no-such"}, "unknown partner service 'no-such'",
          "service no-such: use"),
+        ("accept-policy", {"policy_version": "2022-06-01"}, "superseded by 2026-04-01",
+         "accept_policy 2022-06-01"),
+        ("accept-policy", {"policy_version": "1999-01-01"}, "unknown policy version",
+         "accept_policy 1999-01-01"),
     ],
 )  # fmt: skip
 async def test_a_refused_change_shows_the_reason_and_its_history_row(
@@ -224,7 +231,15 @@ async def test_an_unknown_dwelling_is_not_sent_a_change(page: Page) -> None:
 
 # --- who may ------------------------------------------------------------------------------
 
-EVERY = ["register", "initialise", "return-home", "service-use", "opt-out", "resume-provision"]
+EVERY = [
+    "register",
+    "initialise",
+    "return-home",
+    "service-use",
+    "opt-out",
+    "resume-provision",
+    "accept-policy",
+]
 
 
 @pytest.mark.parametrize("action", EVERY)
@@ -257,9 +272,10 @@ async def test_a_resident_session_may_not_register_or_initialise(page: Page, act
     assert response.status_code == 403
     assert "move-" in response.json()["detail"]
     assert page.channel.sent == []
-    # Its page does not offer them.
+    # Its page does not offer them; it offers accepting the policy (§10).
     text = (await page.http.get(PAGE)).text
     assert 'id="register"' not in text and 'id="initialise"' not in text
+    assert 'id="accept-policy"' in text
 
 
 async def test_a_resident_session_changes_its_own_dwellings_settings(page: Page) -> None:
@@ -272,9 +288,11 @@ async def test_a_resident_session_changes_its_own_dwellings_settings(page: Page)
         ("opt-out", {"purpose": "marketing", "opted_out": "yes"}),
         ("service-use", {"partner": "elder-watch", "used": "yes"}),
         ("stop-provision", {"partner": "concierge"}),
+        ("accept-policy", {}),  # §10: the dwelling's to accept, so a resident's too
     ]:
         response, [ack] = await page.change(action, **fields)
         assert response.status_code == 200 and ack.startswith("accepted: "), action
-    assert len(page.channel.sent) == 4
+    assert len(page.channel.sent) == 5
+    assert page.channel.sent[-1].change.kind == "accept_policy"
     consent = await page.consent()
     assert consent["return_home_enabled"] is False and consent["opted_out"] == ["marketing"]

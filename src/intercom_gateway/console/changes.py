@@ -11,6 +11,12 @@ what the gateway decides; it only decides who may ask:
 - a resident session, its own dwelling's return-home notification (§7(1)②), services
   used (§5(1)②), stop provision (§8) and opt-outs (§8): the settings the policy leaves
   to the people who live there, and which §8 lets them ask for;
+- accept-policy (§10), operator and resident session alike: consent is to a version, and
+  the policy is accepted for the dwelling by those who live there ("a resident who does
+  not accept a new version may lose some services"), so it is theirs to give on their
+  own dwelling; the operator relays it as it relays a panel's other settings. Unlike
+  register it moves no one in and resets nothing, and the gateway accepts only the
+  version in force (an older or unknown one is refused with its reason);
 - never register or initialise (§7(1)①, the move-in and move-out setting), which a
   resident session may not send: the policy is agreed per dwelling by everyone living
   there, a resident token belongs to the dwelling rather than to a household and can
@@ -43,6 +49,12 @@ def _register(fields: Fields, policy: Policy) -> Body:
     return {"kind": "register", "policy_version": version}
 
 
+def _accept_policy(fields: Fields, policy: Policy) -> Body:
+    # The version in force unless the form names another (which the gateway refuses).
+    version = fields.get("policy_version", "").strip() or policy.version
+    return {"kind": "accept_policy", "policy_version": version}
+
+
 def _initialise(_: Fields, __: Policy) -> Body:
     return {"kind": "initialise"}
 
@@ -69,6 +81,7 @@ CHANGES: dict[str, Callable[[Fields, Policy], Body]] = {
     "service-use": _service_use,
     "resume-provision": _service_use,  # the older form's name: use the service again
     "opt-out": _opt_out,
+    "accept-policy": _accept_policy,
 }
 
 

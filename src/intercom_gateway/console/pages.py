@@ -95,7 +95,8 @@ def router() -> APIRouter:
             str,
             Path(
                 pattern=r"^(stop-provision|stop-use|purposes|disclosure|provisions|"
-                r"register|initialise|return-home|service-use|resume-provision|opt-out)$"
+                r"register|initialise|return-home|service-use|resume-provision|opt-out|"
+                r"accept-policy)$"
             ),
         ],
     ) -> HTMLResponse:
