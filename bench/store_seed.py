@@ -111,6 +111,11 @@ LEDGER_COLUMNS = (
     "event_id", "event_type", "items", "image", "purposes", "rule_id", "policy_version",
     "decision_id", "part", "status",
 )  # fmt: skip
+# The decisions' own columns: on PostgreSQL, seq and xid (migration 4) take their defaults.
+DECISION_COLUMNS = (
+    "event_id", "decision_id", "building_id", "dwelling_id", "event_type", "decided_at",
+    "policy_version", "consent_revision", "outcome_set",
+)  # fmt: skip
 SEEDED = ("decisions", "ledger", "completed")
 
 
@@ -195,7 +200,9 @@ async def seed_postgres(dsn: str, rows: int, *, buildings: int, dwellings: int, 
         began = time.monotonic()
         done = 0
         for chunk in chunks(rows, buildings=buildings, dwellings=dwellings, seed=seed):
-            await db.copy_records_to_table("decisions", records=chunk.decisions)
+            await db.copy_records_to_table(
+                "decisions", records=chunk.decisions, columns=DECISION_COLUMNS
+            )
             await db.copy_records_to_table("ledger", records=chunk.ledger, columns=LEDGER_COLUMNS)
             await db.copy_records_to_table("completed", records=chunk.completed)
             done += len(chunk.decisions)
