@@ -11,8 +11,10 @@ The gateway's handling of one event is one span: the decision and every copy it
 publishes. So every identified copy of an event (cloud, group, partners, unlock-mode
 service) carries the same ``traceparent``: the event's trace id, the gateway's span id
 for that event (new per event, random) as parent id, and the inbound flags (``00``
-when the gateway started the trace: it records no trace data itself). A
-``tracestate`` that came with a valid ``traceparent`` passes through unchanged.
+when the gateway started the trace and records no trace data itself; with the
+OpenTelemetry export on, ``gateway/otel.py`` builds the same properties from these
+functions with ``01``, as it exports that span). A ``tracestate`` that came with a
+valid ``traceparent`` passes through unchanged.
 
 De-identified analytics copies (§5(5)) and statistics aggregates carry none: a trace
 id would join an analytics copy to the identified copies of its event, which is what
