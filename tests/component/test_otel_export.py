@@ -13,15 +13,12 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -36,6 +33,7 @@ from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import open_store
 from tests.factories import event_dict, gateway_settings, panel_message
+from tests.otlp import Collector, otlp_collector_fixture  # noqa: F401 (the fixture)
 
 PANEL_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PANEL_SPAN = "00f067aa0ba902b7"
@@ -163,40 +161,10 @@ async def test_rejected_input_has_no_span(world: World) -> None:
 # --- the OTLP/HTTP exporter, against a stand-in collector --------------------------------
 
 
-class Collector(BaseHTTPRequestHandler):
-    requests: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.requests.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    received: list[tuple[str, bytes]] = []
-    handler = type("Handler", (Collector,), {"requests": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 async def test_spans_are_posted_to_the_endpoints_v1_traces(
-    tmp_path: Path, collector: tuple[str, list[tuple[str, bytes]]]
+    tmp_path: Path, otlp_collector: Collector
 ) -> None:
-    url, received = collector
+    url, received = otlp_collector.url, otlp_collector.requests
     settings = gateway_settings(tmp_path, otel_endpoint=url)
     broker = MemoryBroker()
     async with open_store(settings) as store:
@@ -214,12 +182,7 @@ async def test_spans_are_posted_to_the_endpoints_v1_traces(
             await send(gateway, bus, event_dict("alarm", dwelling=dwelling))
         await asyncio.to_thread(spans.shutdown)  # what `run` does on its way out
     assert received and {path for path, _ in received} == {"/v1/traces"}
-    posted = set()
-    for _, body in received:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                posted |= {(s.trace_id.hex(), s.span_id.hex()) for s in scope_spans.spans}
+    posted = {(s.trace_id.hex(), s.span_id.hex()) for s in otlp_collector.spans()}
     on_copies = {tuple(p.split("-")[1:3]) for p in parents(seen)}
     assert len(posted) == 3 and posted == on_copies
 
