@@ -28,7 +28,7 @@ from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.cli.main import main
 from intercom_gateway.core.trace import valid_traceparent
 from intercom_gateway.errors import ConfigError
-from intercom_gateway.gateway.otel import EventSpans, open_spans
+from intercom_gateway.gateway.otel import EventSpans, OpenSpan, open_spans
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import open_store
@@ -236,3 +236,24 @@ def test_run_without_the_extra_says_so_in_one_line(
     assert result.exit_code == 1, result.output
     [line] = result.stderr.splitlines()
     assert line.startswith("Error: OpenTelemetry export needs the [otel] extra")
+
+
+def test_partitioned_with_the_export_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "INTERCOM_DB_PATH": str(tmp_path / "gateway.sqlite"),
+        "INTERCOM_STATE_DIR": str(tmp_path / "stack"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+    }
+    result = CliRunner().invoke(main, ["run", "--partitioned"], env=env)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert "not built for --partitioned" in line
+
+
+def test_a_span_whose_message_is_delivered_again_is_an_error() -> None:
+    exporter = InMemorySpanExporter()
+    spans = EventSpans(SimpleSpanProcessor(exporter), gateway_id="gw-1")
+    span = OpenSpan("intercom.event alarm", PANEL_TRACE, PANEL_SPAN, None, "01", 0.0, {})
+    spans.end(span, failed=True)
+    [ended] = exporter.get_finished_spans()
+    assert ended.status.status_code is StatusCode.ERROR
