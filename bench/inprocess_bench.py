@@ -31,7 +31,10 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +49,7 @@ from intercom_gateway.core.ingress import check_event, check_topic
 from intercom_gateway.core.models import Event, random_uuid, utc_now
 from intercom_gateway.core.plan import logged_outcomes, plan
 from intercom_gateway.core.registry import dump_registry, generate_registry
+from intercom_gateway.gateway.otel import open_spans
 from intercom_gateway.gateway.run import settle_heap
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.settings import Settings
@@ -69,14 +73,23 @@ class Run:
 
 
 async def run_once(
-    workdir: Path, registry_path: Path, messages: list[tuple[str, bytes]], *, name: str
+    workdir: Path,
+    registry_path: Path,
+    messages: list[tuple[str, bytes]],
+    *,
+    name: str,
+    otel: str | None = None,
 ) -> Run:
     settings = Settings(
-        db_path=workdir / f"{name}.sqlite", registry_path=registry_path, log_events=False
+        db_path=workdir / f"{name}.sqlite",
+        registry_path=registry_path,
+        log_events=False,
+        otel_endpoint=otel,
     )
     broker = MemoryBroker()
     async with SqliteStore.open(settings.db_path) as store:
         gateway = await Gateway.load(settings, store)
+        spans = gateway.completion.spans = open_spans(settings)  # as run_gateway does
         settle_heap(gateway)  # as ``intercom-gateway run`` does once loaded
         bus, panels = broker.client("gateway"), broker.client("panels")
         stop = asyncio.Event()
@@ -86,6 +99,9 @@ async def run_once(
         for topic, payload in messages:
             await panels.publish(topic, payload)
         await gateway.wait_acked(len(messages))
+        if spans is not None:
+            # Every span encoded and posted: the export thread's work counts too.
+            await asyncio.to_thread(spans.shutdown)
         cpu, main = time.process_time() - cpu, time.thread_time() - main
         wall = time.perf_counter() - wall
         stop.set()
@@ -198,6 +214,57 @@ async def stages(
     return {name: _best_us(step, n, repeat) for name, step in steps.items()}
 
 
+_SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def compare_otel(
+    workdir: Path, registry_path: Path, workloads: list[list[tuple[str, str]]]
+) -> None:
+    """Off and on in turn, per workload: the export's CPU per event. The spans go over
+    OTLP/HTTP to a sink in another process, so only the gateway's side is counted."""
+    # A burst of every event at once would overflow the default queue (2,048 spans) and
+    # drop spans, which would hide their cost: keep them all.
+    os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", str(2 * max(map(len, workloads))))
+    with subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True) as sink:
+        assert sink.stdout is not None
+        url = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+        try:
+            pairs = []
+            for index, workload in enumerate(workloads):
+                messages = [(t, p.encode()) for t, p in workload]
+                off, on = (
+                    asyncio.run(
+                        run_once(workdir, registry_path, messages, name=f"{tag}{index}", otel=otel)
+                    )
+                    for tag, otel in (("off", None), ("on", url))
+                )
+                pairs.append((off.cpu_us_per_event, on.cpu_us_per_event))
+                print(
+                    f"run {index + 1}: off {off.cpu_us_per_event:6.1f}, on"
+                    f" {on.cpu_us_per_event:6.1f} µs CPU/event (main thread"
+                    f" {1e6 * off.main_thread_cpu_s / off.events:.1f} →"
+                    f" {1e6 * on.main_thread_cpu_s / on.events:.1f})",
+                    flush=True,
+                )
+            ratio = statistics.median(on / off for off, on in pairs)
+            print(f"median on/off: {ratio:.3f}")
+        finally:
+            sink.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -208,6 +275,11 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of one more run here")
     parser.add_argument(
         "--stages", action="store_true", help="time each pure step apart, then stop"
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="each run twice, without and with the OpenTelemetry export (to a local sink)",
     )
     parser.add_argument(
         "--rate", type=float, help="pace the events at this rate: cloud copy latency, then stop"
@@ -240,6 +312,9 @@ def main() -> None:
                 )
                 p50, p99 = ms[len(ms) // 2], ms[int(len(ms) * 0.99)]
                 print(f"run {index + 1}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms")
+            return
+        if args.otel:
+            compare_otel(workdir, registry_path, [w.messages for w in workloads[: args.repeat]])
             return
         runs = []
         for index in range(args.repeat):

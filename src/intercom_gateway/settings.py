@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="address the Prometheus metrics are served on"
     )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="export a span per event over OTLP/HTTP to <url>/v1/traces (the [otel]"
+        " extra); None: OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export",
+    )
 
     # --- provision ledger and resident requests (§8) ----------------------------------
     # APPI keeps a third-party provision record for three years; 1,096 days is three

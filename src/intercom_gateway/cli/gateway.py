@@ -73,6 +73,12 @@ _HEALTH_TOPICS = (topics.STATUS, topics.METRICS)
     "--metrics-host",
     help="Address to serve the metrics on [env INTERCOM_METRICS_HOST, default 127.0.0.1].",
 )
+@click.option(
+    "--otel-endpoint",
+    help="Export a span per event over OTLP/HTTP to URL/v1/traces (needs the [otel] extra)"
+    " [env INTERCOM_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; default: no export]"
+    " (README, 'Metrics and tracing').",
+)
 @click.option("--share-group", hidden=True, help="Retired: refused (issue #17).")
 @click.pass_context
 def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) -> None:
@@ -88,6 +94,14 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
         raise usage_error(f"--share-group is no longer accepted: {RETIRED['INTERCOM_SHARE_GROUP']}")
     settings = settings_of(ctx, **options)
     _not_the_stacks_gateway(ctx, settings)
+    if settings.partitioned:
+        from intercom_gateway.gateway.otel import export_endpoint
+
+        if export_endpoint(settings) is not None:
+            raise ConfigError(
+                "OpenTelemetry export is not built for --partitioned yet:"
+                " unset --otel-endpoint and OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -139,7 +139,8 @@ def user_property_headers(policy: Policy, *, event_id: bool) -> dict[str, Any]:
             "description": "W3C trace context: the event's trace id (the panel's, when its"
             " event carried a valid `traceparent` user property; else a new one), the"
             " gateway's span id for the event (the same on every copy of the event) and"
-            " the trace flags (`00` when the gateway started the trace)",
+            " the trace flags (the panel's; when the gateway started the trace, `00`, or"
+            " `01` when it exports its spans: `run --otel-endpoint`)",
         }
         properties["tracestate"] = {
             "type": "string",

@@ -11,8 +11,10 @@ The gateway's handling of one event is one span: the decision and every copy it
 publishes. So every identified copy of an event (cloud, group, partners, unlock-mode
 service) carries the same ``traceparent``: the event's trace id, the gateway's span id
 for that event (new per event, random) as parent id, and the inbound flags (``00``
-when the gateway started the trace: it records no trace data itself). A
-``tracestate`` that came with a valid ``traceparent`` passes through unchanged.
+when the gateway started the trace and records no trace data itself; with the
+OpenTelemetry export on, ``gateway/otel.py`` builds the same properties from these
+functions with ``01``, as it exports that span). A ``tracestate`` that came with a
+valid ``traceparent`` passes through unchanged.
 
 De-identified analytics copies (§5(5)) and statistics aggregates carry none: a trace
 id would join an analytics copy to the identified copies of its event, which is what
@@ -24,7 +26,17 @@ from __future__ import annotations
 import random
 import re
 
-__all__ = ["MAX_TRACESTATE", "TRACEPARENT", "TRACESTATE", "trace_properties", "valid_traceparent"]
+__all__ = [
+    "MAX_TRACESTATE",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "copy_properties",
+    "inbound_context",
+    "new_span_id",
+    "new_trace_id",
+    "trace_properties",
+    "valid_traceparent",
+]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -51,13 +63,11 @@ def valid_traceparent(value: str) -> tuple[str, str] | None:
     return trace_id, flags
 
 
-def trace_properties(inbound: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """The trace context user properties of an event's identified copies.
-
-    ``inbound``: the panel message's user properties. A new span id per event; the
-    inbound trace id and flags when its ``traceparent`` is valid (and then its
-    ``tracestate``), else a new trace.
-    """
+def inbound_context(
+    inbound: tuple[tuple[str, str], ...],
+) -> tuple[tuple[str, str, str] | None, str]:
+    """The panel's trace context: ((trace id, parent id, flags) of its one valid
+    ``traceparent``, or None; its ``tracestate``, joined, "" when none or too long)."""
     given: list[str] = []
     states: list[str] = []
     for name, value in inbound:
@@ -66,15 +76,42 @@ def trace_properties(inbound: tuple[tuple[str, str], ...]) -> tuple[tuple[str, s
         elif name == TRACESTATE:
             states.append(value)
     # Two traceparents contradict each other: neither is taken (W3C §3.2).
-    parent = valid_traceparent(given[0]) if len(given) == 1 else None
-    span_id = f"{_random.getrandbits(64) or 1:016x}"
-    if parent is None:
-        trace_id = f"{_random.getrandbits(128) or 1:032x}"
-        return ((TRACEPARENT, f"00-{trace_id}-{span_id}-{_STARTED_FLAGS}"),)
-    trace_id, flags = parent
-    traceparent = (TRACEPARENT, f"00-{trace_id}-{span_id}-{flags}")
+    match = _TRACEPARENT.fullmatch(given[0]) if len(given) == 1 else None
+    if match is None:
+        return None, ""
+    trace_id, parent_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None, ""
     # Several tracestate properties are one list, as several headers are (W3C §3.3.1.1).
     state = ",".join(states)
-    if state and len(state) <= MAX_TRACESTATE:
-        return (traceparent, (TRACESTATE, state))
-    return (traceparent,)
+    return (trace_id, parent_id, flags), state if len(state) <= MAX_TRACESTATE else ""
+
+
+def new_trace_id() -> str:
+    return f"{_random.getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    return f"{_random.getrandbits(64) or 1:016x}"
+
+
+def copy_properties(
+    trace_id: str, span_id: str, flags: str, state: str = ""
+) -> tuple[tuple[str, str], ...]:
+    """The user properties every identified copy of an event carries."""
+    traceparent = (TRACEPARENT, f"00-{trace_id}-{span_id}-{flags}")
+    return (traceparent, (TRACESTATE, state)) if state else (traceparent,)
+
+
+def trace_properties(inbound: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The trace context user properties of an event's identified copies.
+
+    ``inbound``: the panel message's user properties. A new span id per event; the
+    inbound trace id and flags when its ``traceparent`` is valid (and then its
+    ``tracestate``), else a new trace, not sampled (the gateway records no span; with
+    the OpenTelemetry export on, ``gateway.otel.EventSpans.start`` is used instead).
+    """
+    parent, state = inbound_context(inbound)
+    if parent is None:
+        return copy_properties(new_trace_id(), new_span_id(), _STARTED_FLAGS)
+    return copy_properties(parent[0], new_span_id(), parent[2], state)

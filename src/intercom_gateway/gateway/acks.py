@@ -29,13 +29,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from intercom_gateway.bus import Message
 from intercom_gateway.core.analytics import Draft
 from intercom_gateway.core.plan import Statistic
 from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.gateway.receipts import Target
+
+if TYPE_CHECKING:
+    from intercom_gateway.gateway.otel import OpenSpan
 
 __all__ = ["AckQueue", "Inbound", "Pending", "Stage"]
 
@@ -155,3 +158,4 @@ class Inbound(Pending):
     statistic: Statistic | None = None  # counted when the event is committed
     analytics: Draft | None = None  # held at completion, released with its window
     receipt: Target | None = None  # the panel's event this message settles (receipts.py)
+    span: OpenSpan | None = None  # its span, exported when settled (gateway/otel.py)

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,6 +30,9 @@ from intercom_gateway.gateway.ledger import WriteAhead
 from intercom_gateway.gateway.receipts import Receipts
 from intercom_gateway.gateway.status import Metrics
 from intercom_gateway.store import Store
+
+if TYPE_CHECKING:
+    from intercom_gateway.gateway.otel import EventSpans
 
 __all__ = ["CompletedIds", "Completion"]
 
@@ -88,6 +91,7 @@ class Completion:
         self._idle.set()
         self._acked_changed = asyncio.Condition()
         self._waiting_for_acks = 0
+        self.spans: EventSpans | None = None  # the OpenTelemetry export, when on (otel.py)
 
     def take(self, message: Message) -> Inbound:
         """A message is taken: it is acknowledged after every one taken before it."""
@@ -194,6 +198,8 @@ class Completion:
         Whether it has records to commit before its acknowledgement."""
         waits = self._record(inbound)
         self._settled.set()
+        if inbound.span is not None and self.spans is not None:
+            self.spans.end(inbound.span, failed=inbound.failed)
         if inbound.planned and not inbound.failed:
             timings = self.metrics.timings
             now = time.monotonic()

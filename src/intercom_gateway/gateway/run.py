@@ -15,6 +15,7 @@ from intercom_gateway.bus import BrokerAddress, MqttBus, TlsOptions, Will
 from intercom_gateway.core import topics
 from intercom_gateway.errors import BusError, SessionTakenOver
 from intercom_gateway.gateway.metrics import collector_of, serving_metrics
+from intercom_gateway.gateway.otel import open_spans
 from intercom_gateway.gateway.rejections import describe
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.gateway.status import Metrics, status_payload
@@ -79,15 +80,22 @@ async def run_gateway(
 
     async with open_store(settings) as store:
         gateway = await Gateway.load(settings, store)
-        async with serving_metrics(
-            collector_of(gateway), settings.metrics_host, settings.metrics_port
-        ) as server:
-            gateway.metrics_server = server
-            if ready is not None:
-                ready(gateway)
-            will = Will(topics.STATUS, status_payload(settings.gateway_id, "offline"))
-            await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
-            await gateway.store.flush()
+        spans = open_spans(settings)  # None unless asked for
+        gateway.completion.spans = spans
+        try:
+            async with serving_metrics(
+                collector_of(gateway), settings.metrics_host, settings.metrics_port
+            ) as server:
+                gateway.metrics_server = server
+                if ready is not None:
+                    ready(gateway)
+                will = Will(topics.STATUS, status_payload(settings.gateway_id, "offline"))
+                await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
+                await gateway.store.flush()
+        finally:
+            if spans is not None:
+                # Posts what is queued (a blocking HTTP call): off the event loop.
+                await asyncio.to_thread(spans.shutdown)
         return gateway.metrics
 
 

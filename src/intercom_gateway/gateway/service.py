@@ -347,7 +347,12 @@ class Gateway:
             decision_id=random_uuid(),
             now=now,
         )
-        trace = trace_properties(inbound.message.user_properties)  # core/trace.py
+        spans = self.completion.spans
+        trace = (
+            trace_properties(inbound.message.user_properties)  # core/trace.py
+            if spans is None
+            else spans.start(inbound, decision)  # ...and the span it exports (otel.py)
+        )
         planned = plan(decision, occurred_at=event.occurred_at, now=now, gateway_id=gw, trace=trace)
         self.completion.planned(inbound)
         # Spec item 7: an event that consent stops at the gateway (initialised dwelling,
