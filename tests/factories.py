@@ -23,6 +23,7 @@ from intercom_gateway.core.models import (
 )
 from intercom_gateway.core.outcomes import Decision
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.records import DecisionRow
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.core.router import Router
 from intercom_gateway.settings import Settings
@@ -179,6 +180,25 @@ _LEDGER_ROW = LedgerRow(
 def ledger_row(**changes: Any) -> LedgerRow:
     """A provision to the concierge partner service, with ``changes`` to its fields."""
     return replace(_LEDGER_ROW, **changes)
+
+
+FORWARDED_TO_CLOUD = json.dumps([{"destination": "cloud", "forwarded": True, "purposes": ["p1"]}])
+
+
+def decision_row(event_id: str, **changes: Any) -> DecisionRow:
+    """A decision-log row of a visitor event at b001/d0001, forwarded to the cloud."""
+    fields: dict[str, Any] = {
+        "event_id": event_id,
+        "decision_id": f"decision-{event_id}",
+        "building_id": "b001",
+        "dwelling_id": "d0001",
+        "event_type": "visitor",
+        "decided_at": datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        "policy_version": "2026-04-01",
+        "consent_revision": 1,
+        "outcomes": FORWARDED_TO_CLOUD,
+    }
+    return DecisionRow(**(fields | changes))
 
 
 def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:

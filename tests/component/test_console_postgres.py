@@ -27,6 +27,7 @@ from intercom_gateway.store.postgres import PostgresStore
 from intercom_gateway.store.postgres import schema as postgres_schema
 from tests.component.test_api_scopes import _copy
 from tests.component.test_console import populated
+from tests.factories import decision_row
 from tests.stores import Databases
 
 __all__ = ["populated"]  # the fixture, reused
@@ -36,17 +37,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def _row(event_id: str) -> DecisionRow:
-    return DecisionRow(
-        event_id=event_id,
-        decision_id=f"decision-{event_id}",
-        building_id="b001",
-        dwelling_id="d0001",
-        event_type="visitor",
-        decided_at=NOW,
-        policy_version="2026-04-01",
-        consent_revision=1,
-        outcomes=OUTCOMES,
-    )
+    return decision_row(event_id, decided_at=NOW, outcomes=OUTCOMES)
 
 
 async def _insert(db: Any, event_id: str) -> None:

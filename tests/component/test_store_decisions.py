@@ -17,6 +17,7 @@ from intercom_gateway.store.results import LoggedDecision
 from intercom_gateway.store.schema import outcome_set_id
 from intercom_gateway.store.sqlite import DecisionRow, SqliteStore
 from tests.conftest import StoreFactory
+from tests.factories import decision_row
 from tests.stores import count_rows
 from tests.unit.conftest import NOW
 
@@ -25,17 +26,7 @@ WITHHELD = json.dumps([{"destination": "cloud", "forwarded": False, "reason": "x
 
 
 def _row(event_id: str, outcomes: str, *, decided_at: datetime = NOW) -> DecisionRow:
-    return DecisionRow(
-        event_id=event_id,
-        decision_id=f"decision-{event_id}",
-        building_id="b001",
-        dwelling_id="d0001",
-        event_type="visitor",
-        decided_at=decided_at,
-        policy_version="2026-04-01",
-        consent_revision=3,
-        outcomes=outcomes,
-    )
+    return decision_row(event_id, outcomes=outcomes, decided_at=decided_at, consent_revision=3)
 
 
 def _logged(decision: LoggedDecision | None) -> dict[str, Any] | None:
