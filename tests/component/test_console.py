@@ -315,10 +315,10 @@ def test_the_filter_keeps_what_each_field_names() -> None:
 
 def test_a_resident_streams_its_own_dwelling_whatever_it_asks_for() -> None:
     session = resident_session("0123456789abcdef", "b001", "d0001")
-    chosen = live._filter(session, "b002", "d0002", event_type="", destination="", partner="")
+    chosen = live._filter(session, Filter(building="b002", dwelling="d0002"))
     assert (chosen.building, chosen.dwelling) == ("b001", "d0001")
     assert not chosen.keeps({"kind": "rejection"})
-    operator = live._filter(operator_session(), "", "", event_type="", destination="", partner="")
+    operator = live._filter(operator_session(), Filter())
     assert operator == Filter()
 
 

@@ -11,12 +11,13 @@ rejected input (which names no trusted dwelling).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from intercom_gateway.console.auth import Session
@@ -30,56 +31,45 @@ WAITING = 500  # events watched at most: the oldest are given up first
 KEEPALIVE = 15.0  # seconds: a comment line keeps proxies from closing an idle stream
 
 
-def _filter(session: Session, building: str, dwelling: str, **rest: str) -> Filter:
-    if session.dwelling is not None:
-        building, dwelling = session.dwelling
-    return Filter(building=building, dwelling=dwelling, **rest)
+def _asked(
+    building: str = "",
+    dwelling: str = "",
+    event_type: Annotated[str, Query(alias="type")] = "",
+    destination: str = "",
+    partner: str = "",
+) -> Filter:
+    """The filters the query string asks for: one set of parameters for page and stream."""
+    return Filter(building, dwelling, event_type, destination, partner)
+
+
+Asked = Annotated[Filter, Depends(_asked)]
+
+
+def _filter(session: Session, asked: Filter) -> Filter:
+    """What ``session`` may see of ``asked``: a resident's own dwelling, whatever it asks."""
+    if session.dwelling is None:
+        return asked
+    building, dwelling = session.dwelling
+    return dataclasses.replace(asked, building=building, dwelling=dwelling)
 
 
 def router() -> APIRouter:
     routes = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     @routes.get("/")
-    async def live(
-        request: Request,
-        session: PageSession,
-        building: str = "",
-        dwelling: str = "",
-        event_type: Annotated[str, Query(alias="type")] = "",
-        destination: str = "",
-        partner: str = "",
-    ) -> HTMLResponse:
-        chosen = _filter(
-            session,
-            building,
-            dwelling,
-            event_type=event_type,
-            destination=destination,
-            partner=partner,
-        )
-        return page(request, "live.html", session, {"filter": chosen})
+    async def live(request: Request, session: PageSession, asked: Asked) -> HTMLResponse:
+        return page(request, "live.html", session, {"filter": _filter(session, asked)})
 
     @routes.get("/stream")
     async def stream(
         request: Request,
         session: DataSession,
-        building: str = "",
-        dwelling: str = "",
-        event_type: Annotated[str, Query(alias="type")] = "",
-        destination: str = "",
-        partner: str = "",
+        asked: Asked,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         feed = state_of(request).feed
         assert feed is not None, "the app's lifespan opens the feed"
-        chosen = _filter(
-            session,
-            building,
-            dwelling,
-            event_type=event_type,
-            destination=destination,
-            partner=partner,
-        )
+        chosen = _filter(session, asked)
         start = Position.parse(last_event_id) or await feed.position(back=BACKLOG)
         headers = {**HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(
