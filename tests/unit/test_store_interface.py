@@ -61,6 +61,9 @@ MEMBERS = {
     "hashed_token",
     "tokens",
     "token_audit",
+    # §10: configuration revisions (core.configuration, gateway/configs.py).
+    "save_config",
+    "config",
 }
 DELETIONS = ("erase_", "purge_", "prune_")
 

@@ -84,6 +84,8 @@ def acl_text(
         *(f"read {f}" for f in (*outputs, *tallies, topics.gateway_filter())),
         f"read {topics.settings_ack_filter()}",
         f"read {topics.RECEIPTS_FILTER}",
+        # §10: `config apply` announces a configuration revision (core.configuration).
+        f"write {topics.CONFIG}",
     )
     if fleet:
         block(

@@ -178,6 +178,19 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             "One partitioned gateway's counters over its partitions, retained.",
             gatewayId=_param("the gateway's id (run --gateway-id)"),
         ),
+        # §10: live configuration (gateway/configs.py).
+        "configNotice": _channel(
+            topics.CONFIG,
+            ["configNotice"],
+            "The configuration revision to take up from the store, retained; published by"
+            " `config apply` (operator account) or a gateway on SIGHUP.",
+        ),
+        "configAck": _channel(
+            _placeholders(topics.config_ack, "gatewayId"),
+            ["configAck"],
+            "A gateway's answer to the last configuration notice, retained: the revision in force.",
+            gatewayId=_param("the gateway's id (run --gateway-id)"),
+        ),
     }
     return found
 
@@ -257,8 +270,8 @@ def _operation_id(channel: str) -> str:
 
 def operations(channel_map: dict[str, Any]) -> dict[str, Any]:
     """The gateway receives what panels publish and sends everything else, at QoS 1."""
-    received = {"panelEvents", "panelSettings"}
-    retained = {"status", "metrics"}
+    received = {"panelEvents", "panelSettings", "configNotice"}
+    retained = {"status", "metrics", "configNotice", "configAck"}
     out: dict[str, Any] = {}
     for name, channel in channel_map.items():
         action = "receive" if name in received else "send"

@@ -256,6 +256,18 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "Counters, retained, published every 5 s.",
                     "GatewayMetrics",
                 ),
+                _message(
+                    "configNotice",
+                    "Configuration notice (§10)",
+                    "The revision of the policy, partner and device registries to take up.",
+                    "ConfigNotice",
+                ),
+                _message(
+                    "configAck",
+                    "Configuration answer (§10)",
+                    "applied, in_force or failed, with the revision in force.",
+                    "ConfigAck",
+                ),
             ]
         )
     )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from intercom_gateway.core.configuration import ConfigAck, ConfigNotice
 from intercom_gateway.core.models import (
     EVENT_ADAPTER,
     EVENT_MODELS,
@@ -31,6 +32,8 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["receipt"] = Receipt.model_json_schema()
     found["gateway-status"] = GatewayStatus.model_json_schema()
     found["partitioned-status"] = PartitionedStatus.model_json_schema()
+    found["config-notice"] = ConfigNotice.model_json_schema()  # §10
+    found["config-ack"] = ConfigAck.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
         schema.setdefault("$id", f"urn:intercom-gateway:schema:{name}")

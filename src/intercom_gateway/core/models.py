@@ -416,6 +416,9 @@ class GatewayStatus(Model):
     gateway_id: str
     state: Literal["online", "offline"]
     since: AwareDatetime
+    # §10: the configuration revision in force (core.configuration); None: not known
+    # (the last will, written before the gateway loaded its configuration).
+    config_revision: int | None = None
 
 
 class PartitionedStatus(GatewayStatus):

@@ -17,6 +17,8 @@
 | ``gateway/v1/deadletter`` | gateway | input that failed every attempt to handle it |
 | ``gateway/v1/status`` | gateway | online/offline, retained, last will |
 | ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
+| ``gateway/v1/config`` | operator, gateway | configuration revision to take up, retained (§10) |
+| ``gateway/v1/config/ack/{gateway_id}`` | gateway | what a gateway made of it (§10) |
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ METRICS = "gateway/v1/metrics"
 REJECTED_FILTER = "gateway/v1/rejected/#"
 DEADLETTER = "gateway/v1/deadletter"
 RECEIPTS_FILTER = "intercom/v1/+/+/receipts"
+# §10: the configuration revision in force (core.configuration), and the gateways' answers.
+CONFIG = "gateway/v1/config"
+CONFIG_ACKS_FILTER = "gateway/v1/config/ack/+"
 IMAGE_LEVEL = "image"  # the last level of an image's own topic, below its event's
 # Limits at the door: a topic longer or deeper than any the grammar makes is refused
 # before it is matched, and never echoed whole (a 32 KB level once made the echo
@@ -138,6 +143,11 @@ def gateway_status(gateway_id: str) -> str:
 
 def gateway_metrics(gateway_id: str) -> str:
     return f"gateway/v1/{gateway_id}/metrics"
+
+
+def config_ack(gateway_id: str) -> str:
+    """Where a gateway answers a configuration notice (``CONFIG``)."""
+    return f"gateway/v1/config/ack/{gateway_id}"
 
 
 def rejected(reason: str) -> str:

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from intercom_gateway.core.configuration import Configuration
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decide import decide
 from intercom_gateway.core.models import parse_event, utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import load_registry
-from intercom_gateway.core.router import Router
 from intercom_gateway.errors import ConfigError, GatewayError
 from intercom_gateway.settings import Settings
 from intercom_gateway.store.opening import open_store, sqlite_path
@@ -37,6 +37,21 @@ def _registry_consent(settings: Settings, building: str, dwelling: str) -> Conse
     return None
 
 
+async def _in_force(settings: Settings) -> Configuration:
+    """The configuration a gateway on this store decides under (§10): the latest
+    revision on record, or the files (revision 0)."""
+    path = sqlite_path(settings)
+    record = None
+    if path is None or path.exists():
+        async with open_store(settings) as store:
+            record = await store.config()
+    if record is not None:
+        return record.configuration()
+    policy = load_policy(settings.policy_path)
+    partners = load_partners(settings.partners_path, policy=policy)
+    return Configuration.build(policy, partners, load_registry(settings.registry_path))
+
+
 async def explain_event(
     settings: Settings, event_json: bytes, consent_json: bytes | None, *, as_json: bool = False
 ) -> str:
@@ -57,12 +72,11 @@ async def explain_event(
             or _registry_consent(settings, b, d)
             or ConsentState.initial(b, d)
         )
-    policy = load_policy(settings.policy_path)
-    partners = load_partners(settings.partners_path, policy=policy)
+    config = await _in_force(settings)
     decision = decide(
         event,
         consent,
-        router=Router.compile(policy, partners),
+        router=config.router,
         gateway_id=settings.gateway_id,
         decision_id=uuid.uuid4(),
         now=utc_now(),
@@ -70,10 +84,10 @@ async def explain_event(
     if as_json:
         from intercom_gateway.core.plan import decision_outcomes
 
-        return json.dumps(
-            {"event_id": str(event.event_id), "outcomes": decision_outcomes(decision)}, indent=2
-        )
-    return decision.explain()
+        outcomes = decision_outcomes(decision)
+        answer = {"event_id": str(event.event_id), "config_revision": config.revision}
+        return json.dumps({**answer, "outcomes": outcomes}, indent=2)
+    return f"configuration revision {config.revision}\n{decision.explain()}"
 
 
 async def explain_logged(settings: Settings, event_id: str, *, as_json: bool = False) -> str:

@@ -122,6 +122,11 @@ class Partitioned:
                 partitions=[lease.partition for lease in leases],
             )
         held = await self.store.analytics_held(buildings)
+        # §10: a partition starts under the latest configuration on record; each one then
+        # swaps on its own loop when a notice comes (``Gateway._take_config``).
+        record = await self.store.config()
+        if record is not None and record.revision > self.base.config.revision:
+            self.base.install(record.configuration())
         consents = await self.store.consents()
         for event_id in await self.store.recent_completed(self.settings.completed_memory):
             self.base.completed.add(event_id)
@@ -214,6 +219,7 @@ class Partitioned:
             registry=base.registry,
             consents=consents,
             completed=base.completed,  # event ids are unique: one set serves every partition
+            revision=base.config.revision,
         )
         gateway.announce = False
         mine = set(buildings)

@@ -23,10 +23,10 @@ import structlog
 from intercom_gateway.bus import Bus, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.analytics import AnalyticsWindows
+from intercom_gateway.core.configuration import Configuration
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decide import decide
 from intercom_gateway.core.ingress import (
-    DeviceIndex,
     InputRejected,
     Limits,
     check_event,
@@ -36,15 +36,15 @@ from intercom_gateway.core.ingress import (
 )
 from intercom_gateway.core.models import RejectReason, SettingsChange, random_uuid, utc_now
 from intercom_gateway.core.plan import Publication, decision_outcomes, logged_outcomes, plan
-from intercom_gateway.core.policy import PartnerRegistry, Policy, load_partners, load_policy
-from intercom_gateway.core.registry import Registry, load_registry
-from intercom_gateway.core.router import Router
+from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import StatisticsAggregator
 from intercom_gateway.core.trace import trace_properties
 from intercom_gateway.errors import BusError
 from intercom_gateway.gateway.acks import Inbound
 from intercom_gateway.gateway.analytics import AnalyticsRelease
 from intercom_gateway.gateway.completion import CompletedIds, Completion
+from intercom_gateway.gateway.configs import Reconfigurable, configuration_at_start
 from intercom_gateway.gateway.consents import Consents, consent_from_registry, seed_consents
 from intercom_gateway.gateway.metrics import MetricsServer
 from intercom_gateway.gateway.receipts import Receipts
@@ -71,7 +71,7 @@ __all__ = [
 log = structlog.get_logger("intercom_gateway.gateway.service")
 
 
-class Gateway:
+class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, configs.py)
     def __init__(
         self,
         *,
@@ -83,14 +83,11 @@ class Gateway:
         consents: dict[tuple[str, str], ConsentState],
         completed: CompletedIds,
         clock: Callable[[], datetime] = utc_now,
+        revision: int = 0,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.policy = policy
-        self.partners = partners
-        self.router = Router.compile(policy, partners)  # the policy, compiled once
-        self.registry = registry
-        self.devices = DeviceIndex.from_registry(registry)
+        self.config = Configuration.build(policy, partners, registry, revision=revision)
         self.completed = completed
         self.clock = clock
         self.limits = Limits(
@@ -162,9 +159,7 @@ class Gateway:
     ) -> Gateway:
         """Read the registry, policy and partner files; restore consent and completed ids,
         and what a stopped process left (partitioned: per partition, as each is taken)."""
-        policy = load_policy(settings.policy_path)
-        partners = load_partners(settings.partners_path, policy=policy)
-        registry = load_registry(settings.registry_path)
+        policy, partners, registry, revision = await configuration_at_start(settings, store)
         await store.save_registry(registry)
         consents = await store.consents()
         await seed_consents(store, registry, consents, now=clock())
@@ -180,6 +175,7 @@ class Gateway:
             consents=consents,
             completed=completed,
             clock=clock,
+            revision=revision,
         )
         if not settings.partitioned:
             await gateway._recover()
@@ -223,6 +219,7 @@ class Gateway:
             *(filters or (topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER)),
             retain_handling=2,
         )
+        await bus.subscribe(topics.CONFIG, retain_handling=0)  # §10: retained, state
         if announce:
             await self._publish_status(bus, "online")
         self.online.set()
@@ -277,6 +274,9 @@ class Gateway:
         was delivered again at every restart, and stopped every other event with it.
         """
         inbound = self.completion.take(message)
+        if message.topic == topics.CONFIG:
+            await self._control(bus, inbound)
+            return
         self.metrics.received += 1
         now = self.clock()
         try:
@@ -321,7 +321,7 @@ class Gateway:
         self, bus: Bus, inbound: Inbound, topic: topics.PanelTopic, now: datetime
     ) -> None:
         event = check_event(
-            topic, inbound.message.payload, devices=self.devices, limits=self.limits, now=now
+            topic, inbound.message.payload, devices=self.config.devices, limits=self.limits, now=now
         )
         event_id = str(event.event_id)
         if event_id in self.completed:
@@ -342,7 +342,7 @@ class Gateway:
         decision = decide(
             event,
             self.consent(event.building_id, event.dwelling_id),
-            router=self.router,
+            router=self.config.router,
             gateway_id=gw,
             decision_id=random_uuid(),
             now=now,
@@ -353,6 +353,7 @@ class Gateway:
             if spans is None
             else spans.start(inbound, decision)  # ...and the span it exports (otel.py)
         )
+        trace = (*trace, self.config.property)  # its revision, on identified copies (§10)
         planned = plan(decision, occurred_at=event.occurred_at, now=now, gateway_id=gw, trace=trace)
         self.completion.planned(inbound)
         # Spec item 7: an event that consent stops at the gateway (initialised dwelling,
@@ -418,6 +419,7 @@ class Gateway:
         """Retained metrics and any closed statistics windows."""
         report = {
             "gateway_id": self.settings.gateway_id,
+            "config_revision": self.config.revision,  # §10
             **self.metrics.snapshot(),
             **self.completion.progress(self.settings.metrics_interval),
             "statistics_late": self.statistics.late,
@@ -444,6 +446,5 @@ class Gateway:
         await self._analytics.wait_released()
 
     async def _publish_status(self, bus: Bus, state: Literal["online", "offline"]) -> None:
-        await bus.publish(
-            topics.STATUS, status_payload(self.settings.gateway_id, state), retain=True
-        )
+        payload = status_payload(self.settings.gateway_id, state, revision=self.config.revision)
+        await bus.publish(topics.STATUS, payload, retain=True)

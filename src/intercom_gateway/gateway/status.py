@@ -72,12 +72,14 @@ class Metrics:
         }
 
 
-def status_payload(gateway_id: str, state: Literal["online", "offline"]) -> bytes:
-    return (
-        GatewayStatus(gateway_id=gateway_id, state=state, since=utc_now())
-        .model_dump_json()
-        .encode()
+def status_payload(
+    gateway_id: str, state: Literal["online", "offline"], *, revision: int | None = None
+) -> bytes:
+    """``revision``: the configuration revision in force (§10), if known."""
+    status = GatewayStatus(
+        gateway_id=gateway_id, state=state, since=utc_now(), config_revision=revision
     )
+    return status.model_dump_json().encode()
 
 
 def metrics_payload(data: dict[str, Any]) -> bytes:

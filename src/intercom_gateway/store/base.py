@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.configuration import ConfigRecord
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
@@ -125,6 +126,15 @@ class Store(Protocol):
     async def dwelling_known(self, building_id: str, dwelling_id: str) -> bool: ...
 
     async def dwelling_panel(self, building_id: str, dwelling_id: str) -> str | None: ...
+
+    # --- configuration revisions (§10, core.configuration) ---------------------------
+
+    async def save_config(self, record: ConfigRecord) -> int:
+        """Record a configuration change as the next revision, committed; its number
+        (``record.revision`` is ignored)."""
+
+    async def config(self, revision: int | None = None) -> ConfigRecord | None:
+        """Configuration revision ``revision``, or the latest; None if there is none."""
 
     # --- §8 queries and the request log -------------------------------------------------
 

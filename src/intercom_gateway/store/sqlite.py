@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.configuration import ConfigRecord
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.records import DecisionRow as DecisionRow
 from intercom_gateway.core.records import LedgerRow as LedgerRow
@@ -30,6 +31,7 @@ from intercom_gateway.core.records import RequestRow as RequestRow
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import schema
+from intercom_gateway.store.configs import ConfigTable
 from intercom_gateway.store.consents import ConsentBook
 from intercom_gateway.store.events import EventLog
 from intercom_gateway.store.requests import Queries
@@ -68,6 +70,7 @@ class SqliteStore:
         self._requests = Queries(connection)
         self._retention = Retention(connection)
         self._tokens = TokenTables(connection, writing)
+        self._configs = ConfigTable(connection, writing)
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -254,6 +257,14 @@ class SqliteStore:
 
     async def prune_completed(self, keep: int) -> int:
         return await self._retention.prune_completed(keep)
+
+    # --- configuration revisions (§10) -------------------------------------------------
+
+    async def save_config(self, record: ConfigRecord) -> int:
+        return await self._configs.save_config(record)
+
+    async def config(self, revision: int | None = None) -> ConfigRecord | None:
+        return await self._configs.config(revision)
 
     # --- resident API tokens (store.tokens) -------------------------------------------
 

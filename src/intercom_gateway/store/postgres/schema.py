@@ -119,7 +119,14 @@ CREATE INDEX decisions_xid_seq ON decisions (xid, seq);
 ALTER TABLE rejections ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
 CREATE INDEX rejections_xid_id ON rejections (xid, id);
 """
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# 5: the configuration revisions (§10; store.configs on SQLite): append-only, numbered.
+_V5 = """
+CREATE TABLE config_revisions (
+    revision integer PRIMARY KEY, at timestamptz NOT NULL, actor text NOT NULL,
+    policy_version text NOT NULL, digest text NOT NULL, policy text NOT NULL,
+    partners text NOT NULL, registry text NOT NULL);
+"""
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 async def migrate(connection: Any) -> list[int]:

@@ -20,12 +20,14 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.configuration import ConfigRecord
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow, RequestRow
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.errors import StoreUnreachable
 from intercom_gateway.store.postgres import schema
+from intercom_gateway.store.postgres.configs import PgConfigTable
 from intercom_gateway.store.postgres.consents import PgConsentBook
 from intercom_gateway.store.postgres.events import PgEventLog
 from intercom_gateway.store.postgres.queries import PgQueries
@@ -62,6 +64,7 @@ class PostgresStore:
         self._consents = PgConsentBook(pool)
         self._queries = PgQueries(pool)
         self._tokens = PgTokenTables(pool)
+        self._configs = PgConfigTable(pool)
 
     def fenced(self, fence: Callable[[Any], Awaitable[None]]) -> PostgresStore:
         """This store, with an event path of its own whose every flush, ledger intent and
@@ -270,6 +273,14 @@ class PostgresStore:
 
     async def prune_completed(self, keep: int) -> int:
         return await self._queries.prune_completed(keep)
+
+    # --- configuration revisions (§10) -------------------------------------------------
+
+    async def save_config(self, record: ConfigRecord) -> int:
+        return await self._configs.save_config(record)
+
+    async def config(self, revision: int | None = None) -> ConfigRecord | None:
+        return await self._configs.config(revision)
 
     # --- resident API tokens (store.tokens) -------------------------------------------
 
