@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import random
+import signal
 import time
 from collections.abc import Callable, Sequence
 
@@ -82,6 +83,7 @@ async def run_gateway(
         gateway = await Gateway.load(settings, store)
         spans = open_spans(settings)  # None unless asked for
         gateway.completion.spans = spans
+        reloading = _reload_on_sighup(gateway)
         try:
             async with serving_metrics(
                 collector_of(gateway), settings.metrics_host, settings.metrics_port
@@ -93,10 +95,43 @@ async def run_gateway(
                 await serve_connected(gateway, address, client_id=client_id, will=will, stop=stop)
                 await gateway.store.flush()
         finally:
+            reloading.close()
             if spans is not None:
                 # Posts what is queued (a blocking HTTP call): off the event loop.
                 await asyncio.to_thread(spans.shutdown)
         return gateway.metrics
+
+
+class _Reloads:
+    """SIGHUP: record the files as the next configuration revision and announce it
+    (``reconfigure.reload_files``); the loop takes it up like any notice (§10)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.installed = False
+
+    def reload(self) -> None:
+        from intercom_gateway.gateway.reconfigure import reload_files
+
+        gateway = self.gateway
+        work = reload_files(gateway.settings, gateway.store, gateway.completion.bus())
+        task = asyncio.get_running_loop().create_task(work, name="sighup-reload")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        if self.installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def _reload_on_sighup(gateway: Gateway) -> _Reloads:
+    reloads = _Reloads(gateway)
+    # Only where signals can be handled (the main thread of a process; not Windows).
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloads.reload)
+        reloads.installed = True
+    return reloads
 
 
 async def serve_connected(
