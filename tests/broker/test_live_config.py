@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -230,3 +231,49 @@ async def test_config_apply_with_no_gateway_running_says_so_in_one_line(
     with sqlite3.connect(db) as connection:
         (at,) = connection.execute("SELECT at FROM config_revisions").fetchone()
     assert at >= started.isoformat()  # recorded: a gateway that starts takes it up
+
+
+async def test_run_takes_its_files_up_again_on_sighup(tmp_path: Path) -> None:
+    """SIGHUP: the files are recorded as the next revision and announced; the gateway
+    answers that it applied it, and the new dwelling's events flow."""
+    async with open_world(tmp_path, dwellings=2) as world:
+        _, _, registry = changed_files(world.registry)
+        consent = InitialConsent(policy_version=default_policy().version)
+        newcomer = Dwelling(id=NEWCOMER[1], consent=consent)
+        first, *rest = registry.buildings
+        grown = first.model_copy(
+            update={"dwellings": (*first.dwellings[:-1], newcomer)}  # no new partner here
+        )
+        wire = Wire()
+        answers: list[dict[str, Any]] = []
+        answered = asyncio.Event()
+
+        async def on_answer(topic: str, payload: bytes, message: Any) -> None:
+            answers.append(json.loads(payload))
+            answered.set()
+
+        outputs = [(OPERATOR, [topics.cloud_filter()])]
+        async with (
+            StatusWatch(world.broker, world.gateway_id) as status,
+            following(world.broker, outputs, wire.on),
+            following(world.broker, [(OPERATOR, [topics.CONFIG_ACKS_FILTER])], on_answer),
+        ):
+            await world.start_gateway(status)
+            await world.gateway.write_registry(Registry(buildings=(grown, *rest)))
+            process = world.process
+            assert process is not None
+            process.send_signal(signal.SIGHUP)
+            await asyncio.wait_for(answered.wait(), 30)
+            data = event_dict("visitor", building=NEWCOMER[0], dwelling=NEWCOMER[1])
+            fleet = world.broker.address(FLEET)
+            async with MqttBus(fleet, client_id=fleet.client_id("sighup")) as panels:
+                await panels.publish(*message_of(parse_event(json.dumps(data))))
+            await wire.until(lambda: any(e == data["event_id"] for e, _, _ in wire.cloud()))
+            assert process.returncode is None
+    (answer,) = answers
+    assert (answer["state"], answer["revision"], answer["gateway_id"]) == (
+        "applied",
+        1,
+        world.gateway_id,
+    )
+    assert wire.cloud() == [(data["event_id"], "1", default_policy().version)]
