@@ -11,6 +11,7 @@ import click
 
 from intercom_gateway.cli.common import (
     EXIT_NO,
+    EXIT_UNREACHABLE,
     broker_address,
     broker_options,
     db_option,
@@ -60,7 +61,7 @@ def apply(ctx: click.Context, /, actor: str | None, timeout: float, **options: A
     Each gateway takes the revision up between two messages: every event is decided
     under one configuration, named on its copies (config_revision). Exit 0 when every
     gateway online confirmed, 1 when one refused it, 3 when none answered (the revision
-    stays recorded: gateways take it up when they start).
+    stays recorded: gateways take it up when they start) or one online did not.
     """
     from intercom_gateway.broker.mosquitto import OPERATOR
     from intercom_gateway.gateway.reconfigure import apply_config, load_files
@@ -88,8 +89,12 @@ def apply(ctx: click.Context, /, actor: str | None, timeout: float, **options: A
     )
     for answer in applied.failed:
         click.echo(f"Error: {answer.gateway_id} refused it: {answer.detail}", err=True)
+    for gateway_id in applied.missing:
+        click.echo(f"Error: {gateway_id} is online but did not answer in {timeout:g} s", err=True)
     if applied.failed:
         sys.exit(EXIT_NO)
+    if applied.missing:
+        sys.exit(EXIT_UNREACHABLE)
 
 
 COMMANDS = (config,)

@@ -86,6 +86,8 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
 
     With --partitioned, several gateways share the buildings: each serves the partitions
     it holds a lease on, and takes over those of a gateway that stops or dies.
+    SIGHUP (not --partitioned): take the policy, partner and registry files up again
+    without a restart, recorded as the next configuration revision (`config apply`).
     """
     from intercom_gateway.gateway.run import run_gateway, settle_heap
     from intercom_gateway.settings import RETIRED
@@ -111,7 +113,9 @@ def run_command(ctx: click.Context, /, share_group: str | None, **options: Any) 
 
             metrics = await run_partitioned(settings, stop=stop, ready=settle_heap)
         else:
-            metrics = await run_gateway(settings, stop=stop, ready=settle_heap)
+            metrics = await run_gateway(
+                settings, stop=stop, ready=settle_heap, reload_on_sighup=True
+            )
         click.echo(json.dumps(metrics.snapshot()), err=True)
 
     run(serve)

@@ -77,9 +77,12 @@ async def publish_notice(bus: Bus, notice: ConfigNotice) -> None:
 class Applied:
     """What ``apply_config`` did: the notice, and each gateway's answer."""
 
-    def __init__(self, notice: ConfigNotice, answers: dict[str, ConfigAck]) -> None:
+    def __init__(
+        self, notice: ConfigNotice, answers: dict[str, ConfigAck], online: set[str]
+    ) -> None:
         self.notice = notice
         self.answers = answers
+        self.missing = sorted(online - set(answers))  # online, but no answer in time
 
     @property
     def failed(self) -> list[ConfigAck]:
@@ -103,8 +106,9 @@ async def apply_config(
             notice = await record_and_notice(store, files, actor=actor, at=utc_now())
             await publish_notice(bus, notice)
             answers: dict[str, ConfigAck] = {}
+            online: set[str] = set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_answers(bus, notice.revision, answers), timeout)
+                await asyncio.wait_for(_answers(bus, notice.revision, answers, online), timeout)
     except ConnectFailed as error:
         raise refusal(address, error) from None
     if not answers:
@@ -114,13 +118,14 @@ async def apply_config(
             f" {timeout:g} s; it is recorded in the store, and a gateway takes it up when"
             " it starts",
         )
-    return Applied(notice, answers)
+    return Applied(notice, answers, online)
 
 
-async def _answers(bus: MqttBus, revision: int, answers: dict[str, ConfigAck]) -> None:
-    """Collect answers to ``revision`` until every gateway seen online has answered
+async def _answers(
+    bus: MqttBus, revision: int, answers: dict[str, ConfigAck], online: set[str]
+) -> None:
+    """Collect answers to ``revision`` until every gateway seen ``online`` has answered
     (with none seen online: until the first answer)."""
-    online: set[str] = set()
     async for message in bus.messages():
         if not message.payload:
             continue

@@ -68,9 +68,16 @@ def broker_address(settings: Settings) -> BrokerAddress:
 
 
 async def run_gateway(
-    settings: Settings, *, stop: asyncio.Event, ready: Callable[[Gateway], None] | None = None
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    ready: Callable[[Gateway], None] | None = None,
+    reload_on_sighup: bool = False,
 ) -> Metrics:
     """Run until ``stop``; a lost broker connection is retried with jittered backoff.
+
+    ``reload_on_sighup``: SIGHUP records the files as the next configuration revision
+    (§10; the ``run`` command's, where no one else handles SIGHUP).
 
     A session taken over by another connection, or missing when we come back, is
     logged as an error and counted: both mean events queued for us may be gone.
@@ -83,7 +90,7 @@ async def run_gateway(
         gateway = await Gateway.load(settings, store)
         spans = open_spans(settings)  # None unless asked for
         gateway.completion.spans = spans
-        reloading = _reload_on_sighup(gateway)
+        reloading = _reload_on_sighup(gateway, on=reload_on_sighup)
         try:
             async with serving_metrics(
                 collector_of(gateway), settings.metrics_host, settings.metrics_port
@@ -125,8 +132,10 @@ class _Reloads:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
 
-def _reload_on_sighup(gateway: Gateway) -> _Reloads:
+def _reload_on_sighup(gateway: Gateway, *, on: bool) -> _Reloads:
     reloads = _Reloads(gateway)
+    if not on:
+        return reloads
     # Only where signals can be handled (the main thread of a process; not Windows).
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloads.reload)
