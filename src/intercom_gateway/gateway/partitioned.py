@@ -216,6 +216,7 @@ class Partitioned:
             completed=base.completed,  # event ids are unique: one set serves every partition
         )
         gateway.announce = False
+        gateway.buildings = tuple(buildings)  # whose consent notices it publishes again
         mine = set(buildings)
         counts, closed_before = windows
         gateway.statistics.restore(
