@@ -19,13 +19,15 @@ import pytest
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
 from intercom_gateway.bus import Message
 from intercom_gateway.core import topics
-from intercom_gateway.core.models import ConsentNotice, ServiceUse
+from intercom_gateway.core.models import ConsentNotice, Initialise, ServiceUse
 from intercom_gateway.core.notices import NOTICE_EVENT_TYPE
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.errors import ConnectionLost
+from intercom_gateway.gateway.notices import republish_notices
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.qa.testing import sentinel_topic
 from intercom_gateway.resident.channels import StoreChannel
+from intercom_gateway.resident.desk import ResidentDesk
 from intercom_gateway.settings import Settings
 from intercom_gateway.simulators.settings import settings_change
 from intercom_gateway.store import Store, open_store
@@ -225,3 +227,42 @@ async def test_a_change_made_while_no_gateway_runs_is_noticed_when_one_starts(
     assert (notice.change, notice.change_id) == ("provision_stopped", change.change_id)
     [row] = await _notice_rows(gateway.store, "d0002")
     assert row.status == "delivered"
+    # §8: the resident's disclosure and provision records show it as a provision.
+    desk = ResidentDesk(
+        gateway.store, policy=policy, partners=channel.partners, channel=channel, via="cli"
+    )
+    records = (await desk.provisions("b001", "d0002", start=None, end=None))["records"]
+    assert [(r["recipient"], r["event_type"], r["status"]) for r in records] == [
+        ("partner:concierge", NOTICE_EVENT_TYPE, "delivered")
+    ]
+    ledger = (await desk.disclose("b001", "d0002"))["provision_ledger"]
+    assert ledger["rows"] == 1 and ledger["by_recipient"][0]["recipient"] == "partner:concierge"
+
+
+@pytest.mark.parametrize("transport", ["memory"], indirect=True)
+async def test_a_gateway_publishes_again_only_the_notices_of_its_own_buildings(
+    world: World,
+) -> None:
+    """Partitioned: the holder of a building's partition owns its notices; another
+    partition's gateway (``Gateway.buildings``) leaves them alone."""
+    gateway, bus, observer, settings = world
+    policy = load_policy(settings.policy_path)
+    channel = StoreChannel(policy, load_partners(settings.partners_path, policy=policy))
+    change = settings_change("b001", "d0003", Initialise())
+    await channel.submit(change, store=gateway.store)
+    pending = await gateway.store.pending_notices(["b001"])
+    assert len(pending) == len(gateway.consent("b001", "d0003").services_used) > 0
+    assert await gateway.store.pending_notices(["b002"]) == []
+    assert await republish_notices(bus, gateway.store, buildings=["b002"]) == 0
+    assert await republish_notices(bus, gateway.store, buildings=()) == 0
+    assert await republish_notices(bus, gateway.store, buildings=["b001"]) == len(pending)
+    await bus.drain()
+    await gateway.store.flush()
+    assert await gateway.store.pending_notices() == []
+    notices = [
+        m for m in await _partner_messages(bus, observer) if m.topic.endswith("/consent_notice")
+    ]
+    assert sorted(m.topic for m in notices) == sorted(
+        topics.consent_notice(r.recipient.removeprefix("partner:"), "b001", "d0003")
+        for r in pending
+    )
