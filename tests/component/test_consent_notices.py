@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
-from intercom_gateway.bus import Message
+from intercom_gateway.bus import BrokerAddress, Message
 from intercom_gateway.core import topics
 from intercom_gateway.core.models import ConsentNotice, Initialise, ServiceUse
 from intercom_gateway.core.notices import NOTICE_EVENT_TYPE
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.errors import ConnectionLost
 from intercom_gateway.gateway.notices import republish_notices
+from intercom_gateway.gateway.partitioned import Partitioned, UnknownBuildings
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.qa.testing import sentinel_topic
 from intercom_gateway.resident.channels import StoreChannel
@@ -266,3 +267,16 @@ async def test_a_gateway_publishes_again_only_the_notices_of_its_own_buildings(
         topics.consent_notice(r.recipient.removeprefix("partner:"), "b001", "d0003")
         for r in pending
     )
+
+
+@pytest.mark.parametrize("transport", ["memory"], indirect=True)
+async def test_a_partition_s_gateway_owns_the_notices_of_its_buildings(world: World) -> None:
+    """``run --partitioned``: each partition's gateway publishes again its buildings'
+    notices only; the unknown buildings' session none."""
+    gateway, _, _, settings = world
+    work = Partitioned(
+        settings, store=None, leases=None, base=gateway, address=BrokerAddress(), groups={}
+    )
+    mine = work._gateway_for(gateway.store, ["b001", "b007"], {}, ([], None))
+    unknown = work._gateway_for(gateway.store, [], {}, ([], None), kind=UnknownBuildings)
+    assert (mine.buildings, unknown.buildings, gateway.buildings) == (("b001", "b007"), (), None)
