@@ -50,7 +50,8 @@ INSERT_INTENDED = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VA
 # "unconfirmed" (the same text in the PostgreSQL store).
 _NOT_A_NOTICE = " AND event_type <> 'consent_notice'"
 _PENDING_NOTICES = (
-    f"SELECT {_LEDGER_COLUMNS} FROM ledger"
+    # The partial index of the few "intended" rows: else SQLite scans the whole ledger.
+    f"SELECT {_LEDGER_COLUMNS} FROM ledger INDEXED BY ledger_intended"
     " WHERE status = 'intended' AND event_type = 'consent_notice'"
 )
 
