@@ -37,8 +37,10 @@ from hypothesis.control import currently_in_test_context
 
 from intercom_gateway.bus import MemoryBroker, Message, mqtt5
 from intercom_gateway.core import topics
+from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decide import decide
-from intercom_gateway.core.models import Rejection, RejectReason, parse_event
+from intercom_gateway.core.models import ConsentNotice, Rejection, RejectReason, parse_event
+from intercom_gateway.core.notices import withdrawn
 from intercom_gateway.core.policy import DestinationKind
 from intercom_gateway.core.registry import dump_registry, generate_registry
 from intercom_gateway.gateway.service import Gateway
@@ -120,7 +122,8 @@ class World:
         }
         topic = topics.panel_settings(building, f"panel-{building}-{dwelling}")
         outputs = await self.handle(Inbound(topic, json.dumps(change).encode()))
-        assert json.loads(outputs[0].payload)["applied"] is True
+        [ack] = [m for m in outputs if m.topic.endswith("/settings/ack")]
+        assert json.loads(ack.payload)["applied"] is True
         self.consents = dict(self.gateway.consents)
 
     def stop(self) -> None:
@@ -273,6 +276,24 @@ def check_decided(world: World, inbound: Inbound, outputs: list[Message]) -> Non
         assert message.properties("rule_id") and message.properties("purpose"), message.topic
 
 
+def check_notices(
+    before: dict[tuple[str, str], ConsentState],
+    after: dict[tuple[str, str], ConsentState],
+    forwarded: list[Message],
+) -> None:
+    """A settings change forwards nothing but a consent notice to each service it
+    withdrew a dwelling from (spec item 11)."""
+    expected = sorted(
+        topics.consent_notice(service, *key)
+        for key, state in after.items()
+        if key in before
+        for service in withdrawn(before[key], state)
+    )
+    assert sorted(m.topic for m in forwarded) == expected
+    for message in forwarded:
+        ConsentNotice.model_validate_json(message.payload)
+
+
 def note(text: str) -> None:
     if currently_in_test_context():  # the explicit cases below run outside hypothesis
         event(text)
@@ -316,6 +337,7 @@ async def _exercise(world: World, messages: list[Inbound]) -> None:
     largest_echo = 0
     for inbound, valid in stream:
         before = gateway.metrics.snapshot()
+        consents = dict(gateway.consents)
         expected = _entitled(world, valid) if valid is not None else None
         outputs = await world.handle(inbound)  # must not raise
         after = gateway.metrics.snapshot()
@@ -339,7 +361,7 @@ async def _exercise(world: World, messages: list[Inbound]) -> None:
         if outcome == "event":
             check_decided(world, inbound, forwarded)
         elif outcome == "settings":
-            assert not forwarded
+            check_notices(consents, gateway.consents, forwarded)
         else:
             assert outcome == "duplicate" and not forwarded and inbound.dup
     # Steer the search toward the largest echoes: the packet limit is what broke.

@@ -23,9 +23,11 @@ import pytest
 
 from intercom_gateway.broker.mosquitto import GATEWAY, OPERATOR
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
+from intercom_gateway.core import topics
 from intercom_gateway.core.models import RejectReason
 from intercom_gateway.gateway.service import Gateway
 from intercom_gateway.store import open_store
+from tests.conftest import SAMPLE_SERVICES
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
 from tests.helpers import collect, collect_until
 from tests.transports import Transport
@@ -117,14 +119,18 @@ async def test_an_initialised_dwelling_is_neither_forwarded_nor_stored(
     gateway, bus, observer = world
     topic, payload = settings_message({"kind": "initialise"}, dwelling="d0003")
     await gateway.handle(bus, inbound(topic, payload, mid=1))
-    ack = await collect(observer, 1)
-    assert json.loads(ack[0].payload)["applied"] is True
+    # After the consent notices to the services it used (spec item 11), the ack.
+    ack = await collect_until(observer, topics.settings_ack("b001", "panel-b001-d0003"))
+    assert json.loads(ack[-1].payload)["applied"] is True
     data = event_dict("visitor", dwelling="d0003")
     await gateway.handle(bus, inbound(*panel_message(data), mid=2))
     await gateway.finish_in_flight()
     assert await gateway.store.decision(data["event_id"]) is None
     assert data["event_id"] not in await gateway.store.recent_completed(100)
-    assert await gateway.store.provisions(dwelling_id="d0003") == []
+    # Its only provisions: the consent notices to the services it used (spec item 11).
+    provisions = await gateway.store.provisions(dwelling_id="d0003")
+    assert {r.event_type for r in provisions} == {"consent_notice"}
+    assert len(provisions) == len(SAMPLE_SERVICES)
     assert sum(gateway.metrics.forwarded.values()) == 0
     history = [c.as_dict() for c in await gateway.store.consent_history("b001", "d0003")]
     assert history[-1]["applied"] == 1 and "initialise" in history[-1]["change"]

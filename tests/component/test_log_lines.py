@@ -23,7 +23,7 @@ from tests.factories import event_dict, gateway_settings, panel_message, setting
 # The keys of each line, as logs.py documents them.
 EVERY_LINE = {"event", "level", "timestamp"}
 EVENT_LINE = EVERY_LINE | {"event_id", "type", "dwelling", "forwarded"}
-SETTINGS_LINE = EVERY_LINE | {"dwelling", "kind", "applied", "detail"}
+SETTINGS_LINE = EVERY_LINE | {"dwelling", "kind", "applied", "detail", "notices"}
 REJECTED_LINE = EVERY_LINE | {"reason", "topic", "detail"}
 
 

@@ -168,7 +168,10 @@ async def test_api_stop_provision_stop_use_and_erasure(
     assert erased["erased"] == {"decisions": 3, "rejections": 1}
     assert {k["what"] for k in erased["kept"]} >= {"provision ledger"}
     disclosure = (await client.get(BASE + "/disclosure")).json()
-    assert disclosure["provision_ledger"]["rows"] == 8  # the image is a provision of its own
+    # The image is a provision of its own; so is the consent notice of the stop (item 11).
+    assert disclosure["provision_ledger"]["rows"] == 9
+    recipients = {r["recipient"]: r for r in disclosure["provision_ledger"]["by_recipient"]}
+    assert recipients["partner:parcel-unlock"]["intended"] == 1  # published at the next start
     assert disclosure["decision_log"]["events"] == 0
     assert [(r["kind"], r["via"]) for r in disclosure["requests"]] == [
         ("stop_provision", "api"),

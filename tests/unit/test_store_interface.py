@@ -31,6 +31,7 @@ MEMBERS = {
     "save_intents",
     "save_unconfirmed",
     "save_attempt",
+    "pending_notices",
     "recent_completed",
     "statistics_windows",
     "analytics_held",

@@ -140,6 +140,7 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
                 f" `{service.id}` may read only {topics.partner_filter(service.id)}.",
                 images,
             )
+        found[f"partner-{service.id}-consent-notice"] = _notice_channel(service)
     found |= {
         "analytics": _channel(
             _placeholders(topics.analytics, "eventType"),
@@ -260,6 +261,20 @@ def _partner_channel(
         building=BUILDING,
         dwelling=DWELLING,
         eventType=_event_type(kinds),
+    )
+
+
+def _notice_channel(service: PartnerService) -> dict[str, Any]:
+    return _channel(
+        _placeholders(functools.partial(topics.consent_notice, service.id), "building", "dwelling"),
+        ["consentNotice"],
+        f"{service.name}: a dwelling that used the service stopped using it (§5(1)②),"
+        " stopped provision to it (§8) or was initialised (§7(1)①). Published before"
+        " anything later of the dwelling could be; nothing of it follows. Recorded in the"
+        " provision ledger (recipient partner:<id>, event type consent_notice). Broker"
+        f" account `{service.id}` may read only {topics.partner_filter(service.id)}.",
+        building=BUILDING,
+        dwelling=DWELLING,
     )
 
 

@@ -268,6 +268,15 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     "applied, in_force or failed, with the revision in force.",
                     "ConfigAck",
                 ),
+                _message(
+                    "consentNotice",
+                    "Consent notice (§8, §5(1)②, §7(1)①)",
+                    "A dwelling withdrew from the service: nothing more of it comes from"
+                    " effective_from; stop receiving and processing its data, delete what"
+                    " `delete` names. The same notice_id on every copy: after a crash the"
+                    " notice may come again, never a second one for one change.",
+                    "ConsentNotice",
+                ),
             ]
         )
     )

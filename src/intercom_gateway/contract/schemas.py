@@ -11,6 +11,7 @@ from intercom_gateway.core.models import (
     EVENT_ADAPTER,
     EVENT_MODELS,
     SETTINGS_ADAPTER,
+    ConsentNotice,
     Forwarded,
     GatewayStatus,
     PartitionedStatus,
@@ -34,6 +35,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["partitioned-status"] = PartitionedStatus.model_json_schema()
     found["config-notice"] = ConfigNotice.model_json_schema()  # §10
     found["config-ack"] = ConfigAck.model_json_schema()
+    found["consent-notice"] = ConsentNotice.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
         schema.setdefault("$id", f"urn:intercom-gateway:schema:{name}")

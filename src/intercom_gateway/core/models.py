@@ -281,6 +281,8 @@ class ServiceUse(Model):
     kind: Literal["service_use"] = "service_use"
     partner_id: Ident
     used: bool
+    # §8: the resident's stop-provision request, named in the service's consent notice.
+    request: Literal["stop_provision"] | None = None
 
 
 class PurposeOptOut(Model):
@@ -426,3 +428,25 @@ class PartitionedStatus(GatewayStatus):
     building partitions it serves now (docs/partitions.md)."""
 
     partitions: tuple[int, ...]
+
+
+# --- Consent notices to partner services (§8, §5(1)②; spec item 11) ----------------
+
+
+class ConsentNotice(Model):
+    """A dwelling withdrew from the service (``core.notices`` says what it asks, and why)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    notice_id: UUID = Field(description="the same on every copy of one notice")
+    partner_id: Ident
+    building_id: Ident
+    dwelling_id: Ident
+    # §5(1)② service_use with used false; §8 the same as a stop-provision request; §7(1)①.
+    change: Literal["service_stopped", "provision_stopped", "initialised"]
+    clause: str
+    change_id: UUID = Field(description="the settings change that withdrew the dwelling")
+    effective_from: AwareDatetime = Field(description="when the change was acknowledged")
+    consent_revision: int = Field(ge=0, description="the dwelling's consent revision from then")
+    stop: tuple[Literal["receiving", "processing"], ...]
+    delete: tuple[Literal["images", "all"], ...]
+    policy_version: str

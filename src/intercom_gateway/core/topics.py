@@ -11,6 +11,7 @@
 | ``group/v1/{building}/{dwelling}/{event_type}`` | gateway | joint use (§4) |
 | ``partners/{partner}/v1/{building}/{dwelling}/{event_type}`` | gateway | partner services |
 | ``partners/{partner}/v1/{building}/{dwelling}/{event_type}/image`` | gateway | an event's image |
+| ``partners/{partner}/v1/{building}/{dwelling}/consent_notice`` | gateway | a withdrawal (§8) |
 | ``analytics/v1/{event_type}`` | gateway | de-identified copies (§5(5)) |
 | ``statistics/v1/{building}`` | gateway | aggregates (§5(2)②) |
 | ``gateway/v1/rejected/{reason}`` | gateway | rejected input |
@@ -105,6 +106,19 @@ def group(building: str, dwelling: str, event_type: str) -> str:
 
 def partner(partner_id: str, building: str, dwelling: str, event_type: str) -> str:
     return f"partners/{partner_id}/v1/{building}/{dwelling}/{event_type}"
+
+
+# The last level of a consent notice's topic: reserved, never an event type.
+CONSENT_NOTICE_LEVEL = "consent_notice"
+
+
+def consent_notice(partner_id: str, building: str, dwelling: str) -> str:
+    """Where a service learns that a dwelling withdrew from it (§8, §5(1)②, §7(1)①).
+
+    In the service's own tree, beside the dwelling's events: ``partners/<id>/#`` (the
+    ACL's read grant to that service alone) covers it, unlock-mode services included.
+    """
+    return f"partners/{partner_id}/v1/{building}/{dwelling}/{CONSENT_NOTICE_LEVEL}"
 
 
 def image(event_topic: str) -> str:

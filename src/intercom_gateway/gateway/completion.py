@@ -156,9 +156,14 @@ class Completion:
         self.in_flight.clear()
         self._idle.set()
 
-    async def send(self, bus: Bus, inbound: Inbound, publication: Publication) -> None:
+    async def send(
+        self, bus: Bus, inbound: Inbound, publication: Publication, *, recorded: bool = False
+    ) -> None:
         """Publish one message for ``inbound``; one that confirms a ledger row is
-        published only once that row is committed (ledger.WriteAhead)."""
+        published only once that row is committed (ledger.WriteAhead). ``recorded``: its
+        row is committed already (a consent notice, with its change), so it goes at once,
+        and a refusal marks the row "unconfirmed" (else it stays "intended": published
+        again at the next start, gateway.notices)."""
         self.acks.publishing(inbound)
         row = publication.confirms
 
@@ -170,12 +175,14 @@ class Completion:
                 # Refused by the broker (an ACL or size limit): retrying cannot help.
                 self.metrics.publish_refused += 1
                 log.error("publish refused", topic=publication.topic, error=str(error))
+                if recorded and row is not None:
+                    self.store.record_unconfirmed([row])
             # Lost (not refused): the message is never acknowledged, and comes again.
             lost = error is not None and not isinstance(error, PublishFailed)
             self.acks.published(inbound, failed=lost)
             self._acknowledge()
 
-        if row is not None:
+        if row is not None and not recorded:
             inbound.intents.append(row)
             self.ledger.submit(publication, bus, done)
             return

@@ -2,23 +2,28 @@
 
 The in-memory state changes before the gateway takes its next message, so no later
 event is decided under the old consent (spec item 9); every change is committed to the
-store before its acknowledgement is published.
+store before its acknowledgement is published, with the ledger rows of the consent
+notices it gives the services it withdraws the dwelling from (spec item 11,
+``core.notices``; published by the gateway, ``gateway.notices``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import structlog
 
 from intercom_gateway.core.consent import ConsentState, apply_change
-from intercom_gateway.core.models import SettingsChange
+from intercom_gateway.core.models import ConsentNotice, SettingsChange
+from intercom_gateway.core.notices import change_notices
 from intercom_gateway.core.policy import PartnerRegistry, Policy
+from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry
 from intercom_gateway.gateway.status import Metrics
 from intercom_gateway.store import Store
 
-__all__ = ["Consents", "consent_from_registry", "seed_consents"]
+__all__ = ["Applied", "Consents", "consent_from_registry", "seed_consents"]
 
 log = structlog.get_logger("intercom_gateway.gateway.service")
 
@@ -50,11 +55,19 @@ class Consents:
         state = self.states.get((building_id, dwelling_id))
         return state is not None and state.registered
 
-    async def apply(self, change: SettingsChange, *, source: str, now: datetime) -> bytes:
-        """Apply and durably record one resident setting; returns the ack to publish."""
+    async def apply(self, change: SettingsChange, *, source: str, now: datetime) -> Applied:
+        """Apply and durably record one resident setting, with the ledger rows of the
+        consent notices it gives (spec item 11); returns the ack and notices to publish."""
         key = (change.building_id, change.dwelling_id)
-        result = apply_change(
-            self.state(*key), change, policy=self.policy, partners=self.partners, now=now
+        before = self.state(*key)
+        result = apply_change(before, change, policy=self.policy, partners=self.partners, now=now)
+        notices = change_notices(
+            before,
+            result,
+            change,
+            partners=self.partners,
+            policy_version=self.policy.version,
+            now=now,
         )
         await self.store.save_consent(
             result.state,
@@ -64,6 +77,7 @@ class Consents:
             applied=result.applied,
             detail=result.detail,
             at=now,
+            notices=[row for _, row in notices],
         )
         if result.applied:
             self.states[key] = result.state
@@ -74,8 +88,18 @@ class Consents:
             kind=change.change.kind,
             applied=result.applied,
             detail=result.detail,
+            notices=[n.partner_id for n, _ in notices],
         )
-        return result.ack(change, now=now).model_dump_json().encode()
+        ack = result.ack(change, now=now).model_dump_json().encode()
+        return Applied(ack, notices)
+
+
+class Applied(NamedTuple):
+    """A settings change on record: its acknowledgement, and its consent notices with
+    their ledger rows (committed with the change)."""
+
+    ack: bytes
+    notices: tuple[tuple[ConsentNotice, LedgerRow], ...] = ()
 
 
 async def seed_consents(

@@ -222,6 +222,7 @@ class Partitioned:
             revision=base.config.revision,
         )
         gateway.announce = False
+        gateway.buildings = tuple(buildings)  # whose consent notices it publishes again
         mine = set(buildings)
         counts, closed_before = windows
         gateway.statistics.restore(

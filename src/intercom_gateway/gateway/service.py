@@ -34,13 +34,14 @@ from intercom_gateway.core.ingress import (
     check_settings,
     check_topic,
 )
-from intercom_gateway.core.models import RejectReason, SettingsChange, random_uuid, utc_now
+from intercom_gateway.core.models import RejectReason, random_uuid, utc_now
 from intercom_gateway.core.plan import Publication, decision_outcomes, logged_outcomes, plan
 from intercom_gateway.core.policy import PartnerRegistry, Policy
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import StatisticsAggregator
 from intercom_gateway.core.trace import trace_properties
 from intercom_gateway.errors import BusError
+from intercom_gateway.gateway import notices
 from intercom_gateway.gateway.acks import Inbound
 from intercom_gateway.gateway.analytics import AnalyticsRelease
 from intercom_gateway.gateway.completion import CompletedIds, Completion
@@ -145,6 +146,7 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
         )
         self._bus: Bus | None = None
         self.announce = True  # publish status and metrics (a partition leaves them to its process)
+        self.buildings: tuple[str, ...] | None = None  # a partition's buildings; None: all
         self.online = asyncio.Event()  # set while subscribed and taking messages
         # Where `run` serves this gateway's Prometheus metrics, if it does (run.py).
         self.metrics_server: MetricsServer | None = None
@@ -220,6 +222,8 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
             retain_handling=2,
         )
         await bus.subscribe(topics.CONFIG, retain_handling=0)  # §10: retained, state
+        # What a stopped gateway left unpublished, before any message (gateway.notices).
+        await notices.republish_notices(bus, self.store, buildings=self.buildings)
         if announce:
             await self._publish_status(bus, "online")
         self.online.set()
@@ -387,17 +391,12 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
             self.metrics.settings["duplicate"] += 1
             return
         await self.completion.commit_before(inbound)
-        applied = await self.apply_settings(change, source=f"panel:{topic.device}", now=now)
-        ack = Publication(topics.settings_ack(topic.building, topic.device), applied)
+        # Applied before the next message is taken: no later event is decided under the
+        # old consent (spec item 9); the services it withdraws from are told first (11).
+        applied = await self._consents.apply(change, source=f"panel:{topic.device}", now=now)
+        await notices.send_notices(self.completion, bus, inbound, applied.notices)
+        ack = Publication(topics.settings_ack(topic.building, topic.device), applied.ack)
         await self.completion.send(bus, inbound, ack)
-
-    async def apply_settings(self, change: SettingsChange, *, source: str, now: datetime) -> bytes:
-        """Apply and durably record one resident setting; returns the ack to publish.
-
-        The in-memory state changes before the next message is taken, so no later
-        event is decided under the old consent (spec item 9).
-        """
-        return await self._consents.apply(change, source=source, now=now)
 
     def consent(self, building_id: str, dwelling_id: str) -> ConsentState:
         return self._consents.state(building_id, dwelling_id)

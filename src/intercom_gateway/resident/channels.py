@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState, apply_change
 from intercom_gateway.core.models import SettingsAck, SettingsChange, utc_now
+from intercom_gateway.core.notices import change_notices
 from intercom_gateway.core.policy import PartnerRegistry, Policy
 from intercom_gateway.errors import GatewayError, PendingChange
 from intercom_gateway.settings import Settings
@@ -46,6 +47,16 @@ class StoreChannel:
         key = (change.building_id, change.dwelling_id)
         state = await store.consent(*key) or ConsentState.initial(*key)
         result = apply_change(state, change, policy=self.policy, partners=self.partners, now=now)
+        # Spec item 11: the notices go on record with the change; the gateway publishes
+        # them when it next starts (gateway.notices).
+        notices = change_notices(
+            state,
+            result,
+            change,
+            partners=self.partners,
+            policy_version=self.policy.version,
+            now=now,
+        )
         await store.save_consent(
             result.state,
             change=change.model_dump_json(),
@@ -54,6 +65,7 @@ class StoreChannel:
             applied=result.applied,
             detail=result.detail,
             at=now,
+            notices=[row for _, row in notices],
         )
         return result.ack(change, now=now)
 

@@ -131,7 +131,13 @@ class ResidentDesk:
         consent = await self._consent(building_id, dwelling_id)
         if self.partners.get(partner_id) is None:
             raise UnknownPartner(partner_id)
-        body = {"kind": "service_use", "partner_id": partner_id, "used": False}
+        # The request rides on the change, so the service's notice says what was asked.
+        body = {
+            "kind": "service_use",
+            "partner_id": partner_id,
+            "used": False,
+            "request": "stop_provision",
+        }
         return await self._change(
             RequestKind.STOP_PROVISION, consent, [body], {"partner_id": partner_id}
         )

@@ -84,6 +84,11 @@ class Store(Protocol):
 
     # --- read back at start -------------------------------------------------------------
 
+    async def pending_notices(self, buildings: Collection[str] | None = None) -> list[LedgerRow]:
+        """Consent notices on record whose delivery is not yet recorded, oldest first:
+        every one, or those of ``buildings``. Never marked "unconfirmed" at start: the
+        gateway publishes them again (``gateway.notices``)."""
+
     async def recent_completed(self, limit: int) -> list[str]: ...
 
     async def statistics_windows(
@@ -107,8 +112,11 @@ class Store(Protocol):
         applied: bool,
         detail: str,
         at: datetime,
+        notices: Sequence[LedgerRow] = (),
     ) -> None:
-        """Append to the consent history and replace the current state, in one commit."""
+        """Append to the consent history and replace the current state, in one commit,
+        with ``notices``: the ledger rows of the consent notices the change gives, as
+        "intended" (``pending_notices`` until their delivery is recorded)."""
 
     async def save_initial_consents(
         self, entries: Sequence[tuple[ConsentState, str]], *, source: str, detail: str, at: datetime

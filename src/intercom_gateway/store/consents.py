@@ -14,7 +14,9 @@ from typing import Any
 import aiosqlite
 
 from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.store.events import INSERT_INTENDED
 from intercom_gateway.store.results import ConsentChange
 
 
@@ -115,9 +117,13 @@ class ConsentBook:
         applied: bool,
         detail: str,
         at: datetime,
+        notices: Sequence[LedgerRow] = (),
     ) -> None:
-        """Append to the history and replace the current state, in one commit."""
+        """Append to the history and replace the current state, in one commit, with the
+        ledger rows of the consent notices the change gives ("intended")."""
         async with self._writing:
+            if notices:
+                await self._db.executemany(INSERT_INTENDED, [row.as_params() for row in notices])
             await self._db.execute(
                 "INSERT INTO consent_history (building_id, dwelling_id, change_id, source, change,"
                 " applied, detail, revision, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

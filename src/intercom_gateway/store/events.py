@@ -13,6 +13,7 @@ redelivered message's attempts. The statistics counts and the held analytics cop
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import analytics as store_analytics
 from intercom_gateway.store import statistics as store_statistics
@@ -30,7 +32,7 @@ from intercom_gateway.store.schema import outcome_set_id
 from intercom_gateway.store.statistics import StatisticsBatch
 
 if TYPE_CHECKING:
-    from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow
+    from intercom_gateway.core.records import DecisionRow, RejectionRow
 
 # Outcome sets this process has recorded, by text; past this many it starts over (a set
 # recorded again is ignored by the store).
@@ -41,6 +43,17 @@ _LEDGER_COLUMNS = (
     "event_type, items, image, purposes, rule_id, policy_version, decision_id, part, status"
 )
 _LEDGER_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+# The write-ahead record of a provision; a row that exists is kept as it is.
+INSERT_INTENDED = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')"
+# A consent notice's row stays "intended" until its delivery is confirmed: the gateway
+# publishes it again at every start until then (gateway.notices), so nothing marks it
+# "unconfirmed" (the same text in the PostgreSQL store).
+_NOT_A_NOTICE = " AND event_type <> 'consent_notice'"
+_PENDING_NOTICES = (
+    # The partial index of the few "intended" rows: else SQLite scans the whole ledger.
+    f"SELECT {_LEDGER_COLUMNS} FROM ledger INDEXED BY ledger_intended"
+    " WHERE status = 'intended' AND event_type = 'consent_notice'"
+)
 
 
 @dataclass
@@ -244,16 +257,13 @@ class EventLog(Recorder):
         this returns. A row that exists already (an event handled again) is kept as it is.
         """
         async with self._writing:
-            await self._db.executemany(
-                f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')",
-                [row.as_params() for row in rows],
-            )
+            await self._db.executemany(INSERT_INTENDED, [row.as_params() for row in rows])
             await self._db.commit()
 
     async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
         """At start: what a stopped process intended but never completed (§8: kept, as
         "unconfirmed"); ``buildings``: only theirs. Returns how many rows."""
-        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'" + _NOT_A_NOTICE
         params: tuple[str, ...] = ()
         if buildings is not None:
             params = tuple(buildings)
@@ -289,6 +299,16 @@ class EventLog(Recorder):
 
     # --- read back at start -------------------------------------------------------------
 
+    async def pending_notices(self, buildings: Collection[str] | None = None) -> list[LedgerRow]:
+        """Consent notices on record whose delivery is not confirmed: every one, or those
+        of ``buildings``; oldest first."""
+        query, params = _PENDING_NOTICES, tuple(buildings or ())
+        if buildings is not None:
+            query += f" AND building_id IN ({', '.join('?' * len(params))})"
+        async with self._db.execute(query + " ORDER BY at, event_id", params) as cursor:
+            rows = await cursor.fetchall()
+        return [ledger_row(dict(row)) for row in rows]
+
     async def recent_completed(self, limit: int) -> list[str]:
         async with self._db.execute(
             "SELECT event_id FROM completed ORDER BY rowid DESC LIMIT ?", (limit,)
@@ -304,3 +324,26 @@ class EventLog(Recorder):
         """The analytics copies held and not yet acknowledged by the broker: every one, or
         those of ``buildings``."""
         return await store_analytics.load(self._db, buildings)
+
+
+def ledger_row(row: dict[str, Any]) -> LedgerRow:
+    """A ledger row as read back (SQLite's text and integers, or PostgreSQL's values)."""
+    at = row["at"]
+    items, purposes = row["items"], row["purposes"]
+    return LedgerRow(
+        at=datetime.fromisoformat(at) if isinstance(at, str) else at,
+        recipient=row["recipient"],
+        recipient_kind=row["recipient_kind"],
+        third_party=bool(row["third_party"]),
+        building_id=row["building_id"],
+        dwelling_id=row["dwelling_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        items=tuple(json.loads(items) if isinstance(items, str) else items),
+        image=bool(row["image"]),
+        purposes=tuple(json.loads(purposes) if isinstance(purposes, str) else purposes),
+        rule_id=row["rule_id"],
+        policy_version=row["policy_version"],
+        decision_id=row["decision_id"],
+        part=row["part"],
+    )

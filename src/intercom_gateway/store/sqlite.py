@@ -147,6 +147,9 @@ class SqliteStore:
     async def save_attempt(self, key: str) -> int:
         return await self._events.save_attempt(key)
 
+    async def pending_notices(self, buildings: Collection[str] | None = None) -> list[LedgerRow]:
+        return await self._events.pending_notices(buildings)
+
     async def recent_completed(self, limit: int) -> list[str]:
         return await self._events.recent_completed(limit)
 
@@ -174,6 +177,7 @@ class SqliteStore:
         applied: bool,
         detail: str,
         at: datetime,
+        notices: Sequence[LedgerRow] = (),
     ) -> None:
         await self._consents.save_consent(
             state,
@@ -183,6 +187,7 @@ class SqliteStore:
             applied=applied,
             detail=detail,
             at=at,
+            notices=notices,
         )
 
     async def save_initial_consents(

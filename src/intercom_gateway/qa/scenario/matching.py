@@ -74,6 +74,10 @@ def observe(message: Message, filters: Mapping[str, str], *, at: float) -> Obser
         body = {"value": body}
     forwarded = destination not in {"rejected", "ack"}
     content = body.get("event") if forwarded else body
+    ident = _text(body.get("event_id") if forwarded else body.get("change_id"))
+    if message.topic.endswith(f"/{topics.CONSENT_NOTICE_LEVEL}"):
+        # A consent notice (spec item 11) is its own content, from its settings change.
+        forwarded, content, ident = False, body, _text(body.get("change_id"))
     return Observed(
         destination=destination,
         topic=message.topic,
@@ -82,7 +86,7 @@ def observe(message: Message, filters: Mapping[str, str], *, at: float) -> Obser
         property_purposes=tuple(message.properties("purpose")),
         envelope=body,
         properties=message.user_properties,
-        ident=_text(body.get("event_id") if forwarded else body.get("change_id")),
+        ident=ident,
         arrived=at,
     )
 
@@ -225,7 +229,11 @@ def ledger_matches(row: Mapping[str, Any], match: LedgerMatch, refs: Mapping[str
     )
     if any(wanted is not None and row.get(key) != wanted for key, wanted in plain):
         return False
-    if match.event is not None and row.get("event_id") != refs[match.event].ident:
+    # A consent notice's row names the settings change that made it (its decision_id).
+    if match.event is not None and refs[match.event].ident not in (
+        row.get("event_id"),
+        row.get("decision_id") if row.get("event_type") == topics.CONSENT_NOTICE_LEVEL else None,
+    ):
         return False
     items, purposes = set(row.get("items", ())), set(row.get("purposes", ()))
     return (

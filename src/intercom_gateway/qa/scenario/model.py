@@ -353,7 +353,9 @@ class LedgerMatch(Model):
     building: Ident | None = None
     dwelling: Ident | None = None
     recipient: str | None = Field(default=None, description="e.g. partner:concierge")
-    event_type: EventType | None = None
+    event_type: EventType | Literal["consent_notice"] | None = Field(
+        default=None, description="consent_notice: a notice of withdrawal (spec item 11)"
+    )
     items_include: tuple[str, ...] = ()
     items_exclude: tuple[str, ...] = ()
     purposes_include: tuple[str, ...] = ()

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.core.registry import Registry
+from intercom_gateway.store.postgres.events import INSERT_INTENDED
 from intercom_gateway.store.results import ConsentChange
 
 _UPSERT_CURRENT = (
@@ -116,11 +118,15 @@ class PgConsentBook:
         applied: bool,
         detail: str,
         at: datetime,
+        notices: Sequence[LedgerRow] = (),
     ) -> None:
-        """Append to the history and replace the current state, in one commit."""
+        """Append to the history and replace the current state, in one commit, with the
+        ledger rows of the consent notices the change gives ("intended")."""
         async with self._pool.acquire() as db, db.transaction():
             if self._fence is not None:
                 await self._fence(db)
+            if notices:
+                await db.executemany(INSERT_INTENDED, [row.as_params() for row in notices])
             await db.execute(
                 _INSERT_HISTORY,
                 state.building_id,

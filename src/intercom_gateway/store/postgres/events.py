@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import analytics as store_analytics
-from intercom_gateway.store.events import EventBatch, Recorder
+from intercom_gateway.store.events import EventBatch, Recorder, ledger_row
 from intercom_gateway.store.postgres.queries import rowcount
 
 if TYPE_CHECKING:
@@ -36,6 +36,18 @@ _LEDGER_COLUMNS = (
 _LEDGER_VALUES = (
     f"VALUES ($1{_TS}, $2, $3, $4::int::boolean, $5, $6, $7, $8, $9, $10::int::boolean,"
     " $11, $12, $13, $14, $15"
+)
+# The write-ahead record of a provision; a row that exists is kept as it is.
+INSERT_INTENDED = (
+    f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')"
+    " ON CONFLICT (event_id, recipient, part) DO NOTHING"
+)
+# A consent notice's row stays "intended" until its delivery is confirmed (as on SQLite,
+# store.events): nothing marks it "unconfirmed".
+_NOT_A_NOTICE = " AND event_type <> 'consent_notice'"
+_PENDING_NOTICES = (
+    f"SELECT {_LEDGER_COLUMNS} FROM ledger"
+    " WHERE status = 'intended' AND event_type = 'consent_notice'"
 )
 _CLOSED_BEFORE = "closed_before"
 
@@ -89,17 +101,13 @@ class PgEventLog(Recorder):
         async with self._writing, self._pool.acquire() as db, db.transaction():
             if self._fence is not None:  # no copy leaves once the partition moved on
                 await self._fence(db)
-            await db.executemany(
-                f"INSERT INTO ledger ({_LEDGER_COLUMNS}) {_LEDGER_VALUES}, 'intended')"
-                " ON CONFLICT (event_id, recipient, part) DO NOTHING",
-                [row.as_params() for row in rows],
-            )
+            await db.executemany(INSERT_INTENDED, [row.as_params() for row in rows])
 
     async def save_unconfirmed(self, buildings: Collection[str] | None = None) -> int:
         """At start: the intents a stopped process left, now "unconfirmed"; how many.
         ``buildings``: only theirs (a partition taken over; the other gateways' rows in
         flight are theirs to settle)."""
-        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'"
+        query = "UPDATE ledger SET status = 'unconfirmed' WHERE status = 'intended'" + _NOT_A_NOTICE
         params: list[Any] = []
         if buildings is not None:
             query += " AND building_id = ANY($1::text[])"
@@ -124,6 +132,17 @@ class PgEventLog(Recorder):
         return int(count) if count is not None else 1
 
     # --- read back at start -------------------------------------------------------------
+
+    async def pending_notices(self, buildings: Collection[str] | None = None) -> list[LedgerRow]:
+        """Consent notices on record whose delivery is not confirmed: every one, or those
+        of ``buildings``; oldest first."""
+        query, params = _PENDING_NOTICES, []
+        if buildings is not None:
+            query += " AND building_id = ANY($1::text[])"
+            params.append(list(buildings))
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(query + " ORDER BY at, event_id", *params)
+        return [ledger_row(dict(row)) for row in rows]
 
     async def recent_completed(self, limit: int) -> list[str]:
         async with self._pool.acquire() as db:

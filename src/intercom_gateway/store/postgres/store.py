@@ -163,6 +163,9 @@ class PostgresStore:
     async def save_attempt(self, key: str) -> int:
         return await self._events.save_attempt(key)
 
+    async def pending_notices(self, buildings: Collection[str] | None = None) -> list[LedgerRow]:
+        return await self._events.pending_notices(buildings)
+
     async def recent_completed(self, limit: int) -> list[str]:
         return await self._events.recent_completed(limit)
 
@@ -190,6 +193,7 @@ class PostgresStore:
         applied: bool,
         detail: str,
         at: datetime,
+        notices: Sequence[LedgerRow] = (),
     ) -> None:
         await self._consents.save_consent(
             state,
@@ -199,6 +203,7 @@ class PostgresStore:
             applied=applied,
             detail=detail,
             at=at,
+            notices=notices,
         )
 
     async def save_initial_consents(
