@@ -158,6 +158,17 @@ async def test_each_partner_receives_exactly_what_it_is_entitled_to(
         "concierge": ["resident_confirmation"],  # §3(3)
         "parcel-unlock": ["unlock_service_security", "unlock_visitor_confirmation"],  # §3(4)
     }
+    # The stop of d0002 is told to concierge alone (spec item 11), before its events.
+    notices = {
+        pid: [m for m in messages if m.topic.endswith("/consent_notice")]
+        for pid, messages in received.items()
+    }
+    assert [m.topic for m in notices["concierge"]] == [
+        topics.consent_notice("concierge", "b001", "d0002")
+    ]
+    assert notices["elder-watch"] == notices["parcel-unlock"] == []
+    notice_ids = {json.loads(m.payload)["notice_id"] for m in notices["concierge"]}
+    received = {pid: [m for m in ms if m not in notices[pid]] for pid, ms in received.items()}
     for pid, messages in received.items():
         facts = [m for m in messages if not topics.is_image(m.topic)]
         pictures = [m for m in messages if topics.is_image(m.topic)]
@@ -176,8 +187,12 @@ async def test_each_partner_receives_exactly_what_it_is_entitled_to(
             assert "image" in json.loads(message.payload)["event"]
             assert sorted(message.properties("purpose")) == image_purposes[pid]
     rows = [r.as_dict() for r in await running.gateway.store.provisions()]
+    notice_rows = {r["event_id"] for r in rows if r["event_type"] == "consent_notice"}
+    assert notice_rows == notice_ids
     third_party = {
-        (r["recipient"], by_id[r["event_id"]], r["part"]) for r in rows if r["third_party"]
+        (r["recipient"], by_id[r["event_id"]], r["part"])
+        for r in rows
+        if r["third_party"] and r["event_id"] not in notice_ids
     }
     assert third_party == {
         (f"partner:{pid}", name, "event") for pid, names in entitled.items() for name in names

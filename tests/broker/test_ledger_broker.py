@@ -73,9 +73,21 @@ async def _delivered(
             await bus.__aexit__(None, None, None)
 
 
+def _is_notice(message: Message) -> bool:
+    return message.topic.endswith(f"/{topics.CONSENT_NOTICE_LEVEL}")
+
+
 def _part(message: Message) -> str:
-    """The ledger's part of a message: an event's image is a provision of its own."""
+    """The ledger's part of a message: an event's image is a provision of its own, and a
+    consent notice (spec item 11) is one too."""
+    if _is_notice(message):
+        return "notice"
     return "image" if topics.is_image(message.topic) else "event"
+
+
+def _ident(message: Message) -> str:
+    body = json.loads(message.payload)
+    return str(body["notice_id"] if _is_notice(message) else body["event_id"])
 
 
 def _pairs(received: dict[str, list[Message]]) -> list[tuple[str, str, str]]:
@@ -83,7 +95,7 @@ def _pairs(received: dict[str, list[Message]]) -> list[tuple[str, str, str]]:
     for reader, messages in received.items():
         for message in messages:
             recipient = "group" if reader == "group" else f"partner:{reader}"
-            pairs.append((json.loads(message.payload)["event_id"], recipient, _part(message)))
+            pairs.append((_ident(message), recipient, _part(message)))
     return sorted(pairs)
 
 
@@ -117,15 +129,18 @@ async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
     # §4: joint use is recorded, marked as not a provision to a third party.
     assert {r["third_party"] for r in rows if r["recipient"] == "group"} == {False}
     assert {r["third_party"] for r in rows if r["recipient"] != "group"} == {True}
-    # §8: after the stop, nothing of d0003 in b001 went to concierge, nor into its ledger.
-    assert not [
-        r
+    # §8: after the stop, nothing of d0003 in b001 went to concierge, nor into its ledger,
+    # but the notice of the stop (spec item 11).
+    assert [
+        r["event_type"]
         for r in rows
         if r["recipient"] == "partner:concierge"
         and r["dwelling_id"] == "d0003"
         and r["building_id"] == "b001"
-    ]
+    ] == ["consent_notice"]
     for row in rows:
+        if row["part"] == "notice":
+            continue
         message = _message_for(received, row)
         envelope = json.loads(message.payload)
         assert sorted(envelope["purposes"]) == sorted(row["purposes"])
@@ -137,9 +152,7 @@ async def test_the_ledger_holds_exactly_the_deliveries_real_subscribers_saw(
 def _message_for(received: dict[str, list[Message]], row: dict[str, Any]) -> Message:
     reader = "group" if row["recipient"] == "group" else row["recipient"].split(":", 1)[1]
     return next(
-        m
-        for m in received[reader]
-        if json.loads(m.payload)["event_id"] == row["event_id"] and _part(m) == row["part"]
+        m for m in received[reader] if _ident(m) == row["event_id"] and _part(m) == row["part"]
     )
 
 
@@ -166,6 +179,11 @@ async def test_a_resident_stop_of_provision_reaches_the_running_gateway(
     alarm = event_dict("alarm", building="b002", dwelling="d0004")
     received = await _delivered(running, [panel_message(alarm)])
     assert received["elder-watch"] == []
-    assert [r.recipient for r in await running.gateway.store.provisions()] == ["group"]
+    # The alarm went to the group only; elder-watch was told of the stop (spec item 11).
+    rows = await running.gateway.store.provisions()
+    assert sorted((r.recipient, r.event_type, r.status) for r in rows) == [
+        ("group", "alarm", "delivered"),
+        ("partner:elder-watch", "consent_notice", "delivered"),
+    ]
     history = await running.gateway.store.consent_history("b002", "d0004")
     assert history[-1].change_id == answer["changes"][0]["change_id"]

@@ -208,6 +208,13 @@ async def test_two_gateways_share_the_partitions_and_one_takes_over_a_killed_one
         await asyncio.gather(*tasks, return_exceptions=True)
 
     assert wanted <= cloud_ids.keys()
+    # The stop was told to concierge by the owner of b003's partition (spec item 11).
+    notices = [p for p in partner if p["topic"].endswith("/consent_notice")]
+    assert {(n["building_id"], n["dwelling_id"], n["change"]) for n in notices} == {
+        (*stopped, "service_stopped")
+    }
+    assert len({n["notice_id"] for n in notices}) == 1
+    partner = [p for p in partner if p not in notices]
     leaked = [p for p in partner if f"/{stopped[0]}/{stopped[1]}/" in p["topic"]]
     assert leaked == [], "a partner the dwelling stopped received its events"
     # No copy without its ledger row; a delivered row was received (a row written ahead
@@ -250,7 +257,13 @@ async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
     arrived: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
+    notices: list[dict[str, Any]] = []
+    stops: set[str] = set()
+
     async def on_partner(topic: str, payload: bytes, _message: Any) -> None:
+        if topic.endswith("/consent_notice"):  # spec item 11: checked at the end
+            notices.append(json.loads(payload))
+            return
         await arrived.put(json.loads(payload))
 
     async def on_ack(topic: str, payload: bytes, _message: Any) -> None:
@@ -317,6 +330,8 @@ async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
                 topic, payload = settings_message(change, building=building, dwelling=dwelling)
                 await fleet.publish(topic, payload)
                 change_id = json.loads(payload)["change_id"]
+                if not using[(building, dwelling)]:
+                    stops.add(change_id)
                 async with asyncio.timeout(30):  # a redelivered change may be acked twice
                     while (ack := await acks.get())["change_id"] != change_id:
                         pass
@@ -328,6 +343,10 @@ async def test_a_consent_change_applies_to_the_next_event_across_hand_overs(
         await asyncio.gather(*tasks, return_exceptions=True)
     assert stale == [], f"{len(stale)} events forwarded after their dwelling stopped the partner"
     assert withheld_wrongly == [], f"{len(withheld_wrongly)} events withheld after a resume"
+    # Every stop was told to concierge, across the hand-overs; none of them twice over
+    # (a notice may come again after a kill, the same notice: one id per change).
+    assert {n["change_id"] for n in notices} == stops
+    assert len({n["notice_id"] for n in notices}) == len(stops)
 
 
 async def test_a_join_and_a_clean_leave_hand_over_without_a_duplicate(

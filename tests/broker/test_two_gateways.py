@@ -55,10 +55,15 @@ async def test_two_gateways_forward_nothing_to_a_stopped_partner(
             await other_panel.drain()
         # The marker comes after every visitor event in each gateway's order: once both
         # copies of it are here, every copy either gateway would send has been sent.
-        arrived = await collect(concierge, 2)
+        # First each gateway's notice of the stop (spec item 11).
+        arrived = await collect(concierge, 4)
         for gateway in (first, second):
             await gateway.wait_processed(EVENTS + 2)
 
+    notices = [m for m in arrived if m.topic.endswith("/consent_notice")]
+    # Made from the same change, by either gateway the same notice: one id.
+    assert len(notices) == 2 and len({json.loads(m.payload)["notice_id"] for m in notices}) == 1
+    arrived = [m for m in arrived if m not in notices]
     assert all(json.loads(a.payload)["applied"] is True for a in acks)
     assert {json.loads(m.payload)["event_id"] for m in arrived} == {marker["event_id"]}
     leaked = [m.topic for m in arrived if "/d0002/" in m.topic]
