@@ -172,7 +172,16 @@ def test_evenings_are_busier_than_nights(month: list[Event]) -> None:
 
 
 def test_rates_scale_the_stream(tower: Registry) -> None:
-    quiet = Rates(visitors=0.0, unlocks=0.0, deliveries=0.0, return_home=0.0, security_arms=0.0)
+    quiet = Rates(
+        visitors=0.0,
+        unlocks=0.0,
+        deliveries=0.0,
+        return_home=0.0,
+        security_arms=0.0,
+        device_controls=0.0,
+        scenes=0.0,
+        device_states=0.0,
+    )
     week = _until(iter_events(tower, seed=0, start=START, rates=quiet), days=7)
     assert {e.type for e in week} <= {"alarm", "device_failure"}
 

@@ -17,6 +17,7 @@
 | ``gateway/v1/deadletter`` | gateway | input that failed every attempt to handle it |
 | ``gateway/v1/status`` | gateway | online/offline, retained, last will |
 | ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
+| ``app/v1/{building}/{dwelling}/{event_type}`` | gateway | the Intercom app (§2(4)) |
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def group(building: str, dwelling: str, event_type: str) -> str:
 
 def partner(partner_id: str, building: str, dwelling: str, event_type: str) -> str:
     return f"partners/{partner_id}/v1/{building}/{dwelling}/{event_type}"
+
+
+def app(building: str, dwelling: str, event_type: str) -> str:
+    """§2(4): the Intercom app's copy of a dwelling's lobby call."""
+    return f"app/v1/{building}/{dwelling}/{event_type}"
 
 
 def image(event_topic: str) -> str:
@@ -189,6 +195,11 @@ def analytics_filter() -> str:
 def statistics_filter() -> str:
     """Every statistics aggregate (§5(2)②)."""
     return "statistics/#"
+
+
+def app_filter() -> str:
+    """Every Intercom-app (§2(4)) copy."""
+    return "app/#"
 
 
 def gateway_filter() -> str:
