@@ -348,3 +348,11 @@ def test_a_service_that_skipped_validation_still_gets_no_lobby_call(
         "partner:snoop"
     ]
     assert not outcome.forwarded and outcome.reason is Reason.INTERCOM_APP_EXCLUDED
+
+
+def test_the_consent_command_sends_the_intercom_app_setting() -> None:
+    from intercom_gateway.cli.resident import _change_body
+
+    none = (None, False, None, None, None, None, None, None)
+    assert _change_body(*none, intercom_app=False) == {"kind": "intercom_app", "linked": False}
+    assert _change_body(*none, intercom_app=True)["linked"] is True
