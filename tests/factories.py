@@ -54,9 +54,39 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "code": "E-101",
         "message": "filter clogged",
     },
+    "device_control": {
+        "instruction_id": "ins-1",
+        "linked_device": {"kind": "air_conditioner", "model": "CS-X"},
+        "command": "set_temperature",
+        "parameters": {"celsius": 26, "mode": "cool"},
+        "result": "failed",
+        "origin": "app",
+        "error": "no answer from Hana's bedroom unit",
+    },
+    "scene": {
+        "scene_id": "scene-1",
+        "name": "Hana's good night",
+        "action": "run",
+        "devices_affected": 3,
+    },
+    "device_state": {
+        "linked_device": {"kind": "water_heater", "model": "HE-1"},
+        "values": {"power": True, "celsius": 42.5, "mode": "eco"},
+    },
+    "lobby_call": {
+        "call_id": "call-7",
+        "outcome": "answered",
+        "handset": {
+            "model": "Pixel 8",
+            "os": "android",
+            "app_version": "3.2.1",
+            "uuid": "6f1c2a9e-2b7d-4c3e-9a5f-0d8e7b6a5c4d",
+        },
+    },
 }
 _ROLE = {
     "unlock_mode": DeviceRole.LOBBY_PANEL,
+    "lobby_call": DeviceRole.LOBBY_PANEL,
     "delivery_box": DeviceRole.DELIVERY_BOX,
 }
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from intercom_gateway.broker.accounts import APP
 from intercom_gateway.broker.mosquitto import ANALYTICS, CLOUD, FLEET, GATEWAY, OPERATOR, Mosquitto
 from intercom_gateway.bus import BrokerAddress, MqttBus
 from intercom_gateway.core import topics
@@ -39,6 +40,8 @@ FENCES = {
     PANEL: topics.settings_ack("b001", PANEL),
     ANALYTICS: topics.analytics("fence"),
     OPERATOR: topics.cloud("b001", "d0001", "fence"),
+    APP: topics.app("b001", "d0001", "fence"),
+    CLOUD: topics.cloud("b001", "d0001", "fence"),
 }
 
 
@@ -100,6 +103,17 @@ FORBIDDEN_READS = {
     "analytics reads partner topics": Read(
         ANALYTICS, "partners/#", GATEWAY, topics.partner(CONCIERGE, "b001", "d0001", "visitor")
     ),
+    # §2(4): lobby calls are the Intercom app's; its account reads nothing else.
+    "app reads cloud": Read(APP, "cloud/#", GATEWAY, topics.cloud("b001", "d0001", "alarm")),
+    "app reads partner topics": Read(
+        APP, "partners/#", GATEWAY, topics.partner(CONCIERGE, "b001", "d0001", "visitor")
+    ),
+    "cloud reads the app's lobby calls": Read(
+        CLOUD, "app/#", GATEWAY, topics.app("b001", "d0001", "lobby_call")
+    ),
+    "partner reads the app's lobby calls": Read(
+        CONCIERGE, "app/#", GATEWAY, topics.app("b001", "d0001", "lobby_call")
+    ),
     "operator reads raw panel events": Read(
         OPERATOR,
         topics.PANEL_EVENTS_FILTER,
@@ -130,6 +144,9 @@ FORBIDDEN_WRITES = {
     ),
     "partner publishes as a panel": Write(
         CONCIERGE, topics.panel_events("b001", PANEL, "visitor"), PANEL
+    ),
+    "app forges a lobby call": Write(
+        APP, topics.app("b001", "d0001", "lobby_call"), GATEWAY, OPERATOR
     ),
     "partner publishes on its own topic": Write(
         CONCIERGE, topics.partner(CONCIERGE, "b001", "d0001", "visitor"), GATEWAY, OPERATOR
@@ -174,6 +191,9 @@ ALLOWED_READS = {
         ANALYTICS, "analytics/#", GATEWAY, topics.analytics("visitor")
     ),
     "cloud reads cloud": Read(CLOUD, "cloud/#", GATEWAY, topics.cloud("b002", "d0003", "security")),
+    "app reads the lobby calls": Read(
+        APP, topics.app_filter(), GATEWAY, topics.app("b002", "d0003", "lobby_call")
+    ),
 }
 
 

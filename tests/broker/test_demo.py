@@ -23,7 +23,7 @@ async def test_the_demo_shows_every_kind_reaching_its_destinations(tmp_path: Pat
         acceleration=7200,
     )
     assert set(view.sent_by_type) == {kind.value for kind in EventType}
-    assert {"cloud", "group", "partners", "analytics"} <= set(view.arrived_by_kind)
+    assert {"cloud", "group", "partners", "analytics", "app"} <= set(view.arrived_by_kind)
     # The tour alone forwards every kind to the cloud; the simulators add more.
     assert view.arrived_by_kind["cloud"] >= len(EventType)
     text = output.getvalue()

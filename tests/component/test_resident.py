@@ -124,7 +124,13 @@ def test_cli_purposes_names_each_partner_with_its_event_kinds(settings: Settings
         d["destination"]: {f["event_type"] for f in d["flows"]} for d in answer["destinations"]
     }
     assert flows["partner:concierge"] == {"visitor", "delivery_box"}
-    assert flows["partner:elder-watch"] == {"return_home", "alarm", "security"}
+    assert flows["partner:elder-watch"] == {
+        "return_home",
+        "alarm",
+        "security",
+        "device_control",
+        "device_state",
+    }
     assert flows["partner:parcel-unlock"] == {"unlock_mode", "delivery_box"}
     assert (
         "image"

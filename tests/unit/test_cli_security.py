@@ -53,8 +53,8 @@ def test_generate_writes_hashed_secrets_and_never_prints_them(
     result = generate(registry_file, secrets)
     assert result.exit_code == 0, result.output
     accounts = passwords(secrets)
-    # 5 service accounts, 3 partners, per building a lobby, a box and 2 dwelling panels.
-    assert len(accounts) == 5 + 3 + 4
+    # 6 service accounts, 3 partners, per building a lobby, a box and 2 dwelling panels.
+    assert len(accounts) == 6 + 3 + 4
     assert {"gateway", "fleet", "concierge", "elder-watch", "panel-b001-d0002"} <= set(accounts)
     passwd = (secrets / "passwd").read_text()
     for user, password in accounts.items():

@@ -18,14 +18,19 @@ from intercom_gateway.core.models import (
     EVENT_MODELS,
     AlarmEvent,
     DeliveryBoxEvent,
+    DeviceControlEvent,
     DeviceFailureEvent,
     DeviceRef,
     DeviceRole,
+    DeviceStateEvent,
     Event,
     EventType,
+    Handset,
     ImageRef,
     LinkedDevice,
+    LobbyCallEvent,
     ReturnHomeEvent,
+    SceneEvent,
     SecurityEvent,
     UnlockModeEvent,
     VisitorEvent,
@@ -100,6 +105,37 @@ def make_event(
                 code="E-12",
                 message=text,
             )
+    return _linked(event_type, panel, lobby, text)
+
+
+HANDSET = Handset(model="Pixel 8", os="android", app_version="3.2.1", uuid=uuid.UUID(int=0xFEED))
+
+
+def _linked(
+    event_type: EventType, panel: dict[str, Any], lobby: dict[str, Any], text: str | None
+) -> Event:
+    """Part A's kinds: §2(3)① linked devices and scenes, §2(4) lobby calls."""
+    aircon = LinkedDevice(kind="air_conditioner", model="CS-X")
+    match event_type:
+        case EventType.DEVICE_CONTROL:
+            return DeviceControlEvent(
+                **panel,
+                instruction_id="ins-3",
+                linked_device=aircon,
+                command="set_temperature",
+                parameters={"celsius": 26, "mode": "cool"},
+                result="failed",
+                origin="app",
+                error=text,
+            )
+        case EventType.SCENE:
+            return SceneEvent(
+                **panel, scene_id="night", name=text, action="run", devices_affected=3
+            )
+        case EventType.DEVICE_STATE:
+            return DeviceStateEvent(**panel, linked_device=aircon, values={"power": True})
+        case EventType.LOBBY_CALL:
+            return LobbyCallEvent(**lobby, call_id="call-3", outcome="answered", handset=HANDSET)
     raise AssertionError(event_type)
 
 
@@ -111,6 +147,7 @@ def consent(policy: Policy, **overrides: Any) -> ConsentState:
         "registered": True,
         "accepted_policy_version": policy.version,
         "services_used": ALL_SERVICES,
+        "intercom_app_linked": True,
         "revision": 3,
         **overrides,
     }
@@ -145,6 +182,7 @@ def test_every_destination_gets_an_outcome(policy: Policy, partners: PartnerRegi
         "contractor",
         "analytics",
         "statistics",
+        "app",
     ]
 
 
@@ -182,6 +220,7 @@ def test_item1_a_policy_without_rules_forwards_nothing(
         assert {o.reason for o in decision.outcomes} <= {
             Reason.NO_RULE,
             Reason.UNLOCK_MODE_EXCLUDED,
+            Reason.INTERCOM_APP_EXCLUDED,
             Reason.OTHER_UNLOCK_SERVICE,
         }
 
@@ -323,8 +362,13 @@ def services(draw: st.DrawFn, policy: Policy, service_id: str) -> PartnerService
     kind: Literal["partner", "unlock_service"] = draw(st.sampled_from(_KINDS))
     # Sometimes a registry that skipped validation: a partner declaring unlock mode
     # (§1(8)); the decision must refuse it on its own.
-    rogue = kind == "partner" and draw(st.booleans())
-    allowed = [t for t in EventType if kind == "unlock_service" or rogue or t != "unlock_mode"]
+    # Or any service declaring §2(4) lobby calls, which §2(5) does not list for partners.
+    rogue = draw(st.booleans())
+    allowed = [
+        t
+        for t in EventType
+        if rogue or (t != "lobby_call" and (kind == "unlock_service" or t != "unlock_mode"))
+    ]
     kinds = draw(st.lists(st.sampled_from(allowed), unique=True, max_size=4))
     fields = {t: sorted(EVENT_MODELS[t].model_fields) for t in kinds}
     events_ = {t: tuple(draw(st.lists(st.sampled_from(fields[t]), unique=True))) for t in kinds}

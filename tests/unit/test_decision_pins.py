@@ -187,6 +187,7 @@ _TOPIC = {
     "partner:parcel-unlock": "partners/parcel-unlock/v1/{b}/{d}/{t}",
     "analytics": "analytics/v1/{t}",
     "statistics": "statistics/v1/{b}",
+    "app": "app/v1/{b}/{d}/{t}",
 }
 
 
@@ -196,7 +197,7 @@ def test_every_copy_goes_to_the_topic_of_its_destination_and_dwelling(
     policy: Policy, partners: PartnerRegistry, event_type: EventType, dwelling: str
 ) -> None:
     services = tuple(s.id for s in partners.services)
-    state = _consent(policy, services=services, dwelling_id=dwelling)
+    state = _consent(policy, services=services, dwelling_id=dwelling, intercom_app_linked=True)
     decision = _decide(_event(event_type, dwelling=dwelling), state, policy, partners)
     published = {o.destination: o.topic for o in decision.forwarded}
     expected = {

@@ -34,6 +34,10 @@ EXPECTED_ERRORS = {
     "unlock_mode": ("extra_forbidden", "image_bytes"),
     "security": ("literal_error", "state"),
     "device_failure": ("missing", "linked_device"),
+    "device_control": ("literal_error", "result"),
+    "scene": ("less_than_equal", "devices_affected"),
+    "device_state": ("too_long", "values"),
+    "lobby_call": ("extra_forbidden", "image"),
 }
 
 
@@ -53,6 +57,7 @@ def test_one_valid_and_one_invalid_fixture_per_event_type() -> None:
         "service_use",
         "purpose_opt_out",
         "accept_policy",
+        "intercom_app",
     }
 
 

@@ -34,6 +34,7 @@ CONSENTS: dict[str, dict[str, Any]] = {
     "all services": {"services_used": SAMPLE_SERVICES},
     "opted out of marketing": {"services_used": SAMPLE_SERVICES, "opted_out": ("marketing",)},
     "return home off": {"services_used": ("elder-watch",), "return_home_enabled": False},
+    "intercom app linked": {"services_used": ("elder-watch",), "intercom_app_linked": True},
     "concierge stopped": {"services_used": ("parcel-unlock",), "provision_stopped": ("concierge",)},
     "no services": {},
 }
@@ -99,6 +100,7 @@ _CONSENTS = st.builds(
         [_POLICY.version, *_POLICY.supersedes, "1999-01-01", None]
     ),
     return_home_enabled=st.booleans(),
+    intercom_app_linked=st.booleans(),
     services_used=_SERVICES,
     provision_stopped=_SERVICES,
     opted_out=st.lists(st.sampled_from(sorted(_POLICY.opt_out_purposes)), unique=True).map(tuple),
@@ -160,7 +162,8 @@ def test_what_a_resident_is_told_flows_is_what_decide_forwards(consent: ConsentS
             told = _told_in_full(answer, et, service_id)
             assert told == _forwarded_in_full(decision, told), (et, service_id)
             gate = decision.gate
-            stopped = gate is not None and gate.reason is not Reason.RETURN_HOME_OFF
+            one_kind = {Reason.RETURN_HOME_OFF, Reason.INTERCOM_APP_UNLINKED}
+            stopped = gate is not None and gate.reason not in one_kind
             assert (answer["stopped"] is not None) == stopped
 
 

@@ -172,7 +172,16 @@ def test_evenings_are_busier_than_nights(month: list[Event]) -> None:
 
 
 def test_rates_scale_the_stream(tower: Registry) -> None:
-    quiet = Rates(visitors=0.0, unlocks=0.0, deliveries=0.0, return_home=0.0, security_arms=0.0)
+    quiet = Rates(
+        visitors=0.0,
+        unlocks=0.0,
+        deliveries=0.0,
+        return_home=0.0,
+        security_arms=0.0,
+        device_controls=0.0,
+        scenes=0.0,
+        device_states=0.0,
+    )
     week = _until(iter_events(tower, seed=0, start=START, rates=quiet), days=7)
     assert {e.type for e in week} <= {"alarm", "device_failure"}
 
@@ -466,3 +475,36 @@ def test_ingress_rejects_bad_input_with_the_expected_reason(name: str, small: Re
             topic, sample.payload, devices=devices, limits=ingress.Limits(), now=NOW
         )
     assert caught.value.reason is sample.reason
+
+
+def test_linked_devices_and_app_calls_come_at_their_rates_from_the_right_devices(
+    month: list[Event],
+) -> None:
+    """§2(3)① from dwelling panels at their daily rates; §2(4) lobby calls from the lobby
+    panel, each the app's side of a lobby visitor's call, on the dwelling's one handset."""
+    rates, dwellings, days = Rates(), 20, 30
+    counts: Counter[str] = Counter(e.type for e in month)
+    for kind, per_day in (
+        ("device_control", rates.device_controls),
+        ("device_state", rates.device_states),
+    ):
+        expected = per_day * dwellings * days
+        assert 0.85 * expected < counts[kind] < 1.15 * expected, kind
+    assert counts["scene"] > 0.6 * rates.scenes * dwellings * days
+    lobby_visits = {
+        e.call_id: e for e in month if isinstance(e, VisitorEvent) and e.origin == "lobby"
+    }
+    handsets: dict[str, set[str]] = defaultdict(set)
+    calls = [e for e in month if e.type == "lobby_call"]
+    for call in calls:
+        assert call.device.role is DeviceRole.LOBBY_PANEL
+        visit = lobby_visits[call.call_id]
+        assert (visit.dwelling_id, visit.occurred_at) == (call.dwelling_id, call.occurred_at)
+        if call.handset is not None:
+            handsets[call.dwelling_id].add(str(call.handset.uuid))
+    share = len(calls) / len(lobby_visits)
+    assert 0.4 < share < 0.6  # Rates.lobby_app_share
+    assert handsets and all(len(uuids) == 1 for uuids in handsets.values())
+    for control in (e for e in month if e.type == "device_control"):
+        assert control.device.role is DeviceRole.DWELLING_PANEL
+        assert (control.error is None) is (control.result == "ok")

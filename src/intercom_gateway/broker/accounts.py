@@ -31,6 +31,9 @@ FLEET = "fleet"  # simulators and load generator: speak for any panel (developme
 # writes the gateway's output topics, reads nothing. Only brokers that receive bridges
 # have it (generate_credentials(bridge=True)).
 BRIDGE = "bridge"
+# §2(4): the Intercom app's backend (an own service): reads lobby calls on app/# and
+# nothing else; the cloud account does not read them (least privilege).
+APP = "app"
 
 
 def find_binary(name: str) -> str:
@@ -60,7 +63,12 @@ def acl_text(
         out.extend(f"topic {rule}" for rule in rules)
         out.append("")
 
-    outputs = (topics.cloud_filter(), topics.group_filter(), topics.partners_filter())
+    outputs = (
+        topics.cloud_filter(),
+        topics.group_filter(),
+        topics.partners_filter(),
+        topics.app_filter(),
+    )
     tallies = (topics.analytics_filter(), topics.statistics_filter())
     block(
         GATEWAY,
@@ -79,6 +87,7 @@ def acl_text(
         f"read {topics.DEADLETTER}",
     )
     block(ANALYTICS, *(f"read {f}" for f in tallies))
+    block(APP, f"read {topics.app_filter()}")
     block(
         OPERATOR,
         *(f"read {f}" for f in (*outputs, *tallies, topics.gateway_filter())),
@@ -117,6 +126,7 @@ def output_filters() -> tuple[str, ...]:
         topics.cloud_filter(),
         topics.group_filter(),
         topics.partners_filter(),
+        topics.app_filter(),
         topics.analytics_filter(),
         topics.statistics_filter(),
     )
@@ -159,7 +169,7 @@ def generate_credentials(
     ``bridge``: add the ``bridge`` account of a central broker (``acl_text``).
     """
     partner_ids = sorted(set(partner_ids))
-    users = [GATEWAY, CLOUD, ANALYTICS, OPERATOR, *([FLEET] if fleet else []), *partner_ids]
+    users = [GATEWAY, CLOUD, ANALYTICS, OPERATOR, APP, *([FLEET] if fleet else []), *partner_ids]
     users += [BRIDGE] if bridge else []
     users += [device.id for _, device in registry.devices()]
     kept = keep or {}

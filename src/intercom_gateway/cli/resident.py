@@ -90,6 +90,7 @@ def _change_body(
     opt_out: str | None,
     opt_in: str | None,
     accept: str | None,
+    intercom_app: bool | None = None,
 ) -> dict[str, Any]:
     bodies = [
         {"kind": "register", "policy_version": register} if register else None,
@@ -102,6 +103,7 @@ def _change_body(
         {"kind": "purpose_opt_out", "purpose": opt_out, "opted_out": True} if opt_out else None,
         {"kind": "purpose_opt_out", "purpose": opt_in, "opted_out": False} if opt_in else None,
         {"kind": "accept_policy", "policy_version": accept} if accept else None,
+        {"kind": "intercom_app", "linked": intercom_app} if intercom_app is not None else None,
     ]
     chosen = [body for body in bodies if body is not None]
     if len(chosen) != 1:
@@ -123,6 +125,11 @@ def _change_body(
 @click.option("--opt-out", metavar="PURPOSE", help="Suspend an opt-out-able purpose (§8).")
 @click.option("--opt-in", metavar="PURPOSE", help="Resume a purpose opted out of.")
 @click.option("--accept", metavar="VERSION", help="Accept a new policy version (§10).")
+@click.option(
+    "--intercom-app",
+    type=click.Choice(["on", "off"]),
+    help="Handsets linked to the Intercom app (§7(2)): lobby calls (§2(4)) reach it.",
+)
 @broker_options
 @timeout_option
 @click.pass_context
@@ -132,6 +139,7 @@ def set_(
     building: str,
     dwelling: str,
     return_home: str | None,
+    intercom_app: str | None,
     broker_host: str | None,
     broker_port: int | None,
     secrets_dir: Path | None,
@@ -147,7 +155,11 @@ def set_(
     from intercom_gateway.core.models import SETTINGS_ADAPTER, utc_now
     from intercom_gateway.resident.channels import send_as_panel
 
-    body = _change_body(return_home=None if return_home is None else return_home == "on", **changes)
+    body = _change_body(
+        return_home=None if return_home is None else return_home == "on",
+        intercom_app=None if intercom_app is None else intercom_app == "on",
+        **changes,
+    )
     change = SETTINGS_ADAPTER.validate_json(
         json.dumps(
             {

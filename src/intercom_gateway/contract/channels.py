@@ -165,6 +165,13 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             ["rejection"],
             "Input set aside after failing every attempt to handle it (reason dead_letter).",
         ),
+        "app": _destination(
+            topics.app,
+            "The Intercom app (§2(4)): a lobby call to the dwelling, only while its handsets"
+            " are linked to the app (§7(2)). Broker account `app` may read only"
+            f" {topics.app_filter()}.",
+            routable(policy, DestinationKind.APP),
+        ),
         "status": _channel(topics.STATUS, ["gatewayStatus"], "Gateway status, retained."),
         "metrics": _channel(topics.METRICS, ["gatewayMetrics"], "Gateway counters, retained."),
         "gatewayOwnStatus": _channel(

@@ -18,6 +18,7 @@ from intercom_gateway.core.models import (
     AcceptPolicy,
     Ident,
     Initialise,
+    IntercomApp,
     PurposeOptOut,
     Register,
     ReturnHomeNotification,
@@ -45,6 +46,9 @@ class ConsentState(BaseModel):
     opted_out: tuple[str, ...] = ()
     # §10: consent is consent to a version.
     accepted_policy_version: str | None = None
+    # §7(2): handsets linked to the Intercom app; lobby calls (§2(4)) flow only while
+    # true. Off until the panel says otherwise (fail closed); initialising clears it.
+    intercom_app_linked: bool = False
     revision: int = Field(default=0, ge=0)
     updated_at: AwareDatetime | None = None
 
@@ -115,6 +119,15 @@ def apply_change(
             return _opt_out(state, body, policy=policy, now=now)
         case AcceptPolicy() as body:
             return _accept(state, body, policy=policy, now=now)
+        case IntercomApp(linked=linked):
+            word = "linked to" if linked else "removed from"
+            return _applied(
+                state,
+                now,
+                f"handsets {word} the Intercom app",
+                "§7(2)",
+                intercom_app_linked=linked,
+            )
     raise AssertionError(f"unhandled settings change {change.change!r}")  # pragma: no cover
 
 

@@ -24,6 +24,8 @@ consent of the event's dwelling  ``decide._gate``
 §8 provision stopped             ``gates.service_gate``
 §5(1)②, item 5 service used      ``gates.service_gate``
 §3(4) unlock: named service      ``gates.unlock_gate``
+§7(2) Intercom app unlinked      ``gates.intercom_app_gate``
+§2(5) no §2(4) to partners       ``router._route``
 item 4 (§1(8)) no unlock         ``router._route``
 item 1 default deny              ``router._route`` (``Policy.rule_for``)
 §2(5), item 5 declared types     ``router._route``
@@ -47,7 +49,13 @@ from uuid import UUID
 
 from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.gates import consent_gate, return_home_gate, service_gate, unlock_gate
+from intercom_gateway.core.gates import (
+    consent_gate,
+    intercom_app_gate,
+    return_home_gate,
+    service_gate,
+    unlock_gate,
+)
 from intercom_gateway.core.models import Event, EventType
 from intercom_gateway.core.outcomes import Decision, Outcome, Reason, Withhold
 from intercom_gateway.core.policy import BASE_FIELDS, IMAGE_FIELD, DestinationKind
@@ -141,7 +149,11 @@ def _gate(event: Event, et: EventType, consent: ConsentState, router: Router) ->
     """Reasons that withhold the event from every destination at once."""
     if (consent.building_id, consent.dwelling_id) != (event.building_id, event.dwelling_id):
         return Withhold(Reason.CONSENT_MISMATCH, "consent of another dwelling", None)
-    return consent_gate(consent, router.policy) or return_home_gate(et, consent)
+    return (
+        consent_gate(consent, router.policy)
+        or return_home_gate(et, consent)
+        or intercom_app_gate(et, consent)
+    )
 
 
 def _step(
@@ -237,4 +249,6 @@ def _topic(target: Target, event: Event) -> str:
             return topics.analytics(et)
         case DestinationKind.STATISTICS:
             return topics.statistics(event.building_id)
+        case DestinationKind.APP:
+            return topics.app(event.building_id, event.dwelling_id, et)
     raise AssertionError(f"no topic for {target.kind}")  # policy refuses contractor rules

@@ -12,7 +12,7 @@ from intercom_gateway.core.models import EventType
 from intercom_gateway.core.outcomes import Reason, Withhold
 from intercom_gateway.core.policy import PartnerService, Policy
 
-__all__ = ["consent_gate", "return_home_gate", "service_gate", "unlock_gate"]
+__all__ = ["consent_gate", "intercom_app_gate", "return_home_gate", "service_gate", "unlock_gate"]
 
 
 def consent_gate(consent: ConsentState, policy: Policy) -> Withhold | None:
@@ -32,6 +32,17 @@ def return_home_gate(et: EventType, consent: ConsentState) -> Withhold | None:
     """§7(1)②: return home "off" stops return-home events at the gateway, cloud included."""
     if et is EventType.RETURN_HOME and not consent.return_home_enabled:
         return Withhold(Reason.RETURN_HOME_OFF, "return-home notification is off", "§7(1)②")
+    return None
+
+
+def intercom_app_gate(et: EventType, consent: ConsentState) -> Withhold | None:
+    """§7(2): removing the device from the Intercom app stops §2(4): no lobby call is
+    collected while the dwelling's handsets are not linked, cloud included. A dwelling
+    that never linked them is not linked (fail closed)."""
+    if et is EventType.LOBBY_CALL and not consent.intercom_app_linked:
+        return Withhold(
+            Reason.INTERCOM_APP_UNLINKED, "no handset linked to the Intercom app", "§7(2)"
+        )
     return None
 
 

@@ -1,6 +1,6 @@
 """Event, settings and output models: the vocabulary of every topic.
 
-Panels publish the events of §2(2), §2(3)① and §2(5) of the privacy policy
+Panels publish the events of §2(2), §2(3)①, §2(4) and §2(5) of the privacy policy
 (see ``shared/spec/privacy-policy.md``). Every model is frozen, forbids unknown
 fields and is decoded with ``model_validate_json``. Images are never inline bytes:
 a reference (id, content type, size, sha256), as real intercom APIs do.
@@ -9,50 +9,27 @@ a reference (id, content type, size, sha256), as real intercom APIs do.
 from __future__ import annotations
 
 import enum
-import os
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    model_validator,
-)
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+
+# The shared values (values.py), re-exported: models is where the vocabulary is found.
+from intercom_gateway.core.values import EARLIEST_YEAR as EARLIEST_YEAR
+from intercom_gateway.core.values import LATEST_YEAR as LATEST_YEAR
+from intercom_gateway.core.values import MAX_UTC_OFFSET as MAX_UTC_OFFSET
+from intercom_gateway.core.values import DeviceValues as DeviceValues
+from intercom_gateway.core.values import Handset as Handset
+from intercom_gateway.core.values import Ident as Ident
+from intercom_gateway.core.values import ImageRef as ImageRef
+from intercom_gateway.core.values import LinkedDevice as LinkedDevice
+from intercom_gateway.core.values import Model as Model
+from intercom_gateway.core.values import ShortText as ShortText
+from intercom_gateway.core.values import Timestamp as Timestamp
+from intercom_gateway.core.values import random_uuid as random_uuid
+from intercom_gateway.core.values import utc_now as utc_now
 
 SCHEMA_VERSION: Literal[1] = 1
-
-# Identifiers end up as topic levels, so they may not contain '/', '+', '#' or '$'.
-Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")]
-ShortText = Annotated[str, Field(max_length=200)]
-
-# A device's clock says what it likes. Before any arithmetic (conversion to UTC, the
-# age and skew checks) a timestamp must be one the calendar can shift by any real
-# offset: ``0001-01-01T00:00:00+14:00`` parses, and converting it to UTC raised
-# OverflowError past the schema, which once stopped the gateway for good.
-EARLIEST_YEAR, LATEST_YEAR = 1970, 2999  # a reset clock says 1970: stale, not broken
-MAX_UTC_OFFSET = timedelta(hours=14)  # UTC+14 (Kiribati) and UTC-12 are the extremes in use
-
-
-def _sane_instant(value: datetime) -> datetime:
-    offset = value.utcoffset()
-    if offset is None or abs(offset) > MAX_UTC_OFFSET:
-        raise ValueError(f"UTC offset {offset} is beyond ±14:00")
-    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
-        raise ValueError(f"year {value.year} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
-    return value.astimezone(UTC)
-
-
-Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
-"""An aware instant from a device, range-checked and then held in UTC."""
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class DeviceRole(enum.StrEnum):
@@ -69,6 +46,11 @@ class EventType(enum.StrEnum):
     UNLOCK_MODE = "unlock_mode"
     SECURITY = "security"
     DEVICE_FAILURE = "device_failure"
+    # §2(3)① linked devices and scenes, §2(4) lobby calls to the Intercom app (part A)
+    DEVICE_CONTROL = "device_control"
+    SCENE = "scene"
+    DEVICE_STATE = "device_state"
+    LOBBY_CALL = "lobby_call"
 
 
 # Which device may emit which event: a lobby panel has no burglar alarm, a
@@ -81,53 +63,16 @@ EVENTS_BY_ROLE: dict[DeviceRole, frozenset[EventType]] = {
             EventType.ALARM,
             EventType.SECURITY,
             EventType.DEVICE_FAILURE,
+            EventType.DEVICE_CONTROL,
+            EventType.SCENE,
+            EventType.DEVICE_STATE,
         }
     ),
-    DeviceRole.LOBBY_PANEL: frozenset({EventType.VISITOR, EventType.UNLOCK_MODE}),
+    DeviceRole.LOBBY_PANEL: frozenset(
+        {EventType.VISITOR, EventType.UNLOCK_MODE, EventType.LOBBY_CALL}
+    ),
     DeviceRole.DELIVERY_BOX: frozenset({EventType.DELIVERY_BOX, EventType.DEVICE_FAILURE}),
 }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class _RandomIds:
-    """Version-4 UUIDs, as ``uuid.uuid4`` makes them, from os.urandom read 4 KiB at a time.
-
-    ``uuid4`` reads 16 bytes per id, and os.urandom releases the GIL: on the event path,
-    with the store's SQLite thread waiting for it, each id could cost a thread switch. Same
-    source of randomness, one read per 256 ids.
-    """
-
-    _SIZE = 16 * 256
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._next = 0
-        os.register_at_fork(after_in_child=self.forget)  # a child never reuses our bytes
-
-    def forget(self) -> None:
-        self._pool, self._next = b"", 0
-
-    def __call__(self) -> UUID:
-        start = self._next
-        if start >= len(self._pool):
-            self._pool, start = os.urandom(self._SIZE), 0
-        self._next = start + 16
-        return UUID(bytes=self._pool[start : start + 16], version=4)
-
-
-random_uuid = _RandomIds()
-
-
-class ImageRef(Model):
-    """A reference to an image held by the panel or the cloud image store."""
-
-    id: Ident
-    content_type: Literal["image/jpeg", "image/png"]
-    size: int = Field(gt=0, le=5_000_000)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class DeviceRef(Model):
@@ -210,11 +155,6 @@ class SecurityEvent(Envelope):
     mode: Literal["away", "home"] = "away"
 
 
-class LinkedDevice(Model):
-    kind: Literal["aiseg", "air_conditioner", "water_heater", "lighting", "lock", "other"]
-    model: ShortText
-
-
 class DeviceFailureEvent(Envelope):
     """§2(3)①: a linked device or controller reported a fault."""
 
@@ -224,6 +164,57 @@ class DeviceFailureEvent(Envelope):
     message: ShortText | None = Field(default=None, description="free text: never to analytics")
 
 
+# --- §2(3)① linked devices and scenes, §2(4) lobby calls (part A) --------------------
+
+
+class DeviceControlEvent(Envelope):
+    """§2(3)①: an instruction to a linked device, from the panel or the app, and its result."""
+
+    type: Literal["device_control"] = "device_control"
+    instruction_id: Ident
+    linked_device: LinkedDevice
+    command: Literal[
+        "power_on", "power_off", "set_mode", "set_temperature", "set_level", "lock", "unlock"
+    ]
+    parameters: DeviceValues = Field(default_factory=dict)
+    result: Literal["ok", "failed", "timeout"]
+    origin: Literal["panel", "app"]
+    error: ShortText | None = Field(default=None, description="free text: never to analytics")
+
+
+class SceneEvent(Envelope):
+    """§2(3)①: a scene set (saved) or run on the dwelling panel."""
+
+    type: Literal["scene"] = "scene"
+    scene_id: Ident
+    name: ShortText | None = Field(
+        default=None, description="the resident's name for it, free text: never to analytics"
+    )
+    action: Literal["set", "run"]
+    devices_affected: int = Field(ge=0, le=64)
+
+
+class DeviceStateEvent(Envelope):
+    """§2(3)①: a linked device's state report."""
+
+    type: Literal["device_state"] = "device_state"
+    linked_device: LinkedDevice
+    values: DeviceValues = Field(description="what the device reports, e.g. power, mode")
+
+
+class LobbyCallEvent(Envelope):
+    """§2(4): a call from the lobby panel to a dwelling, relayed to the Intercom app.
+
+    No image: §3(3) names visitor images for visitor events only (the lobby panel's
+    ``visitor`` event carries it).
+    """
+
+    type: Literal["lobby_call"] = "lobby_call"
+    call_id: Ident
+    outcome: Literal["answered", "missed", "declined"]
+    handset: Handset | None = Field(default=None, description="the handset that answered")
+
+
 Event = Annotated[
     VisitorEvent
     | ReturnHomeEvent
@@ -231,7 +222,11 @@ Event = Annotated[
     | DeliveryBoxEvent
     | UnlockModeEvent
     | SecurityEvent
-    | DeviceFailureEvent,
+    | DeviceFailureEvent
+    | DeviceControlEvent
+    | SceneEvent
+    | DeviceStateEvent
+    | LobbyCallEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -244,6 +239,10 @@ EVENT_MODELS: dict[EventType, type[Envelope]] = {
     EventType.UNLOCK_MODE: UnlockModeEvent,
     EventType.SECURITY: SecurityEvent,
     EventType.DEVICE_FAILURE: DeviceFailureEvent,
+    EventType.DEVICE_CONTROL: DeviceControlEvent,
+    EventType.SCENE: SceneEvent,
+    EventType.DEVICE_STATE: DeviceStateEvent,
+    EventType.LOBBY_CALL: LobbyCallEvent,
 }
 
 
@@ -300,8 +299,24 @@ class AcceptPolicy(Model):
     policy_version: str
 
 
+class IntercomApp(Model):
+    """§7(2): the dwelling's handsets linked to (or all removed from) the Intercom app.
+
+    Removing the device from the Intercom app stops §2(4): no lobby call is collected.
+    """
+
+    kind: Literal["intercom_app"] = "intercom_app"
+    linked: bool
+
+
 SettingsChangeBody = Annotated[
-    Register | Initialise | ReturnHomeNotification | ServiceUse | PurposeOptOut | AcceptPolicy,
+    Register
+    | Initialise
+    | ReturnHomeNotification
+    | ServiceUse
+    | PurposeOptOut
+    | AcceptPolicy
+    | IntercomApp,
     Field(discriminator="kind"),
 ]
 

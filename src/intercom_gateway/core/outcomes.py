@@ -39,6 +39,10 @@ class Reason(enum.StrEnum):
     # A copy whose tags would not hold for everything in it (tags.untrue_tags): only a
     # policy that skipped the loader's checks can get here, and then nothing is sent.
     UNTRUE_TAGS = "untrue_tags"
+    # Part A. §7(2): the dwelling's handsets are not linked to the Intercom app.
+    INTERCOM_APP_UNLINKED = "intercom_app_unlinked"
+    # §2(5) does not list §2(4) Intercom-app information for partner services.
+    INTERCOM_APP_EXCLUDED = "intercom_app_excluded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ class DestinationKind(enum.StrEnum):
     CONTRACTOR = "contractor"  # §5(1)①: distribution contractors, distribution info only
     ANALYTICS = "analytics"  # §5(5): de-identified operation history
     STATISTICS = "statistics"  # §5(2)②: aggregates only
+    APP = "app"  # §2(4): the Intercom app, an own service; lobby calls while linked (§7(2))
 
 
 class Provision(enum.StrEnum):
@@ -76,6 +77,7 @@ NO_IMAGE_KINDS = frozenset(
         DestinationKind.CONTRACTOR,
         DestinationKind.ANALYTICS,
         DestinationKind.STATISTICS,
+        DestinationKind.APP,  # §3(3) names LiFIT and partner services for images, not the app
     }
 )
 SERVICE_KINDS = frozenset({DestinationKind.PARTNER, DestinationKind.UNLOCK_SERVICE})
@@ -96,6 +98,19 @@ IDENTIFYING_FIELDS = frozenset(
         "message",
         "service_id",
         "box_number",
+        # part A: §2(3)① ids, free text and open-ended key/value maps, §2(4) the
+        # handset's identity (§5(5))
+        "instruction_id",
+        "scene_id",
+        "name",
+        "error",
+        "parameters",
+        "values",
+        "linked_device",
+        "linked_device.model",
+        "handset",
+        "handset.uuid",
+        "handset.app_version",
     }
 )
 
@@ -224,6 +239,7 @@ def _unknown(
 def _guarantee_problems(policy: Policy) -> Iterator[str]:
     """The spec's unconditional guarantees, checked so a policy file cannot break them."""
     unlock_category = policy.event_types[EventType.UNLOCK_MODE].category
+    app_category = policy.event_types[EventType.LOBBY_CALL].category
     for rule in policy.rules:
         cats = [policy.categories[c] for c in rule.categories if c in policy.categories]
         purposes = [policy.purposes[p] for p in rule.purposes if p in policy.purposes]
@@ -240,6 +256,8 @@ def _guarantee_problems(policy: Policy) -> Iterator[str]:
             yield f"rule {rule.id}: only an image rule may keep the image field"
         if rule.destination is DestinationKind.PARTNER and unlock_category in rule.categories:
             yield f"rule {rule.id}: partner services never receive unlock mode (§1(8))"
+        if rule.destination in SERVICE_KINDS and app_category in rule.categories:
+            yield f"rule {rule.id}: §2(5) does not list §2(4) Intercom-app calls for partners"
         if rule.destination is DestinationKind.CONTRACTOR:
             yield f"rule {rule.id}: events are not distribution information (§2(1), §5(1)①)"
         yield from _field_mode_problems(rule)
@@ -281,6 +299,11 @@ class PartnerService(_Frozen):
                 f"partner {self.id!r} is of kind 'partner' but declares unlock_mode events; "
                 "§1(8) excludes unlock-mode services from partner services: "
                 "declare it with kind 'unlock_service'"
+            )
+        if EventType.LOBBY_CALL in self.events:
+            raise ValueError(
+                f"partner {self.id!r} declares lobby_call events; §2(5) does not list the "
+                "§2(4) Intercom-app information among what partner services receive"
             )
         for event_type, fields in self.events.items():
             known = EVENT_MODELS[event_type].model_fields

@@ -33,6 +33,8 @@ class InitialConsent(_Model):
     policy_version: str = "2026-04-01"
     return_home_enabled: bool = True
     services: tuple[Ident, ...] = ()
+    # §7(2): the dwelling's handsets are linked to the Intercom app (§2(4) lobby calls).
+    intercom_app: bool = False
 
 
 class Dwelling(_Model):
@@ -121,15 +123,23 @@ def generate_registry(
     dwellings: int,
     services: tuple[str, ...] = (),
     policy_version: str = "2026-04-01",
+    intercom_app: bool = True,
 ) -> Registry:
-    """A deterministic fleet: per building a lobby panel, a delivery box, a panel a dwelling."""
+    """A deterministic fleet: per building a lobby panel, a delivery box, a panel a dwelling.
+
+    ``intercom_app``: every dwelling's handsets linked to the Intercom app (§7(2)), so the
+    simulated lobby calls (§2(4)) flow; a dwelling of a registry file is unlinked unless
+    its consent says ``intercom_app: true``.
+    """
     result = []
     for b in range(1, buildings + 1):
         bid = building_id(b)
         homes = tuple(
             Dwelling(
                 id=dwelling_id(d),
-                consent=InitialConsent(policy_version=policy_version, services=services),
+                consent=InitialConsent(
+                    policy_version=policy_version, services=services, intercom_app=intercom_app
+                ),
             )
             for d in range(1, dwellings + 1)
         )

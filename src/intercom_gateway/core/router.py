@@ -19,7 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from intercom_gateway.core.consent import ConsentState
-from intercom_gateway.core.gates import consent_gate, return_home_gate, service_gate
+from intercom_gateway.core.gates import (
+    consent_gate,
+    intercom_app_gate,
+    return_home_gate,
+    service_gate,
+)
 from intercom_gateway.core.models import EVENT_MODELS, EventType
 from intercom_gateway.core.outcomes import Outcome, Reason, Withhold
 from intercom_gateway.core.policy import (
@@ -221,7 +226,11 @@ class Router:
         gate = consent_gate(consent, self.policy)
         if gate is not None:
             return gate
-        types = [et for et in EventType if return_home_gate(et, consent) is None]
+        types = [
+            et
+            for et in EventType
+            if return_home_gate(et, consent) is None and intercom_app_gate(et, consent) is None
+        ]
         flows = []
         for index, target in enumerate(self.targets):
             if target.service is not None and service_gate(target.service, consent):
@@ -247,6 +256,7 @@ def _targets(policy: Policy, partners: PartnerRegistry) -> tuple[Target, ...]:
         target("contractor", DestinationKind.CONTRACTOR),
         target("analytics", DestinationKind.ANALYTICS),
         target("statistics", DestinationKind.STATISTICS),
+        target("app", DestinationKind.APP),
     )
 
 
@@ -257,6 +267,11 @@ def _route(target: Target, et: EventType, policy: Policy) -> Route:
         # Spec item 4 holds even if a policy file were to say otherwise.
         return _static(
             Reason.UNLOCK_MODE_EXCLUDED, "partner services never get unlock mode", "§1(8)"
+        )
+    if service is not None and et is EventType.LOBBY_CALL:
+        # §2(5) lists no §2(4) information for partners, whatever a policy file says.
+        return _static(
+            Reason.INTERCOM_APP_EXCLUDED, "partner services never get Intercom-app calls", "§2(5)"
         )
     base = policy.rule_for(target.kind, mapping.category)
     if base is None:

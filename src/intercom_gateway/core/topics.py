@@ -20,6 +20,9 @@
 | ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
 | ``gateway/v1/config`` | operator, gateway | configuration revision to take up, retained (§10) |
 | ``gateway/v1/config/ack/{gateway_id}`` | gateway | what a gateway made of it (§10) |
+
+
+| ``app/v1/{building}/{dwelling}/{event_type}`` | gateway | the Intercom app (§2(4)) |
 """
 
 from __future__ import annotations
@@ -121,6 +124,11 @@ def consent_notice(partner_id: str, building: str, dwelling: str) -> str:
     return f"partners/{partner_id}/v1/{building}/{dwelling}/{CONSENT_NOTICE_LEVEL}"
 
 
+def app(building: str, dwelling: str, event_type: str) -> str:
+    """§2(4): the Intercom app's copy of a dwelling's lobby call."""
+    return f"app/v1/{building}/{dwelling}/{event_type}"
+
+
 def image(event_topic: str) -> str:
     """Where the image of an event goes, beside the event's own ``event_topic``.
 
@@ -213,6 +221,11 @@ def analytics_filter() -> str:
 def statistics_filter() -> str:
     """Every statistics aggregate (§5(2)②)."""
     return "statistics/#"
+
+
+def app_filter() -> str:
+    """Every Intercom-app (§2(4)) copy."""
+    return "app/#"
 
 
 def gateway_filter() -> str:

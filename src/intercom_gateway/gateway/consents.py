@@ -132,6 +132,7 @@ def consent_from_registry(building_id: str, dwelling: Dwelling, *, now: datetime
         registered=initial.registered,
         return_home_enabled=initial.return_home_enabled,
         services_used=initial.services,
+        intercom_app_linked=initial.intercom_app,
         accepted_policy_version=initial.policy_version,
         revision=1,
         updated_at=now,

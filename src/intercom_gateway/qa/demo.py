@@ -39,6 +39,7 @@ OUTPUT_FILTERS = (
     topics.cloud_filter(),
     topics.group_filter(),
     topics.partners_filter(),
+    topics.app_filter(),  # §2(4): lobby calls of the dwellings linked to the Intercom app
     topics.analytics_filter(),
     topics.statistics_filter(),
     topics.REJECTED_FILTER,

@@ -174,6 +174,7 @@ def destination_filters(partner_ids: Iterable[str]) -> dict[str, str]:
     found = {"cloud": topics.cloud_filter(), "group": topics.group_filter()}
     found |= {f"partner:{pid}": topics.partner_filter(pid) for pid in sorted(partner_ids)}
     found[ANALYTICS] = topics.analytics_filter()
+    found["app"] = topics.app_filter()  # §2(4): the Intercom app's lobby calls
     return found
 
 

@@ -20,7 +20,12 @@ from intercom_gateway.core.router import Flow, Router, Target
 __all__ = ["purposes_in_force"]
 
 # The resident's view of each destination kind that gets events one by one.
-_PER_EVENT_KINDS = (DestinationKind.CLOUD, DestinationKind.GROUP, DestinationKind.ANALYTICS)
+_PER_EVENT_KINDS = (
+    DestinationKind.CLOUD,
+    DestinationKind.GROUP,
+    DestinationKind.ANALYTICS,
+    DestinationKind.APP,  # §2(4): the Intercom app, while the handsets are linked (§7(2))
+)
 
 # How the resident is told of a consent gate, where the gate's own words are not enough.
 _STOPPED = {Reason.NOT_REGISTERED: "initialised (moved out): nothing is sent"}
@@ -47,6 +52,7 @@ def purposes_in_force(consent: ConsentState, *, router: Router) -> dict[str, Any
         "accepted_policy_version": consent.accepted_policy_version,
         "stopped": gate,
         "return_home_notification": consent.return_home_enabled,
+        "intercom_app_linked": consent.intercom_app_linked,
         "destinations": destinations,
         "purposes": {
             key: policy.purposes[key].model_dump(include={"clause", "description"}) for key in used

@@ -1,10 +1,11 @@
 """What the panels of a fleet emit, in simulated-time order: pure, no clock, no I/O.
 
 Every dwelling has a few independent streams (visitors, return home, parcels, unlocks,
-arming, alarms, faults). Each stream fires at the times ``rates.next_occurrence`` draws
-and may schedule a follow-up (a parcel's pickup, an alarm's clearing, a disarming). A
-heap of due actions keeps the output in time order; ties are broken by insertion order,
-so the same seed always gives the same sequence.
+arming, alarms, faults, linked-device control, scenes and state reports; a lobby call
+may also ring the Intercom app, ``linked.py``). Each stream fires at the times
+``rates.next_occurrence`` draws and may schedule a follow-up (a parcel's pickup, an
+alarm's clearing, a disarming). A heap of due actions keeps the output in time order;
+ties are broken by insertion order, so the same seed always gives the same sequence.
 
 Two random generators: ``rng`` draws the schedule and contents from ``seed`` alone, so a
 seed always replays the same day; ``ids`` draws event, call and image ids from seed and
@@ -31,6 +32,7 @@ from intercom_gateway.core.models import (
     DeviceRef,
     DeviceRole,
     Event,
+    Handset,
     LinkedDevice,
     ReturnHomeEvent,
     SecurityEvent,
@@ -38,6 +40,7 @@ from intercom_gateway.core.models import (
     VisitorEvent,
 )
 from intercom_gateway.core.registry import Building, Device, Registry
+from intercom_gateway.simulators import linked
 from intercom_gateway.simulators.images import image_ref
 from intercom_gateway.simulators.rates import (
     DEFAULT_RATES,
@@ -118,6 +121,7 @@ class _Simulation:
         self._seq: dict[str, int] = {}
         self._armed: set[str] = set()
         self._free_lockers: dict[str, list[int]] = {}
+        self._handsets: dict[tuple[str, str], Handset] = {}
         for building in registry.buildings:
             self._populate(building)
 
@@ -165,10 +169,24 @@ class _Simulation:
             self._stream(r.security_arms, lambda t: self._arm(t, home, panel))
             self._stream(r.alarms, lambda t: self._alarm(t, home, panel))
             self._stream(r.device_failures, lambda t: self._device_failure(t, home, panel))
+            self._populate_linked(home, panel)
         if (box := home.box) is not None:
             self._stream(r.deliveries, lambda t: self._arrival(t, home, box))
         if (lobby := home.lobby) is not None and self.unlock_services:
             self._stream(r.unlocks, lambda t: self._unlock(t, home, lobby))
+
+    def _populate_linked(self, home: _Home, panel: Device) -> None:
+        """§2(3)①: the dwelling panel's linked devices and scenes."""
+        r, rng, ids = self.rates, self.rng, self.ids
+        envelope = self._envelope
+        self._stream(
+            r.device_controls,
+            lambda t: [linked.device_control(envelope(t, home, panel), rng, ids)],
+        )
+        self._stream(r.scenes, lambda t: [linked.scene(envelope(t, home, panel), rng)])
+        self._stream(
+            r.device_states, lambda t: [linked.device_state(envelope(t, home, panel), rng)]
+        )
 
     # --- envelopes --------------------------------------------------------------------
 
@@ -203,13 +221,27 @@ class _Simulation:
             return []
         outcome = self._pick(OUTCOMES, (6, 3, 1))
         with_image = self.rng.random() < 0.9
+        call_id = f"call-{self.ids.getrandbits(48):012x}"
+        visitor = VisitorEvent(
+            **self._envelope(t, home, reporter),
+            call_id=call_id,
+            origin=origin,
+            outcome=outcome,
+            image=image_ref(self.ids, prefix="visitor") if with_image else None,
+        )
+        return [visitor, *self._app_call(t, home, origin, call_id)]
+
+    def _app_call(self, t: float, home: _Home, origin: str, call_id: str) -> list[Event]:
+        """§2(4): the lobby panel rings the Intercom app too, for some lobby calls."""
+        if origin != "lobby" or home.lobby is None:
+            return []
+        if self.rng.random() >= self.rates.lobby_app_share:
+            return []
+        key = (home.building, home.dwelling)
+        phone = self._handsets.get(key) or self._handsets.setdefault(key, linked.handset(self.ids))
         return [
-            VisitorEvent(
-                **self._envelope(t, home, reporter),
-                call_id=f"call-{self.ids.getrandbits(48):012x}",
-                origin=origin,
-                outcome=outcome,
-                image=image_ref(self.ids, prefix="visitor") if with_image else None,
+            linked.lobby_call(
+                self._envelope(t, home, home.lobby), self.rng, call_id=call_id, phone=phone
             )
         ]
 

@@ -40,6 +40,12 @@ class Rates:
     alarm_cleared_share: float = 0.8  # alarms later followed by a cleared=true event
     device_failures: float = 1 / 60  # faults of linked devices, per dwelling
     box_failures: float = 1 / 90  # faults of a delivery box, per box (not per dwelling)
+    # §2(3)①: instructions to linked devices (panel or app), scenes, state reports
+    device_controls: float = 2.0
+    scenes: float = 0.3
+    device_states: float = 2.0
+    # §2(4): of the calls from the lobby, the share the Intercom app also rings
+    lobby_app_share: float = 0.5
     hourly_profile: tuple[float, ...] = EVENING_PROFILE
     utc_offset_hours: float = 9.0  # the buildings' local time (Japan)
 
@@ -48,7 +54,8 @@ class Rates:
             raise ValueError("hourly_profile needs 24 non-negative weights")
         if max(self.hourly_profile) == 0:
             raise ValueError("hourly_profile cannot be all zero")
-        for name in ("lobby_visitor_share", "unlock_granted_share", "alarm_cleared_share"):
+        shares = ("lobby_visitor_share", "unlock_granted_share", "alarm_cleared_share")
+        for name in (*shares, "lobby_app_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a share between 0 and 1")
 

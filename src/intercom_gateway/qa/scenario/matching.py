@@ -54,6 +54,7 @@ def destination_filters(partner_ids: Iterable[str]) -> dict[str, str]:
         "group": topics.group("+", "+", "#"),
         "analytics": topics.analytics("+"),
         "statistics": topics.statistics("+"),
+        "app": topics.app_filter(),  # §2(4): the Intercom app's lobby calls
         "rejected": topics.REJECTED_FILTER,
         "ack": topics.settings_ack("+", "+"),
     }

@@ -40,7 +40,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 Scalar = str | int | float | bool | None
 # Where the gateway publishes: the fixed destinations, one per partner or unlock-mode
 # service, the rejected topic and the settings acknowledgement.
-FIXED_DESTINATIONS = ("cloud", "group", "analytics", "statistics", "rejected", "ack")
+FIXED_DESTINATIONS = ("cloud", "group", "analytics", "statistics", "app", "rejected", "ack")
 _DESTINATION = re.compile(rf"^({'|'.join(FIXED_DESTINATIONS)}|partner:[a-z0-9][a-z0-9_-]{{0,47}})$")
 
 
@@ -124,6 +124,7 @@ class ConsentSpec(Model):
         default=None, description="partner services the dwelling uses; default: setup.services"
     )
     policy_version: str = "2026-04-01"
+    intercom_app: bool = Field(default=False, description="handsets linked to the app (§7(2))")
 
 
 class FleetSpec(Model):

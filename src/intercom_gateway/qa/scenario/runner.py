@@ -36,6 +36,7 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.models import (
     DeviceRole,
     Initialise,
+    IntercomApp,
     Register,
     ReturnHomeNotification,
     ServiceUse,
@@ -276,6 +277,7 @@ def consent_messages(world: World) -> list[Outbound]:
             continue
         changes: list[SettingsChangeBody] = [Register(policy_version=consent.policy_version)]
         changes.append(ReturnHomeNotification(enabled=consent.return_home_enabled))
+        changes.append(IntercomApp(linked=consent.intercom_app))
         changes += [ServiceUse(partner_id=p, used=p in consent.services) for p in partner_ids]
         if not consent.registered:
             changes = [Initialise()]

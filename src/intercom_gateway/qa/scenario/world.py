@@ -69,9 +69,39 @@ DEFAULT_FIELDS: dict[EventType, dict[str, Any]] = {
         "code": "E-101",
         "message": "filter clogged",
     },
+    EventType.DEVICE_CONTROL: {
+        "instruction_id": "ins-1",
+        "linked_device": {"kind": "air_conditioner", "model": "CS-X"},
+        "command": "set_temperature",
+        "parameters": {"celsius": 26},
+        "result": "failed",
+        "origin": "app",
+        "error": "no answer from the bedroom unit",
+    },
+    EventType.SCENE: {
+        "scene_id": "good-night",
+        "name": "Hana's good night",
+        "action": "run",
+        "devices_affected": 3,
+    },
+    EventType.DEVICE_STATE: {
+        "linked_device": {"kind": "water_heater", "model": "GT-C2462"},
+        "values": {"power": True, "celsius": 42},
+    },
+    EventType.LOBBY_CALL: {
+        "call_id": "call-1",
+        "outcome": "answered",
+        "handset": {
+            "model": "Pixel 8",
+            "os": "android",
+            "app_version": "3.2.1",
+            "uuid": "6f1c2a9e-2b7d-4c3e-9a5f-0d8e7b6a5c4d",
+        },
+    },
 }
 _ROLE_OF = {
     EventType.UNLOCK_MODE: DeviceRole.LOBBY_PANEL,
+    EventType.LOBBY_CALL: DeviceRole.LOBBY_PANEL,
     EventType.DELIVERY_BOX: DeviceRole.DELIVERY_BOX,
 }
 _seq = itertools.count(1)
@@ -156,6 +186,7 @@ def _initial(spec: ConsentSpec, services: tuple[str, ...]) -> InitialConsent:
         registered=spec.registered,
         policy_version=spec.policy_version,
         return_home_enabled=spec.return_home,
+        intercom_app=spec.intercom_app,
         services=spec.services if spec.services is not None else services,
     )
 
