@@ -26,6 +26,7 @@ from intercom_gateway.core.policy import PartnerRegistry, Policy, default_policy
 from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.gateway.reconfigure import load_files, publish_notice, record_and_notice
 from intercom_gateway.gateway.service import Gateway
+from intercom_gateway.resident.desk import open_desk
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store, open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
@@ -277,3 +278,19 @@ async def test_the_files_of_a_configuration_are_kept_as_validated(tmp_path: Path
         record = await store.config(notice.revision)
     assert record is not None
     assert record.configuration().registry == load_registry(settings.registry_path)
+
+
+async def test_the_resident_desk_answers_under_the_latest_revision(tmp_path: Path) -> None:
+    """§8 notification of purposes says what the gateways decide under (§10): a partner
+    service gone from the recorded partner registry is gone from the answer."""
+    settings = gateway_settings(tmp_path)
+    async with open_store(settings) as store:
+        await Gateway.load(settings, store)  # makes the store, seeds the consents
+        policy, partners, registry = load_files(settings)
+        fewer = PartnerRegistry(services=tuple(s for s in partners.services if s.id != "concierge"))
+        await record_and_notice(store, (policy, fewer, registry), actor="test", at=utc_now())
+    async with open_desk(settings, via="test") as desk:
+        answer = await desk.purposes("b001", "d0001")
+    destinations = {d["destination"] for d in answer["destinations"]}
+    assert "cloud" in destinations and "partner:elder-watch" in destinations
+    assert "partner:concierge" not in destinations
