@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import topics
@@ -26,6 +28,7 @@ from intercom_gateway.core.policy import PartnerRegistry, Policy, default_policy
 from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry, load_registry
 from intercom_gateway.gateway.reconfigure import load_files, publish_notice, record_and_notice
 from intercom_gateway.gateway.service import Gateway
+from intercom_gateway.resident.desk import open_desk
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store, open_store
 from tests.factories import event_dict, gateway_settings, panel_message, settings_message
@@ -91,7 +94,8 @@ async def world(tmp_path: Path, both_stores: str) -> AsyncIterator[World]:
 async def delivered(observer: MemoryBus) -> list[Message]:
     """Every message delivered so far: on the in-memory broker a finished publish is
     in the subscriber's inbox already."""
-    return await collect(observer, len(observer._inbox))
+    count = len(observer._inbox)
+    return await collect(observer, count) if count else []
 
 
 def cloud_copies(messages: list[Message]) -> dict[str, Message]:
@@ -277,3 +281,58 @@ async def test_the_files_of_a_configuration_are_kept_as_validated(tmp_path: Path
         record = await store.config(notice.revision)
     assert record is not None
     assert record.configuration().registry == load_registry(settings.registry_path)
+
+
+async def test_the_resident_desk_answers_under_the_latest_revision(tmp_path: Path) -> None:
+    """§8 notification of purposes says what the gateways decide under (§10): a partner
+    service gone from the recorded partner registry is gone from the answer."""
+    settings = gateway_settings(tmp_path)
+    async with open_store(settings) as store:
+        await Gateway.load(settings, store)  # makes the store, seeds the consents
+        policy, partners, registry = load_files(settings)
+        fewer = PartnerRegistry(services=tuple(s for s in partners.services if s.id != "concierge"))
+        await record_and_notice(store, (policy, fewer, registry), actor="test", at=utc_now())
+    async with open_desk(settings, via="test") as desk:
+        answer = await desk.purposes("b001", "d0001")
+    destinations = {d["destination"] for d in answer["destinations"]}
+    assert "cloud" in destinations and "partner:elder-watch" in destinations
+    assert "partner:concierge" not in destinations
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.sampled_from(["event", "change"]), min_size=1, max_size=6))
+def test_each_copy_names_the_changes_taken_before_its_event(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str]
+) -> None:
+    """Whatever the interleaving of events and changes: an event's copies name exactly
+    the revision of the changes taken before it, and every event is forwarded once."""
+    asyncio.run(_interleave(tmp_path_factory.mktemp("steps"), steps))
+
+
+async def _interleave(folder: Path, steps: list[str]) -> None:
+    settings = gateway_settings(folder)
+    broker = MemoryBroker()
+    async with open_store(settings) as store:
+        gateway = await Gateway.load(settings, store)
+        bus = broker.client("gateway")
+        gateway._bus = bus
+        observer = broker.client("observer")
+        await observer.subscribe(topics.cloud("+", "+", "+"))
+        world = World(settings, store, gateway, bus, observer)
+        expected: dict[str, str] = {}
+        changes = 0
+        for step in steps:
+            if step == "change":
+                await world.change(world.files())
+                changes += 1
+            else:
+                expected[(await world.event(dwelling="d0002"))["event_id"]] = str(changes)
+        await gateway.finish_in_flight()
+        copies = cloud_copies(await delivered(observer))
+    assert {e: m.properties("config_revision") for e, m in copies.items()} == {
+        e: [r] for e, r in expected.items()
+    }

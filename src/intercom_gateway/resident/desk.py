@@ -250,6 +250,12 @@ async def open_desk(
     policy = load_policy(settings.policy_path)
     partners = load_partners(settings.partners_path, policy=policy)
     async with open_store(settings) as store:
+        # §10: the latest configuration revision on record is what gateways decide
+        # under (gateway/configs.py); read once, when the desk opens.
+        record = await store.config()
+        if record is not None:
+            recorded = record.configuration()
+            policy, partners = recorded.policy, recorded.partners
         yield ResidentDesk(
             store,
             policy=policy,
