@@ -54,6 +54,12 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "code": "E-101",
         "message": "filter clogged",
     },
+    "notice_read": {"distribution_id": "notice-1", "contractor_id": "kanri-kumiai-b001"},
+    "survey_answer": {
+        "distribution_id": "survey-1",
+        "contractor_id": "kanri-kumiai-b001",
+        "answers": [{"question_id": "q1", "choice_ids": ["yes"], "text": "More bicycle racks"}],
+    },
 }
 _ROLE = {
     "unlock_mode": DeviceRole.LOBBY_PANEL,

@@ -34,6 +34,8 @@ EXPECTED_ERRORS = {
     "unlock_mode": ("extra_forbidden", "image_bytes"),
     "security": ("literal_error", "state"),
     "device_failure": ("missing", "linked_device"),
+    "notice_read": ("string_pattern_mismatch", "contractor_id"),
+    "survey_answer": ("too_short", "answers"),
 }
 
 

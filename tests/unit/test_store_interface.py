@@ -61,6 +61,8 @@ MEMBERS = {
     "hashed_token",
     "tokens",
     "token_audit",
+    "save_distribution",
+    "distributions",
 }
 DELETIONS = ("erase_", "purge_", "prune_")
 

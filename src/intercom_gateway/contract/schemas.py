@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from intercom_gateway.core.distributions import (
+    Distribution,
+    DistributionAck,
+    PanelDistribution,
+)
 from intercom_gateway.core.models import (
     EVENT_ADAPTER,
     EVENT_MODELS,
@@ -31,6 +36,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["receipt"] = Receipt.model_json_schema()
     found["gateway-status"] = GatewayStatus.model_json_schema()
     found["partitioned-status"] = PartitionedStatus.model_json_schema()
+    found["distribution"] = Distribution.model_json_schema()  # §2(1), from a contractor
+    found["distribution-ack"] = DistributionAck.model_json_schema()
+    found["panel-distribution"] = PanelDistribution.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
         schema.setdefault("$id", f"urn:intercom-gateway:schema:{name}")

@@ -9,7 +9,6 @@ a reference (id, content type, size, sha256), as real intercom APIs do.
 from __future__ import annotations
 
 import enum
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -23,6 +22,8 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+
+from intercom_gateway.core.ids import random_uuid as random_uuid
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -69,6 +70,9 @@ class EventType(enum.StrEnum):
     UNLOCK_MODE = "unlock_mode"
     SECURITY = "security"
     DEVICE_FAILURE = "device_failure"
+    # §2(1): usage information of a contractor's distribution, entered on the panel.
+    NOTICE_READ = "notice_read"
+    SURVEY_ANSWER = "survey_answer"
 
 
 # Which device may emit which event: a lobby panel has no burglar alarm, a
@@ -81,6 +85,8 @@ EVENTS_BY_ROLE: dict[DeviceRole, frozenset[EventType]] = {
             EventType.ALARM,
             EventType.SECURITY,
             EventType.DEVICE_FAILURE,
+            EventType.NOTICE_READ,
+            EventType.SURVEY_ANSWER,
         }
     ),
     DeviceRole.LOBBY_PANEL: frozenset({EventType.VISITOR, EventType.UNLOCK_MODE}),
@@ -90,35 +96,6 @@ EVENTS_BY_ROLE: dict[DeviceRole, frozenset[EventType]] = {
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class _RandomIds:
-    """Version-4 UUIDs, as ``uuid.uuid4`` makes them, from os.urandom read 4 KiB at a time.
-
-    ``uuid4`` reads 16 bytes per id, and os.urandom releases the GIL: on the event path,
-    with the store's SQLite thread waiting for it, each id could cost a thread switch. Same
-    source of randomness, one read per 256 ids.
-    """
-
-    _SIZE = 16 * 256
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._next = 0
-        os.register_at_fork(after_in_child=self.forget)  # a child never reuses our bytes
-
-    def forget(self) -> None:
-        self._pool, self._next = b"", 0
-
-    def __call__(self) -> UUID:
-        start = self._next
-        if start >= len(self._pool):
-            self._pool, start = os.urandom(self._SIZE), 0
-        self._next = start + 16
-        return UUID(bytes=self._pool[start : start + 16], version=4)
-
-
-random_uuid = _RandomIds()
 
 
 class ImageRef(Model):
@@ -224,6 +201,37 @@ class DeviceFailureEvent(Envelope):
     message: ShortText | None = Field(default=None, description="free text: never to analytics")
 
 
+# --- §2(1): usage information of a distribution (read receipts, survey answers) -------
+MAX_SURVEY_QUESTIONS = 20
+MAX_CHOICES = 10
+MAX_ANSWER_TEXT = 500
+
+
+class NoticeReadEvent(Envelope):
+    """§2(1): the resident opened a contractor's notice on the dwelling panel."""
+
+    type: Literal["notice_read"] = "notice_read"
+    distribution_id: Ident
+    contractor_id: Ident = Field(description="the contractor whose distribution was read")
+
+
+class SurveyAnswer(Model):
+    question_id: Ident
+    choice_ids: tuple[Ident, ...] = Field(default=(), max_length=MAX_CHOICES)
+    text: str | None = Field(
+        default=None, max_length=MAX_ANSWER_TEXT, description="free text: never to analytics"
+    )
+
+
+class SurveyAnswerEvent(Envelope):
+    """§2(1): the resident answered a contractor's survey on the dwelling panel."""
+
+    type: Literal["survey_answer"] = "survey_answer"
+    distribution_id: Ident
+    contractor_id: Ident = Field(description="the contractor whose survey was answered")
+    answers: tuple[SurveyAnswer, ...] = Field(min_length=1, max_length=MAX_SURVEY_QUESTIONS)
+
+
 Event = Annotated[
     VisitorEvent
     | ReturnHomeEvent
@@ -231,7 +239,9 @@ Event = Annotated[
     | DeliveryBoxEvent
     | UnlockModeEvent
     | SecurityEvent
-    | DeviceFailureEvent,
+    | DeviceFailureEvent
+    | NoticeReadEvent
+    | SurveyAnswerEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -244,6 +254,8 @@ EVENT_MODELS: dict[EventType, type[Envelope]] = {
     EventType.UNLOCK_MODE: UnlockModeEvent,
     EventType.SECURITY: SecurityEvent,
     EventType.DEVICE_FAILURE: DeviceFailureEvent,
+    EventType.NOTICE_READ: NoticeReadEvent,
+    EventType.SURVEY_ANSWER: SurveyAnswerEvent,
 }
 
 
@@ -349,6 +361,13 @@ class RejectReason(enum.StrEnum):
     # Delivered again after handling it had already failed (or killed the process)
     # ``max_attempts`` times: set aside on the dead-letter topic instead of looping.
     DEAD_LETTER = "dead_letter"
+    # §2(1): usage information naming no distribution the gateway delivered to this
+    # dwelling for the contractor it names.
+    UNKNOWN_DISTRIBUTION = "unknown_distribution"
+    # §5(1)①: a distribution from a contractor not in the registry, or for a building it
+    # may not address.
+    UNKNOWN_CONTRACTOR = "unknown_contractor"
+    BUILDING_NOT_ADDRESSABLE = "building_not_addressable"
 
 
 class Rejection(Model):

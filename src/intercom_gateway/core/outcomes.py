@@ -39,6 +39,8 @@ class Reason(enum.StrEnum):
     # A copy whose tags would not hold for everything in it (tags.untrue_tags): only a
     # policy that skipped the loader's checks can get here, and then nothing is sent.
     UNTRUE_TAGS = "untrue_tags"
+    # §5(1)①: a distribution's usage information goes to its own contractor only.
+    OTHER_CONTRACTOR = "other_contractor"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.analytics import AnalyticsWindows
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decide import decide
+from intercom_gateway.core.distributions import check_usage
 from intercom_gateway.core.ingress import (
     DeviceIndex,
     InputRejected,
-    Limits,
     check_event,
     check_properties,
     check_settings,
@@ -46,6 +46,7 @@ from intercom_gateway.gateway.acks import Inbound
 from intercom_gateway.gateway.analytics import AnalyticsRelease
 from intercom_gateway.gateway.completion import CompletedIds, Completion
 from intercom_gateway.gateway.consents import Consents, consent_from_registry, seed_consents
+from intercom_gateway.gateway.distributions import DistributionDesk
 from intercom_gateway.gateway.metrics import MetricsServer
 from intercom_gateway.gateway.receipts import Receipts
 from intercom_gateway.gateway.rejections import Rejections, attempt_key
@@ -93,13 +94,7 @@ class Gateway:
         self.devices = DeviceIndex.from_registry(registry)
         self.completed = completed
         self.clock = clock
-        self.limits = Limits(
-            max_bytes=settings.max_payload_bytes,
-            max_depth=settings.max_json_depth,
-            max_age=timedelta(seconds=settings.max_event_age),
-            max_skew=timedelta(seconds=settings.max_clock_skew),
-            max_user_properties=settings.max_user_properties,
-        )
+        self.limits = settings.ingress_limits()
         self.metrics = Metrics()
         self._consents = Consents(
             consents, store=store, policy=policy, partners=partners, metrics=self.metrics
@@ -146,6 +141,9 @@ class Gateway:
             gateway_id=settings.gateway_id,
             send=self.completion.send,
         )
+        self.distributions = DistributionDesk(  # §2(1), §5(1)①: notices and surveys
+            store, partners, self.devices, self.limits, self._consents, self.completion
+        )
         self._bus: Bus | None = None
         self.announce = True  # publish status and metrics (a partition leaves them to its process)
         self.online = asyncio.Event()  # set while subscribed and taking messages
@@ -181,6 +179,7 @@ class Gateway:
             completed=completed,
             clock=clock,
         )
+        await gateway.distributions.load()
         if not settings.partitioned:
             await gateway._recover()
         return gateway
@@ -219,10 +218,7 @@ class Gateway:
         # Retain handling 2: the broker never replays retained panel messages at
         # subscribe time. A panel event is not state; a retained one would come back at
         # every restart, even after our session was cleared.
-        await bus.subscribe(
-            *(filters or (topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER)),
-            retain_handling=2,
-        )
+        await bus.subscribe(*(filters or topics.INBOUND_FILTERS), retain_handling=2)
         if announce:
             await self._publish_status(bus, "online")
         self.online.set()
@@ -302,9 +298,12 @@ class Gateway:
                             RejectReason.DEAD_LETTER,
                             f"delivered {count} times; handling it never finished",
                         )
-                topic = check_topic(message.topic)
+                contractor = topics.parse_contractor_distributions(message.topic)
+                topic = contractor or check_topic(message.topic)
                 check_properties(message.user_properties, self.limits)
-                if topic.is_settings:
+                if isinstance(topic, topics.ContractorTopic):
+                    await self.distributions.handle(bus, inbound, topic, now)
+                elif topic.is_settings:
                     await self._handle_settings(bus, inbound, topic, now)
                 else:
                     await self._handle_event(bus, inbound, topic, now)
@@ -323,6 +322,7 @@ class Gateway:
         event = check_event(
             topic, inbound.message.payload, devices=self.devices, limits=self.limits, now=now
         )
+        check_usage(event, await self.distributions.delivered(event))  # §5(1)①: its own only
         event_id = str(event.event_id)
         if event_id in self.completed:
             # Committed before: the panel missed its receipt (or resent), so name it again.

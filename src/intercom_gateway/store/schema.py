@@ -19,6 +19,7 @@ import aiosqlite
 
 from intercom_gateway.core.records import outcome_set_id as outcome_set_id
 from intercom_gateway.store import analytics as store_analytics
+from intercom_gateway.store import distributions as store_distributions
 from intercom_gateway.store import statistics as store_statistics
 from intercom_gateway.store import tokens as store_tokens
 
@@ -254,10 +255,16 @@ async def completed_by_time(connection: aiosqlite.Connection) -> None:
     )
 
 
+async def distribution_tables(connection: aiosqlite.Connection) -> None:
+    """Migration 4: contractors' distributions and the panels each went to (§2(1))."""
+    await run_script(connection, store_distributions.SCHEMA)
+
+
 MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
     create,
     analytics_buildings,
     completed_by_time,
+    distribution_tables,
 )
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from intercom_gateway.store.postgres import distributions as store_distributions
+
 # pg_advisory_xact_lock's key for migrations: any constant the project uses for nothing
 # else ("icgw" in ASCII).
 MIGRATION_LOCK = 0x69636777
@@ -119,7 +121,9 @@ CREATE INDEX decisions_xid_seq ON decisions (xid, seq);
 ALTER TABLE rejections ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
 CREATE INDEX rejections_xid_id ON rejections (xid, id);
 """
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# 5: contractors' distributions and the panels each went to (§2(1); issue #20).
+_V5 = store_distributions.SCHEMA
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 async def migrate(connection: Any) -> list[int]:
