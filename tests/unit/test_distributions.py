@@ -406,4 +406,5 @@ def test_the_named_contractor_gets_the_receipt_with_its_own_purpose_only() -> No
         "§5(1)①",
     )
     assert not decision.outcome("group").forwarded
-    assert decision.outcome("statistics").forwarded  # counted, aggregates only
+    # Not yet counted: an aggregate carries one rule's purpose, §3(2)'s "statistics".
+    assert decision.outcome("statistics").reason is Reason.NO_RULE
