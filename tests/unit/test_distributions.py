@@ -276,6 +276,10 @@ def test_contractor_topics_parse_and_stay_apart() -> None:
 # --- usage information, checked -------------------------------------------------------
 
 _SENT = Delivered("notice-1", OWN, "bldg-1", "notice", frozenset({"dw-101"}))
+_SURVEY = Delivered("survey-1", OWN, "bldg-1", "survey", frozenset({"dw-101"}), frozenset({"q1"}))
+_OTHER_SURVEY = Delivered(
+    "survey-1", OWN, "bldg-1", "survey", frozenset({"dw-101"}), frozenset({"q2"})
+)
 
 
 @pytest.mark.parametrize(
@@ -291,6 +295,8 @@ _SENT = Delivered("notice-1", OWN, "bldg-1", "notice", frozenset({"dw-101"}))
             "not delivered",
         ),
         (EventType.SURVEY_ANSWER, OWN, _SENT, "not a survey"),
+        (EventType.SURVEY_ANSWER, OWN, _SURVEY, None),
+        (EventType.SURVEY_ANSWER, OWN, _OTHER_SURVEY, "has no question q1"),
     ],
 )
 def test_usage_must_name_a_distribution_delivered_to_this_dwelling(

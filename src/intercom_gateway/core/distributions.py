@@ -15,6 +15,7 @@ dwelling (``unknown_distribution``). Pure: no store, no MQTT, the clock a parame
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,12 +153,14 @@ class DistributionRow:
 
     @property
     def delivered(self) -> Delivered:
+        questions = json.loads(self.content).get("questions") or ()
         return Delivered(
             self.distribution_id,
             self.contractor_id,
             self.building_id,
             self.kind,
             frozenset(dwelling for dwelling, _ in self.panels),
+            frozenset(str(q["id"]) for q in questions),
         )
 
 
@@ -170,6 +173,7 @@ class Delivered:
     building_id: str
     kind: str
     dwellings: frozenset[str]
+    questions: frozenset[str] = frozenset()  # a survey's question ids
 
 
 def check_distribution(
@@ -289,4 +293,8 @@ def _usage_problem(event: NoticeReadEvent | SurveyAnswerEvent, got: Delivered | 
         return f"distribution {name} was not delivered to {event.building_id}/{event.dwelling_id}"
     if isinstance(event, SurveyAnswerEvent) and got.kind != "survey":
         return f"distribution {name} is a {got.kind}, not a survey"
+    if isinstance(event, SurveyAnswerEvent):
+        unknown = sorted({a.question_id for a in event.answers} - got.questions)
+        if unknown:
+            return f"survey {name} has no question {unknown[0]}"
     return None

@@ -66,6 +66,7 @@ class DistributionDesk:
         self.registered = consents.registered  # §7(1)①: initialised dwellings get nothing
         self._send = completion.send
         self.known: dict[tuple[str, str], DistributionRow] = {}
+        self._delivered: dict[tuple[str, str], Delivered] = {}
 
     async def load(self) -> None:
         """What earlier processes stored: usage of their distributions is checked too."""
@@ -81,11 +82,15 @@ class DistributionDesk:
         if not isinstance(event, NoticeReadEvent | SurveyAnswerEvent):
             return None
         key = (event.contractor_id, event.distribution_id)
-        row = self.known.get(key)
-        if row is None:
-            for row in await self.store.distributions(*key):
-                self.known[key] = row
-        return row.delivered if row is not None else None
+        found = self._delivered.get(key)
+        if found is None:
+            row = self.known.get(key)
+            if row is None:
+                for row in await self.store.distributions(*key):
+                    self.known[key] = row
+            if row is not None:  # parsed once, not per receipt
+                found = self._delivered[key] = row.delivered
+        return found
 
     async def handle(
         self, bus: Bus, inbound: Inbound, topic: topics.ContractorTopic, now: datetime
