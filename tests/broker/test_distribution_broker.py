@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR, Mosquitto
 from intercom_gateway.bus import Message, MqttBus
+from intercom_gateway.cli.main import main
 from intercom_gateway.core import topics
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.qa.testing import RunningGateway, running_gateway
@@ -285,3 +287,36 @@ async def test_simulated_residents_read_and_answer_what_a_contractor_posts(
         sent = await playing
     assert sorted(kinds) == ["notice_read"] * 4 + ["survey_answer"] * 4
     assert sent == {"notice_read": 4, "survey_answer": 4}
+
+
+async def test_the_distribute_command_posts_as_its_contractor_and_prints_the_answer(
+    running: RunningGateway,
+) -> None:
+    """`intercom-gateway distribute`: the contractor's own account, the gateway's answer
+    printed, exit 1 when refused (a building the contractor may not address)."""
+    settings = running.settings
+    common = [
+        "--broker-host", settings.broker_host, "--broker-port", str(settings.broker_port),
+        "--secrets-dir", str(settings.secrets_dir),
+    ]  # fmt: skip
+    env = {"INTERCOM_GATEWAY_ID": settings.gateway_id}
+    runner = CliRunner()
+    posted = await asyncio.to_thread(
+        runner.invoke,
+        main,
+        ["distribute", *common, "--dwelling", "d0002", "--id", "cli-1", "--title", "Hello"],
+        env=env,
+    )
+    assert posted.exit_code == 0, posted.output
+    # The in-process gateway's log lines share the captured output: the answer is indented.
+    text = posted.output
+    ack = json.loads(text[text.index('{\n  "schema_version"') : text.rindex("}") + 1])
+    assert (ack["accepted"], ack["panels"], ack["distribution_id"]) == (True, 1, "cli-1")
+    refused = await asyncio.to_thread(
+        runner.invoke,
+        main,
+        ["distribute", *common, "--building", "b002", "--id", "cli-2"],
+        env=env,
+    )
+    assert refused.exit_code == 1, refused.output
+    assert '"building_not_addressable"' in refused.output
