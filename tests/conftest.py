@@ -19,6 +19,7 @@ from tests.transports import MemoryTransport, MosquittoTransport, Transport
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE_SERVICES = ("concierge", "elder-watch", "parcel-unlock")
+SAMPLE_CONTRACTORS = ("example-kanri", "kanri-kumiai-b001")  # §5(1)①, both of b001
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,9 @@ def broker(
     that asks for it: the broker tier, and the Mosquitto cases (marked ``broker``) of
     the contract and component tests that run on both buses."""
     workdir = tmp_path_factory.mktemp("mosquitto")
-    with runner.start_broker(workdir, fleet_registry, SAMPLE_SERVICES) as mosquitto:
+    with runner.start_broker(
+        workdir, fleet_registry, SAMPLE_SERVICES, SAMPLE_CONTRACTORS
+    ) as mosquitto:
         yield mosquitto
 
 

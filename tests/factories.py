@@ -83,6 +83,12 @@ _FIELDS: dict[str, dict[str, Any]] = {
             "uuid": "6f1c2a9e-2b7d-4c3e-9a5f-0d8e7b6a5c4d",
         },
     },
+    "notice_read": {"distribution_id": "notice-1", "contractor_id": "kanri-kumiai-b001"},
+    "survey_answer": {
+        "distribution_id": "survey-1",
+        "contractor_id": "kanri-kumiai-b001",
+        "answers": [{"question_id": "q1", "choice_ids": ["yes"], "text": "More bicycle racks"}],
+    },
 }
 _ROLE = {
     "unlock_mode": DeviceRole.LOBBY_PANEL,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from intercom_gateway.core.ingress import Limits
 
 # The package's data folder (policy, sample registries), found by importlib.resources
 # as package data: an installed wheel has no repository around it. A wheel installs as
@@ -139,3 +144,15 @@ class Settings(BaseSettings):
         description="where `up` keeps its broker, accounts, store and logs, and the state"
         " file (stack.json) that the other commands read to find the running stack",
     )
+
+    def ingress_limits(self) -> Limits:
+        """The limits of the ingress checks (``core.ingress``) these settings set."""
+        from intercom_gateway.core.ingress import Limits  # the core imports no settings
+
+        return Limits(
+            max_bytes=self.max_payload_bytes,
+            max_depth=self.max_json_depth,
+            max_age=timedelta(seconds=self.max_event_age),
+            max_skew=timedelta(seconds=self.max_clock_skew),
+            max_user_properties=self.max_user_properties,
+        )

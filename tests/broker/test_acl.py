@@ -33,6 +33,7 @@ NOT_AUTHORIZED = 0x87
 PANEL = "panel-b001-d0001"  # the dwelling panel of b001/d0001
 OTHER_PANEL = "panel-b001-d0002"  # the panel next door
 CONCIERGE, ELDER_WATCH = "concierge", "elder-watch"
+KK, EK = "kanri-kumiai-b001", "example-kanri"  # distribution contractors (§5(1)①)
 
 # A topic each reader may read, written by the gateway: the fence of a forbidden read.
 FENCES = {
@@ -42,6 +43,7 @@ FENCES = {
     OPERATOR: topics.cloud("b001", "d0001", "fence"),
     APP: topics.app("b001", "d0001", "fence"),
     CLOUD: topics.cloud("b001", "d0001", "fence"),
+    KK: topics.contractor(KK, "b001", "d0001", "fence"),
 }
 
 
@@ -121,6 +123,28 @@ FORBIDDEN_READS = {
         topics.panel_events("b001", PANEL, "alarm"),
         GATEWAY,
     ),
+    # §5(1)①: a contractor gets the usage information of its own distributions only.
+    "contractor reads another contractor's usage": Read(
+        KK,
+        topics.contractor_filter(EK),
+        GATEWAY,
+        topics.contractor(EK, "b001", "d0001", "notice_read"),
+    ),
+    "contractor reads panels' distributions": Read(
+        KK, topics.panel_distributions_filter(), GATEWAY, topics.panel_distributions("b001", PANEL)
+    ),
+    "contractor reads partner topics": Read(
+        KK, "partners/#", GATEWAY, topics.partner(CONCIERGE, "b001", "d0001", "visitor")
+    ),
+    "partner reads a contractor's usage": Read(
+        CONCIERGE, "contractors/#", GATEWAY, topics.contractor(KK, "b001", "d0001", "survey_answer")
+    ),
+    "panel reads the next door's distributions": Read(
+        PANEL,
+        topics.panel_distributions_filter(),
+        GATEWAY,
+        topics.panel_distributions("b001", OTHER_PANEL),
+    ),
 }
 
 FORBIDDEN_WRITES = {
@@ -150,6 +174,18 @@ FORBIDDEN_WRITES = {
     ),
     "partner publishes on its own topic": Write(
         CONCIERGE, topics.partner(CONCIERGE, "b001", "d0001", "visitor"), GATEWAY, OPERATOR
+    ),
+    "contractor publishes as another contractor": Write(
+        KK, topics.contractor_distributions(EK, "b001"), EK, GATEWAY
+    ),
+    "contractor forges its own usage information": Write(
+        KK, topics.contractor(KK, "b001", "d0001", "notice_read"), GATEWAY, OPERATOR
+    ),
+    "contractor forges a panel's distribution": Write(
+        KK, topics.panel_distributions("b001", PANEL), GATEWAY, PANEL
+    ),
+    "panel publishes a distribution": Write(
+        PANEL, topics.contractor_distributions(KK, "b001"), KK, GATEWAY
     ),
 }
 
@@ -193,6 +229,21 @@ ALLOWED_READS = {
     "cloud reads cloud": Read(CLOUD, "cloud/#", GATEWAY, topics.cloud("b002", "d0003", "security")),
     "app reads the lobby calls": Read(
         APP, topics.app_filter(), GATEWAY, topics.app("b002", "d0003", "lobby_call")
+    ),
+    "contractor reads its own usage and acks": Read(
+        KK, topics.contractor_filter(KK), GATEWAY, topics.contractor_distributions_ack(KK, "b001")
+    ),
+    "contractor publishes its own distributions": Read(
+        GATEWAY,
+        topics.CONTRACTOR_DISTRIBUTIONS_FILTER,
+        KK,
+        topics.contractor_distributions(KK, "b002"),
+    ),
+    "panel reads its own distributions": Read(
+        PANEL,
+        topics.panel_distributions("b001", PANEL),
+        GATEWAY,
+        topics.panel_distributions("b001", PANEL),
     ),
 }
 

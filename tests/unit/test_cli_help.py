@@ -21,7 +21,7 @@ from intercom_gateway.cli.main import main
 DOCUMENTED = {
     "demo", "run", "simulate", "schemas", "explain", "consent", "health", "scenario",
     "credentials", "tls", "load", "asyncapi", "resident", "ledger", "api", "console", "token",
-    "bench", "up", "down", "status", "config",
+    "bench", "up", "down", "status", "config", "distribute",
 }  # fmt: skip
 
 

@@ -53,9 +53,11 @@ def test_generate_writes_hashed_secrets_and_never_prints_them(
     result = generate(registry_file, secrets)
     assert result.exit_code == 0, result.output
     accounts = passwords(secrets)
-    # 6 service accounts, 3 partners, per building a lobby, a box and 2 dwelling panels.
-    assert len(accounts) == 6 + 3 + 4
+    # 6 service accounts, 3 partners, 2 distribution contractors, per building a lobby, a
+    # box and 2 dwelling panels.
+    assert len(accounts) == 6 + 3 + 2 + 4
     assert {"gateway", "fleet", "concierge", "elder-watch", "panel-b001-d0002"} <= set(accounts)
+    assert {"kanri-kumiai-b001", "example-kanri"} <= set(accounts)
     passwd = (secrets / "passwd").read_text()
     for user, password in accounts.items():
         assert password not in result.output
@@ -98,6 +100,12 @@ def test_show_acl_confines_partners_and_panels(registry_file: Path) -> None:
         "topic read intercom/v1/b001/panel-b001-d0001/receipts",
         "topic write intercom/v1/b001/panel-b001-d0001/settings",
         "topic read intercom/v1/b001/panel-b001-d0001/settings/ack",
+        "topic read intercom/v1/b001/panel-b001-d0001/distributions",
+    ]
+    # §5(1)①: a contractor writes its own distributions and reads its own tree only.
+    assert blocks["user kanri-kumiai-b001"].splitlines()[1:] == [
+        "topic write contractors/kanri-kumiai-b001/v1/+/distributions",
+        "topic read contractors/kanri-kumiai-b001/v1/#",
     ]
 
 

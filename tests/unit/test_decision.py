@@ -29,9 +29,12 @@ from intercom_gateway.core.models import (
     ImageRef,
     LinkedDevice,
     LobbyCallEvent,
+    NoticeReadEvent,
     ReturnHomeEvent,
     SceneEvent,
     SecurityEvent,
+    SurveyAnswer,
+    SurveyAnswerEvent,
     UnlockModeEvent,
     VisitorEvent,
 )
@@ -75,6 +78,7 @@ def make_event(
     dwelling: str = DWELLING,
     at: datetime = datetime(2026, 4, 2, 9, 17, 42, tzinfo=UTC),
     text: str | None = "Tanaka's spare key",
+    contractor_id: str = "kanri-kumiai-b001",
 ) -> Event:
     """A valid event of ``event_type``; free-text fields hold ``text``."""
     pic = IMAGE if image else None
@@ -104,6 +108,13 @@ def make_event(
                 linked_device=LinkedDevice(kind="air_conditioner", model="CS-X"),
                 code="E-12",
                 message=text,
+            )
+        case EventType.NOTICE_READ:
+            return NoticeReadEvent(**panel, distribution_id="notice-1", contractor_id=contractor_id)
+        case EventType.SURVEY_ANSWER:
+            answer = SurveyAnswer(question_id="q1", choice_ids=("yes",), text=text)
+            return SurveyAnswerEvent(
+                **panel, distribution_id="survey-1", contractor_id=contractor_id, answers=(answer,)
             )
     return _linked(event_type, panel, lobby, text)
 
@@ -179,7 +190,8 @@ def test_every_destination_gets_an_outcome(policy: Policy, partners: PartnerRegi
         "partner:concierge",
         "partner:elder-watch",
         "partner:parcel-unlock",
-        "contractor",
+        "contractor:example-kanri",
+        "contractor:kanri-kumiai-b001",
         "analytics",
         "statistics",
         "app",
@@ -189,7 +201,22 @@ def test_every_destination_gets_an_outcome(policy: Policy, partners: PartnerRegi
 @pytest.mark.parametrize(
     ("event_type", "destination", "reason"),
     [
-        pytest.param(EventType.ALARM, "contractor", Reason.NO_RULE, id="§5(1)①-contractor"),
+        pytest.param(
+            EventType.ALARM, "contractor:kanri-kumiai-b001", Reason.NO_RULE, id="§5(1)①-contractor"
+        ),
+        pytest.param(EventType.NOTICE_READ, "contractor:kanri-kumiai-b001", None, id="§5(1)①-own"),
+        pytest.param(
+            EventType.SURVEY_ANSWER,
+            "contractor:example-kanri",
+            Reason.OTHER_CONTRACTOR,
+            id="§5(1)①-other",
+        ),
+        pytest.param(EventType.SURVEY_ANSWER, "cloud", None, id="§3(1)-cloud"),
+        pytest.param(EventType.NOTICE_READ, "group", Reason.NO_RULE, id="§4-distribution"),
+        pytest.param(EventType.SURVEY_ANSWER, "analytics", Reason.NO_RULE, id="§5(5)-survey"),
+        pytest.param(
+            EventType.NOTICE_READ, "partner:concierge", Reason.NO_RULE, id="§2(5)-distribution"
+        ),
         pytest.param(EventType.UNLOCK_MODE, "analytics", Reason.NO_RULE, id="§5(5)-unlock"),
         pytest.param(EventType.VISITOR, "partner:elder-watch", Reason.NOT_DECLARED, id="§2(5)"),
         pytest.param(EventType.SECURITY, "partner:concierge", Reason.NOT_DECLARED, id="§2(5)b"),

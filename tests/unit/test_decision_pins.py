@@ -185,6 +185,7 @@ _TOPIC = {
     "partner:concierge": "partners/concierge/v1/{b}/{d}/{t}",
     "partner:elder-watch": "partners/elder-watch/v1/{b}/{d}/{t}",
     "partner:parcel-unlock": "partners/parcel-unlock/v1/{b}/{d}/{t}",
+    "contractor:kanri-kumiai-b001": "contractors/kanri-kumiai-b001/v1/{b}/{d}/{t}",
     "analytics": "analytics/v1/{t}",
     "statistics": "statistics/v1/{b}",
     "app": "app/v1/{b}/{d}/{t}",
@@ -395,7 +396,7 @@ def test_a_withheld_outcome_keeps_its_destination_kind_provision_and_clause(
     """The decision log and `explain` show who did not get the event, and why."""
     decision = _decide(_event(EventType.ALARM), _consent(policy), policy, partners)
     withheld = {o.destination: o for o in decision.outcomes if not o.forwarded}
-    contractor = withheld["contractor"]
+    contractor = withheld["contractor:kanri-kumiai-b001"]
     assert (contractor.kind, contractor.provision) == (
         DestinationKind.CONTRACTOR, policy.destinations[DestinationKind.CONTRACTOR].provision,
     )  # fmt: skip

@@ -186,8 +186,12 @@ SETTINGS_ROWS = {
 def test_every_reason_ingress_can_give_has_a_row() -> None:
     covered = {row.reason for row in EVENT_ROWS.values()}
     # BAD_TOPIC is decided before ingress (the topic grammar); the gateway decides
-    # REPLAYED, and the reasons about the message rather than its payload.
+    # REPLAYED, and the reasons about the message rather than its payload. The
+    # distribution reasons are core.distributions' (tests/unit/test_distributions.py).
     assert covered == set(RejectReason) - {
+        RejectReason.UNKNOWN_DISTRIBUTION,
+        RejectReason.UNKNOWN_CONTRACTOR,
+        RejectReason.BUILDING_NOT_ADDRESSABLE,
         RejectReason.BAD_TOPIC,
         RejectReason.REPLAYED,
         RejectReason.TOO_MANY_PROPERTIES,

@@ -38,6 +38,8 @@ EXPECTED_ERRORS = {
     "scene": ("less_than_equal", "devices_affected"),
     "device_state": ("too_long", "values"),
     "lobby_call": ("extra_forbidden", "image"),
+    "notice_read": ("string_pattern_mismatch", "contractor_id"),
+    "survey_answer": ("too_short", "answers"),
 }
 
 

@@ -118,8 +118,10 @@ def test_panel_filters_cover_exactly_the_buildings_panel_topics() -> None:
     assert filters == [
         "intercom/v1/b1/+/events/+",
         "intercom/v1/b1/+/settings",
+        "contractors/+/v1/b1/distributions",
         "intercom/v1/b2/+/events/+",
         "intercom/v1/b2/+/settings",
+        "contractors/+/v1/b2/distributions",
     ]
 
     def covered(topic: str) -> bool:
@@ -130,11 +132,22 @@ def test_panel_filters_cover_exactly_the_buildings_panel_topics() -> None:
     assert not covered(topics.panel_events("b3", "panel-b3-d0101", "doorbell"))
     assert not covered(topics.settings_ack("b1", "panel-b1-d0101"))
     assert not covered(topics.receipts("b1", "panel-b1-d0101"))
+    # A contractor's distributions for the building, not its acks or usage information.
+    assert covered(topics.contractor_distributions("kanri", "b1"))
+    assert not covered(topics.contractor_distributions("kanri", "b3"))
+    assert not covered(topics.contractor_distributions_ack("kanri", "b1"))
+    assert not covered(topics.contractor("kanri", "b1", "d0101", "notice_read"))
+    assert not covered(topics.panel_distributions("b1", "panel-b1-d0101"))
     # The same layout as the single-gateway filters, with the building filled in.
     assert all(
         topics.matches(general, topic)
         for general, topic in zip(
-            [topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER] * 2,
+            [
+                topics.PANEL_EVENTS_FILTER,
+                topics.PANEL_SETTINGS_FILTER,
+                topics.CONTRACTOR_DISTRIBUTIONS_FILTER,
+            ]
+            * 2,
             [f.replace("+", "x") for f in filters],
             strict=True,
         )

@@ -66,8 +66,14 @@ def test_purposes_in_force_match_the_decision(name: str, event_type: str) -> Non
     forwarded = [o for o in decision.forwarded if o.kind is not DestinationKind.STATISTICS]
     answer = purposes_in_force(consent, router=router)
     # The purposes of the event's facts; an image is told apart with its own purposes,
-    # as it travels in a message of its own (spec item 2).
-    assert _told(answer, event_type) == {o.destination: o.purposes for o in forwarded}
+    # as it travels in a message of its own (spec item 2). Usage information goes to the
+    # contractor the event names only (§5(1)①): the answer tells every contractor so.
+    told = {
+        name: purposes
+        for name, purposes in _told(answer, event_type).items()
+        if not name.startswith("contractor:") or name == "contractor:kanri-kumiai-b001"
+    }
+    assert told == {o.destination: o.purposes for o in forwarded}
     images = {o.destination: o.image_copy.purposes for o in forwarded if o.image_copy}
     assert _told_images(answer, event_type) == images
 
@@ -107,7 +113,9 @@ _CONSENTS = st.builds(
 )
 
 
-def _told_in_full(answer: dict[str, Any], et: EventType, service_id: str) -> dict[str, Any]:
+def _told_in_full(
+    answer: dict[str, Any], et: EventType, service_id: str, contractor_id: str
+) -> dict[str, Any]:
     """What the answer says an event of ``et`` (an unlock made with ``service_id``'s
     credentials) brings each destination: rule, purposes, fields, the image's purposes."""
     told: dict[str, Any] = {}
@@ -117,8 +125,13 @@ def _told_in_full(answer: dict[str, Any], et: EventType, service_id: str) -> dic
         for f in d["flows"]:
             if f["event_type"] != et.value:
                 continue
-            if "only" in f and d["destination"] != f"partner:{service_id}":
-                continue  # §3(4): an unlock goes only to the service whose credentials
+            if "only" in f and d["destination"] not in (
+                f"partner:{service_id}",
+                f"contractor:{contractor_id}",
+            ):
+                # §3(4): an unlock goes only to the service whose credentials; §5(1)①:
+                # usage information only to the contractor whose distribution.
+                continue
             image = tuple(f["image_rule"]["purposes"]) if f["image"] else None
             fields = f["fields"] if isinstance(f["fields"], list) else None
             told[d["destination"]] = (f["rule_id"], tuple(f["purposes"]), fields, image)
@@ -147,9 +160,18 @@ def test_what_a_resident_is_told_flows_is_what_decide_forwards(consent: ConsentS
     router = Router.compile(_POLICY, sample_partners())
     answer = purposes_in_force(consent, router=router)
     for et in EventType:
-        for service_id in ("parcel-unlock", "somebody-else"):
+        for service_id, contractor_id in (
+            ("parcel-unlock", "kanri-kumiai-b001"),
+            ("somebody-else", "example-kanri"),
+            ("somebody-else", "nobody-registered"),
+        ):
             happened = make_event(
-                et, image=True, service_id=service_id, building="b001", dwelling="d0101"
+                et,
+                image=True,
+                service_id=service_id,
+                building="b001",
+                dwelling="d0101",
+                contractor_id=contractor_id,
             )
             decision = decide(
                 happened,
@@ -159,7 +181,7 @@ def test_what_a_resident_is_told_flows_is_what_decide_forwards(consent: ConsentS
                 decision_id=uuid.UUID(int=7),
                 now=NOW,
             )
-            told = _told_in_full(answer, et, service_id)
+            told = _told_in_full(answer, et, service_id, contractor_id)
             assert told == _forwarded_in_full(decision, told), (et, service_id)
             gate = decision.gate
             one_kind = {Reason.RETURN_HOME_OFF, Reason.INTERCOM_APP_UNLINKED}

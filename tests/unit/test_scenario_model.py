@@ -143,6 +143,9 @@ NOT_IN_THE_LIBRARY = {
     RejectReason.INTERNAL_ERROR: "tests/component/test_fuzz_gateway.py",
     # Handling that failed (or killed the process) max_attempts times: a crash, not input.
     RejectReason.DEAD_LETTER: "tests/broker/test_poison.py",
+    # A contractor's distribution, not a panel's input (scenario steps are panels').
+    RejectReason.UNKNOWN_CONTRACTOR: "tests/component/test_distribution_component.py",
+    RejectReason.BUILDING_NOT_ADDRESSABLE: "tests/component/test_distribution_component.py",
 }
 
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from intercom_gateway.bus import MemoryBroker, MemoryBus, Message
 from intercom_gateway.core import ingress, topics
+from intercom_gateway.core.distributions import check_usage
 from intercom_gateway.core.models import (
     SETTINGS_ADAPTER,
     DeliveryBoxEvent,
@@ -116,7 +117,10 @@ def test_every_kind_appears_within_a_week(tower: Registry) -> None:
         ("delivery_box", "shipment", DeviceRole.DELIVERY_BOX),
     }
     assert expected <= set(kinds), expected - set(kinds)
-    assert {e.type for e in week} == {t.value for t in EventType}
+    # Read receipts and answers answer a contractor's distribution: the distribution
+    # simulator sends them (simulators/distribution.py), never the fleet on its own.
+    usage = {EventType.NOTICE_READ.value, EventType.SURVEY_ANSWER.value}
+    assert {e.type for e in week} == {t.value for t in EventType} - usage
 
 
 def _kind(event: Event) -> tuple[str, object, DeviceRole]:
@@ -391,6 +395,8 @@ def _breaks_its_rule(sample: bad_input.Sample, registry: Registry) -> bool:
         return event.occurred_at < NOW - timedelta(days=2)
     if reason is RejectReason.FUTURE:
         return event.occurred_at > NOW + timedelta(hours=1)
+    if reason is RejectReason.UNKNOWN_DISTRIBUTION:  # names a distribution never sent
+        return event.type == "notice_read" and "never-sent" in sample.payload.decode()
     raise AssertionError(f"no rule for {reason}")
 
 
@@ -438,6 +444,9 @@ def test_bad_input_samples_cover_every_class_with_distinct_event_ids(small: Regi
             set(RejectReason)
             - {
                 RejectReason.UNKNOWN_DWELLING,
+                # a contractor's distributions, not a panel's input, cause these
+                RejectReason.UNKNOWN_CONTRACTOR,
+                RejectReason.BUILDING_NOT_ADDRESSABLE,
                 # no payload a panel could send is meant to cause these
                 RejectReason.INTERNAL_ERROR,
                 RejectReason.DEAD_LETTER,
@@ -471,9 +480,10 @@ def test_ingress_rejects_bad_input_with_the_expected_reason(name: str, small: Re
     assert topic is not None
     devices = ingress.DeviceIndex.from_registry(small)
     with pytest.raises(ingress.InputRejected) as caught:
-        ingress.check_event(
+        event = ingress.check_event(
             topic, sample.payload, devices=devices, limits=ingress.Limits(), now=NOW
         )
+        check_usage(event, None)  # the gateway's next check: no distribution was sent
     assert caught.value.reason is sample.reason
 
 

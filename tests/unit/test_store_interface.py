@@ -65,6 +65,8 @@ MEMBERS = {
     # §10: configuration revisions (core.configuration, gateway/configs.py).
     "save_config",
     "config",
+    "save_distribution",
+    "distributions",
 }
 DELETIONS = ("erase_", "purge_", "prune_")
 

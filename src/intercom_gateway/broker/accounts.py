@@ -26,7 +26,7 @@ GATEWAY = "gateway"  # reads raw panel topics, writes every destination
 CLOUD = "cloud"  # the operator's server (当社サーバー): cloud and group topics
 ANALYTICS = "analytics"  # §5(5) analytics consumer: de-identified topics only
 OPERATOR = "operator"  # QA, demo and tests: reads every output, never raw panel topics
-FLEET = "fleet"  # simulators and load generator: speak for any panel (development only)
+FLEET = "fleet"  # simulators, load generator: speak for any panel or contractor (development only)
 # A shard broker's bridge on the central broker (broker.bridge, docs/scale-out.md):
 # writes the gateway's output topics, reads nothing. Only brokers that receive bridges
 # have it (generate_credentials(bridge=True)).
@@ -48,9 +48,17 @@ def find_binary(name: str) -> str:
 
 
 def acl_text(
-    registry: Registry, partner_ids: Iterable[str], *, fleet: bool, bridge: bool = False
+    registry: Registry,
+    partner_ids: Iterable[str],
+    *,
+    fleet: bool,
+    bridge: bool = False,
+    contractor_ids: Iterable[str] = (),
 ) -> str:
     """The ACL: each account confined to its own topics (README, "Security model").
+
+    ``contractor_ids``: distribution contractors (§5(1)①), each writing only its own
+    distributions and reading only its own tree (acks and its usage information).
 
     ``bridge``: a central broker's ACL, with the ``bridge`` account that shard brokers'
     bridges log in as; it may publish the output trees (``output_filters``) and nothing
@@ -77,6 +85,9 @@ def acl_text(
         f"write {topics.settings_ack_filter()}",
         f"write {topics.RECEIPTS_FILTER}",
         *(f"readwrite {f}" for f in (*outputs, *tallies, topics.gateway_filter())),
+        f"read {topics.CONTRACTOR_DISTRIBUTIONS_FILTER}",
+        f"write {topics.contractors_filter()}",
+        f"write {topics.panel_distributions_filter()}",
     )
     block(
         CLOUD,
@@ -95,6 +106,8 @@ def acl_text(
         f"read {topics.RECEIPTS_FILTER}",
         # §10: `config apply` announces a configuration revision (core.configuration).
         f"write {topics.CONFIG}",
+        f"read {topics.contractors_filter()}",
+        f"read {topics.panel_distributions_filter()}",
     )
     if fleet:
         block(
@@ -103,11 +116,20 @@ def acl_text(
             f"write {topics.PANEL_SETTINGS_FILTER}",
             f"read {topics.settings_ack_filter()}",
             f"read {topics.RECEIPTS_FILTER}",
+            f"read {topics.panel_distributions_filter()}",
+            # Development only, as the rest of it: scenarios post as a contractor too.
+            f"write {topics.CONTRACTOR_DISTRIBUTIONS_FILTER}",
         )
     if bridge:
         block(BRIDGE, *(f"write {f}" for f in output_filters()))
     for partner_id in sorted(set(partner_ids)):
         block(partner_id, f"read {topics.partner_filter(partner_id)}")
+    for contractor_id in sorted(set(contractor_ids)):
+        block(
+            contractor_id,
+            f"write {topics.contractor_distributions(contractor_id, '+')}",
+            f"read {topics.contractor_filter(contractor_id)}",
+        )
     for building, device in registry.devices():
         rules = [
             f"write {topics.device_events_filter(building.id, device.id)}",
@@ -116,6 +138,7 @@ def acl_text(
         if device.role is DeviceRole.DWELLING_PANEL:
             rules.append(f"write {topics.panel_settings(building.id, device.id)}")
             rules.append(f"read {topics.settings_ack(building.id, device.id)}")
+            rules.append(f"read {topics.panel_distributions(building.id, device.id)}")
         block(device.id, *rules)
     return "\n".join(out)
 
@@ -161,15 +184,19 @@ def generate_credentials(
     fleet: bool = True,
     keep: Mapping[str, str] | None = None,
     bridge: bool = False,
+    contractor_ids: Iterable[str] = (),
 ) -> Credentials:
     """Write passwd (hashed by mosquitto_passwd), acl and credentials.json (0600).
 
     ``keep``: passwords to keep for the accounts that still exist (the dev stack keeps a
     partner's password across restarts); every other account gets a new one.
     ``bridge``: add the ``bridge`` account of a central broker (``acl_text``).
+    ``contractor_ids``: an account for each distribution contractor (§5(1)①).
     """
     partner_ids = sorted(set(partner_ids))
+    contractor_ids = sorted(set(contractor_ids))
     users = [GATEWAY, CLOUD, ANALYTICS, OPERATOR, APP, *([FLEET] if fleet else []), *partner_ids]
+    users += contractor_ids
     users += [BRIDGE] if bridge else []
     users += [device.id for _, device in registry.devices()]
     kept = keep or {}
@@ -180,7 +207,8 @@ def generate_credentials(
     _write_private(creds.passwd_file, "".join(f"{u}:{p}\n" for u, p in passwords.items()))
     # -U hashes every plaintext password of the file in one process run.
     _run([find_binary("mosquitto_passwd"), "-U", str(creds.passwd_file)])
-    _write_private(creds.acl_file, acl_text(registry, partner_ids, fleet=fleet, bridge=bridge))
+    acl = acl_text(registry, partner_ids, fleet=fleet, bridge=bridge, contractor_ids=contractor_ids)
+    _write_private(creds.acl_file, acl)
     _write_private(directory / "credentials.json", json.dumps(passwords, indent=1))
     return creds
 

@@ -15,7 +15,17 @@ import click
 from pydantic import ValidationError
 
 from intercom_gateway import logs
-from intercom_gateway.cli import config, gateway, qa, resident, security, stack, tokens, web
+from intercom_gateway.cli import (
+    config,
+    distribute,
+    gateway,
+    qa,
+    resident,
+    security,
+    stack,
+    tokens,
+    web,
+)
 from intercom_gateway.cli.common import cli_error, group, validation_line
 from intercom_gateway.qa.stackfile import apply_stack, running_stack
 from intercom_gateway.settings import Settings, retired_setting
@@ -66,6 +76,6 @@ def main(ctx: click.Context, log_level: str | None, debug: bool) -> None:
     ctx.obj = {"settings": settings, "stack": running}
 
 
-for module in (stack, gateway, config, resident, web, tokens, qa, security):
+for module in (stack, gateway, config, resident, web, tokens, qa, security, distribute):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -69,11 +69,15 @@ def _settings() -> Settings:
     return settings_of(click.get_current_context())
 
 
-def _load(registry_path: Path | None, partners_path: Path | None) -> tuple[Registry, list[str]]:
+def _load(
+    registry_path: Path | None, partners_path: Path | None
+) -> tuple[Registry, list[str], list[str]]:
+    """The registry, the partner services' ids and the distribution contractors' ids."""
     settings = _settings()
     registry = load_registry(registry_path or settings.registry_path)
     partners = load_partners(partners_path or settings.partners_path)
-    return registry, [service.id for service in partners.services]
+    contractors = [contractor.id for contractor in partners.contractors]
+    return registry, [service.id for service in partners.services], contractors
 
 
 @group()
@@ -105,8 +109,10 @@ def generate(
     directory = secrets_dir or _settings().secrets_dir
     if (directory / "passwd").exists() and not force:
         raise click.ClickException(f"{directory / 'passwd'} exists; pass --force to replace it")
-    registry, partner_ids = _load(registry_path, partners_path)
-    creds = broker.generate_credentials(directory, registry, partner_ids, fleet=fleet)
+    registry, partner_ids, contractor_ids = _load(registry_path, partners_path)
+    creds = broker.generate_credentials(
+        directory, registry, partner_ids, fleet=fleet, contractor_ids=contractor_ids
+    )
     devices = sum(1 for _ in registry.devices())
     click.echo(
         f"wrote {creds.passwd_file}: {len(creds.passwords)} accounts "
@@ -149,8 +155,9 @@ def rotate(user: str, secrets_dir: Path | None, pid: int | None) -> None:
 @_registry_options
 def show_acl(registry_path: Path | None, partners_path: Path | None, fleet: bool) -> None:
     """Print the ACL the registries produce (no secrets involved)."""
-    registry, partner_ids = _load(registry_path, partners_path)
-    click.echo(broker.acl_text(registry, partner_ids, fleet=fleet), nl=False)
+    registry, partner_ids, contractor_ids = _load(registry_path, partners_path)
+    text = broker.acl_text(registry, partner_ids, fleet=fleet, contractor_ids=contractor_ids)
+    click.echo(text, nl=False)
 
 
 @credentials.command("plugin")

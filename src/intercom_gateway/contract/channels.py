@@ -200,6 +200,52 @@ def channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
             gatewayId=_param("the gateway's id (run --gateway-id)"),
         ),
     }
+    return found | _distribution_channels(policy, partners)
+
+
+CONTRACTOR = _param("the distribution contractor's id (its broker account)", examples=["kanri"])
+
+
+def _distribution_channels(policy: Policy, partners: PartnerRegistry) -> dict[str, Any]:
+    """§2(1), §3(1), §5(1)①: contractors' distributions, panels' copies, and per
+    contractor the usage information of its own distributions."""
+    found: dict[str, Any] = {
+        "contractorDistributions": _channel(
+            _placeholders(topics.contractor_distributions, "contractor", "building"),
+            ["distribution"],
+            "A contractor's notice or survey for one building it may address.",
+            contractor=CONTRACTOR,
+            building=BUILDING,
+        ),
+        "contractorDistributionsAck": _channel(
+            _placeholders(topics.contractor_distributions_ack, "contractor", "building"),
+            ["distributionAck"],
+            "The gateway's answer to a distribution: accepted to n panels, or refused.",
+            contractor=CONTRACTOR,
+            building=BUILDING,
+        ),
+        "panelDistributions": _channel(
+            _placeholders(topics.panel_distributions, "building", "device"),
+            ["panelDistribution"],
+            "A distribution, to a dwelling panel of an addressed, registered dwelling; the"
+            " panel sends notice_read and survey_answer events naming it.",
+            building=BUILDING,
+            device=DEVICE,
+        ),
+    }
+    usage = routable(policy, DestinationKind.CONTRACTOR)
+    for contractor in sorted(partners.contractors, key=lambda c: c.id):
+        found[f"contractor-{contractor.id}"] = _channel(
+            topics.contractor(contractor.id, "{building}", "{dwelling}", "{eventType}"),
+            ["forwarded"],
+            f"{contractor.name} ({contractor.kind}, operated by {contractor.operator or 'n/a'};"
+            f" buildings {', '.join(contractor.buildings)}): the read receipts and answers of"
+            " its own distributions only (§5(1)①), for §3(1) purposes only. Broker account"
+            f" `{contractor.id}` may read only {topics.contractor_filter(contractor.id)}.",
+            building=BUILDING,
+            dwelling=DWELLING,
+            eventType=_event_type(usage),
+        )
     return found
 
 
@@ -292,7 +338,7 @@ def _operation_id(channel: str) -> str:
 
 def operations(channel_map: dict[str, Any]) -> dict[str, Any]:
     """The gateway receives what panels publish and sends everything else, at QoS 1."""
-    received = {"panelEvents", "panelSettings", "configNotice"}
+    received = {"panelEvents", "panelSettings", "configNotice", "contractorDistributions"}
     retained = {"status", "metrics", "configNotice", "configAck"}
     out: dict[str, Any] = {}
     for name, channel in channel_map.items():

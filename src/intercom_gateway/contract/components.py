@@ -277,10 +277,35 @@ def component_messages(policy: Policy) -> dict[str, Any]:
                     " notice may come again, never a second one for one change.",
                     "ConsentNotice",
                 ),
+                *_distribution_messages(),
             ]
         )
     )
     return messages
+
+
+def _distribution_messages() -> list[tuple[str, dict[str, Any]]]:
+    """§2(1), §5(1)①: a contractor's notice or survey, the answer, a panel's copy."""
+    return [
+        _message(
+            "distribution",
+            "A notice or survey (§2(1))",
+            "From a distribution contractor, for a building, some dwellings or one.",
+            "Distribution",
+        ),
+        _message(
+            "distributionAck",
+            "Distribution acknowledgement",
+            "Accepted, and to how many dwelling panels it went; or refused, and why.",
+            "DistributionAck",
+        ),
+        _message(
+            "panelDistribution",
+            "A distribution, to one dwelling panel",
+            "Only to panels of addressed dwellings that are registered (§7(1)①).",
+            "PanelDistribution",
+        ),
+    ]
 
 
 def _event_schema(et: EventType) -> str:

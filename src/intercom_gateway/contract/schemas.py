@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from intercom_gateway.core.configuration import ConfigAck, ConfigNotice
+from intercom_gateway.core.distributions import (
+    Distribution,
+    DistributionAck,
+    PanelDistribution,
+)
 from intercom_gateway.core.models import (
     EVENT_ADAPTER,
     EVENT_MODELS,
@@ -36,6 +41,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     found["config-notice"] = ConfigNotice.model_json_schema()  # §10
     found["config-ack"] = ConfigAck.model_json_schema()
     found["consent-notice"] = ConsentNotice.model_json_schema()
+    found["distribution"] = Distribution.model_json_schema()  # §2(1), from a contractor
+    found["distribution-ack"] = DistributionAck.model_json_schema()
+    found["panel-distribution"] = PanelDistribution.model_json_schema()
     for name, schema in found.items():
         schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
         schema.setdefault("$id", f"urn:intercom-gateway:schema:{name}")

@@ -26,6 +26,8 @@ consent of the event's dwelling  ``decide._gate``
 §3(4) unlock: named service      ``gates.unlock_gate``
 §7(2) Intercom app unlinked      ``gates.intercom_app_gate``
 §2(5) no §2(4) to partners       ``router._route``
+§5(1)① own distribution only     ``gates.contractor_gate``
+§2(1), §3(1) kept apart          ``router._tags`` (``tags.untrue_tags``)
 item 4 (§1(8)) no unlock         ``router._route``
 item 1 default deny              ``router._route`` (``Policy.rule_for``)
 §2(5), item 5 declared types     ``router._route``
@@ -51,6 +53,7 @@ from intercom_gateway.core import topics
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.gates import (
     consent_gate,
+    contractor_gate,
     intercom_app_gate,
     return_home_gate,
     service_gate,
@@ -66,6 +69,7 @@ __all__ = ["decide"]
 
 _EVENT_TYPES = {t.value: t for t in EventType}
 _UNLOCK_NAMED = "service_id"  # §3(4): the field naming the service an unlock was for
+_CONTRACTOR_NAMED = "contractor_id"  # §5(1)①: the contractor whose distribution it was
 
 
 def decide(
@@ -86,7 +90,8 @@ def decide(
     """
     fields = event.__dict__  # pydantic's __getattr__ miss is slow: not every type has these
     has_image = fields.get(IMAGE_FIELD) is not None
-    named = fields.get(_UNLOCK_NAMED)
+    # No event type has both: an unlock names its service, usage its contractor.
+    named = fields.get(_UNLOCK_NAMED, fields.get(_CONTRACTOR_NAMED))
     key = (id(consent), event.building_id, event.dwelling_id, event.type, has_image, named)
     template = router.template(key)
     if template is None or template.consent is not consent:
@@ -174,6 +179,10 @@ def _step(
             return router.withheld(target, why)
     if withheld is not None:
         return withheld  # the route's own, built when it was compiled
+    if target.contractor is not None:
+        why = contractor_gate(target.contractor, named)
+        if why is not None:
+            return router.withheld(target, why)
     parts = router.parts(target, route, has_image, consent.opted_out)
     if isinstance(parts, Withhold):
         return router.withheld(target, parts)
@@ -245,10 +254,13 @@ def _topic(target: Target, event: Event) -> str:
         case DestinationKind.PARTNER | DestinationKind.UNLOCK_SERVICE:
             assert target.service is not None
             return topics.partner(target.service.id, event.building_id, event.dwelling_id, et)
+        case DestinationKind.CONTRACTOR:
+            assert target.contractor is not None
+            return topics.contractor(target.contractor.id, event.building_id, event.dwelling_id, et)
         case DestinationKind.ANALYTICS:
             return topics.analytics(et)
         case DestinationKind.STATISTICS:
             return topics.statistics(event.building_id)
         case DestinationKind.APP:
             return topics.app(event.building_id, event.dwelling_id, et)
-    raise AssertionError(f"no topic for {target.kind}")  # policy refuses contractor rules
+    raise AssertionError(f"no topic for {target.kind}")

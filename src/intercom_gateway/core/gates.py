@@ -10,9 +10,16 @@ from __future__ import annotations
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import EventType
 from intercom_gateway.core.outcomes import Reason, Withhold
-from intercom_gateway.core.policy import PartnerService, Policy
+from intercom_gateway.core.policy import Contractor, PartnerService, Policy
 
-__all__ = ["consent_gate", "intercom_app_gate", "return_home_gate", "service_gate", "unlock_gate"]
+__all__ = [
+    "consent_gate",
+    "contractor_gate",
+    "intercom_app_gate",
+    "return_home_gate",
+    "service_gate",
+    "unlock_gate",
+]
 
 
 def consent_gate(consent: ConsentState, policy: Policy) -> Withhold | None:
@@ -61,4 +68,17 @@ def unlock_gate(service: PartnerService, et: EventType, named: object) -> Withho
     """§3(4): an unlock is the business of the service whose credentials were used."""
     if et is EventType.UNLOCK_MODE and named != service.id:
         return Withhold(Reason.OTHER_UNLOCK_SERVICE, f"unlock mode used by {named}", "§3(4)")
+    return None
+
+
+def contractor_gate(contractor: Contractor, named: object) -> Withhold | None:
+    """§5(1)①: a contractor gets only the usage information of its own distributions.
+
+    ``named`` is the contractor the event names (``contractor_id``), checked by the
+    gateway against the stored distribution; any other event names none, and then no
+    contractor gets it (the policy has no contractor rule for it either).
+    """
+    if named != contractor.id:
+        detail = f"usage information of {named}'s distribution, not {contractor.id}'s"
+        return Withhold(Reason.OTHER_CONTRACTOR, detail, "§5(1)①")
     return None

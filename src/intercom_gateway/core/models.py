@@ -9,15 +9,26 @@ a reference (id, content type, size, sha256), as real intercom APIs do.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+
+from intercom_gateway.core.outputs import ConsentNotice as ConsentNotice
+from intercom_gateway.core.outputs import Forwarded as Forwarded
+from intercom_gateway.core.outputs import GatewayStatus as GatewayStatus
+from intercom_gateway.core.outputs import PartitionedStatus as PartitionedStatus
+from intercom_gateway.core.outputs import Receipt as Receipt
+from intercom_gateway.core.outputs import Rejection as Rejection
+
+# What the gateway publishes (outputs.py), re-exported with the rest of the vocabulary.
+from intercom_gateway.core.outputs import RejectReason as RejectReason
 
 # The shared values (values.py), re-exported: models is where the vocabulary is found.
 from intercom_gateway.core.values import EARLIEST_YEAR as EARLIEST_YEAR
 from intercom_gateway.core.values import LATEST_YEAR as LATEST_YEAR
 from intercom_gateway.core.values import MAX_UTC_OFFSET as MAX_UTC_OFFSET
+from intercom_gateway.core.values import SCHEMA_VERSION as SCHEMA_VERSION
 from intercom_gateway.core.values import DeviceValues as DeviceValues
 from intercom_gateway.core.values import Handset as Handset
 from intercom_gateway.core.values import Ident as Ident
@@ -28,8 +39,6 @@ from intercom_gateway.core.values import ShortText as ShortText
 from intercom_gateway.core.values import Timestamp as Timestamp
 from intercom_gateway.core.values import random_uuid as random_uuid
 from intercom_gateway.core.values import utc_now as utc_now
-
-SCHEMA_VERSION: Literal[1] = 1
 
 
 class DeviceRole(enum.StrEnum):
@@ -51,6 +60,9 @@ class EventType(enum.StrEnum):
     SCENE = "scene"
     DEVICE_STATE = "device_state"
     LOBBY_CALL = "lobby_call"
+    # §2(1): usage information of a contractor's distribution, entered on the panel.
+    NOTICE_READ = "notice_read"
+    SURVEY_ANSWER = "survey_answer"
 
 
 # Which device may emit which event: a lobby panel has no burglar alarm, a
@@ -66,6 +78,8 @@ EVENTS_BY_ROLE: dict[DeviceRole, frozenset[EventType]] = {
             EventType.DEVICE_CONTROL,
             EventType.SCENE,
             EventType.DEVICE_STATE,
+            EventType.NOTICE_READ,
+            EventType.SURVEY_ANSWER,
         }
     ),
     DeviceRole.LOBBY_PANEL: frozenset(
@@ -215,6 +229,37 @@ class LobbyCallEvent(Envelope):
     handset: Handset | None = Field(default=None, description="the handset that answered")
 
 
+# --- §2(1): usage information of a distribution (read receipts, survey answers) -------
+MAX_SURVEY_QUESTIONS = 20
+MAX_CHOICES = 10
+MAX_ANSWER_TEXT = 500
+
+
+class NoticeReadEvent(Envelope):
+    """§2(1): the resident opened a contractor's notice on the dwelling panel."""
+
+    type: Literal["notice_read"] = "notice_read"
+    distribution_id: Ident
+    contractor_id: Ident = Field(description="the contractor whose distribution was read")
+
+
+class SurveyAnswer(Model):
+    question_id: Ident
+    choice_ids: tuple[Ident, ...] = Field(default=(), max_length=MAX_CHOICES)
+    text: str | None = Field(
+        default=None, max_length=MAX_ANSWER_TEXT, description="free text: never to analytics"
+    )
+
+
+class SurveyAnswerEvent(Envelope):
+    """§2(1): the resident answered a contractor's survey on the dwelling panel."""
+
+    type: Literal["survey_answer"] = "survey_answer"
+    distribution_id: Ident
+    contractor_id: Ident = Field(description="the contractor whose survey was answered")
+    answers: tuple[SurveyAnswer, ...] = Field(min_length=1, max_length=MAX_SURVEY_QUESTIONS)
+
+
 Event = Annotated[
     VisitorEvent
     | ReturnHomeEvent
@@ -226,7 +271,9 @@ Event = Annotated[
     | DeviceControlEvent
     | SceneEvent
     | DeviceStateEvent
-    | LobbyCallEvent,
+    | LobbyCallEvent
+    | NoticeReadEvent
+    | SurveyAnswerEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -243,6 +290,8 @@ EVENT_MODELS: dict[EventType, type[Envelope]] = {
     EventType.SCENE: SceneEvent,
     EventType.DEVICE_STATE: DeviceStateEvent,
     EventType.LOBBY_CALL: LobbyCallEvent,
+    EventType.NOTICE_READ: NoticeReadEvent,
+    EventType.SURVEY_ANSWER: SurveyAnswerEvent,
 }
 
 
@@ -340,128 +389,3 @@ class SettingsAck(Model):
     applied: bool
     detail: str
     acknowledged_at: AwareDatetime
-
-
-# --- What the gateway publishes ---------------------------------------------------
-
-
-class RejectReason(enum.StrEnum):
-    OVERSIZED = "oversized"
-    TOO_DEEP = "too_deep"
-    MALFORMED_JSON = "malformed_json"
-    UNKNOWN_TYPE = "unknown_type"
-    SCHEMA_VIOLATION = "schema_violation"
-    BAD_TOPIC = "bad_topic"
-    TOPIC_MISMATCH = "topic_mismatch"
-    UNKNOWN_DEVICE = "unknown_device"
-    UNKNOWN_DWELLING = "unknown_dwelling"
-    SPOOFED_DWELLING = "spoofed_dwelling"
-    REPLAYED = "replayed"
-    STALE = "stale"
-    FUTURE = "future"
-    TOO_MANY_PROPERTIES = "too_many_properties"  # MQTT 5 user properties beyond the limit
-    # Handling the message raised an error of ours: kept with the error's class and text,
-    # acknowledged, and the loop goes on (a bug must not stop every other event).
-    INTERNAL_ERROR = "internal_error"
-    # Delivered again after handling it had already failed (or killed the process)
-    # ``max_attempts`` times: set aside on the dead-letter topic instead of looping.
-    DEAD_LETTER = "dead_letter"
-
-
-class Rejection(Model):
-    """Input the gateway refused, as echoed on ``gateway/v1/rejected/{reason}``.
-
-    What it carries is bounded and obeys consent (``rejections.py``): nothing of a
-    dwelling that is not registered beyond the reason and the device, and never an
-    image reference or free text.
-    """
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    reason: RejectReason
-    detail: str = Field(description="why, at most 512 characters")
-    topic: str = Field(description="the topic it came on, at most 256 characters")
-    device: str | None = Field(default=None, description="the device the topic names")
-    payload: str | None = Field(
-        default=None,
-        description="the payload's JSON reduced to the schema's fields, without image, "
-        "free text or strings over 64 characters; null when it is not a JSON object, is "
-        "too large or deep to parse, or names a dwelling that is not registered",
-    )
-    payload_truncated: bool = False
-    payload_redacted: bool = Field(
-        default=False, description="something of the payload was removed or withheld"
-    )
-    received_at: AwareDatetime
-    gateway_id: str
-
-
-class Receipt(Model):
-    """The gateway's word to a panel: these events are decided and their records committed.
-
-    A panel keeps each event until a receipt names it and sends it again after a
-    timeout; the gateway's de-duplication by event id makes the resend harmless
-    (README, "Nothing lost"). Rejected events with a readable id are named too, so a
-    panel never resends an event that can never be accepted.
-    """
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    gateway_id: str
-    event_ids: tuple[UUID, ...]
-    at: AwareDatetime
-
-
-class Forwarded(Model):
-    """The envelope of everything the gateway publishes to a destination."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    decision_id: UUID
-    event_id: UUID | None = Field(
-        description="None for aggregated statistics and de-identified analytics copies"
-    )
-    gateway_id: str
-    forwarded_at: AwareDatetime
-    destination: str
-    purposes: tuple[str, ...]
-    categories: tuple[str, ...]
-    policy_version: str
-    rule_id: str
-    clause: str
-    event: dict[str, Any]
-
-
-class GatewayStatus(Model):
-    gateway_id: str
-    state: Literal["online", "offline"]
-    since: AwareDatetime
-    # §10: the configuration revision in force (core.configuration); None: not known
-    # (the last will, written before the gateway loaded its configuration).
-    config_revision: int | None = None
-
-
-class PartitionedStatus(GatewayStatus):
-    """A partitioned gateway's own status (``gateway/v1/{gateway_id}/status``): the
-    building partitions it serves now (docs/partitions.md)."""
-
-    partitions: tuple[int, ...]
-
-
-# --- Consent notices to partner services (§8, §5(1)②; spec item 11) ----------------
-
-
-class ConsentNotice(Model):
-    """A dwelling withdrew from the service (``core.notices`` says what it asks, and why)."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    notice_id: UUID = Field(description="the same on every copy of one notice")
-    partner_id: Ident
-    building_id: Ident
-    dwelling_id: Ident
-    # §5(1)② service_use with used false; §8 the same as a stop-provision request; §7(1)①.
-    change: Literal["service_stopped", "provision_stopped", "initialised"]
-    clause: str
-    change_id: UUID = Field(description="the settings change that withdrew the dwelling")
-    effective_from: AwareDatetime = Field(description="when the change was acknowledged")
-    consent_revision: int = Field(ge=0, description="the dwelling's consent revision from then")
-    stop: tuple[Literal["receiving", "processing"], ...]
-    delete: tuple[Literal["images", "all"], ...]
-    policy_version: str

@@ -43,6 +43,8 @@ class Reason(enum.StrEnum):
     INTERCOM_APP_UNLINKED = "intercom_app_unlinked"
     # §2(5) does not list §2(4) Intercom-app information for partner services.
     INTERCOM_APP_EXCLUDED = "intercom_app_excluded"
+    # §5(1)①: a distribution's usage information goes to its own contractor only.
+    OTHER_CONTRACTOR = "other_contractor"
 
 
 @dataclass(frozen=True, slots=True)

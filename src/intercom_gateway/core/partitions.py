@@ -68,14 +68,17 @@ UNKNOWN_CLIENT_ID = "gateway.unknown"
 
 
 def panel_filters(building_ids: Iterable[str]) -> list[str]:
-    """The panel topics (events and settings) of these buildings, for one session.
+    """The panel topics (events and settings) of these buildings, for one session, and
+    the contractors' distributions for them.
 
     Built from the topic grammar (``core/topics.py``): every device's events and its
     settings in each building, the same layout as ``PANEL_EVENTS_FILTER`` and
-    ``PANEL_SETTINGS_FILTER`` with the building level filled in.
+    ``PANEL_SETTINGS_FILTER`` with the building level filled in, and every contractor's
+    ``contractor_distributions`` of the building (``CONTRACTOR_DISTRIBUTIONS_FILTER``).
     """
     filters: list[str] = []
     for building in sorted(set(building_ids)):
         filters.append(topics.panel_events(building, "+", "+"))
         filters.append(topics.panel_settings(building, "+"))
+        filters.append(topics.contractor_distributions("+", building))
     return filters

@@ -81,6 +81,12 @@ NO_IMAGE_KINDS = frozenset(
     }
 )
 SERVICE_KINDS = frozenset({DestinationKind.PARTNER, DestinationKind.UNLOCK_SERVICE})
+# §2(1), §3(1), §4, §5(1)①: distribution information goes to the operator's server, to
+# the contractor whose distribution it is, and into statistics as aggregates; never to
+# partners, unlock-mode services, group joint use or analytics, whatever a file says.
+DISTRIBUTION_KINDS = frozenset(
+    {DestinationKind.CLOUD, DestinationKind.CONTRACTOR, DestinationKind.STATISTICS}
+)
 
 # Spec item 6: what identifies a dwelling, a person or a handset, or is free text.
 IDENTIFYING_FIELDS = frozenset(
@@ -123,6 +129,8 @@ class Category(_Frozen):
     clause: str
     description: str
     image: bool = False
+    # §2(1): distribution information, kept apart from §3(2) (``DISTRIBUTION_KINDS``).
+    distribution: bool = False
 
 
 class Purpose(_Frozen):
@@ -134,6 +142,8 @@ class Purpose(_Frozen):
     opt_out: bool = False
     # §3(3)/(4): purposes that exist only for images; §3(2) purposes exclude images.
     images: bool = False
+    # §3(1): the purposes of distribution information, and the only ones it may serve.
+    distribution: bool = False
 
 
 class EventMapping(_Frozen):
@@ -258,9 +268,27 @@ def _guarantee_problems(policy: Policy) -> Iterator[str]:
             yield f"rule {rule.id}: partner services never receive unlock mode (§1(8))"
         if rule.destination in SERVICE_KINDS and app_category in rule.categories:
             yield f"rule {rule.id}: §2(5) does not list §2(4) Intercom-app calls for partners"
-        if rule.destination is DestinationKind.CONTRACTOR:
-            yield f"rule {rule.id}: events are not distribution information (§2(1), §5(1)①)"
+        yield from _distribution_problems(rule, policy)
         yield from _field_mode_problems(rule)
+
+
+def _distribution_problems(rule: Rule, policy: Policy) -> Iterator[str]:
+    """§2(1), §3(1), §4, §5(1)①: distribution information serves §3(1) purposes only, goes
+    to ``DISTRIBUTION_KINDS`` only, and is all a contractor gets."""
+    kinds = [c.distribution for n in rule.categories if (c := policy.categories.get(n))]
+    distribution = any(kinds)
+    if distribution and not all(kinds):
+        yield f"rule {rule.id}: mixes distribution and other categories (§2(1))"
+    known = {n: p for n in rule.purposes if (p := policy.purposes.get(n))}
+    others = sorted(n for n, p in known.items() if not p.distribution)
+    if distribution and others:
+        yield f"rule {rule.id}: distribution information serves §3(1) purposes only, not {others}"
+    if distribution and rule.destination not in DISTRIBUTION_KINDS:
+        yield f"rule {rule.id}: distribution information may not go to {rule.destination} (§4)"
+    if not distribution and len(others) < len(known):
+        yield f"rule {rule.id}: §3(1) purposes serve distribution information only"
+    if not distribution and rule.destination is DestinationKind.CONTRACTOR:
+        yield f"rule {rule.id}: a contractor gets distribution information only (§5(1)①)"
 
 
 def _field_mode_problems(rule: Rule) -> Iterator[str]:
@@ -323,12 +351,28 @@ class PartnerService(_Frozen):
         return self.events.get(event_type)
 
 
+class Contractor(_Frozen):
+    """§5(1)①: a distribution contractor, which sends notices and surveys to the panels
+    of the buildings it may address and gets the usage information of its own."""
+
+    id: Ident
+    name: str
+    kind: Literal["management_association", "management_company", "api_user"]
+    operator: str = ""
+    buildings: tuple[Ident, ...] = Field(min_length=1)
+
+    def may_address(self, building_id: str) -> bool:
+        return building_id in self.buildings
+
+
 class PartnerRegistry(_Frozen):
     services: tuple[PartnerService, ...] = ()
+    contractors: tuple[Contractor, ...] = ()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PartnerRegistry:
-        ids = [s.id for s in self.services]
+        # One broker account each, named by its id: a contractor's id is no service's.
+        ids = [s.id for s in self.services] + [c.id for c in self.contractors]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate partner ids: {duplicates}")
@@ -336,6 +380,9 @@ class PartnerRegistry(_Frozen):
 
     def get(self, partner_id: str) -> PartnerService | None:
         return next((s for s in self.services if s.id == partner_id), None)
+
+    def contractor(self, contractor_id: str) -> Contractor | None:
+        return next((c for c in self.contractors if c.id == contractor_id), None)
 
     def check_against(self, policy: Policy) -> list[str]:
         """Declared purposes the policy does not know; empty when the registry fits."""

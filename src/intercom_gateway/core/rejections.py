@@ -45,7 +45,7 @@ DETAIL_LIMIT = 512  # characters of the reason's detail
 ECHO_STRING_LIMIT = 64  # characters of any string value echoed
 _PARSE_LIMIT = 16_384  # a payload larger than this is not parsed for the echo
 _LIST_LIMIT = 16
-REMOVED_FIELDS = frozenset({"image", "key_nickname", "message"})  # image and free text
+REMOVED_FIELDS = frozenset({"image", "key_nickname", "message", "text"})  # image, free text
 WITHHELD_DETAIL = "withheld: the dwelling is not registered (§7(1)①)"
 
 Consent = Callable[[str, str], bool]  # (building, dwelling) -> registered?

@@ -30,6 +30,7 @@ from intercom_gateway.core.outcomes import Outcome, Reason, Withhold
 from intercom_gateway.core.policy import (
     BASE_FIELDS,
     IMAGE_FIELD,
+    Contractor,
     DestinationKind,
     PartnerRegistry,
     PartnerService,
@@ -55,6 +56,7 @@ class Target:
     provision: Provision
     clause: str
     service: PartnerService | None = None
+    contractor: Contractor | None = None  # §5(1)①: one target per registered contractor
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +255,22 @@ def _targets(policy: Policy, partners: PartnerRegistry) -> tuple[Target, ...]:
         target("cloud", DestinationKind.CLOUD),
         target("group", DestinationKind.GROUP),
         *(target(f"partner:{s.id}", s.destination_kind, s) for s in services),
-        target("contractor", DestinationKind.CONTRACTOR),
+        *(_contractor(c, policy) for c in sorted(partners.contractors, key=lambda c: c.id)),
         target("analytics", DestinationKind.ANALYTICS),
         target("statistics", DestinationKind.STATISTICS),
         target("app", DestinationKind.APP),
+    )
+
+
+def _contractor(contractor: Contractor, policy: Policy) -> Target:
+    """A contractor's own target, ``contractor:{id}``, as a partner's is ``partner:{id}``."""
+    dest = policy.destinations[DestinationKind.CONTRACTOR]
+    return Target(
+        f"contractor:{contractor.id}",
+        DestinationKind.CONTRACTOR,
+        dest.provision,
+        dest.clause,
+        contractor=contractor,
     )
 
 

@@ -18,7 +18,13 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from intercom_gateway.core.policy import BASE_FIELDS, IMAGE_FIELD, DestinationKind, Policy
+from intercom_gateway.core.policy import (
+    BASE_FIELDS,
+    DISTRIBUTION_KINDS,
+    IMAGE_FIELD,
+    DestinationKind,
+    Policy,
+)
 
 __all__ = ["IMAGE_COPY_FIELDS", "Copy", "Part", "Tags", "untrue_tags"]
 
@@ -104,6 +110,9 @@ def untrue_tags(tags: Tags, *, kind: DestinationKind, policy: Policy) -> str | N
     beyond = [p for p in tags.purposes if p not in rule.purposes]
     if beyond:
         return f"rule {rule.id} does not allow {', '.join(beyond)}"
+    apart = _untrue_distribution(tags, kind, policy)
+    if apart is not None:
+        return apart
     images = [c for c in tags.categories if (found := policy.categories.get(c)) and found.image]
     if images:
         return _untrue_image(tags, images, policy)
@@ -131,3 +140,24 @@ def _untrue_image(tags: Tags, images: list[str], policy: Policy) -> str | None:
 def _image_purpose(policy: Policy, purpose: str) -> bool:
     found = policy.purposes.get(purpose)
     return found is not None and found.images
+
+
+def _untrue_distribution(tags: Tags, kind: DestinationKind, policy: Policy) -> str | None:
+    """§2(1), §3(1), §4, §5(1)①: distribution information is tagged with §3(1) purposes
+    only and goes to ``DISTRIBUTION_KINDS`` only; nothing else goes to a contractor."""
+    distribution = [
+        c for c in tags.categories if (cat := policy.categories.get(c)) and cat.distribution
+    ]
+    purposes = [p for p in tags.purposes if (got := policy.purposes.get(p)) and got.distribution]
+    if distribution and len(distribution) < len(tags.categories):
+        return f"{', '.join(distribution)} shares a message with other categories (§2(1))"
+    if distribution and len(purposes) < len(tags.purposes):
+        others = ", ".join(p for p in tags.purposes if p not in purposes)
+        return f"{', '.join(distribution)} may not be used for {others} (§3(1))"
+    if distribution and kind not in DISTRIBUTION_KINDS:
+        return f"{', '.join(distribution)} may not go to {kind.value} (§4, §5(1)①)"
+    if not distribution and purposes:
+        return f"{', '.join(purposes)} serve distribution information only (§3(1))"
+    if not distribution and kind is DestinationKind.CONTRACTOR:
+        return "a contractor gets distribution information only (§5(1)①)"
+    return None

@@ -20,9 +20,11 @@
 | ``gateway/v1/metrics`` | gateway | counters, retained, every few seconds |
 | ``gateway/v1/config`` | operator, gateway | configuration revision to take up, retained (§10) |
 | ``gateway/v1/config/ack/{gateway_id}`` | gateway | what a gateway made of it (§10) |
-
-
 | ``app/v1/{building}/{dwelling}/{event_type}`` | gateway | the Intercom app (§2(4)) |
+| ``contractors/{contractor}/v1/{building}/distributions`` | contractor | a notice or survey |
+| ``contractors/{contractor}/v1/{building}/distributions/ack`` | gateway | accepted or refused |
+| ``intercom/v1/{building}/{device}/distributions`` | gateway | a distribution, to one panel |
+| ``contractors/{contractor}/v1/{building}/{dwelling}/{event_type}`` | gateway | usage (§5(1)①) |
 """
 
 from __future__ import annotations
@@ -246,3 +248,74 @@ def device_events_filter(building: str, device: str) -> str:
 def is_rejected(topic: str) -> bool:
     """Whether ``topic`` is one of the gateway's rejection echoes."""
     return matches(REJECTED_FILTER, topic)
+
+
+# --- information distribution (§2(1), §5(1)①) -------------------------------------------
+# A contractor publishes under its own tree, with the building as a level so that a
+# partitioned gateway takes the distributions of its own buildings (``partitions``).
+
+CONTRACTOR_DISTRIBUTIONS_FILTER = "contractors/+/v1/+/distributions"
+# Everything a (single) gateway takes in: panels' events and settings, contractors'
+# distributions (a partition takes its own buildings', ``partitions.panel_filters``).
+INBOUND_FILTERS = (PANEL_EVENTS_FILTER, PANEL_SETTINGS_FILTER, CONTRACTOR_DISTRIBUTIONS_FILTER)
+DISTRIBUTIONS_LEVEL = "distributions"
+_CONTRACTOR_DISTRIBUTIONS = re.compile(
+    rf"^contractors/(?P<contractor>{_LEVEL})/v1/(?P<building>{_LEVEL})/{DISTRIBUTIONS_LEVEL}$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractorTopic:
+    contractor: str
+    building: str
+
+
+def parse_contractor_distributions(topic: str) -> ContractorTopic | None:
+    """Match a contractor's distributions topic; None if it is not one."""
+    match = _CONTRACTOR_DISTRIBUTIONS.match(topic)
+    if match is None:
+        return None
+    return ContractorTopic(match["contractor"], match["building"])
+
+
+def contractor_distributions(contractor_id: str, building: str) -> str:
+    """Where a contractor sends a notice or a survey for a building's panels."""
+    return f"contractors/{contractor_id}/v1/{building}/{DISTRIBUTIONS_LEVEL}"
+
+
+def contractor_distributions_ack(contractor_id: str, building: str) -> str:
+    """Where the gateway tells the contractor whether a distribution was accepted."""
+    return f"{contractor_distributions(contractor_id, building)}/ack"
+
+
+def contractor(contractor_id: str, building: str, dwelling: str, event_type: str) -> str:
+    """The usage information of a contractor's own distributions (§5(1)①)."""
+    return f"contractors/{contractor_id}/v1/{building}/{dwelling}/{event_type}"
+
+
+def contractor_filter(contractor_id: str) -> str:
+    """One contractor's whole tree: its usage information and its acks (its ACL's read)."""
+    return f"contractors/{contractor_id}/v1/#"
+
+
+def contractors_filter() -> str:
+    """Every contractor's tree."""
+    return "contractors/#"
+
+
+def contractor_usage_filter() -> str:
+    """Every contractor's usage information (six levels: no distribution or ack topic)."""
+    return contractor("+", "+", "+", "+")
+
+
+def contractor_acks_filter() -> str:
+    return contractor_distributions_ack("+", "+")
+
+
+def panel_distributions(building: str, device: str) -> str:
+    """A dwelling panel's own distributions (notices and surveys addressed to it)."""
+    return f"intercom/v1/{building}/{device}/{DISTRIBUTIONS_LEVEL}"
+
+
+def panel_distributions_filter() -> str:
+    return panel_distributions("+", "+")

@@ -12,6 +12,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+SCHEMA_VERSION: Literal[1] = 1
+
 # Identifiers end up as topic levels, so they may not contain '/', '+', '#' or '$'.
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")]
 ShortText = Annotated[str, Field(max_length=200)]

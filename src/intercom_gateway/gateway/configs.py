@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from intercom_gateway.gateway.completion import Completion
     from intercom_gateway.gateway.consents import Consents
+    from intercom_gateway.gateway.distributions import DistributionDesk
     from intercom_gateway.gateway.rejections import Rejections
     from intercom_gateway.gateway.status import StatisticsRelease
     from intercom_gateway.settings import Settings
@@ -98,6 +99,7 @@ class Reconfigurable:
     _consents: Consents
     _statistics: StatisticsRelease
     _rejections: Rejections
+    distributions: DistributionDesk
 
     # What the configuration in force says; read through it, never kept apart from it.
     @property
@@ -129,6 +131,8 @@ class Reconfigurable:
         self._consents.partners = config.partners
         self._statistics.policy = config.policy
         self._rejections.devices = config.devices
+        self.distributions.partners = config.partners  # its contractors (§2(1))
+        self.distributions.devices = config.devices
 
     async def _control(self, bus: Bus, inbound: Inbound) -> None:
         """A configuration notice, handled like any message: never raises but for a lost

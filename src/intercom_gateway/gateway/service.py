@@ -26,9 +26,9 @@ from intercom_gateway.core.analytics import AnalyticsWindows
 from intercom_gateway.core.configuration import Configuration
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.decide import decide
+from intercom_gateway.core.distributions import check_usage
 from intercom_gateway.core.ingress import (
     InputRejected,
-    Limits,
     check_event,
     check_properties,
     check_settings,
@@ -47,6 +47,7 @@ from intercom_gateway.gateway.analytics import AnalyticsRelease
 from intercom_gateway.gateway.completion import CompletedIds, Completion
 from intercom_gateway.gateway.configs import Reconfigurable, configuration_at_start
 from intercom_gateway.gateway.consents import Consents, consent_from_registry, seed_consents
+from intercom_gateway.gateway.distributions import DistributionDesk
 from intercom_gateway.gateway.metrics import MetricsServer
 from intercom_gateway.gateway.receipts import Receipts
 from intercom_gateway.gateway.rejections import Rejections, attempt_key
@@ -91,13 +92,7 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
         self.config = Configuration.build(policy, partners, registry, revision=revision)
         self.completed = completed
         self.clock = clock
-        self.limits = Limits(
-            max_bytes=settings.max_payload_bytes,
-            max_depth=settings.max_json_depth,
-            max_age=timedelta(seconds=settings.max_event_age),
-            max_skew=timedelta(seconds=settings.max_clock_skew),
-            max_user_properties=settings.max_user_properties,
-        )
+        self.limits = settings.ingress_limits()
         self.metrics = Metrics()
         self._consents = Consents(
             consents, store=store, policy=policy, partners=partners, metrics=self.metrics
@@ -144,6 +139,9 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
             gateway_id=settings.gateway_id,
             send=self.completion.send,
         )
+        self.distributions = DistributionDesk(  # §2(1), §5(1)①: notices and surveys
+            store, partners, self.devices, self.limits, self._consents, self.completion
+        )
         self._bus: Bus | None = None
         self.announce = True  # publish status and metrics (a partition leaves them to its process)
         self.buildings: tuple[str, ...] | None = None  # a partition's buildings; None: all
@@ -179,6 +177,7 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
             clock=clock,
             revision=revision,
         )
+        await gateway.distributions.load()
         if not settings.partitioned:
             await gateway._recover()
         return gateway
@@ -217,10 +216,7 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
         # Retain handling 2: the broker never replays retained panel messages at
         # subscribe time. A panel event is not state; a retained one would come back at
         # every restart, even after our session was cleared.
-        await bus.subscribe(
-            *(filters or (topics.PANEL_EVENTS_FILTER, topics.PANEL_SETTINGS_FILTER)),
-            retain_handling=2,
-        )
+        await bus.subscribe(*(filters or topics.INBOUND_FILTERS), retain_handling=2)
         await bus.subscribe(topics.CONFIG, retain_handling=0)  # §10: retained, state
         # What a stopped gateway left unpublished, before any message (gateway.notices).
         await notices.republish_notices(bus, self.store, buildings=self.buildings)
@@ -306,9 +302,12 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
                             RejectReason.DEAD_LETTER,
                             f"delivered {count} times; handling it never finished",
                         )
-                topic = check_topic(message.topic)
+                contractor = topics.parse_contractor_distributions(message.topic)
+                topic = contractor or check_topic(message.topic)
                 check_properties(message.user_properties, self.limits)
-                if topic.is_settings:
+                if isinstance(topic, topics.ContractorTopic):
+                    await self.distributions.handle(bus, inbound, topic, now)
+                elif topic.is_settings:
                     await self._handle_settings(bus, inbound, topic, now)
                 else:
                     await self._handle_event(bus, inbound, topic, now)
@@ -327,6 +326,7 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
         event = check_event(
             topic, inbound.message.payload, devices=self.config.devices, limits=self.limits, now=now
         )
+        check_usage(event, await self.distributions.delivered(event))  # §5(1)①: its own only
         event_id = str(event.event_id)
         if event_id in self.completed:
             # Committed before: the panel missed its receipt (or resent), so name it again.

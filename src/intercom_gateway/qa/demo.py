@@ -25,6 +25,7 @@ from rich.text import Text
 from intercom_gateway.broker.mosquitto import FLEET, OPERATOR
 from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
+from intercom_gateway.core.distributions import USAGE_EVENTS
 from intercom_gateway.core.models import Event, EventType, utc_now
 from intercom_gateway.core.policy import load_partners, load_policy
 from intercom_gateway.core.registry import Registry, load_registry
@@ -347,7 +348,9 @@ async def _tour(fleet: MqttBus, registry: Registry, view: View, *, seed: int) ->
     from intercom_gateway.simulators.panels import iter_events
 
     now = utc_now()
-    missing = set(EventType)
+    # Read receipts and answers follow a contractor's distribution: not in the tour.
+    missing = set(EventType) - USAGE_EVENTS
+    toured = len(missing)
     for event in iter_events(registry, seed=seed, start=now):
         kind = EventType(event.type)
         if kind not in missing or (event.building_id, event.dwelling_id) not in TOUR_DWELLINGS:
@@ -358,7 +361,7 @@ async def _tour(fleet: MqttBus, registry: Registry, view: View, *, seed: int) ->
         view.panel_sent(topic, event)
         await fleet.publish(topic, event.model_dump_json().encode())
         if not missing:
-            return len(EventType)
+            return toured
     raise AssertionError("unreachable: the simulator's stream is endless")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -80,20 +81,28 @@ class Endpoint:
 
 
 @contextlib.contextmanager
-def start_broker(workdir: Path, registry: Registry, partners: Iterable[str]) -> Iterator[Mosquitto]:
-    """A Mosquitto on a free port, with accounts for the registry's devices and partners."""
-    credentials = generate_credentials(workdir / "secrets", registry, partners)
+def start_broker(
+    workdir: Path, registry: Registry, partners: Iterable[str], contractors: Iterable[str] = ()
+) -> Iterator[Mosquitto]:
+    """A Mosquitto on a free port, with accounts for the registry's devices and partners
+    (and the distribution ``contractors``)."""
+    credentials = generate_credentials(
+        workdir / "secrets", registry, partners, contractor_ids=contractors
+    )
     with Mosquitto(workdir=workdir / "broker", credentials=credentials) as mosquitto:
         yield mosquitto
 
 
 @contextlib.asynccontextmanager
 async def started_broker(
-    workdir: Path, registry: Registry, partners: Iterable[str]
+    workdir: Path, registry: Registry, partners: Iterable[str], contractors: Iterable[str] = ()
 ) -> AsyncIterator[Mosquitto]:
     """``start_broker`` for async callers: the event loop never stalls on it."""
     credentials = await asyncio.to_thread(
-        generate_credentials, workdir / "secrets", registry, list(partners)
+        functools.partial(generate_credentials, contractor_ids=list(contractors)),
+        workdir / "secrets",
+        registry,
+        list(partners),
     )
     async with Mosquitto(workdir=workdir / "broker", credentials=credentials) as mosquitto:
         yield mosquitto

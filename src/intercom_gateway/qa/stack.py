@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import signal
@@ -84,11 +85,16 @@ async def serve_stack(
         _check_port(options.host, options.tls_port, "--tls-port")
     registry = load_registry(settings.registry_path)
     policy = load_policy(settings.policy_path)
-    partners = [s.id for s in load_partners(settings.partners_path, policy=policy).services]
+    registered = load_partners(settings.partners_path, policy=policy)
+    partners = [s.id for s in registered.services]
+    contractors = [c.id for c in registered.contractors]  # §5(1)①: an account each
     secrets_dir = state_dir / "secrets"
     kept = _kept_passwords(secrets_dir)
     credentials = await asyncio.to_thread(
-        generate_credentials, secrets_dir, registry, partners, keep=kept
+        functools.partial(generate_credentials, keep=kept, contractor_ids=contractors),
+        secrets_dir,
+        registry,
+        partners,
     )
     token_file = _api_token(secrets_dir)
     # The gateway's registry, also for one the developer runs (`up --no-gateway`).

@@ -77,6 +77,11 @@ def _destinations(flows: Iterable[Flow], partners: PartnerRegistry) -> list[dict
         if name in by_destination:  # §5(1)②, §8: only services the dwelling uses
             entry = _destination(name, by_destination)
             result.append({**entry, "name": service.name, "operator": service.operator})
+    for contractor in partners.contractors:  # §5(1)①: usage of its own distributions
+        name = f"contractor:{contractor.id}"
+        if name in by_destination:
+            entry = _destination(name, by_destination)
+            result.append({**entry, "name": contractor.name, "operator": contractor.operator})
     return [d for d in result if d["flows"] or d.get("counted")]
 
 
@@ -110,6 +115,8 @@ def _flow(flow: Flow) -> dict[str, Any]:
         described["image_rule"] = {"rule_id": image.rule_id, "purposes": list(image.purposes)}
     if flow.target.service is not None and flow.event_type is EventType.UNLOCK_MODE:
         described["only"] = "unlocks made with this service's credentials (§3(4))"
+    if flow.target.contractor is not None:
+        described["only"] = "read receipts and answers of its own distributions (§5(1)①)"
     return described
 
 

@@ -35,7 +35,13 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from intercom_gateway.core import topics
-from intercom_gateway.core.models import DeviceRef, DeviceRole, RejectReason, VisitorEvent
+from intercom_gateway.core.models import (
+    DeviceRef,
+    DeviceRole,
+    NoticeReadEvent,
+    RejectReason,
+    VisitorEvent,
+)
 from intercom_gateway.core.registry import Building, Device, Registry
 
 OVERSIZED_BYTES = 48 * 1024  # under the broker's 64 KiB max_packet_size, see above
@@ -233,6 +239,25 @@ def too_many_properties(
     return Sample(_topic(event), payload, RejectReason.TOO_MANY_PROPERTIES, properties)
 
 
+def unknown_distribution(registry: Registry, *, now: datetime, seed: int = 0) -> Sample:
+    """A read receipt for a notice no contractor sent this dwelling (§5(1)①)."""
+    building, panel = _panel(registry)
+    assert panel.dwelling is not None
+    rng = random.Random(f"bad-input/unknown-distribution/{seed}")
+    event = NoticeReadEvent(
+        event_id=UUID(int=rng.getrandbits(128), version=4),
+        seq=rng.randrange(1_000_000),
+        building_id=building.id,
+        dwelling_id=panel.dwelling,
+        device=DeviceRef(id=panel.id, role=panel.role),
+        occurred_at=now,
+        distribution_id=f"never-sent-{rng.getrandbits(32):08x}",
+        contractor_id="kanri-kumiai-b001",
+    )
+    topic = topics.panel_events(building.id, panel.id, event.type)
+    return Sample(topic, event.model_dump_json().encode(), RejectReason.UNKNOWN_DISTRIBUTION)
+
+
 # Every single-sample generator, by name (``replayed`` returns two and stands apart).
 GENERATORS: dict[str, SampleFactory] = {
     "malformed_json": malformed_json,
@@ -250,6 +275,7 @@ GENERATORS: dict[str, SampleFactory] = {
     "calendar_edge": calendar_edge,
     "huge_seq": huge_seq,
     "long_topic_level": long_topic_level,
+    "unknown_distribution": unknown_distribution,
 }
 # Samples that must be sent with their ``properties``: a sender that cannot send MQTT 5
 # user properties would deliver a valid event instead.

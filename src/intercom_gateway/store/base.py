@@ -35,6 +35,7 @@ from intercom_gateway.store.results import (
 )
 
 if TYPE_CHECKING:
+    from intercom_gateway.core.distributions import DistributionRow
     from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow, RequestRow
 
 
@@ -213,3 +214,15 @@ class Store(Protocol):
         self, building_id: str | None = None, dwelling_id: str | None = None
     ) -> list[AuditEntry]:
         """The audit trail, or one dwelling's, in the order it was written."""
+
+    # --- information distribution (§2(1); what it is: core.distributions) ---------------
+
+    async def save_distribution(self, row: DistributionRow) -> None:
+        """A contractor's distribution and the panels it goes to, in one commit; a second
+        save of the same (contractor, distribution id) changes nothing."""
+
+    async def distributions(
+        self, contractor_id: str | None = None, distribution_id: str | None = None
+    ) -> list[DistributionRow]:
+        """Every stored distribution with its deliveries, oldest first; or the one of
+        ``contractor_id`` named ``distribution_id`` (another process may have taken it)."""

@@ -20,6 +20,7 @@ import aiosqlite
 from intercom_gateway.core.records import outcome_set_id as outcome_set_id
 from intercom_gateway.store import analytics as store_analytics
 from intercom_gateway.store import configs as store_configs
+from intercom_gateway.store import distributions as store_distributions
 from intercom_gateway.store import statistics as store_statistics
 from intercom_gateway.store import tokens as store_tokens
 
@@ -260,11 +261,17 @@ async def config_revisions(connection: aiosqlite.Connection) -> None:
     await run_script(connection, store_configs.SCHEMA)
 
 
+async def distribution_tables(connection: aiosqlite.Connection) -> None:
+    """Migration 5: contractors' distributions and the panels each went to (§2(1))."""
+    await run_script(connection, store_distributions.SCHEMA)
+
+
 MIGRATIONS: tuple[Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
     create,
     analytics_buildings,
     completed_by_time,
     config_revisions,
+    distribution_tables,
 )
 
 

@@ -24,6 +24,7 @@ import aiosqlite
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.configuration import ConfigRecord
 from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.distributions import DistributionRow
 from intercom_gateway.core.records import DecisionRow as DecisionRow
 from intercom_gateway.core.records import LedgerRow as LedgerRow
 from intercom_gateway.core.records import RejectionRow as RejectionRow
@@ -33,6 +34,7 @@ from intercom_gateway.core.statistics import Window
 from intercom_gateway.store import schema
 from intercom_gateway.store.configs import ConfigTable
 from intercom_gateway.store.consents import ConsentBook
+from intercom_gateway.store.distributions import DistributionTables
 from intercom_gateway.store.events import EventLog
 from intercom_gateway.store.requests import Queries
 from intercom_gateway.store.results import (
@@ -71,6 +73,7 @@ class SqliteStore:
         self._retention = Retention(connection)
         self._tokens = TokenTables(connection, writing)
         self._configs = ConfigTable(connection, writing)
+        self._distributions = DistributionTables(connection, writing)
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -294,6 +297,16 @@ class SqliteStore:
         self, building_id: str | None = None, dwelling_id: str | None = None
     ) -> list[AuditEntry]:
         return await self._tokens.token_audit(building_id, dwelling_id)
+
+    # --- information distribution (store.distributions) --------------------------------
+
+    async def save_distribution(self, row: DistributionRow) -> None:
+        await self._distributions.save_distribution(row)
+
+    async def distributions(
+        self, contractor_id: str | None = None, distribution_id: str | None = None
+    ) -> list[DistributionRow]:
+        return await self._distributions.distributions(contractor_id, distribution_id)
 
 
 if TYPE_CHECKING:

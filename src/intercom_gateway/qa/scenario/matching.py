@@ -45,7 +45,9 @@ class Observed:
     arrived: float  # monotonic seconds
 
 
-def destination_filters(partner_ids: Iterable[str]) -> dict[str, str]:
+def destination_filters(
+    partner_ids: Iterable[str], contractor_ids: Iterable[str] = ()
+) -> dict[str, str]:
     """The topic filter of every destination a scenario can name."""
     # "#" in the event type's place: a destination's events and the images that go with
     # them, each a message of its own one level below (topics.image).
@@ -59,6 +61,11 @@ def destination_filters(partner_ids: Iterable[str]) -> dict[str, str]:
         "ack": topics.settings_ack("+", "+"),
     }
     filters |= {f"partner:{pid}": topics.partner_filter(pid) for pid in sorted(set(partner_ids))}
+    # §5(1)①: a contractor's usage information (its acks come with no event in them).
+    filters |= {
+        f"contractor:{cid}": topics.contractor(cid, "+", "+", "+")
+        for cid in sorted(set(contractor_ids))
+    }
     return filters
 
 

@@ -41,12 +41,15 @@ Scalar = str | int | float | bool | None
 # Where the gateway publishes: the fixed destinations, one per partner or unlock-mode
 # service, the rejected topic and the settings acknowledgement.
 FIXED_DESTINATIONS = ("cloud", "group", "analytics", "statistics", "app", "rejected", "ack")
-_DESTINATION = re.compile(rf"^({'|'.join(FIXED_DESTINATIONS)}|partner:[a-z0-9][a-z0-9_-]{{0,47}})$")
+_DESTINATION = re.compile(
+    rf"^({'|'.join(FIXED_DESTINATIONS)}|(partner|contractor):[a-z0-9][a-z0-9_-]{{0,47}})$"
+)
 
 
 def _destination(value: str) -> str:
     if not _DESTINATION.match(value):
-        raise ValueError(f"a destination is one of {', '.join(FIXED_DESTINATIONS)} or partner:<id>")
+        named = ", ".join(FIXED_DESTINATIONS)
+        raise ValueError(f"a destination is one of {named}, partner:<id> or contractor:<id>")
     return value
 
 
@@ -76,6 +79,7 @@ BAD_INPUT_CLASSES: dict[str, RejectReason] = {
     "calendar_edge": RejectReason.SCHEMA_VIOLATION,
     "huge_seq": RejectReason.SCHEMA_VIOLATION,
     "long_topic_level": RejectReason.BAD_TOPIC,
+    "unknown_distribution": RejectReason.UNKNOWN_DISTRIBUTION,
 }
 BadInputClass = Literal[
     "malformed_json",
@@ -94,6 +98,7 @@ BadInputClass = Literal[
     "calendar_edge",
     "huge_seq",
     "long_topic_level",
+    "unknown_distribution",
 ]
 
 

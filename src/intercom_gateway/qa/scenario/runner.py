@@ -139,9 +139,7 @@ class Harness:
 
 
 def _consumed(topic: str) -> bool:
-    return topics.matches(topics.PANEL_EVENTS_FILTER, topic) or topics.matches(
-        topics.PANEL_SETTINGS_FILTER, topic
-    )
+    return any(topics.matches(f, topic) for f in topics.INBOUND_FILTERS)
 
 
 class InProcessBarrier:
@@ -292,7 +290,10 @@ async def _collecting(
     operator: MqttBus, world: World, *, extra: Sequence[str] = ()
 ) -> AsyncIterator[Collector]:
     partner_ids = [s.id for s in world.partners.services]
-    collector = Collector(matching.destination_filters(partner_ids), sentinel=_SENTINEL)
+    contractor_ids = [c.id for c in world.partners.contractors]
+    collector = Collector(
+        matching.destination_filters(partner_ids, contractor_ids), sentinel=_SENTINEL
+    )
     await operator.subscribe(*collector.filters.values(), *extra)
     task = asyncio.create_task(collector.run(operator), name="scenario-collector")
     try:

@@ -98,6 +98,14 @@ DEFAULT_FIELDS: dict[EventType, dict[str, Any]] = {
             "uuid": "6f1c2a9e-2b7d-4c3e-9a5f-0d8e7b6a5c4d",
         },
     },
+    # A scenario posts the distribution they name first (a `raw` step), or expects them
+    # rejected as unknown_distribution.
+    EventType.NOTICE_READ: {"distribution_id": "notice-1", "contractor_id": "kanri-kumiai-b001"},
+    EventType.SURVEY_ANSWER: {
+        "distribution_id": "survey-1",
+        "contractor_id": "kanri-kumiai-b001",
+        "answers": [{"question_id": "q1", "choice_ids": ["yes"]}],
+    },
 }
 _ROLE_OF = {
     EventType.UNLOCK_MODE: DeviceRole.LOBBY_PANEL,

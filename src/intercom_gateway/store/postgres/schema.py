@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from intercom_gateway.store.postgres import distributions as store_distributions
+
 # pg_advisory_xact_lock's key for migrations: any constant the project uses for nothing
 # else ("icgw" in ASCII).
 MIGRATION_LOCK = 0x69636777
@@ -126,7 +128,9 @@ CREATE TABLE config_revisions (
     policy_version text NOT NULL, digest text NOT NULL, policy text NOT NULL,
     partners text NOT NULL, registry text NOT NULL);
 """
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# 6: contractors' distributions and the panels each went to (§2(1); issue #20).
+_V6 = store_distributions.SCHEMA
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 async def migrate(connection: Any) -> list[int]:

@@ -22,6 +22,7 @@ import asyncpg
 from intercom_gateway.core.analytics import HeldCopy
 from intercom_gateway.core.configuration import ConfigRecord
 from intercom_gateway.core.consent import ConsentState
+from intercom_gateway.core.distributions import DistributionRow
 from intercom_gateway.core.records import DecisionRow, LedgerRow, RejectionRow, RequestRow
 from intercom_gateway.core.registry import Registry
 from intercom_gateway.core.statistics import Window
@@ -29,6 +30,7 @@ from intercom_gateway.errors import StoreUnreachable
 from intercom_gateway.store.postgres import schema
 from intercom_gateway.store.postgres.configs import PgConfigTable
 from intercom_gateway.store.postgres.consents import PgConsentBook
+from intercom_gateway.store.postgres.distributions import PgDistributionTables
 from intercom_gateway.store.postgres.events import PgEventLog
 from intercom_gateway.store.postgres.queries import PgQueries
 from intercom_gateway.store.postgres.tokens import PgTokenTables
@@ -65,6 +67,7 @@ class PostgresStore:
         self._queries = PgQueries(pool)
         self._tokens = PgTokenTables(pool)
         self._configs = PgConfigTable(pool)
+        self._distributions = PgDistributionTables(pool)
 
     def fenced(self, fence: Callable[[Any], Awaitable[None]]) -> PostgresStore:
         """This store, with an event path of its own whose every flush, ledger intent and
@@ -310,6 +313,16 @@ class PostgresStore:
         self, building_id: str | None = None, dwelling_id: str | None = None
     ) -> list[AuditEntry]:
         return await self._tokens.token_audit(building_id, dwelling_id)
+
+    # --- information distribution (store.postgres.distributions) ------------------------
+
+    async def save_distribution(self, row: DistributionRow) -> None:
+        await self._distributions.save_distribution(row)
+
+    async def distributions(
+        self, contractor_id: str | None = None, distribution_id: str | None = None
+    ) -> list[DistributionRow]:
+        return await self._distributions.distributions(contractor_id, distribution_id)
 
 
 def redacted(dsn: str) -> str:
