@@ -100,7 +100,12 @@ async def test_three_gateways_lose_nothing_and_leak_nothing_through_kills_and_re
     entitled: set[str] = set()  # known once the cloud has everything
     all_entitled = asyncio.Event()
 
+    notices: list[dict[str, Any]] = []
+
     async def on_partner(topic: str, payload: bytes, _message: Any) -> None:
+        if topic.endswith("/consent_notice"):  # spec item 11: checked at the end
+            notices.append(json.loads(payload))
+            return
         partner.append({"topic": topic, **json.loads(payload)})
         if entitled and entitled <= {p["event_id"] for p in partner}:
             all_entitled.set()
@@ -162,6 +167,10 @@ async def test_three_gateways_lose_nothing_and_leak_nothing_through_kills_and_re
         and event_at[p["event_id"]] > stopped_at[key]
     ]
     assert late == [], f"{len(late)} copies reached {PARTNER} after the dwelling stopped it"
+    # Each withdrawal was told to the partner, through the kills: one notice id each.
+    told = {f"{n['building_id']}/{n['dwelling_id']}" for n in notices}
+    assert told == stopped_at.keys()
+    assert len({n["notice_id"] for n in notices}) == len(stopped_at)
     connection = await asyncpg.connect(postgres_dsn)
     try:
         rows = await connection.fetch(

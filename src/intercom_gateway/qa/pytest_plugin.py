@@ -44,7 +44,13 @@ import pytest
 from intercom_gateway.broker.mosquitto import Mosquitto
 from intercom_gateway.bus import Message, MqttBus
 from intercom_gateway.core import topics
-from intercom_gateway.core.models import EventType, Forwarded, SettingsChangeBody, utc_now
+from intercom_gateway.core.models import (
+    ConsentNotice,
+    EventType,
+    Forwarded,
+    SettingsChangeBody,
+    utc_now,
+)
 from intercom_gateway.core.policy import default_policy, load_partners
 from intercom_gateway.core.registry import Registry, generate_registry
 from intercom_gateway.qa.runner import RunningGateway, running_gateway, start_broker
@@ -158,8 +164,9 @@ class PartnerClient:
 
     An event's image comes in a message of its own, on the event's topic plus
     ``/image``, tagged for the image's purposes only (README, "Topics"): ``next()``
-    returns the next event, ``next_image()`` the next image, each setting the other
-    kind aside for its own call, so neither depends on which of the two came first.
+    returns the next event, ``next_image()`` the next image and ``next_notice()`` the
+    next consent notice, each setting the other kinds aside for their own calls, so none
+    depends on which came first.
     """
 
     def __init__(self, partner_id: str, bus: MqttBus) -> None:
@@ -174,12 +181,17 @@ class PartnerClient:
 
     async def next(self, *, timeout: float = 5.0) -> Forwarded:
         """The next event the gateway forwarded to this partner (never an image)."""
-        message = await self._take(lambda m: not topics.is_image(m.topic), timeout)
+        message = await self._take(lambda m: _kind(m.topic) == "event", timeout)
         return Forwarded.model_validate_json(message.payload)
+
+    async def next_notice(self, *, timeout: float = 5.0) -> ConsentNotice:
+        """The next consent notice: a dwelling withdrew from this service (spec item 11)."""
+        message = await self._take(lambda m: _kind(m.topic) == "notice", timeout)
+        return ConsentNotice.model_validate_json(message.payload)
 
     async def next_image(self, *, timeout: float = 5.0) -> Forwarded:
         """The next image: ``event["image"]`` and the base fields naming its event."""
-        message = await self._take(lambda m: topics.is_image(m.topic), timeout)
+        message = await self._take(lambda m: _kind(m.topic) == "image", timeout)
         return Forwarded.model_validate_json(message.payload)
 
     async def _take(self, wanted: Callable[[Message], bool], timeout: float) -> Message:
@@ -193,6 +205,12 @@ class PartnerClient:
                 if wanted(message):
                     return message
                 self._set_aside.append(message)
+
+
+def _kind(topic: str) -> str:
+    if topic.endswith(f"/{topics.CONSENT_NOTICE_LEVEL}"):
+        return "notice"
+    return "image" if topics.is_image(topic) else "event"
 
 
 @pytest.fixture(scope="session")
