@@ -272,6 +272,8 @@ def _destinations(building: str, dwelling: str, kind: str, names: list[str]) -> 
             built.append(topics.group(building, dwelling, kind))
         elif name == "analytics":
             built.append(topics.analytics(kind))
+        elif name == "app":
+            built.append(topics.app(building, dwelling, kind))
         elif name.startswith("partner:"):
             built.append(topics.partner(name.partition(":")[2], building, dwelling, kind))
     return built

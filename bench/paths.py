@@ -28,7 +28,12 @@ from intercom_gateway.settings import Settings
 # Analytics copies are not per-event output: the gateway holds them and releases them
 # once their window (an hour by default) has ended (§5(5)), so no run sees them; what
 # holding them costs (a row per copy in the store batch) is in the gateway's figures.
-OUTPUTS = (topics.cloud_filter(), topics.group_filter(), topics.partners_filter())
+OUTPUTS = (
+    topics.cloud_filter(),
+    topics.group_filter(),
+    topics.partners_filter(),
+    topics.app_filter(),  # §2(4): lobby calls to the Intercom app
+)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # --- processes ----------------------------------------------------------------------------

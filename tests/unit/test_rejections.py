@@ -79,3 +79,13 @@ def test_every_part_is_bounded_whatever_comes_in() -> None:
 def test_the_known_fields_come_from_the_schemas() -> None:
     assert {"event_id", "occurred_at", "call_id", "change_id", "partner_id"} <= known_fields()
     assert known_fields().isdisjoint({"image", "key_nickname", "message"})
+
+
+def test_the_echo_drops_part_a_free_text_device_errors_and_scene_names() -> None:
+    control = event_dict("device_control", dwelling="d0001", result="maybe")
+    scene = event_dict("scene", dwelling="d0001", devices_affected=99)
+    for data, text in ((control, "error"), (scene, "name")):
+        echo = json.loads(reject(*panel_message(data)).echo or "")
+        assert text not in echo and echo["event_id"] == data["event_id"]
+    assert known_fields().isdisjoint({"error", "name"})
+    assert {"instruction_id", "scene_id", "command", "handset"} <= known_fields()

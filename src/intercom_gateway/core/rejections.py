@@ -9,7 +9,7 @@ account) and kept in the store. Both obey consent and purpose limits:
   ``dwelling_id`` in its payload; if any of them is not registered, the payload goes.
 - The echo never carries an image reference or free text (§3(3), spec item 6): it is
   the payload's JSON with only the fields the event and settings schemas define,
-  ``image``, ``key_nickname`` and ``message`` removed, strings cut to 64 characters. A
+  ``image`` and the free text (``REMOVED_FIELDS``) removed, strings cut to 64 characters. A
   payload that is not a JSON object, or too large or deep to parse safely, is not
   echoed at all. The store keeps the payload as it came (4 KiB at most) for the
   operator, where consent allows.
@@ -45,7 +45,9 @@ DETAIL_LIMIT = 512  # characters of the reason's detail
 ECHO_STRING_LIMIT = 64  # characters of any string value echoed
 _PARSE_LIMIT = 16_384  # a payload larger than this is not parsed for the echo
 _LIST_LIMIT = 16
-REMOVED_FIELDS = frozenset({"image", "key_nickname", "message", "text"})  # image, free text
+# The image and free text: key nicknames, failure messages, part A's device-control
+# errors and the names residents give their scenes, and survey answers' text.
+REMOVED_FIELDS = frozenset({"image", "key_nickname", "message", "error", "name", "text"})
 WITHHELD_DETAIL = "withheld: the dwelling is not registered (§7(1)①)"
 
 Consent = Callable[[str, str], bool]  # (building, dwelling) -> registered?
