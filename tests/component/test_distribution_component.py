@@ -136,7 +136,11 @@ async def test_an_initialised_dwelling_receives_nothing_and_sends_nothing(world:
     await gateway.handle(bus, usage("survey_answer", "d0003", OTHER, "survey-1"))
     await gateway.finish_in_flight()
     assert gateway.metrics.rejected == {RejectReason.UNKNOWN_DISTRIBUTION.value: 1}
-    assert [r for r in await gateway.store.provisions() if r.dwelling_id == "d0003"] == []
+    # Its only provisions are the consent notices initialising it sent to the services it
+    # used (spec item 11): nothing of it reached a contractor.
+    rows = [r for r in await gateway.store.provisions() if r.dwelling_id == "d0003"]
+    assert rows and {r.event_type for r in rows} == {"consent_notice"}
+    assert not any(r.recipient.startswith("contractor:") for r in rows)
 
 
 async def test_usage_reaches_its_own_contractor_with_a_ledger_row(world: World) -> None:

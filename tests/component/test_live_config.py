@@ -336,3 +336,29 @@ async def _interleave(folder: Path, steps: list[str]) -> None:
     assert {e: m.properties("config_revision") for e, m in copies.items()} == {
         e: [r] for e, r in expected.items()
     }
+
+
+async def test_a_partitioned_group_compares_the_configuration_taken_up_live(
+    world: World,
+) -> None:
+    """Members of a partitioned group refuse a joiner whose configuration differs from
+    theirs (``LeaseBook.config_sha256``): after a live change the fingerprint a process
+    heartbeats must be the new configuration's, or a gateway started under it would be
+    refused until every member restarted."""
+    from types import SimpleNamespace
+
+    from intercom_gateway.core.configuration import digest_of
+    from intercom_gateway.gateway.partitioned import Partitioned, config_fingerprint
+
+    leases = SimpleNamespace(config_sha256=config_fingerprint(world.gateway))
+    process = Partitioned.__new__(Partitioned)  # only its fingerprint is exercised
+    process.leases = leases
+    world.gateway.installed = process.fingerprint
+    before = leases.config_sha256
+    _, partners, registry = world.files()
+    await world.change((new_policy(), partners, registry))
+
+    assert world.gateway.config.policy.version == NEW_VERSION
+    assert leases.config_sha256 != before
+    assert leases.config_sha256 == digest_of(new_policy(), partners, registry)
+    assert leases.config_sha256 == config_fingerprint(world.gateway)

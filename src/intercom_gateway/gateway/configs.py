@@ -100,6 +100,9 @@ class Reconfigurable:
     _statistics: StatisticsRelease
     _rejections: Rejections
     distributions: DistributionDesk
+    # Told of every configuration installed: a partitioned process keeps the fingerprint
+    # its group compares (``LeaseBook.config_sha256``) equal to what it decides under.
+    installed: Callable[[Configuration], None] | None = None
 
     # What the configuration in force says; read through it, never kept apart from it.
     @property
@@ -133,6 +136,8 @@ class Reconfigurable:
         self._rejections.devices = config.devices
         self.distributions.partners = config.partners  # its contractors (§2(1))
         self.distributions.devices = config.devices
+        if self.installed is not None:
+            self.installed(config)
 
     async def _control(self, bus: Bus, inbound: Inbound) -> None:
         """A configuration notice, handled like any message: never raises but for a lost

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import structlog
 from intercom_gateway.bus import BrokerAddress, Bus, Message, MqttBus, Will
 from intercom_gateway.core import partitions, topics
 from intercom_gateway.core.analytics import HeldCopy
+from intercom_gateway.core.configuration import Configuration, digest_of
 from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import PartitionedStatus, utc_now
 from intercom_gateway.core.statistics import Window
@@ -104,6 +104,11 @@ class Partitioned:
     retired: Metrics = field(default_factory=Metrics)  # counts of partitions given up
     unknown: Held | None = None  # the unknown buildings' session, with partition 0
 
+    def fingerprint(self, config: Configuration) -> None:
+        """After a change (§10) the group compares the new configuration's fingerprint: a
+        gateway joining under it is not refused by members that took it up live."""
+        self.leases.config_sha256 = digest_of(config.policy, config.partners, config.registry)
+
     async def take_all(self, leases: list[Lease]) -> None:
         """Serve the partitions just leased. What they start from is read once for all of
         them, after the leases were taken: consent as the last acknowledgement left it,
@@ -127,6 +132,7 @@ class Partitioned:
         record = await self.store.config()
         if record is not None and record.revision > self.base.config.revision:
             self.base.install(record.configuration())
+            self.fingerprint(self.base.config)
         consents = await self.store.consents()
         for event_id in await self.store.recent_completed(self.settings.completed_memory):
             self.base.completed.add(event_id)
@@ -222,6 +228,7 @@ class Partitioned:
             revision=base.config.revision,
         )
         gateway.announce = False
+        gateway.installed = self.fingerprint
         gateway.buildings = tuple(buildings)  # whose consent notices it publishes again
         mine = set(buildings)
         counts, closed_before = windows
@@ -321,11 +328,7 @@ def config_fingerprint(gateway: Gateway) -> str:
     """SHA-256 of what a gateway decides with: its registry, partner registry and policy,
     as loaded (the same content in another layout is the same). Members of one group
     must agree on it (``LeaseBook``), or one building would be decided under two."""
-    digest = hashlib.sha256()
-    for model in (gateway.registry, gateway.partners, gateway.policy):
-        digest.update(model.model_dump_json().encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return digest_of(gateway.policy, gateway.partners, gateway.registry)
 
 
 def _add(total: Metrics, part: Metrics) -> None:
