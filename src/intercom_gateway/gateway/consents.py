@@ -14,14 +14,14 @@ from typing import NamedTuple
 
 import structlog
 
-from intercom_gateway.core.consent import ConsentState, apply_change
+from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import ConsentNotice, SettingsChange
-from intercom_gateway.core.notices import change_notices
 from intercom_gateway.core.policy import PartnerRegistry, Policy
 from intercom_gateway.core.records import LedgerRow
 from intercom_gateway.core.registry import Dwelling, InitialConsent, Registry
 from intercom_gateway.gateway.status import Metrics
 from intercom_gateway.store import Store
+from intercom_gateway.store.changes import record_change
 
 __all__ = ["Applied", "Consents", "consent_from_registry", "seed_consents"]
 
@@ -59,25 +59,14 @@ class Consents:
         """Apply and durably record one resident setting, with the ledger rows of the
         consent notices it gives (spec item 11); returns the ack and notices to publish."""
         key = (change.building_id, change.dwelling_id)
-        before = self.state(*key)
-        result = apply_change(before, change, policy=self.policy, partners=self.partners, now=now)
-        notices = change_notices(
-            before,
-            result,
+        result, notices = await record_change(
+            self.store,
+            self.state(*key),
             change,
+            policy=self.policy,
             partners=self.partners,
-            policy_version=self.policy.version,
-            now=now,
-        )
-        await self.store.save_consent(
-            result.state,
-            change=change.model_dump_json(),
-            change_id=str(change.change_id),
             source=source,
-            applied=result.applied,
-            detail=result.detail,
-            at=now,
-            notices=[row for _, row in notices],
+            now=now,
         )
         if result.applied:
             self.states[key] = result.state

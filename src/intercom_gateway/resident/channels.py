@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from intercom_gateway.core import topics
-from intercom_gateway.core.consent import ConsentState, apply_change
+from intercom_gateway.core.consent import ConsentState
 from intercom_gateway.core.models import SettingsAck, SettingsChange, utc_now
-from intercom_gateway.core.notices import change_notices
 from intercom_gateway.core.policy import PartnerRegistry, Policy
 from intercom_gateway.errors import GatewayError, PendingChange
 from intercom_gateway.settings import Settings
 from intercom_gateway.store import Store
+from intercom_gateway.store.changes import record_change
 
 
 class ConsentChannel(Protocol):
@@ -46,26 +46,16 @@ class StoreChannel:
         now = utc_now()
         key = (change.building_id, change.dwelling_id)
         state = await store.consent(*key) or ConsentState.initial(*key)
-        result = apply_change(state, change, policy=self.policy, partners=self.partners, now=now)
         # Spec item 11: the notices go on record with the change; the gateway publishes
         # them when it next starts (gateway.notices).
-        notices = change_notices(
+        result, _ = await record_change(
+            store,
             state,
-            result,
             change,
+            policy=self.policy,
             partners=self.partners,
-            policy_version=self.policy.version,
-            now=now,
-        )
-        await store.save_consent(
-            result.state,
-            change=change.model_dump_json(),
-            change_id=str(change.change_id),
             source="resident-request",
-            applied=result.applied,
-            detail=result.detail,
-            at=now,
-            notices=[row for _, row in notices],
+            now=now,
         )
         return result.ack(change, now=now)
 
