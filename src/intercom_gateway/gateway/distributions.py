@@ -9,8 +9,11 @@ refusal there, and is rejected like any bad input (counted, kept, echoed). The s
 distribution sent again (a redelivery) goes to the same panels again; a panel keeps one
 copy per distribution id. Another distribution under an id already used is refused.
 
-The gateway checks every ``notice_read`` and ``survey_answer`` against what this desk
-delivered (``delivered``), in this process and, loaded from the store, in the next.
+The gateway checks every ``notice_read`` and ``survey_answer`` against what was
+delivered (``delivered``). Both that check and the one for an id already used read a
+distribution this process has not seen from the store, which every process shares: one
+stored by another gateway, or before a restart, counts the same (nothing is loaded at
+start-up).
 """
 
 from __future__ import annotations
@@ -68,11 +71,6 @@ class DistributionDesk:
         self.known: dict[tuple[str, str], DistributionRow] = {}
         self._delivered: dict[tuple[str, str], Delivered] = {}
 
-    async def load(self) -> None:
-        """What earlier processes stored: usage of their distributions is checked too."""
-        for row in await self.store.distributions():
-            self.known[(row.contractor_id, row.distribution_id)] = row
-
     async def delivered(self, event: Event) -> Delivered | None:
         """The stored distribution a usage event names, if any (``check_usage`` judges).
 
@@ -84,13 +82,19 @@ class DistributionDesk:
         key = (event.contractor_id, event.distribution_id)
         found = self._delivered.get(key)
         if found is None:
-            row = self.known.get(key)
-            if row is None:
-                for row in await self.store.distributions(*key):
-                    self.known[key] = row
+            row = await self._row(key)
             if row is not None:  # parsed once, not per receipt
                 found = self._delivered[key] = row.delivered
         return found
+
+    async def _row(self, key: tuple[str, str]) -> DistributionRow | None:
+        """The distribution stored under ``key``: from memory, else from the store, which
+        every process shares (one may have stored it since this one started)."""
+        row = self.known.get(key)
+        if row is None:
+            for row in await self.store.distributions(*key):
+                self.known[key] = row
+        return row
 
     async def handle(
         self, bus: Bus, inbound: Inbound, topic: topics.ContractorTopic, now: datetime
@@ -138,7 +142,7 @@ class DistributionDesk:
         key = (topic.contractor, distribution.distribution_id)
         content = distribution.model_dump_json()
         printed = fingerprint(content.encode())
-        known = self.known.get(key)
+        known = await self._row(key)
         if known is not None:
             if known.fingerprint != printed:
                 raise InputRejected(

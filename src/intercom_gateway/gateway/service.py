@@ -177,7 +177,6 @@ class Gateway(Reconfigurable):  # the configuration: one value, swapped (§10, c
             clock=clock,
             revision=revision,
         )
-        await gateway.distributions.load()
         if not settings.partitioned:
             await gateway._recover()
         return gateway
