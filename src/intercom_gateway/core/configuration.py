@@ -118,14 +118,18 @@ class ConfigRecord:
             registry=registry.model_dump_json(),
         )
 
-    def configuration(self) -> Configuration:
-        """Validate the recorded documents again and compile them (pydantic errors out)."""
+    def documents(self) -> tuple[Policy, PartnerRegistry, Registry]:
+        """The recorded documents, validated again (pydantic errors out)."""
         policy = Policy.model_validate_json(self.policy)
         partners = PartnerRegistry.model_validate_json(self.partners)
         problems = partners.check_against(policy)
         if problems:
             raise ValueError("; ".join(problems))
-        registry = Registry.model_validate_json(self.registry)
+        return policy, partners, Registry.model_validate_json(self.registry)
+
+    def configuration(self) -> Configuration:
+        """The recorded documents, validated again and compiled."""
+        policy, partners, registry = self.documents()
         return Configuration.build(policy, partners, registry, revision=self.revision)
 
 

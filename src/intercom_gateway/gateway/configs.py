@@ -70,15 +70,16 @@ async def configuration_at_start(
     record = await store.config()
     if record is None:
         return policy, partners, registry, 0
-    recorded = record.configuration()
-    if (recorded.policy, recorded.partners, recorded.registry) != (policy, partners, registry):
+    # The documents only: the gateway compiles its one Configuration of them.
+    recorded = record.documents()
+    if recorded != (policy, partners, registry):
         log.warning(
             "the store's configuration is in force, not the files given:"
             " `intercom-gateway config apply` changes it",
             revision=record.revision,
             recorded_by=record.actor,
         )
-    return recorded.policy, recorded.partners, recorded.registry, record.revision
+    return (*recorded, record.revision)
 
 
 class Reconfigurable:
